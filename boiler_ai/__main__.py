@@ -1,0 +1,5 @@
+import sys
+
+from boiler_ai.cli import main
+
+sys.exit(main())

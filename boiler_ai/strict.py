@@ -1,0 +1,128 @@
+"""Strict YAML loading shared by every file a plant engineer edits.
+
+A malformed file must fail loudly with the file and the field path named, never half-load:
+unknown keys are typos until proven otherwise, and a missing limit is not a default of zero.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration or data file is wrong. The message names the file and the field."""
+
+    def __init__(self, source: str | Path, field: str, message: str):
+        self.source = str(source)
+        self.field = field
+        super().__init__(f"{source}: {field or '<top>'}: {message}")
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read file ({exc.strerror or exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(path, "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(path, "", "expected a mapping at the top level")
+    return data
+
+
+class Fields:
+    """Typed, strict access to one mapping of a file: every key must be consumed or known.
+
+    Usage: f = Fields(src, "signals.o2", mapping); x = f.number("range"); ...; f.done()
+    """
+
+    def __init__(self, source: str | Path, path: str, data: Any):
+        if not isinstance(data, dict):
+            raise ConfigError(source, path, f"expected a mapping, got {type(data).__name__}")
+        self.source, self.path, self.data = source, path, data
+        self._seen: set[str] = set()
+
+    def _at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.source, self._at(key), message)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str, default: Any = ...) -> Any:
+        self._seen.add(key)
+        if key not in self.data:
+            if default is ...:
+                raise self.error(key, "required field is missing")
+            return default
+        return self.data[key]
+
+    def number(self, key: str, default: Any = ..., *, lo: float | None = None, hi: float | None = None) -> float:
+        value = self.raw(key, default)
+        if value is default and default is not ...:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.error(key, f"expected a finite number, got {value!r}")
+        if lo is not None and value < lo:
+            raise self.error(key, f"must be >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise self.error(key, f"must be <= {hi}, got {value}")
+        return float(value)
+
+    def integer(self, key: str, default: Any = ..., *, lo: int | None = None) -> int:
+        value = self.raw(key, default)
+        if value is default and default is not ...:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected an integer, got {value!r}")
+        if lo is not None and value < lo:
+            raise self.error(key, f"must be >= {lo}, got {value}")
+        return value
+
+    def boolean(self, key: str, default: Any = ...) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {value!r}")
+        return value
+
+    def string(self, key: str, default: Any = ..., *, choices: tuple[str, ...] | None = None) -> str:
+        value = self.raw(key, default)
+        if value is default and default is not ...:
+            return value
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"expected a non-empty string, got {value!r}")
+        if choices is not None and value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def pair(self, key: str, default: Any = ...) -> tuple[float, float]:
+        value = self.raw(key, default)
+        if value is default and default is not ...:
+            return value
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value)):
+            raise self.error(key, f"expected [lo, hi] with two finite numbers, got {value!r}")
+        lo, hi = float(value[0]), float(value[1])
+        if lo > hi:
+            raise self.error(key, f"lo {lo} is above hi {hi}")
+        return lo, hi
+
+    def mapping(self, key: str, default: Any = ...) -> Fields:
+        value = self.raw(key, default)
+        return Fields(self.source, self._at(key), value)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self._seen)
+        if unknown:
+            raise self.error(unknown[0], f"unknown field (known here: {', '.join(sorted(self._seen)) or 'none'})")
