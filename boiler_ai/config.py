@@ -1,0 +1,209 @@
+"""The daemon configuration file (example: deploy/examples/reference_unit.yaml).
+
+Paths inside it are relative to the file itself, so a config and the files it names move together.
+Loading is strict: an unknown or missing key, a wrong type or a file that does not exist fails with
+the config file and the field named. The config hash pins the whole effective configuration
+(this file plus the tag map, envelope and model bytes) into every decision record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from boiler_ai.strict import ConfigError, Fields, load_yaml
+
+MODES = ("shadow", "closed_loop")
+FSYNC = ("every_record", "interval", "never")
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    policy: str  # "None" | "Basic256Sha256"
+    mode: str  # "SignAndEncrypt" | "Sign" | "None"
+    certificate: Path | None
+    private_key: Path | None
+    server_certificate: Path | None
+    application_uri: str | None
+    username: str | None
+    password_file: Path | None
+
+
+@dataclass(frozen=True)
+class OpcUaConfig:
+    endpoint: str
+    timeout_s: float
+    max_nodes_per_read: int | None
+    max_nodes_per_write: int | None
+    security: SecurityConfig
+
+
+@dataclass(frozen=True)
+class EngagementConfig:
+    healthy_cycles_to_engage: int
+    grant_timeout_cycles: int
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    max_spread: float  # ensemble std, in units of each action's allowed deviation from the DCS setpoint
+    training_envelope_margin: float  # fraction of each input's training range tolerated outside it
+    out_of_depth_hold_s: float  # hold the last action this long while the model is unsure, then release
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    log_dir: Path
+    publish_endpoint: str | None
+    catchup_endpoint: str | None
+    fsync: str
+    fsync_interval_ms: int
+    segment_max_mb: float
+    segment_max_age_s: float
+    retention_days: float
+    queue_size: int
+    state_every_cycles: int
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    source: Path
+    unit: str
+    tag_map: Path
+    envelope: Path
+    model_path: Path
+    model_sha256: str
+    mode: str
+    cycle_period_s: float
+    time_scale: float  # plant seconds per wall second; != 1 only against an accelerated simulator
+    opcua: OpcUaConfig
+    engagement: EngagementConfig
+    policy: PolicyConfig
+    record: RecordConfig
+    metrics_listen: str | None  # "host:port" for the Prometheus endpoint, or None
+    log_level: str
+
+    def config_hash(self) -> str:
+        """sha256 over this file and every file it brings in, so a record names its exact setup."""
+        digest = hashlib.sha256()
+        for path in (self.source, self.tag_map, self.envelope, self.model_path):
+            digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+
+def _path(f: Fields, key: str, base: Path, *, must_exist: bool = True, default=...) -> Path | None:
+    value = f.raw(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise f.error(key, f"expected a path, got {value!r}")
+    path = (base / value).resolve()
+    if must_exist and not path.exists():
+        raise f.error(key, f"file not found: {path}")
+    return path
+
+
+def _security(f: Fields, base: Path) -> SecurityConfig:
+    policy = f.string("policy", choices=("None", "Basic256Sha256"))
+    if policy == "None":
+        f.done()
+        return SecurityConfig("None", "None", None, None, None, None, None, None)
+    sec = SecurityConfig(
+        policy=policy,
+        mode=f.string("mode", choices=("SignAndEncrypt", "Sign")),
+        certificate=_path(f, "certificate", base),
+        private_key=_path(f, "private_key", base),
+        server_certificate=_path(f, "server_certificate", base),
+        application_uri=f.string("application_uri"),
+        username=f.string("username", None),
+        password_file=_path(f, "password_file", base, default=None),
+    )
+    if (sec.username is None) != (sec.password_file is None):
+        raise f.error("password_file", "username and password_file go together")
+    f.done()
+    return sec
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    path = Path(path).resolve()
+    base = path.parent
+    top = Fields(path, "", load_yaml(path))
+
+    model = top.mapping("model")
+    model_path = _path(model, "path", base)
+    sha = model.string("sha256")
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise model.error("sha256", "expected 64 lowercase hex digits (sha256sum of the .onnx file)")
+    model.done()
+
+    op = top.mapping("opcua")
+    opcua = OpcUaConfig(
+        endpoint=op.string("endpoint"),
+        timeout_s=op.number("timeout_s", 2.0, lo=0.05),
+        max_nodes_per_read=op.integer("max_nodes_per_read", None, lo=1),
+        max_nodes_per_write=op.integer("max_nodes_per_write", None, lo=1),
+        security=_security(op.mapping("security", {"policy": "None"}), base),
+    )
+    if not opcua.endpoint.startswith("opc.tcp://"):
+        raise op.error("endpoint", f"expected opc.tcp://host:port, got {opcua.endpoint!r}")
+    op.done()
+
+    en = top.mapping("engagement")
+    engagement = EngagementConfig(
+        healthy_cycles_to_engage=en.integer("healthy_cycles_to_engage", lo=1),
+        grant_timeout_cycles=en.integer("grant_timeout_cycles", lo=1),
+    )
+    en.done()
+
+    po = top.mapping("policy")
+    policy = PolicyConfig(
+        max_spread=po.number("max_spread", lo=0.0),
+        training_envelope_margin=po.number("training_envelope_margin", lo=0.0),
+        out_of_depth_hold_s=po.number("out_of_depth_hold_s", lo=0.0),
+    )
+    po.done()
+
+    rc = top.mapping("record")
+    record = RecordConfig(
+        log_dir=_path(rc, "log_dir", base, must_exist=False),
+        publish_endpoint=rc.string("publish_endpoint", None),
+        catchup_endpoint=rc.string("catchup_endpoint", None),
+        fsync=rc.string("fsync", choices=FSYNC),
+        fsync_interval_ms=rc.integer("fsync_interval_ms", 200, lo=1),
+        segment_max_mb=rc.number("segment_max_mb", 64.0, lo=0.01),
+        segment_max_age_s=rc.number("segment_max_age_s", 3600.0, lo=1.0),
+        retention_days=rc.number("retention_days", 90.0, lo=0.0),
+        queue_size=rc.integer("queue_size", 10000, lo=1),
+        state_every_cycles=rc.integer("state_every_cycles", 60, lo=1),
+    )
+    rc.done()
+
+    metrics = top.mapping("metrics", {"listen": None})
+    metrics_listen = metrics.string("listen", None)
+    metrics.done()
+
+    cfg = DaemonConfig(
+        source=path,
+        unit=top.string("unit"),
+        tag_map=_path(top, "tag_map", base),
+        envelope=_path(top, "envelope", base),
+        model_path=model_path,
+        model_sha256=sha,
+        mode=top.string("mode", choices=MODES),
+        cycle_period_s=top.number("cycle_period_s", lo=0.01),
+        time_scale=top.number("time_scale", 1.0, lo=0.001),
+        opcua=opcua,
+        engagement=engagement,
+        policy=policy,
+        record=record,
+        metrics_listen=metrics_listen,
+        log_level=top.string("log_level", "info", choices=("debug", "info", "warning", "error")),
+    )
+    top.done()
+    return cfg
+
+
+def check_unit_matches(cfg: DaemonConfig, tag_map_unit: str) -> None:
+    if cfg.unit != tag_map_unit:
+        raise ConfigError(cfg.source, "unit", f"{cfg.unit!r} but the tag map {cfg.tag_map} is for unit {tag_map_unit!r}")
