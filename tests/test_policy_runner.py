@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 from test_model_contract import (
+    INPUTS,
     MVS,
     TAG_MAP,
     linear_policy,
@@ -53,6 +54,7 @@ def test_action_follows_the_contract_in_mv_order(tmp_path):
     w, b = rng.normal(size=(6, 18)).astype(np.float32), rng.normal(size=18).astype(np.float32)
     runner = runner_for(save_policy(tmp_path / "p.onnx", contract, weights=w, bias=b))
     assert runner.contract == contract and runner.mv_names == REVERSED
+    assert runner.input_signals == INPUTS and runner.model_id == "test-model"
     rows = [(3.1, 420.0, 0.5), (3.4, 430.0, -0.25)]
     for o2, load, bias in rows:
         assert not runner.ready

@@ -118,6 +118,14 @@ class PolicyRunner:
         self._out_scale = np.asarray(contract.output_scale, dtype=np.float64)[order]
 
     @property
+    def input_signals(self) -> tuple[str, ...]:
+        return self.contract.input_signals
+
+    @property
+    def model_id(self) -> str:
+        return self.contract.model_id
+
+    @property
     def ready(self) -> bool:
         """True once `history_length` observations have been stacked."""
         return self._filled == self.contract.history_length
