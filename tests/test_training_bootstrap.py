@@ -1,0 +1,109 @@
+"""The training side: dataset building, export checked against torch, and the bootstrap pipeline end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "training"))  # training/ is a folder of scripts, not an installed package
+
+from ensemble import ResidualMLPEnsemble, predict
+from export import ExportError, export_policy
+from policy_dataset import build_dataset, concat, observation_signals
+
+from boiler_ai.control.model_contract import read_contract
+from boiler_ai.control.policy import PolicyRunner
+from boiler_ai.plant.tagmap import load_tag_map
+
+TM = load_tag_map(ROOT / "opc" / "reference_unit.yaml")
+TARGETS = {"feeder_a_bias_tph": "feeder_a_bias_tph_dcs_sp", "sa_damper_a_pct": "sa_damper_a_pct_dcs_sp"}
+SIGNALS = ("unit_load_mw", "feeder_a_bias_tph_dcs_sp", "sa_damper_a_pct_dcs_sp")
+
+
+def row(t: float) -> dict[str, float]:
+    return {"unit_load_mw": 400 + t, "feeder_a_bias_tph_dcs_sp": t / 10, "sa_damper_a_pct_dcs_sp": 50 - t, "co_ppm": 1.0}
+
+
+def test_observation_signals_are_process_signals_and_dcs_setpoints():
+    names = observation_signals(TM)
+    assert "o2_economiser_pct" in names and "feeder_a_bias_tph_dcs_sp" in names and "mill_a_in_service" in names
+    assert not any(n.endswith("_ai_sp") for n in names)
+    assert not set(TM.handshake.values()) & set(names)
+    assert names == [n for n in TM.signals if n in names]  # tag-map order
+    assert len(names) == len(TM.readable) - len(TM.handshake) - len(TM.manipulated)
+
+
+def test_dataset_stacks_history_oldest_first_and_targets_the_next_setpoint():
+    ds = build_dataset((row(t) for t in range(6)), input_signals=SIGNALS, targets=TARGETS, history=2, source=4)
+    assert len(ds) == 6 - 2  # windows (0,1)->2, (1,2)->3, (2,3)->4, (3,4)->5
+    np.testing.assert_array_equal(ds.x[0], [400, 0.0, 50, 401, 0.1, 49])
+    np.testing.assert_array_equal(ds.y[0], [0.2, 48])  # row 2's DCS setpoints
+    np.testing.assert_array_equal(ds.y[-1], [0.5, 45])
+    assert ds.source.tolist() == [4] * 4
+    lead3 = build_dataset((row(t) for t in range(6)), input_signals=SIGNALS, targets=TARGETS, history=2, lead=3)
+    assert len(lead3) == 2 and lead3.y[0].tolist() == [0.4, 46]
+
+
+def test_gaps_nan_and_missing_signals_break_the_sequence():
+    rows = [row(t) for t in range(12)]
+    rows[3] = None  # a gap in the log
+    rows[7] = {**row(7), "unit_load_mw": float("nan")}
+    del rows[10]["sa_damper_a_pct_dcs_sp"]
+    ds = build_dataset(rows, input_signals=SIGNALS, targets=TARGETS, history=2)
+    # a sample spans 3 rows (2 inputs + the target); only those starting at rows 0 and 4 avoid rows 3, 7 and 10
+    assert [x[0] - 400 for x in ds.x] == [0, 4]
+    assert np.isfinite(ds.x).all() and np.isfinite(ds.y).all()
+    empty = build_dataset([row(0)], input_signals=SIGNALS, targets=TARGETS, history=2)
+    assert len(empty) == 0 and empty.x.shape == (0, 6)
+
+
+def test_dataset_hash_pins_layout_and_numbers():
+    a = build_dataset((row(t) for t in range(8)), input_signals=SIGNALS, targets=TARGETS, history=2)
+    b = build_dataset((row(t) for t in range(8)), input_signals=SIGNALS, targets=TARGETS, history=2)
+    c = build_dataset((row(t) for t in range(8)), input_signals=SIGNALS, targets=TARGETS, history=3)
+    assert a.sha256() == b.sha256() != c.sha256()
+    both = concat([a, b])
+    assert len(both) == 2 * len(a) and both.sha256() != a.sha256()
+    with pytest.raises(ValueError, match="different layouts"):
+        concat([a, c])
+
+
+def _small_export(tmp_path: Path, atol: float = 1e-4):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_model_contract import sample_contract
+
+    torch.manual_seed(0)
+    contract = sample_contract(ensemble_size=4)
+    model = ResidualMLPEnsemble(contract.input_width, contract.n_actions, [5] * 18, [0.5] * 18, members=4, hidden=8)
+    batch = np.random.default_rng(0).normal(size=(32, contract.input_width)).astype(np.float32)
+    return model, contract, batch, export_policy(model, contract, tmp_path / "m" / "policy.onnx", batch, atol=atol)
+
+
+def test_export_writes_the_contract_and_matches_torch_in_the_runner(tmp_path):
+    model, contract, batch, sha = _small_export(tmp_path)
+    path = tmp_path / "m" / "policy.onnx"
+    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert read_contract(path) == contract
+    assert not list(path.parent.glob("*.data")) and not list(path.parent.glob("*.tmp"))  # weights inside, no leftovers
+    runner = PolicyRunner(path, tag_map=TM, expected_sha256=sha, mv_names=contract.action_names)
+    action, spread = predict(model, batch[:1])
+    for block in batch[0].reshape(contract.history_length, contract.n_inputs):
+        raw = np.array(contract.input_offset) + block.astype(np.float64) * np.array(contract.input_scale)
+        runner.observe(dict(zip(contract.input_signals, raw.tolist())))
+    out = runner.infer()
+    np.testing.assert_allclose(out.action, action[0] * contract.output_scale + np.array(contract.output_offset), atol=1e-3)
+    np.testing.assert_allclose(out.spread, spread[0] * np.array(contract.output_scale), atol=1e-3)
+    assert onnx.load(path).opset_import[0].version >= 18
+
+
+def test_export_refuses_to_write_a_graph_that_differs_from_torch(tmp_path):
+    with pytest.raises(ExportError, match=r"ONNX output 'action' differs from torch by .* > -1"):
+        _small_export(tmp_path, atol=-1.0)  # no difference passes a negative tolerance: the check runs
+    assert not (tmp_path / "m" / "policy.onnx").exists()
