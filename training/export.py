@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import subprocess
 import warnings
@@ -44,13 +45,22 @@ def export_policy(module: torch.nn.Module, contract: ModelContract, path: str | 
         raise ExportError(f"check batch must be [B >= 2, {contract.input_width}], got {list(check.shape)}")
     output_names = [contract.action_output] + ([contract.spread_output] if contract.spread_output else [])
 
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):  # the exporter narrates to stdout
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, (check[:2],), dynamo=True, external_data=False, verbose=False,
-            input_names=[contract.input_name], output_names=output_names,
-            dynamic_shapes=({0: torch.export.Dim("batch")},),  # example batch of 2: a size-1 dim would be specialised
-        )
+    # The exporter narrates to stdout and warns about optional packages (torchvision): keep the log to
+    # what matters here, the check below.
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module, (check[:2],), dynamo=True, external_data=False, verbose=False,
+                input_names=[contract.input_name], output_names=output_names,
+                # an example batch of 2, because a size-1 dimension would be specialised to 1
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+            )
+    finally:
+        exporter_log.setLevel(level)
     proto = program.model_proto
     write_contract(proto, contract)
     onnx.checker.check_model(proto, full_check=True)
@@ -84,8 +94,14 @@ def created_utc() -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# What a bootstrap or retrained policy depends on: a local change to any of these makes the commit
+# alone not describe the model.
+TRAINING_INPUTS = ("training", "boiler_ai/sim", "boiler_ai/control/model_contract.py", "boiler_ai/control/policy.py",
+                   "boiler_ai/plant/tagmap.py", "opc")
+
+
 def code_commit() -> str:
-    """The git commit of the training code, '-dirty' if training/ or boiler_ai/ has uncommitted changes."""
+    """The git commit of the training code, with '-dirty' if a tracked file it depends on is modified."""
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
@@ -93,7 +109,7 @@ def code_commit() -> str:
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--", "training", "boiler_ai")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *TRAINING_INPUTS)
     except (OSError, subprocess.CalledProcessError) as exc:
         raise ExportError(f"cannot read the git commit of the training code ({exc}); train from a git checkout") from None
     return commit + ("-dirty" if dirty else "")
