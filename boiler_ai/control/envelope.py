@@ -1,0 +1,246 @@
+"""The operating envelope of a unit (`constraints/<unit>.yaml`, DESIGN.md section 4).
+
+What the AI may do with each manipulated variable (MV), and which unit-level rules bind them together:
+  per MV     absolute min/max, rate up/down per second, maximum deviation from the DCS's own setpoint,
+             projection weight, and the boolean signal that makes it available (else it follows the
+             DCS setpoint exactly)
+  couplings  linear rows over the MVs' setpoints or over their deviations from the DCS setpoints
+  process    limits on measured signals, linearised each cycle as y_now + S (u - u_prev)
+
+Every field is required and every name must be in the tag map; the MV set must be the tag map's.
+The projector works on this object; the guard reads the file again on its own (guard.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from boiler_ai.plant.tagmap import SignalSpec, TagMap
+from boiler_ai.strict import ConfigError, Fields, load_yaml
+
+ALWAYS = "always"  # available_when value for an MV the AI may always move
+RELATIONS = ("equal", "at_most", "at_least")
+COUPLING_BASES = ("setpoint", "deviation_from_dcs")
+PROCESS_RELATIONS = ("at_most", "at_least")
+MAX_GUARD_TOLERANCE = 1e-3  # a looser guard stops being a check
+
+
+@dataclass(frozen=True)
+class Coupling:
+    """coefficients · x  (relation)  limit, with x the setpoints or their deviations from the DCS."""
+
+    name: str
+    description: str
+    basis: str  # "setpoint" or "deviation_from_dcs"
+    coefficients: np.ndarray  # per MV, in envelope MV order
+    relation: str  # "equal", "at_most" or "at_least"
+    limit: float
+
+
+@dataclass(frozen=True)
+class ProcessLimit:
+    """signal (relation) limit, predicted as y_now + sensitivity · (u - u_prev)."""
+
+    name: str
+    description: str
+    signal: str
+    unit: str
+    relation: str  # "at_most" or "at_least"
+    limit: float
+    sensitivity: np.ndarray  # signal units per MV unit, in envelope MV order
+
+
+@dataclass(frozen=True)
+class Envelope:
+    unit: str
+    source: str
+    sha256: str
+    mv_names: tuple[str, ...]  # tag-map order; every array below follows it
+    mv_units: tuple[str, ...]
+    lo: np.ndarray
+    hi: np.ndarray
+    rate_up: np.ndarray  # per second
+    rate_down: np.ndarray  # per second, positive
+    max_dev: np.ndarray  # from the DCS setpoint
+    weights: np.ndarray
+    available_when: tuple[str | None, ...]  # boolean signal per MV, None = always
+    couplings: tuple[Coupling, ...]
+    process_limits: tuple[ProcessLimit, ...]
+    time_budget_us: float
+    guard_tolerance: float
+
+    @property
+    def condition_signals(self) -> tuple[str, ...]:
+        """Boolean signals the caller must hand in as `available` each cycle."""
+        return tuple(sorted({s for s in self.available_when if s is not None}))
+
+    @property
+    def process_signals(self) -> tuple[str, ...]:
+        """Measured signals the caller must hand in as `process_now` each cycle."""
+        return tuple(sorted({p.signal for p in self.process_limits}))
+
+    def vector(self, values: Mapping[str, float]) -> np.ndarray:
+        """MV name -> value mapping as an array in MV order; a missing MV is NaN (the projector releases)."""
+        return np.array([float(values.get(n, np.nan)) for n in self.mv_names], dtype=float)
+
+    def mapping(self, vector: np.ndarray) -> dict[str, float]:
+        return {n: float(v) for n, v in zip(self.mv_names, vector)}
+
+    def describe(self) -> str:
+        """The effective envelope as text, printed when the daemon starts."""
+        header = (f"  {'manipulated variable':<24} {'unit':>6} {'min':>8} {'max':>8} {'rate up/s':>10} "
+                  f"{'rate dn/s':>10} {'max dev':>8} {'weight':>7}  available when")
+        lines = [f"operating envelope of {self.unit}: {self.source}", f"  sha256 {self.sha256}", header]
+        for i, name in enumerate(self.mv_names):
+            lines.append(f"  {name:<24} {self.mv_units[i]:>6} {self.lo[i]:>8g} {self.hi[i]:>8g} {self.rate_up[i]:>10g} "
+                         f"{self.rate_down[i]:>10g} {self.max_dev[i]:>8g} {self.weights[i]:>7g}  "
+                         f"{self.available_when[i] or ALWAYS}")
+        lines.append("  couplings:")
+        for c in self.couplings:
+            terms = " ".join(f"{v:+g} {self.mv_names[i]}" for i, v in enumerate(c.coefficients) if v)
+            lines.append(f"    {c.name} [{c.basis}]: {terms} {_SYMBOL[c.relation]} {c.limit:g}")
+        if not self.couplings:
+            lines.append("    none")
+        lines.append("  process limits (linearised: y_now + S (u - u_prev); a limit already crossed must not get worse):")
+        for p in self.process_limits:
+            terms = ", ".join(f"{self.mv_names[i]} {v:+g}" for i, v in enumerate(p.sensitivity) if v)
+            lines.append(f"    {p.name}: {p.signal} {_SYMBOL[p.relation]} {p.limit:g} {p.unit}   S: {terms}")
+        if not self.process_limits:
+            lines.append("    none")
+        lines.append(f"  solver time budget {self.time_budget_us:g} us, guard tolerance {self.guard_tolerance:g}")
+        return "\n".join(lines)
+
+
+_SYMBOL = {"equal": "=", "at_most": "<=", "at_least": ">="}
+
+
+def load_envelope(path: str | Path, tag_map: TagMap) -> Envelope:
+    path = Path(path)
+    top = Fields(path, "", load_yaml(path))
+    unit = top.string("unit")
+    if unit != tag_map.unit:
+        raise top.error("unit", f"{unit!r} is not the tag map's unit {tag_map.unit!r} ({tag_map.source})")
+
+    solver = top.mapping("solver")
+    time_budget_us = solver.number("time_budget_us", lo=1.0)
+    solver.done()
+    guard = top.mapping("guard")
+    tolerance = guard.number("tolerance", lo=0.0, hi=MAX_GUARD_TOLERANCE)
+    if tolerance <= 0.0:
+        raise guard.error("tolerance", "must be above 0 (floating-point rounding needs a little room)")
+    guard.done()
+
+    mv_fields = top.mapping("manipulated")
+    names = tuple(tag_map.manipulated)
+    missing = [n for n in names if n not in mv_fields.data]
+    extra = [n for n in mv_fields.data if n not in tag_map.manipulated]
+    if missing or extra:
+        raise ConfigError(path, "manipulated", "the manipulated variables must be exactly the tag map's"
+                              + (f"; missing: {', '.join(missing)}" if missing else "")
+                              + (f"; not in the tag map: {', '.join(map(str, extra))}" if extra else ""))
+    rows: dict[str, list] = {k: [] for k in ("lo", "hi", "rate_up", "rate_down", "max_dev", "weights")}
+    units, available_when = [], []
+    for name in names:
+        f = mv_fields.mapping(name)
+        spec = tag_map.signals[tag_map.manipulated[name].ai_setpoint]
+        lo = f.number("min", lo=spec.lo, hi=spec.hi)
+        hi = f.number("max", lo=spec.lo, hi=spec.hi)
+        if lo > hi:
+            raise f.error("max", f"max {hi} is below min {lo}")
+        rows["lo"].append(lo)
+        rows["hi"].append(hi)
+        rows["rate_up"].append(f.number("rate_up_per_s", lo=0.0))
+        rows["rate_down"].append(f.number("rate_down_per_s", lo=0.0))
+        rows["max_dev"].append(f.number("max_deviation_from_dcs", lo=0.0))
+        weight = f.number("weight", lo=0.0)
+        if weight <= 0.0:
+            raise f.error("weight", "must be above 0")
+        rows["weights"].append(weight)
+        available_when.append(_condition(f, tag_map))
+        units.append(spec.unit)
+        f.done()
+
+    couplings = _couplings(top.mapping("couplings"), names)
+    process_limits = _process_limits(top.mapping("process_limits"), names, tag_map)
+    top.done()
+
+    def frozen(values: list[float]) -> np.ndarray:
+        array = np.array(values, dtype=float)
+        array.setflags(write=False)
+        return array
+
+    return Envelope(
+        unit=unit, source=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        mv_names=names, mv_units=tuple(units),
+        lo=frozen(rows["lo"]), hi=frozen(rows["hi"]), rate_up=frozen(rows["rate_up"]),
+        rate_down=frozen(rows["rate_down"]), max_dev=frozen(rows["max_dev"]), weights=frozen(rows["weights"]),
+        available_when=tuple(available_when), couplings=couplings, process_limits=process_limits,
+        time_budget_us=time_budget_us, guard_tolerance=tolerance,
+    )
+
+
+def _condition(f: Fields, tag_map: TagMap) -> str | None:
+    signal = f.string("available_when")
+    if signal == ALWAYS:
+        return None
+    spec = _signal(f, "available_when", signal, tag_map)
+    if spec.data_type != "Boolean" or not spec.readable:
+        raise f.error("available_when", f"tag {signal!r} must be a readable Boolean (or write {ALWAYS!r})")
+    return signal
+
+
+def _signal(f: Fields, key: str, name: str, tag_map: TagMap) -> SignalSpec:
+    try:
+        return tag_map.signals[name]
+    except KeyError:
+        raise f.error(key, f"unknown tag {name!r} (not in the tag map {tag_map.source})") from None
+
+
+def _coefficients(f: Fields, key: str, names: tuple[str, ...]) -> np.ndarray:
+    """A {mv: number} mapping as a row in MV order; MVs not listed have coefficient 0."""
+    terms = f.mapping(key)
+    row = np.zeros(len(names))
+    for mv in terms.data:
+        if mv not in names:
+            raise terms.error(str(mv), "not a manipulated variable of this envelope")
+        row[names.index(mv)] = terms.number(mv)
+    terms.done()
+    if not row.any():
+        raise f.error(key, "needs at least one non-zero term")
+    row.setflags(write=False)
+    return row
+
+
+def _couplings(section: Fields, names: tuple[str, ...]) -> tuple[Coupling, ...]:
+    out = []
+    for name in section.data:
+        f = section.mapping(name)
+        out.append(Coupling(
+            name=str(name), description=f.string("description"), basis=f.string("applies_to", choices=COUPLING_BASES),
+            coefficients=_coefficients(f, "terms", names), relation=f.string("relation", choices=RELATIONS),
+            limit=f.number("limit"),
+        ))
+        f.done()
+    return tuple(out)
+
+
+def _process_limits(section: Fields, names: tuple[str, ...], tag_map: TagMap) -> tuple[ProcessLimit, ...]:
+    out = []
+    for name in section.data:
+        f = section.mapping(name)
+        signal = f.string("signal")
+        spec = _signal(f, "signal", signal, tag_map)
+        if not spec.readable or spec.data_type == "Boolean":
+            raise f.error("signal", f"tag {signal!r} must be a readable measurement")
+        out.append(ProcessLimit(
+            name=str(name), description=f.string("description"), signal=signal, unit=spec.unit,
+            relation=f.string("relation", choices=PROCESS_RELATIONS), limit=f.number("limit", lo=spec.lo, hi=spec.hi),
+            sensitivity=_coefficients(f, "sensitivity", names),
+        ))
+        f.done()
+    return tuple(out)
