@@ -636,3 +636,135 @@ def test_unsecured_client_is_refused_by_a_secured_server(secure_server, test_map
             await io.close()
 
     run(scenario())
+
+
+# ------------------------------------------------------------------ against the simulator's TagServer
+
+
+def served_values(tag_map: TagMap) -> dict[str, float]:
+    return {name: float(initial_value(s)) for name, s in tag_map.signals.items() if s.readable}
+
+
+def test_tag_server_cycle_with_faults(tag_map):
+    from boiler_ai.plant.opcua_server import TagServer
+
+    plant_writes: list[tuple[str, float]] = []
+    setpoints = {tag_map.manipulated[mv].ai_setpoint: 0.5 for mv in tag_map.manipulated if "bias" in mv}
+    setpoints.update({"sa_damper_c_pct_ai_sp": 42.0, "ai_request": 1.0, "ai_heartbeat": 17.0})
+
+    async def scenario():
+        async with TagServer(tag_map, "opc.tcp://127.0.0.1:0", on_write=lambda s, v: plant_writes.append((s, v))) as srv:
+            measured = time.time() - 1.0
+            await srv.publish(served_values(tag_map), measured)
+            io = OpcUaPlantIO(tag_map, srv.endpoint)
+            await io.connect()
+            try:
+                problems = await io.verify()
+                clean = await io.read()
+                written = await io.write(setpoints)
+                after = await io.read()
+                await srv.faults.bad_quality("o2_economiser_pct")
+                await srv.faults.uncertain("co_ppm")
+                await srv.faults.nan("nox_mg_nm3")
+                srv.faults.reject_writes("sofa_damper_1_pct_ai_sp")
+                faulted = await io.read()
+                rejected = await io.write({"sofa_damper_1_pct_ai_sp": 30.0, "ai_heartbeat": 18.0})
+                await srv.faults.clear()
+                return measured, problems, clean, written, after, faulted, rejected
+            finally:
+                await io.close()
+
+    measured, problems, clean, written, after, faulted, rejected = run(scenario())
+    assert problems == []
+    assert clean.error is None and len(clean.readings) == len(tag_map.readable)
+    assert all(r.quality is Quality.GOOD for r in clean.readings.values())
+    assert clean.readings["unit_load_mw"].value == 350.0
+    assert clean.readings["unit_load_mw"].source_ts == pytest.approx(measured, abs=1e-3)
+    assert written.ok and written.read_back == setpoints
+    assert sorted(plant_writes[: len(setpoints)]) == sorted(setpoints.items())
+    assert plant_writes[len(setpoints):] == [("ai_heartbeat", 18.0)]  # the rejected tag never reached the plant
+    for name, value in setpoints.items():  # the server stamps what the daemon wrote
+        assert after.readings[name].value == value and after.readings[name].quality is Quality.GOOD
+    o2, co, nox = (faulted.readings[n] for n in ("o2_economiser_pct", "co_ppm", "nox_mg_nm3"))
+    assert o2.status_code == ua.StatusCodes.BadSensorFailure and math.isnan(o2.value)
+    assert co.quality is Quality.UNCERTAIN and co.value == 2500.0
+    assert nox.quality is Quality.GOOD and math.isnan(nox.value)
+    assert not rejected.ok and rejected.status["ai_heartbeat"] == 0
+    assert rejected.status["sofa_damper_1_pct_ai_sp"] == ua.StatusCodes.BadNotWritable
+    assert "sofa_damper_1_pct_ai_sp (BadNotWritable)" in rejected.error
+
+
+def test_tag_server_slow_stopped_and_back(tag_map):
+    from boiler_ai.plant.opcua_server import TagServer
+
+    async def scenario():
+        async with TagServer(tag_map, "opc.tcp://127.0.0.1:0") as srv:
+            await srv.publish(served_values(tag_map), time.time())
+            io = OpcUaPlantIO(tag_map, srv.endpoint, timeout_s=0.5)
+            await io.connect()
+            try:
+                srv.faults.slow(1.0)
+                slow = await io.read()
+                srv.faults.slow(0.0)
+                recovered = await wait_for_read(io, within_s=8.0)
+                await srv.stop()
+                down = await io.read()
+                await srv.start()
+                started = time.monotonic()
+                back = await wait_for_read(io, within_s=8.0)
+                took = time.monotonic() - started
+                sessions = len(srv._ua.iserver._external_sessions)
+            finally:
+                await io.close()
+            return slow, recovered, down, back, took, sessions
+
+    slow, recovered, down, back, took, sessions = run(scenario())
+    assert slow.readings == {} and "timeout" in slow.error
+    assert recovered.error is None
+    assert down.readings == {} and down.error
+    assert back.error is None and len(back.readings) == len(tag_map.readable) and took < 8.0
+    assert sessions == 1
+
+
+def test_tag_server_secured_with_pki_layout(tag_map, tmp_path):
+    from boiler_ai.plant.opcua_server import (
+        ServerSecurity,
+        TagServer,
+        make_certificate,
+        private_key_path,
+        trust,
+    )
+
+    server_pki, daemon_pki = tmp_path / "sim", tmp_path / "daemon"
+    server_cert = make_certificate(server_pki, "server", "urn:boiler-ai:server:reference_unit", role="server")
+    client_cert = make_certificate(daemon_pki, "daemon", "urn:boiler-ai:daemon:reference_unit", role="client")
+    trust(server_pki, client_cert)
+    pinned = trust(daemon_pki, server_cert)
+    (daemon_pki / "password").write_text("op-pass\n")
+    (daemon_pki / "wrong").write_text("nope\n")
+
+    def settings(password_file: str) -> SecuritySettings:
+        return SecuritySettings(policy="Basic256Sha256", mode="SignAndEncrypt", certificate=client_cert,
+                                private_key=private_key_path(daemon_pki, "daemon"), server_certificate=pinned,
+                                application_uri="urn:boiler-ai:daemon:reference_unit", username="operator",
+                                password_file=daemon_pki / password_file)
+
+    async def scenario():
+        security = ServerSecurity(server_pki, users={"operator": "op-pass"})
+        async with TagServer(tag_map, "opc.tcp://127.0.0.1:0", security=security) as srv:
+            await srv.publish(served_values(tag_map), time.time())
+            io = OpcUaPlantIO(tag_map, srv.endpoint, security=settings("password"))
+            await io.connect()
+            try:
+                snap, result = await io.read(), await io.write({"ai_heartbeat": 3.0})
+            finally:
+                await io.close()
+            refused = OpcUaPlantIO(tag_map, srv.endpoint, security=settings("wrong"))
+            with pytest.raises(OpcUaConnectError, match="refused user 'operator'"):
+                await refused.connect()
+            await refused.close()
+            return snap, result
+
+    snap, result = run(scenario())
+    assert snap.error is None and len(snap.readings) == len(tag_map.readable)
+    assert result.ok and result.read_back == {"ai_heartbeat": 3.0}
