@@ -7,6 +7,7 @@ or by a finally block; every wait has a timeout.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 import threading
@@ -29,6 +30,8 @@ from boiler_ai.plant.opcua_server import (
     trust,
 )
 from boiler_ai.plant.tagmap import TagMap
+from boiler_ai.sim.serve import SimulatedUnitServer, add_arguments
+from boiler_ai.sim.serve import run as run_sim
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -584,3 +587,123 @@ def test_layout_errors_name_the_tag(tag_map):
         TagServer(with_node("co_ppm", "s=Mills.A"))
     with pytest.raises(ValueError, match="expected opc.tcp"):
         TagServer(tag_map, "http://127.0.0.1:4840")
+
+
+# ---------------------------------------------------------------------------------------------
+# SimulatedUnitServer: a unit stepped in time and served
+
+
+class FakeUnit:
+    """The stepping interface of boiler_ai.sim.unit.ReferenceUnit over fake_values, recording writes."""
+
+    def __init__(self, tag_map: TagMap, step_cost_s: float = 0.0) -> None:
+        self.tag_map, self.step_cost_s = tag_map, step_cost_s
+        self.t = 0.0
+        self.written: dict[str, float] = {}
+        self.ai_enable = False
+
+    def step(self, dt: float = 1.0) -> None:
+        time.sleep(self.step_cost_s)
+        self.t += dt
+
+    def values(self) -> dict[str, float]:
+        values = fake_values(self.tag_map, int(self.t))
+        values.update(self.written)
+        values["ai_enable"] = float(self.ai_enable)
+        return values
+
+    def write(self, signal: str, value: float) -> None:
+        self.written[signal] = value
+
+    def set_ai_enable(self, on: bool) -> None:
+        self.ai_enable = on
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.01)
+
+
+def test_simulated_unit_is_stepped_served_and_written(loop, tag_map):
+    unit = FakeUnit(tag_map)
+    sim = SimulatedUnitServer(unit, tag_map=tag_map, endpoint=LOCAL, speed=200)
+
+    async def check():
+        await sim.start()
+        async with Client(sim.endpoint) as client:
+            ns = await ns_index(client, tag_map)
+            sim_ns = ns  # the Simulator folder lives in the tag map's namespace
+            sim_time = await client.nodes.objects.get_child([f"{sim_ns}:Simulator", f"{sim_ns}:SimTime"])
+            operator = await client.nodes.objects.get_child([f"{sim_ns}:Simulator", f"{sim_ns}:OperatorAIEnable"])
+            t0 = (await read_dvs(client, [sim_time.nodeid]))[0].Value.Value
+            await wait_for(lambda: unit.t >= t0 + 20)
+            before = time.time()
+            (load, t1) = await read_dvs(client, [node_of(tag_map, ns, "unit_load_mw"), sim_time.nodeid])
+            age = before - load.SourceTimestamp.timestamp()
+            codes = [
+                await write_raw(client, node_of(tag_map, ns, "sofa_damper_2_pct_ai_sp"), plain(55.0, ua.VariantType.Double)),
+                await write_raw(client, operator.nodeid, plain(True, ua.VariantType.Boolean)),
+                await write_raw(client, node_of(tag_map, ns, "ai_enable"), plain(False, ua.VariantType.Boolean)),
+            ]
+            steps = sim.steps
+            await wait_for(lambda: sim.steps >= steps + 2)
+            (enable,) = await read_dvs(client, [node_of(tag_map, ns, "ai_enable")])
+            await sim.set_ai_enable(False)
+            (enable_off,) = await read_dvs(client, [node_of(tag_map, ns, "ai_enable")])
+        return t1.Value.Value, age, [c.value for c in codes], enable.Value.Value, enable_off.Value.Value
+
+    try:
+        sim_t, age, codes, enable, enable_off = loop.run(check())
+    finally:
+        loop.run(sim.stop())
+    assert sim_t >= 20
+    assert 0 <= age < 5  # source timestamp: the wall time of the last update
+    assert codes == [ua.StatusCodes.Good, ua.StatusCodes.Good, ua.StatusCodes.BadNotWritable]
+    assert unit.written == {"sofa_damper_2_pct_ai_sp": 55.0}
+    assert enable is True and enable_off is False and unit.ai_enable is False
+    assert not sim.stepping
+
+
+def test_simulator_runs_its_duration_and_counts_lag_instead_of_bursting(loop, tag_map):
+    unit = FakeUnit(tag_map, step_cost_s=0.02)  # 20 ms a step, asked for every 1 ms
+    sim = SimulatedUnitServer(unit, tag_map=tag_map, endpoint=LOCAL, speed=1000, duration_s=15)
+    try:
+        loop.run(sim.start())
+        loop.run(sim.wait())
+        assert unit.t == 15 and sim.steps == 15
+        assert sim.server.served("sim_time_s").value == 15
+        assert sim.server.serving  # serving goes on until stop()
+    finally:
+        loop.run(sim.stop())
+    assert sim.lag_events >= 10 and sim.lag_s > 0.1
+
+
+def test_simulator_failure_surfaces_in_wait(loop, tag_map):
+    class BrokenUnit(FakeUnit):
+        def step(self, dt: float = 1.0) -> None:
+            super().step(dt)
+            if self.t >= 3:
+                raise RuntimeError("drum level transmitter model diverged")
+
+    sim = SimulatedUnitServer(BrokenUnit(tag_map), tag_map=tag_map, endpoint=LOCAL, speed=1000)
+    try:
+        loop.run(sim.start())
+        with pytest.raises(RuntimeError, match="diverged"):
+            loop.run(sim.wait())
+    finally:
+        loop.run(sim.stop())
+
+
+def test_sim_command_refuses_inconsistent_security_options(capsys):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for argv, message in (
+        (["--user", "op"], "--user and --password-file go together"),
+        (["--user", "op", "--password-file", "pw"], "needs --security sign-encrypt"),
+        (["--security", "sign-encrypt"], "needs --pki"),
+    ):
+        assert run_sim(parser.parse_args(argv)) == 2
+        assert message in capsys.readouterr().err

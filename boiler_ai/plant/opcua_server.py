@@ -668,17 +668,17 @@ class TagServer:
 
     async def _build(self) -> Server:
         server = Server(user_manager=_Users(self.security.users if self.security else {}))
+        if self.security is None:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+            server.set_identity_tokens([ua.AnonymousIdentityToken])
+        else:
+            await self._secure(server, self.security)  # first: a wrong certificate fails fast
         server.product_uri = "urn:boiler-ai"
         server.manufacturer_name = "boiler-ai"
         server.set_server_name(self.name)
         await server.init()
         await server.set_application_uri(self.application_uri)
         server.set_endpoint(self.endpoint)
-        if self.security is None:
-            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-            server.set_identity_tokens([ua.AnonymousIdentityToken])
-        else:
-            await self._secure(server, self.security)
         server.iserver.attribute_service = _PlantAttributeService(server.iserver.aspace, self)
         for event in (CallbackType.PreRead, CallbackType.PreWrite):
             server.subscribe_server_callback(event, self._delay)

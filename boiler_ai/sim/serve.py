@@ -1,0 +1,307 @@
+"""`boiler-ai sim`: the simulated reference unit served over OPC UA, in real time or accelerated.
+
+SimulatedUnitServer wires a unit (boiler_ai.sim.unit.ReferenceUnit by default) to a TagServer:
+each simulated second it steps the unit, publishes every readable signal with the wall time of the
+update as source timestamp, and forwards client writes to `unit.write`. Tests and the demo start it
+in-process and reach the server's fault injection through `.server.faults`.
+
+Besides the tag map's nodes the simulator serves a folder Objects/Simulator that a real DCS does not
+have (not in the tag map, so the daemon never sees it):
+- Simulator/OperatorAIEnable (Boolean, read/write): the operator's AI permissive on the DCS
+  faceplate. The daemon reads it as Interface.AI.Enable, which stays read-only.
+- Simulator/SimTime (Double, s): simulated seconds since the unit started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from boiler_ai.plant.opcua_server import (
+    DEFAULT_ENDPOINT,
+    ServerSecurity,
+    TagServer,
+    certificate_path,
+    make_certificate,
+)
+from boiler_ai.plant.security import SecurityError, read_password
+from boiler_ai.plant.tagmap import SignalSpec, TagMap, load_tag_map
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TAG_MAP = Path(__file__).resolve().parents[2] / "opc" / "reference_unit.yaml"
+LAG_LOG_INTERVAL_S = 10.0  # wall seconds between two "falling behind" warnings
+
+OPERATOR_AI_ENABLE = SignalSpec(
+    name="sim_operator_ai_enable",
+    node="s=Simulator.OperatorAIEnable",
+    data_type="Boolean",
+    unit="",
+    lo=0.0,
+    hi=1.0,
+    access="readwrite",
+    critical=False,
+    description="Operator's AI permissive on the DCS faceplate (simulator only; the daemon reads Interface.AI.Enable)",
+    stale_s=10.0,
+    hold_s=30.0,
+    frozen_s=None,
+    max_rate_per_s=None,
+)
+SIM_TIME = SignalSpec(
+    name="sim_time_s",
+    node="s=Simulator.SimTime",
+    data_type="Double",
+    unit="s",
+    lo=0.0,
+    hi=1e9,
+    access="read",
+    critical=False,
+    description="Simulated seconds since the unit started (simulator only)",
+    stale_s=10.0,
+    hold_s=30.0,
+    frozen_s=None,
+    max_rate_per_s=None,
+)
+
+
+class Unit(Protocol):
+    """What the server needs of a simulated unit (boiler_ai.sim.unit.ReferenceUnit provides it)."""
+
+    t: float
+
+    def step(self, dt: float = 1.0) -> None: ...
+
+    def values(self) -> dict[str, float]: ...
+
+    def write(self, signal: str, value: float) -> None: ...
+
+    def set_ai_enable(self, on: bool) -> None: ...
+
+
+class SimulatedUnitServer:
+    """A unit stepped at `speed` × real time (1 s steps) and served over OPC UA.
+
+    If the host cannot keep up, it does not try to catch up with a burst of steps: the lost wall time
+    is counted in `lag_s` / `lag_events` and logged, and simulated time runs slower than asked.
+    `duration_s` (simulated seconds) ends the stepping; the server keeps serving until `stop()`.
+    """
+
+    def __init__(
+        self,
+        unit: Unit | None = None,
+        *,
+        tag_map: TagMap | None = None,
+        endpoint: str = DEFAULT_ENDPOINT,
+        speed: float = 1.0,
+        scenario: str | None = None,
+        seed: int = 0,
+        duration_s: float | None = None,
+        security: ServerSecurity | None = None,
+        application_uri: str | None = None,
+    ):
+        if not (math.isfinite(speed) and speed > 0):
+            raise ValueError(f"speed must be a positive number, got {speed}")
+        if duration_s is not None and not duration_s > 0:
+            raise ValueError(f"duration must be positive simulated seconds, got {duration_s}")
+        self.tag_map = tag_map or load_tag_map(DEFAULT_TAG_MAP)
+        if unit is None:
+            from boiler_ai.sim.unit import ReferenceUnit
+
+            unit = ReferenceUnit(scenario=scenario, seed=seed, tag_map=self.tag_map)
+        self._unit = unit
+        self.speed = float(speed)
+        self.duration_s = duration_s
+        self._server = TagServer(
+            self.tag_map,
+            endpoint,
+            security=security,
+            on_write=self._client_write,
+            extra_signals=(OPERATOR_AI_ENABLE, SIM_TIME),
+            application_uri=application_uri or f"urn:boiler-ai:server:{self.tag_map.unit}",
+            name=f"boiler-ai simulated {self.tag_map.unit}",
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.steps = 0
+        self.lag_events = 0
+        self.lag_s = 0.0
+        self.error: BaseException | None = None
+
+    @property
+    def unit(self) -> Unit:
+        return self._unit
+
+    @property
+    def server(self) -> TagServer:
+        return self._server
+
+    @property
+    def endpoint(self) -> str:
+        return self._server.endpoint
+
+    @property
+    def stepping(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Serve the unit's present state, then step it in the background."""
+        await self._publish()
+        await self._server.start()
+        self._task = asyncio.create_task(self._run(), name="simulated unit")
+
+    async def stop(self) -> None:
+        """Stop stepping and close the server (a test's or the CLI's last call)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._server.close()
+
+    async def wait(self) -> None:
+        """Until the stepping ends (duration reached); raises what stopped it if it failed."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._task)
+        if self.error is not None:
+            raise self.error
+
+    async def set_ai_enable(self, on: bool) -> None:
+        """The operator's AI permissive (faceplate), served at once."""
+        self._unit.set_ai_enable(on)
+        await self._publish()
+
+    def _client_write(self, signal: str, value: float) -> None:
+        if signal == OPERATOR_AI_ENABLE.name:
+            self._unit.set_ai_enable(value >= 0.5)
+        else:
+            self._unit.write(signal, value)
+
+    async def _publish(self) -> None:
+        values = self._unit.values()
+        values[OPERATOR_AI_ENABLE.name] = values[self.tag_map.handshake["ai_enable"]]
+        values[SIM_TIME.name] = self._unit.t
+        await self._server.publish(values, time.time())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = 1.0 / self.speed  # wall seconds per simulated second
+        next_step = loop.time() + period
+        last_warning = -math.inf
+        try:
+            while self.duration_s is None or self._unit.t < self.duration_s:
+                delay = next_step - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif -delay > period:
+                    # More than a step behind: drop the backlog instead of stepping in a burst.
+                    self.lag_events += 1
+                    self.lag_s += -delay
+                    next_step = loop.time()
+                    if loop.time() - last_warning >= LAG_LOG_INTERVAL_S:
+                        last_warning = loop.time()
+                        log.warning(
+                            "simulator falling behind at speed %g: %.1f s of wall time lost in %d stalls so far",
+                            self.speed, self.lag_s, self.lag_events,
+                        )
+                else:
+                    await asyncio.sleep(0)  # let clients be served between steps
+                self._unit.step(1.0)
+                self.steps += 1
+                await self._publish()
+                next_step += period
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.error = exc
+            log.exception("simulated unit stopped at t=%.0f s", self._unit.t)
+
+
+# ---------------------------------------------------------------------------------------------
+# The `boiler-ai sim` command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"OPC UA endpoint (default {DEFAULT_ENDPOINT})")
+    parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
+    parser.add_argument("--scenario", default=None, help="scenario name (boiler_ai/sim/scenario.py; default: the unit's)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of noise and disturbances (default 0)")
+    parser.add_argument("--duration", type=float, default=None, metavar="S",
+                        help="stop after S simulated seconds (default: run until interrupted)")
+    parser.add_argument("--tag-map", type=Path, default=DEFAULT_TAG_MAP, help="tag map to serve (default: %(default)s)")
+    parser.add_argument("--security", choices=("none", "sign-encrypt"), default="none",
+                        help="none (local only) or Basic256Sha256 SignAndEncrypt (needs --pki)")
+    parser.add_argument("--pki", type=Path, default=None, help="PKI folder (layout: opc/pki/README.md)")
+    parser.add_argument("--user", default=None, help="user name sessions must log in with (sign-encrypt only)")
+    parser.add_argument("--password-file", type=Path, default=None, help="file holding that user's password")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        security = _security(args)
+    except (SecurityError, ValueError) as exc:
+        print(f"boiler-ai sim: {exc}", file=sys.stderr)
+        return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncua").setLevel(logging.WARNING)  # it logs every request at INFO
+    return asyncio.run(_serve(args, security))
+
+
+def _security(args: argparse.Namespace) -> ServerSecurity | None:
+    if (args.user is None) != (args.password_file is None):
+        raise ValueError("--user and --password-file go together")
+    if args.security == "none":
+        if args.user is not None:
+            raise ValueError("--user needs --security sign-encrypt (the password would cross the wire in clear)")
+        return None
+    if args.pki is None:
+        raise ValueError("--security sign-encrypt needs --pki DIR")
+    users = {args.user: read_password(args.password_file)} if args.user else {}
+    return ServerSecurity(args.pki, users=users)
+
+
+async def _serve(args: argparse.Namespace, security: ServerSecurity | None) -> int:
+    tag_map = load_tag_map(args.tag_map)
+    application_uri = f"urn:boiler-ai:server:{tag_map.unit}"
+    if security is not None and not certificate_path(security.pki, security.certificate_name).is_file():
+        host = urlparse(args.endpoint).hostname or "localhost"
+        cert = make_certificate(
+            security.pki, security.certificate_name, application_uri, role="server",
+            hostnames=sorted({"localhost", "127.0.0.1", host, socket.gethostname()}),
+        )
+        log.info("created a self-signed server certificate %s (trust clients in %s)", cert, security.pki / "trusted" / "certs")
+    sim = SimulatedUnitServer(
+        tag_map=tag_map, endpoint=args.endpoint, speed=args.speed, scenario=args.scenario, seed=args.seed,
+        duration_s=args.duration, security=security, application_uri=application_uri,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await sim.start()
+    log.info(
+        "serving %s on %s: %d tags, speed x%g, scenario %s, seed %d, security %s",
+        tag_map.unit, sim.endpoint, len(tag_map.signals), sim.speed, args.scenario or "default", args.seed,
+        args.security,
+    )
+    stepping = asyncio.create_task(sim.wait())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({stepping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        stepping.cancel()
+        await sim.stop()
+    if sim.error is not None:
+        return 1  # logged where it happened
+    log.info("stopped at t=%.0f s after %d steps (%d stalls, %.1f s lost)", sim.unit.t, sim.steps, sim.lag_events, sim.lag_s)
+    return 0
