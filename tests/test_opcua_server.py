@@ -116,15 +116,13 @@ async def ns_index(client: Client, tag_map: TagMap) -> int:
     return await client.get_namespace_index(tag_map.namespace_uri)
 
 
-async def read_dvs(client: Client, nodeids: list[ua.NodeId]) -> list[ua.DataValue]:
+async def read_dvs(
+    client: Client, nodeids: list[ua.NodeId], timestamps: ua.TimestampsToReturn = ua.TimestampsToReturn.Both
+) -> list[ua.DataValue]:
     """Full DataValues of many nodes in one Read (value, StatusCode, timestamps)."""
-    params = ua.ReadParameters()
+    params = ua.ReadParameters(TimestampsToReturn=timestamps)
     for nid in nodeids:
-        rv = ua.ReadValueId()
-        rv.NodeId = nid
-        rv.AttributeId = ua.AttributeIds.Value
-        params.NodesToRead.append(rv)
-    params.TimestampsToReturn = ua.TimestampsToReturn.Both
+        params.NodesToRead.append(ua.ReadValueId(NodeId=nid, AttributeId=ua.AttributeIds.Value))
     return await client.uaclient.read(params)
 
 
@@ -204,6 +202,13 @@ def test_published_values_arrive_typed_good_and_timestamped(loop, plant, tag_map
                 assert dv.SourceTimestamp.timestamp() == pytest.approx(source_ts, abs=1e-6), name
                 assert dv.ServerTimestamp.timestamp() <= before + 1.0, name
                 assert dv.ServerTimestamp.timestamp() >= source_ts, name
+            load = node_of(tag_map, ns, "unit_load_mw")
+            (source_only,) = await read_dvs(client, [load], ua.TimestampsToReturn.Source)
+            (server_only,) = await read_dvs(client, [load], ua.TimestampsToReturn.Server)
+            (neither,) = await read_dvs(client, [load], ua.TimestampsToReturn.Neither)
+            assert source_only.SourceTimestamp and not source_only.ServerTimestamp
+            assert server_only.ServerTimestamp and not server_only.SourceTimestamp
+            assert not (neither.SourceTimestamp or neither.ServerTimestamp) and neither.Value.Value
 
     loop.run(check())
     assert server.served("unit_load_mw").value == pytest.approx(values["unit_load_mw"])

@@ -10,7 +10,8 @@ What a client sees, per OPC UA Part 3/4/8 rather than asyncua's habits:
 - Float/Double tags are AnalogItemType with EURange and EngineeringUnits (UNECE codes); every
   variable carries the map's description, its DataType and an AccessLevel of read or read/write.
 - Every served DataValue carries a StatusCode, the source timestamp the publisher gave and a server
-  timestamp. Before the first value a tag reads BadWaitingForInitialData (with no value).
+  timestamp (reads return the timestamps the client asks for in TimestampsToReturn). Before the
+  first value a tag reads BadWaitingForInitialData (with no value). Write-only tags read BadNotReadable.
 - Client writes (Write service, Value attribute) to mapped tags are checked in this order:
   BadIndexRangeInvalid (index range on a scalar), BadNotWritable (map access is read),
   injected rejection, BadWriteNotSupported (the write carries a StatusCode or timestamps),
@@ -35,7 +36,7 @@ import math
 import shutil
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
@@ -402,9 +403,22 @@ class _PlantAttributeService(AttributeService):
 
     def read(self, params: ua.ReadParameters) -> list[ua.DataValue]:
         results = super().read(params)
+        wanted = params.TimestampsToReturn
+        keep_source = wanted in (ua.TimestampsToReturn.Source, ua.TimestampsToReturn.Both)
+        keep_server = wanted in (ua.TimestampsToReturn.Server, ua.TimestampsToReturn.Both)
         for i, rv in enumerate(params.NodesToRead):
-            if rv.AttributeId == ua.AttributeIds.Value and rv.NodeId in self._tags._write_only:
+            if rv.AttributeId != ua.AttributeIds.Value or rv.NodeId not in self._tags._by_node:
+                continue
+            if rv.NodeId in self._tags._write_only:
                 results[i] = ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNotReadable))
+            elif not (keep_source and keep_server):
+                # Part 4 §5.10.2: only the timestamps the client asked for.
+                dv = results[i]
+                results[i] = replace(
+                    dv,
+                    SourceTimestamp=dv.SourceTimestamp if keep_source else None,
+                    ServerTimestamp=dv.ServerTimestamp if keep_server else None,
+                )
         return results
 
     async def write(self, params: ua.WriteParameters, user: User = _ADMIN) -> list[ua.StatusCode]:
