@@ -282,12 +282,14 @@ class OpcUaPlantIO:
             if self.security.secured:
                 await self._secure(client)
             await asyncio.wait_for(client.connect(), 5 * self.timeout_s)  # socket, hello, channel, session, activate
-        except OpcUaConnectError:
-            client.disconnect_socket()
-            raise
         except Exception as exc:
             client.disconnect_socket()
+            if isinstance(exc, OpcUaConnectError):
+                raise
             raise OpcUaConnectError(self._connect_failure(exc)) from exc
+        except BaseException:  # cancelled (close() during a reconnect): leave no socket behind
+            client.disconnect_socket()
+            raise
         try:
             link = await self._resolve(client)
         except Exception as exc:
@@ -295,6 +297,9 @@ class OpcUaPlantIO:
             if isinstance(exc, OpcUaConnectError):
                 raise
             raise OpcUaConnectError(f"connected to {self.endpoint} but could not read its namespaces: {_describe(exc)}") from exc
+        except BaseException:
+            client.disconnect_socket()
+            raise
         client.connection_lost_callback = lambda exc: self._on_supervisor_loss(link, exc)
         log.info("OPC UA connected to %s (%s, %d tags read in %d request(s))", self.endpoint,
                  self.security.policy, len(link.read_names), len(link.read_requests))
