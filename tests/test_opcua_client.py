@@ -408,7 +408,8 @@ def test_write_rejected_by_the_server_reports_per_tag_status(server, test_map):
 def test_explicit_namespace_forms_resolve(server, test_map):
     uri = test_map.namespace_uri
     signals = {
-        "unit_load_mw": dataclasses.replace(test_map.signals["unit_load_mw"], node=f"ns={server.ns};s=Unit.GeneratorOutput"),
+        "unit_load_mw": dataclasses.replace(test_map.signals["unit_load_mw"],
+                                            node=f"ns={server.ns};s=Unit.GeneratorOutput"),
         "mft_active": dataclasses.replace(test_map.signals["mft_active"], node=f"nsu={uri};s=Unit.MFT"),
         "drum_level_mm": test_map.signals["drum_level_mm"],
     }
@@ -445,8 +446,9 @@ def test_verify_passes_a_matching_server_and_names_each_problem(server, tag_map,
     problems = run(scenario(wrong))
     assert len(problems) == 4, problems
     text = "\n".join(problems)
-    assert f"test_missing (ns={server.ns};s=Test.DoesNotExist): node not found on the server (BadNodeIdUnknown)" in text
-    assert f"drum_level_mm (ns={server.ns};s=Steam.DrumLevel): DataType is i=11 (Double), the tag map says Float" in text
+    ns = server.ns
+    assert f"test_missing (ns={ns};s=Test.DoesNotExist): node not found on the server (BadNodeIdUnknown)" in text
+    assert f"drum_level_mm (ns={ns};s=Steam.DrumLevel): DataType is i=11 (Double), the tag map says Float" in text
     assert f"test_locked_sp (ns={server.ns};s=Test.LockedSetpoint): not writable" in text
     assert "ai_heartbeat (i=85): is a Object, not a Variable" in text
 
@@ -653,7 +655,8 @@ def test_tag_server_cycle_with_faults(tag_map):
     setpoints.update({"sa_damper_c_pct_ai_sp": 42.0, "ai_request": 1.0, "ai_heartbeat": 17.0})
 
     async def scenario():
-        async with TagServer(tag_map, "opc.tcp://127.0.0.1:0", on_write=lambda s, v: plant_writes.append((s, v))) as srv:
+        plant = TagServer(tag_map, "opc.tcp://127.0.0.1:0", on_write=lambda s, v: plant_writes.append((s, v)))
+        async with plant as srv:
             measured = time.time() - 1.0
             await srv.publish(served_values(tag_map), measured)
             io = OpcUaPlantIO(tag_map, srv.endpoint)

@@ -76,7 +76,8 @@ def parse_node(text: str) -> tuple[int | str | None, str]:
     """
     match = _NODE_PATTERN.match(text)
     if match is None:
-        raise ValueError(f"not a NodeId: {text!r} (expected s=..., i=..., g=..., b=..., optionally after ns=N; or nsu=URI;)")
+        raise ValueError(f"not a NodeId: {text!r} "
+                         "(expected s=..., i=..., g=..., b=..., optionally after ns=N; or nsu=URI;)")
     index, uri, identifier = match.groups()
     try:
         ua.NodeId.from_string(f"ns=0;{identifier}")  # a malformed identifier such as 'i=abc'
@@ -296,7 +297,8 @@ class OpcUaPlantIO:
             await self._discard(client)
             if isinstance(exc, OpcUaConnectError):
                 raise
-            raise OpcUaConnectError(f"connected to {self.endpoint} but could not read its namespaces: {_describe(exc)}") from exc
+            raise OpcUaConnectError(
+                f"connected to {self.endpoint} but could not read its namespaces: {_describe(exc)}") from exc
         except BaseException:
             client.disconnect_socket()
             raise
@@ -344,7 +346,8 @@ class OpcUaPlantIO:
         what = f"connect to {self.endpoint} failed: {_describe(exc)}"
         if isinstance(exc, (ua.uaerrors.BadUserAccessDenied, ua.uaerrors.BadIdentityTokenRejected,
                             ua.uaerrors.BadIdentityTokenInvalid)):
-            return f"{what}; the server refused user {self.security.username!r}: check the username and the password file"
+            return (f"{what}; the server refused user {self.security.username!r}: "
+                    "check the username and the password file")
         if isinstance(exc, (ua.uaerrors.BadCertificateUntrusted, ua.uaerrors.BadCertificateInvalid,
                             ua.uaerrors.BadSecurityChecksFailed)):
             return f"{what}; the server refused our certificate: is it in the server's trusted list?"
@@ -362,7 +365,8 @@ class OpcUaPlantIO:
         ])), self.timeout_s)
         namespaces = info[0].Value.Value if info[0].StatusCode.is_good() and info[0].Value else None
         if not isinstance(namespaces, list):
-            raise OpcUaConnectError(f"server at {self.endpoint} returned no NamespaceArray ({_status_name(info[0].StatusCode.value)})")
+            raise OpcUaConnectError(
+                f"server at {self.endpoint} returned no NamespaceArray ({_status_name(info[0].StatusCode.value)})")
         server_limits = [dv.Value.Value if dv.StatusCode.is_good() and dv.Value and isinstance(dv.Value.Value, int)
                          else None for dv in info[1:]]
 
@@ -379,7 +383,8 @@ class OpcUaPlantIO:
                 index = namespaces.index(uri)
             node_ids[name] = ua.NodeId.from_string(f"ns={index};{identifier}")
         if missing:
-            detail = "; ".join(f"{uri!r} (used by {len(names)} tag(s), e.g. {names[0]})" for uri, names in missing.items())
+            detail = "; ".join(f"{uri!r} (used by {len(names)} tag(s), e.g. {names[0]})"
+                               for uri, names in missing.items())
             raise OpcUaConnectError(f"namespace(s) of tag map {self.tag_map.source} not on the server at "
                                     f"{self.endpoint}: {detail}; server NamespaceArray: {namespaces}")
         max_read = _effective_limit(server_limits[0], self.max_nodes_per_read)
@@ -396,7 +401,7 @@ class OpcUaPlantIO:
             else:
                 # Stops asyncua's supervisor and renew tasks; the CloseSession itself fails on a dead socket.
                 await asyncio.wait_for(client.close_session(), self.timeout_s)
-        except Exception as exc:  # noqa: BLE001 -- best effort: the old link is going away regardless
+        except Exception as exc:  # best effort: the old link is going away regardless
             log.debug("closing the old OPC UA session: %s", _describe(exc))
         finally:
             client.disconnect_socket()
@@ -474,7 +479,7 @@ class OpcUaPlantIO:
             return Snapshot({}, time.time(), error=self._not_connected())
         try:
             results = await self._read_values(link, link.read_requests)
-        except Exception as exc:  # noqa: BLE001 -- any failure means: every input is invalid this cycle
+        except Exception as exc:  # any failure means: every input is invalid this cycle
             error = f"read failed: {_describe(exc)}"
             self._lost(link, error)
             return Snapshot({}, time.time(), error=error)
@@ -488,7 +493,8 @@ class OpcUaPlantIO:
             if spec is None:
                 problems.append(f"unknown tag {name!r} (not in {self.tag_map.source})")
             elif not spec.writable:
-                problems.append(f"tag {name!r} is not on the write allow-list (access {spec.access} in {self.tag_map.source})")
+                problems.append(f"tag {name!r} is not on the write allow-list "
+                                f"(access {spec.access} in {self.tag_map.source})")
             elif (why := _write_problem(spec, value)) is not None:
                 problems.append(f"tag {name!r}: {why}")
         return problems
@@ -518,7 +524,7 @@ class OpcUaPlantIO:
                 if len(answer) != len(chunk):
                     raise ua.UaError(f"server answered {len(answer)} results for {len(chunk)} writes")
                 codes.extend(answer)
-        except Exception as exc:  # noqa: BLE001 -- any failure is a failed write, never an exception upstream
+        except Exception as exc:  # any failure is a failed write, never an exception upstream
             error = f"write failed: {_describe(exc)}"
             self._lost(link, error)
             return WriteResult(False, error=error)
@@ -529,7 +535,7 @@ class OpcUaPlantIO:
         try:
             requests = [_read_params(chunk) for chunk in _chunks([link.node_ids[n] for n in names], link.max_read)]
             back = await self._read_values(link, requests)
-        except Exception as exc:  # noqa: BLE001 -- as for the write
+        except Exception as exc:  # as for the write
             errors.append(f"read-back failed: {_describe(exc)}")
             self._lost(link, errors[-1])
             return WriteResult(False, status=status, error="; ".join(errors))
@@ -538,7 +544,8 @@ class OpcUaPlantIO:
             # The value is what matters here, not its age: a value the daemon itself wrote may carry no
             # source timestamp (the spec allows null when the writer gave none), so only Bad is dropped.
             value = _number(dv.Value)
-            if value is not None and Quality.from_status_code(dv.StatusCode.value if dv.StatusCode else 0) is not Quality.BAD:
+            code = dv.StatusCode.value if dv.StatusCode is not None else 0
+            if value is not None and Quality.from_status_code(code) is not Quality.BAD:
                 read_back[name] = value
         return WriteResult(not errors, status=status, read_back=read_back, error="; ".join(errors) or None)
 
@@ -557,15 +564,15 @@ class OpcUaPlantIO:
                     for chunk in _chunks(items, link.max_read)]
         try:
             results = await self._read_values(link, requests)
-        except Exception as exc:  # noqa: BLE001 -- reported as a problem, like any other
+        except Exception as exc:  # reported as a problem, like any other
             error = f"verification read failed: {_describe(exc)}"
             self._lost(link, error)
             return [error]
         problems = []
+        width = len(attributes)
         for i, name in enumerate(names):
-            node_class, data_type, value_rank, access, user_access = results[i * len(attributes):(i + 1) * len(attributes)]
             problems += self._node_problems(self.tag_map.signals[name], link.node_ids[name],
-                                            node_class, data_type, value_rank, access, user_access)
+                                            *results[i * width:(i + 1) * width])
         return problems
 
     @staticmethod

@@ -3,7 +3,7 @@ certificate, password file).
 
 No OPC UA library here: the settings are checked and the files loaded with `cryptography` alone, so
 `boiler-ai check` can report a wrong certificate without opening a socket. The field names match the
-daemon config's `opcua.security` section (boiler_ai.config.SecurityConfig).
+daemon config's `opcua.security` section (boiler_ai.config loads them into SecuritySettings).
 """
 
 from __future__ import annotations
@@ -156,7 +156,8 @@ def load_credentials(settings: SecuritySettings) -> ClientCredentials:
     if key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) != cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
-        raise SecurityError(f"private_key {settings.private_key}: does not belong to certificate {settings.certificate}")
+        raise SecurityError(
+            f"private_key {settings.private_key}: does not belong to certificate {settings.certificate}")
     server_cert = load_certificate(settings.server_certificate, "server_certificate")
     _check_validity(server_cert, "server_certificate", settings.server_certificate)
     return ClientCredentials(
