@@ -12,22 +12,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from boiler_ai.plant import security
 from boiler_ai.strict import ConfigError, Fields, load_yaml
 
-MODES = ("shadow", "closed_loop")
+CONTROL_MODES = ("shadow", "closed_loop")
 FSYNC = ("every_record", "interval", "never")
-
-
-@dataclass(frozen=True)
-class SecurityConfig:
-    policy: str  # "None" | "Basic256Sha256"
-    mode: str  # "SignAndEncrypt" | "Sign" | "None"
-    certificate: Path | None
-    private_key: Path | None
-    server_certificate: Path | None
-    application_uri: str | None
-    username: str | None
-    password_file: Path | None
 
 
 @dataclass(frozen=True)
@@ -36,7 +25,7 @@ class OpcUaConfig:
     timeout_s: float
     max_nodes_per_read: int | None
     max_nodes_per_write: int | None
-    security: SecurityConfig
+    security: security.SecuritySettings
 
 
 @dataclass(frozen=True)
@@ -104,25 +93,26 @@ def _path(f: Fields, key: str, base: Path, *, must_exist: bool = True, default=.
     return path
 
 
-def _security(f: Fields, base: Path) -> SecurityConfig:
-    policy = f.string("policy", choices=("None", "Basic256Sha256"))
+def _security(f: Fields, base: Path) -> security.SecuritySettings:
+    policy = f.string("policy", choices=security.POLICIES)
     if policy == "None":
         f.done()
-        return SecurityConfig("None", "None", None, None, None, None, None, None)
-    sec = SecurityConfig(
-        policy=policy,
-        mode=f.string("mode", choices=("SignAndEncrypt", "Sign")),
-        certificate=_path(f, "certificate", base),
-        private_key=_path(f, "private_key", base),
-        server_certificate=_path(f, "server_certificate", base),
-        application_uri=f.string("application_uri"),
-        username=f.string("username", None),
-        password_file=_path(f, "password_file", base, default=None),
-    )
-    if (sec.username is None) != (sec.password_file is None):
-        raise f.error("password_file", "username and password_file go together")
+        return security.SecuritySettings()
+    try:
+        settings = security.SecuritySettings(
+            policy=policy,
+            mode=f.string("mode", choices=security.MODES),
+            certificate=_path(f, "certificate", base),
+            private_key=_path(f, "private_key", base),
+            server_certificate=_path(f, "server_certificate", base),
+            application_uri=f.string("application_uri"),
+            username=f.string("username", None),
+            password_file=_path(f, "password_file", base, default=None),
+        )
+    except security.SecurityError as exc:
+        raise f.error("", str(exc)) from None
     f.done()
-    return sec
+    return settings
 
 
 def load_config(path: str | Path) -> DaemonConfig:
@@ -190,7 +180,7 @@ def load_config(path: str | Path) -> DaemonConfig:
         envelope=_path(top, "envelope", base),
         model_path=model_path,
         model_sha256=sha,
-        mode=top.string("mode", choices=MODES),
+        mode=top.string("mode", choices=CONTROL_MODES),
         cycle_period_s=top.number("cycle_period_s", lo=0.01),
         time_scale=top.number("time_scale", 1.0, lo=0.001),
         opcua=opcua,
@@ -206,4 +196,5 @@ def load_config(path: str | Path) -> DaemonConfig:
 
 def check_unit_matches(cfg: DaemonConfig, tag_map_unit: str) -> None:
     if cfg.unit != tag_map_unit:
-        raise ConfigError(cfg.source, "unit", f"{cfg.unit!r} but the tag map {cfg.tag_map} is for unit {tag_map_unit!r}")
+        raise ConfigError(cfg.source, "unit",
+                          f"{cfg.unit!r} but the tag map {cfg.tag_map} is for unit {tag_map_unit!r}")

@@ -1,0 +1,64 @@
+"""`boiler-ai check CONFIG [--server]`: validate everything the daemon would load, before it runs.
+
+Without --server: the config, the tag map, the envelope (and the guard's own reading of it), the
+model (pinned sha256, contract, fit to the tag map and shapes) and the security files. With
+--server: also connect and check that every mapped node exists with the right type and access.
+Exit 0 when all is well, 1 when the server check finds problems, 2 for a bad file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from boiler_ai.config import load_config
+from boiler_ai.strict import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="daemon config YAML")
+    parser.add_argument("--server", action="store_true",
+                        help="also connect to the OPC UA server and verify every mapped node")
+
+
+def run(args: argparse.Namespace) -> int:
+    from boiler_ai.daemon import build_core, make_plant
+    from boiler_ai.plant.security import SecurityError, load_credentials
+
+    cfg = load_config(args.config)
+    core = build_core(cfg)
+    if cfg.opcua.security.secured:
+        try:  # certificates readable, valid, matching the application URI
+            load_credentials(cfg.opcua.security)
+        except SecurityError as exc:
+            raise ConfigError(cfg.source, "opcua.security", str(exc)) from None
+    tm = core.tag_map
+    policy = core.controller.policy
+    print(f"config      {cfg.source}  (hash {core.controller.settings.config_hash[:16]}...)")
+    print(f"unit        {cfg.unit}  mode {cfg.mode}  cycle {cfg.cycle_period_s} s")
+    print(f"tag map     {tm.source}: {len(tm.signals)} tags, {len(tm.readable)} read, {len(tm.writable)} written")
+    print(f"model       {cfg.model_path}: {policy.model_id}, sha256 {cfg.model_sha256[:16]}... "
+          f"{len(policy.input_signals)} inputs")
+    print(f"opcua       {cfg.opcua.endpoint}  security {cfg.opcua.security.policy}")
+    print(f"decision log {cfg.record.log_dir}")
+    print(core.envelope.describe())
+    if not args.server:
+        print("check: files OK (use --server to check the OPC UA server too)")
+        return 0
+
+    async def verify() -> list[str]:
+        plant = make_plant(core)
+        try:
+            await plant.connect()
+            return await plant.verify()
+        except ConnectionError as exc:
+            return [f"cannot connect to {cfg.opcua.endpoint}: {exc}"]
+        finally:
+            await plant.close()
+
+    problems = asyncio.run(verify())
+    for problem in problems:
+        print(f"server: {problem}")
+    print("check: server OK" if not problems else f"check: {len(problems)} problem(s) on the server")
+    return 0 if not problems else 1

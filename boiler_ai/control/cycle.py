@@ -1,0 +1,304 @@
+"""One control cycle, pure: snapshot in, writes and a decision record out.
+
+validate -> observe -> infer -> project -> guard -> engagement -> writes. The daemon does the I/O
+around it (read before, write and record after) and hands in every clock value, so a logged cycle
+replays to the same decision (boiler_ai.record.replay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from boiler_ai.control.engagement import Engagement, Event, EventType, Handshake, Mode, Transition
+from boiler_ai.control.envelope import Envelope
+from boiler_ai.control.guard import Guard
+from boiler_ai.control.policy import PolicyRunner
+from boiler_ai.control.projector import ProjectionStatus, Projector
+from boiler_ai.control.validate import Validation, Validator
+from boiler_ai.plant.tagmap import TagMap
+from boiler_ai.plant.types import Reading, Snapshot, WriteResult
+from boiler_ai.record.schema import ABSENT_STATUS, SCHEMA_VERSION
+
+_ABSENT = Reading(float("nan"), ABSENT_STATUS, float("nan"))
+
+
+def _listed(array) -> list[float] | None:
+    return None if array is None else np.asarray(array, dtype=float).tolist()
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    unit_id: str
+    closed_loop: bool
+    cycle_period_s: float
+    time_scale: float
+    healthy_cycles_to_engage: int
+    grant_timeout_cycles: int
+    max_spread: float
+    out_of_depth_hold_s: float
+    state_every_cycles: int
+    model_id: str
+    model_sha256: str
+    config_hash: str
+
+
+@dataclass(slots=True)
+class CycleOutput:
+    writes: dict[str, float]  # tag -> value for this cycle's one batch write; empty: write nothing
+    record: dict  # the decision record, completed by finish()
+    setpoints_written: bool  # the writes carry AI setpoints (not only the handshake)
+
+
+class Controller:
+    """The controller core for one unit. Holds all state that a replay must reproduce."""
+
+    def __init__(self, settings: ControllerSettings, tag_map: TagMap, envelope: Envelope,
+                 projector: Projector, guard: Guard, policy: PolicyRunner,
+                 clock_ns: Callable[[], int]):
+        self.settings = settings
+        self.tag_map = tag_map
+        self.envelope = envelope
+        self.projector = projector
+        self.guard = guard
+        self.policy = policy
+        self.clock_ns = clock_ns
+        self.mv_names = list(tag_map.manipulated)
+        self._readable = tag_map.readable
+        self.validator = Validator([tag_map.signals[n] for n in self._readable], settings.time_scale)
+        self.engagement = Engagement(closed_loop=settings.closed_loop,
+                                     healthy_cycles_to_engage=settings.healthy_cycles_to_engage,
+                                     grant_timeout_cycles=settings.grant_timeout_cycles)
+        self.hs = tag_map.handshake
+        self._dcs_tags = [tag_map.manipulated[n].dcs_setpoint for n in self.mv_names]
+        self._ai_tags = [tag_map.manipulated[n].ai_setpoint for n in self.mv_names]
+        # A spread is judged against each action's allowed deviation from the DCS: 0.5 t/h of
+        # disagreement matters for a feeder bias, not for a damper opening.
+        self._spread_scale = np.maximum(envelope.max_dev, 1e-9)
+        self.heartbeat = 0
+        self.cycle = 0
+        self.out_of_depth_s = 0.0
+
+    # --- the cycle -------------------------------------------------------------------------
+
+    def step(self, snapshot: Snapshot, wall_time: float, mono_time: float,
+             extra_events: list[Event] | None = None) -> CycleOutput:
+        """One cycle. `extra_events` come from outside the core (e.g. the daemon stopping)."""
+        s = self.settings
+        dt = s.cycle_period_s
+        clock = self.clock_ns
+        state_before = self.state() if self.cycle % s.state_every_cycles == 0 else None
+        t0 = clock()
+        events: list[Event] = list(extra_events or ())
+
+        validation = self.validator.validate(snapshot, dt)
+        values = validation.values
+        if validation.snapshot_error is not None:
+            events.append(Event(EventType.IMMEDIATE_DISABLE, "read_failed", validation.snapshot_error))
+        else:
+            for name in validation.critical_bad:
+                events.append(Event(EventType.IMMEDIATE_DISABLE, "critical_input_invalid",
+                                    f"{name}: {validation.issues[name]}"))
+        for name in validation.held:
+            events.append(Event(EventType.SOFT_DISABLE, "holding_last_good", f"{name}: {validation.issues[name]}"))
+        t1 = clock()
+
+        u_dcs = self._vector(values, self._dcs_tags)
+        u_ai = self._vector(values, self._ai_tags)
+        # What is in effect now: the AI setpoints the DCS holds while we are in control, its own
+        # setpoints otherwise (the DCS makes the AI setpoints track them, so engaging is bumpless).
+        u_prev = u_ai if self.engagement.mode is Mode.ACTIVE else u_dcs
+        observed = self._observe(values, events)
+        t2 = clock()
+        requested, policy_info = self._infer(u_prev, events) if observed else (None, None)
+        t3 = clock()
+
+        handshake = Handshake(*(self._flag(values, self.hs[k]) for k in ("ai_enable", "ai_permissive", "ai_active")))
+        process_now = {name: values.get(name, np.nan) for name in self.envelope.process_signals}
+        available = {sig: values.get(sig, 0.0) >= 0.5 for sig in self.envelope.condition_signals}
+
+        projection = None
+        verdict = None
+        action = None
+        if requested is not None and np.isfinite(u_prev).all() and np.isfinite(u_dcs).all():
+            projection = self.projector.project(requested, u_prev, u_dcs, process_now, available, dt)
+            if projection.status is ProjectionStatus.RELEASE:
+                events.append(Event(EventType.IMMEDIATE_DISABLE, "envelope_infeasible", projection.reason))
+            else:
+                if projection.status is ProjectionStatus.HOLD:
+                    events.append(Event(EventType.SOFT_DISABLE, "envelope_infeasible_holding", projection.reason))
+                action = projection.action
+        t4 = clock()
+        if action is not None:
+            verdict = self.guard.check(dict(zip(self.mv_names, action.tolist())),
+                                       dict(zip(self.mv_names, u_prev.tolist())),
+                                       dict(zip(self.mv_names, u_dcs.tolist())), process_now, available, dt)
+            if not verdict.ok:
+                events.append(Event(EventType.IMMEDIATE_DISABLE, "guard_block", "; ".join(verdict.violations)))
+        t5 = clock()
+
+        safe_action = action if verdict is not None and verdict.ok else None
+        if safe_action is None and not any(e.type is EventType.IMMEDIATE_DISABLE for e in events):
+            # nothing checked to write: never engage on it, and never stay engaged without it
+            kind = EventType.IMMEDIATE_DISABLE if self.engagement.mode is Mode.ACTIVE else EventType.NO_ENTRY
+            events.append(Event(kind, "no_safe_action", ""))
+        transition = self.engagement.update(handshake, events)
+        healthy = not any(e.type is EventType.IMMEDIATE_DISABLE for e in events)
+        writes, setpoints = self._writes(safe_action, healthy)
+
+        record = self._record(snapshot, wall_time, mono_time, validation, events, transition, requested,
+                              projection, verdict, writes if setpoints else None, u_prev, u_dcs,
+                              policy_info, state_before)
+        # read, write and record are the daemon's; it fills them in
+        record["timings_us"] = {"read": 0, "validate": (t1 - t0) // 1000, "observe": (t2 - t1) // 1000,
+                                "infer": (t3 - t2) // 1000, "project": (t4 - t3) // 1000,
+                                "guard": (t5 - t4) // 1000, "write": 0, "record": 0}
+        self.cycle += 1
+        return CycleOutput(writes, record, setpoints)
+
+    def finish(self, output: CycleOutput, result: WriteResult | None) -> dict[str, float]:
+        """Take the write's outcome into the record and the state. Returns a release write to send
+        at once (same cycle) when the write failed while we were in control, else {}."""
+        record = output.record
+        if result is None:
+            record["write"] = None
+            return {}
+        record["write"] = {"ok": result.ok, "status": result.status, "error": result.error}
+        if all(tag in result.read_back for tag in self._ai_tags):
+            record["read_back"] = [result.read_back[tag] for tag in self._ai_tags]
+        if result.ok:
+            return {}
+        events: list[Event] = []
+        transition = self.engagement.write_failed(result.error or "write rejected", events)
+        record["events"].extend(e.as_dict() for e in events)
+        record["mode"] = self.engagement.mode.value
+        if transition.changed:
+            record["transition"] = {"from": (record["transition"] or {"from": transition.previous.value})["from"],
+                                    "to": transition.mode.value}
+        if transition.release_reason is not None:
+            record["release_reason"] = record["release_reason"] or transition.release_reason
+        return {self.hs["ai_request"]: 0.0} if self.settings.closed_loop else {}
+
+    # --- pieces ------------------------------------------------------------------------------
+
+    def _observe(self, values: dict[str, float], events: list[Event]) -> bool:
+        """Feed this cycle's inputs to the policy's history; True when it can infer."""
+        policy = self.policy
+        if not all(name in values for name in policy.input_signals):
+            policy.reset()  # a gap in the history would feed the model a picture that never existed
+            return False
+        policy.observe(values)
+        if not policy.ready:
+            events.append(Event(EventType.NO_ENTRY, "policy_history_filling", ""))
+        return policy.ready
+
+    def _infer(self, u_prev: np.ndarray, events: list[Event]) -> tuple[np.ndarray | None, dict]:
+        inference = self.policy.infer()
+        spread = None if inference.spread is None else float(np.max(inference.spread / self._spread_scale))
+        info = {"spread": spread, "out_of_training_envelope": list(inference.out_of_envelope)}
+        if not inference.finite:
+            events.append(Event(EventType.IMMEDIATE_DISABLE, "model_output_not_finite", ""))
+            return None, info
+        reasons = []
+        if inference.out_of_envelope:
+            reasons.append("inputs outside training envelope: " + ", ".join(inference.out_of_envelope))
+        if spread is not None and not spread <= self.settings.max_spread:
+            reasons.append(f"ensemble spread {spread:.3f} > {self.settings.max_spread}")
+        if not reasons:
+            self.out_of_depth_s = 0.0
+            return inference.action, info
+        # The model is out of its depth: hold what is in effect; release if it does not recover.
+        self.out_of_depth_s += self.settings.cycle_period_s
+        if self.out_of_depth_s > self.settings.out_of_depth_hold_s:
+            events.append(Event(EventType.IMMEDIATE_DISABLE, "model_out_of_depth", "; ".join(reasons)))
+            return None, info
+        events.append(Event(EventType.SOFT_DISABLE, "model_out_of_depth_holding", "; ".join(reasons)))
+        return u_prev.copy(), info
+
+    def _writes(self, action: np.ndarray | None, healthy: bool) -> tuple[dict[str, float], bool]:
+        if not self.settings.closed_loop:
+            return {}, False  # shadow: compute and log, never write
+        if healthy:
+            self.heartbeat = (self.heartbeat + 1) % 2**32
+        writes = {self.hs["ai_heartbeat"]: float(self.heartbeat)}
+        if self.engagement.mode is Mode.ACTIVE and action is not None:
+            writes.update(zip(self._ai_tags, action.tolist()))
+            writes[self.hs["ai_request"]] = 1.0
+            return writes, True
+        writes[self.hs["ai_request"]] = 0.0
+        return writes, False
+
+    @staticmethod
+    def _vector(values: dict[str, float], tags: list[str]) -> np.ndarray:
+        return np.array([values.get(t, np.nan) for t in tags])
+
+    @staticmethod
+    def _flag(values: dict[str, float], tag: str) -> bool | None:
+        value = values.get(tag)
+        return None if value is None else value >= 0.5
+
+    def _record(self, snapshot: Snapshot, wall_time: float, mono_time: float, validation: Validation,
+                events: list[Event], transition: Transition, requested, projection, verdict, writes,
+                u_prev, u_dcs, policy_info: dict | None, state_before: dict | None) -> dict:
+        readings = snapshot.readings
+        names = self._readable
+        absent = _ABSENT
+        inputs = [readings.get(n, absent) for n in names]
+        issues = validation.issues
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "unit_id": self.settings.unit_id,
+            "seq": None,  # the durable log stamps it
+            "wall_time": wall_time,
+            "mono_time": mono_time,
+            "cycle_period_s": self.settings.cycle_period_s,
+            "read_time": snapshot.read_time,
+            "read_error": snapshot.error,
+            "mode": transition.mode.value,
+            "events": [e.as_dict() for e in events],
+            "transition": ({"from": transition.previous.value, "to": transition.mode.value}
+                           if transition.changed else None),
+            "inputs": {
+                "signals": names,
+                "value": [r.value for r in inputs],
+                "source_ts": [r.source_ts for r in inputs],
+                "status_code": [r.status_code for r in inputs],
+                "issue": issues,
+                "held": {n: validation.values[n] for n in validation.held},
+            },
+            "model": {"id": self.settings.model_id, "sha256": self.settings.model_sha256},
+            "policy": policy_info,
+            "mvs": self.mv_names,
+            "requested": _listed(requested),
+            "projected": None if projection is None else _listed(projection.action),
+            "written": None if writes is None else [writes[t] for t in self._ai_tags],
+            "u_prev": _listed(u_prev),
+            "u_dcs": _listed(u_dcs),
+            "read_back": None,
+            "projection": None if projection is None else {
+                "status": projection.status.value, "active_constraints": list(projection.active_constraints),
+                "solve_us": int(projection.solve_us)},
+            "guard": None if verdict is None else {"ok": verdict.ok, "violations": list(verdict.violations)},
+            "write": None,
+            "release_reason": transition.release_reason,
+            "heartbeat": self.heartbeat,
+            "config_hash": self.settings.config_hash,
+            "controller_state": state_before,
+        }
+
+    # --- state for replay --------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"validator": self.validator.state(), "engagement": self.engagement.state(),
+                "policy": self.policy.state(), "heartbeat": self.heartbeat, "cycle": self.cycle,
+                "out_of_depth_s": self.out_of_depth_s}
+
+    def restore(self, state: dict) -> None:
+        self.validator.restore(state["validator"])
+        self.engagement.restore(state["engagement"])
+        self.policy.restore(state["policy"])
+        self.heartbeat = state["heartbeat"]
+        self.cycle = state["cycle"]
+        self.out_of_depth_s = state["out_of_depth_s"]

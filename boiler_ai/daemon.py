@@ -1,0 +1,219 @@
+"""`boiler-ai run CONFIG`: the long-running controller daemon for one unit.
+
+Each cycle: one batch read, the pure controller core, one batch write (AI setpoints, AI_REQUEST,
+AI_HEARTBEAT) with read-back, then the decision record to the durable log (which publishes it).
+SIGTERM or SIGINT release control through the normal path (AI_REQUEST dropped, DCS confirmation
+awaited for a few cycles), flush the log, and exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from boiler_ai.config import DaemonConfig, check_unit_matches, load_config
+from boiler_ai.control.cycle import Controller, ControllerSettings, CycleOutput
+from boiler_ai.control.engagement import Event, EventType, Mode
+from boiler_ai.control.envelope import Envelope, load_envelope
+from boiler_ai.control.guard import Guard
+from boiler_ai.control.policy import PolicyRunner
+from boiler_ai.control.projector import Projector
+from boiler_ai.logs import event, setup_logging
+from boiler_ai.metrics import Metrics, serve_metrics
+from boiler_ai.plant.tagmap import TagMap, load_tag_map
+from boiler_ai.plant.types import PlantIO
+from boiler_ai.record.log import DurableLog
+
+log = logging.getLogger("boiler_ai.daemon")
+
+STOP_CONFIRM_CYCLES = 10  # cycles to wait for the DCS to confirm AI_ACTIVE false at shutdown
+
+
+@dataclass
+class Core:
+    """Everything loaded from a config that the controller core needs."""
+
+    config: DaemonConfig
+    tag_map: TagMap
+    envelope: Envelope
+    controller: Controller
+
+
+def build_core(cfg: DaemonConfig, clock_ns=time.perf_counter_ns) -> Core:
+    tag_map = load_tag_map(cfg.tag_map)
+    check_unit_matches(cfg, tag_map.unit)
+    envelope = load_envelope(cfg.envelope, tag_map)
+    policy = PolicyRunner(cfg.model_path, tag_map=tag_map, expected_sha256=cfg.model_sha256,
+                          mv_names=list(tag_map.manipulated), envelope_margin=cfg.policy.training_envelope_margin)
+    settings = ControllerSettings(
+        unit_id=cfg.unit, closed_loop=cfg.mode == "closed_loop", cycle_period_s=cfg.cycle_period_s,
+        time_scale=cfg.time_scale, healthy_cycles_to_engage=cfg.engagement.healthy_cycles_to_engage,
+        grant_timeout_cycles=cfg.engagement.grant_timeout_cycles, max_spread=cfg.policy.max_spread,
+        out_of_depth_hold_s=cfg.policy.out_of_depth_hold_s, state_every_cycles=cfg.record.state_every_cycles,
+        model_id=policy.model_id, model_sha256=cfg.model_sha256, config_hash=cfg.config_hash())
+    controller = Controller(settings, tag_map, envelope, Projector(envelope), Guard(cfg.envelope, tag_map),
+                            policy, clock_ns)
+    return Core(cfg, tag_map, envelope, controller)
+
+
+def open_log(cfg: DaemonConfig) -> DurableLog:
+    from boiler_ai.record.publisher import Publisher
+
+    rc = cfg.record
+    publisher = Publisher(rc.publish_endpoint, cfg.unit) if rc.publish_endpoint else None
+    return DurableLog(rc.log_dir, cfg.unit, fsync=rc.fsync, fsync_interval_ms=rc.fsync_interval_ms,
+                      segment_max_bytes=int(rc.segment_max_mb * 1024 * 1024), segment_max_age_s=rc.segment_max_age_s,
+                      retention_s=rc.retention_days * 86400.0 if rc.retention_days > 0 else None,
+                      queue_size=rc.queue_size, publisher=publisher)
+
+
+class Daemon:
+    """Runs the cycle against a PlantIO at the configured period until asked to stop."""
+
+    def __init__(self, core: Core, plant: PlantIO, decision_log: DurableLog, metrics: Metrics | None = None):
+        self.core = core
+        self.controller = core.controller
+        self.plant = plant
+        self.log = decision_log
+        self.metrics = metrics or Metrics(core.config.unit)
+        self.overruns = 0
+        self._last_record_us = 0
+        self.stop_reason: str | None = None
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = reason
+
+    async def run(self, stop: asyncio.Event, max_cycles: int | None = None) -> None:
+        cfg = self.core.config
+        period = cfg.cycle_period_s / cfg.time_scale  # wall seconds per cycle
+        next_start = time.monotonic()
+        cycles = 0
+        while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
+            await self.cycle()
+            cycles += 1
+            next_start += period
+            delay = next_start - time.monotonic()
+            if delay < 0:
+                # Late: start the next cycle now, and do not try to catch up with a burst.
+                self.overruns += 1
+                next_start = time.monotonic()
+                delay = 0
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+        await self.release_and_stop(period)
+
+    async def cycle(self, extra_events: list[Event] | None = None) -> CycleOutput:
+        t_read = time.perf_counter_ns()
+        snapshot = await self.plant.read()
+        wall, mono = time.time(), time.monotonic()
+        t_core = time.perf_counter_ns()
+        output = self.controller.step(snapshot, wall, mono, extra_events)
+        t_write = time.perf_counter_ns()
+        result = await self.plant.write(output.writes) if output.writes else None
+        follow_up = self.controller.finish(output, result)
+        if follow_up:
+            # the write failed while in control: drop AI_REQUEST in the same cycle
+            await self.plant.write(follow_up)
+        t_record = time.perf_counter_ns()
+        record = output.record
+        timings = record["timings_us"]
+        timings["read"] = (t_core - t_read) // 1000
+        timings["write"] = (t_record - t_write) // 1000
+        timings["record"] = self._last_record_us
+        self.log.append(record)
+        self._last_record_us = (time.perf_counter_ns() - t_record) // 1000
+        self._report(record)
+        return output
+
+    def _report(self, record: dict) -> None:
+        self.metrics.observe_cycle(record["mode"], record["release_reason"], record["timings_us"], record["heartbeat"])
+        if record["transition"] is not None:
+            reasons = [f'{e["type"]}:{e["reason"]}' for e in record["events"] if e["type"] != "soft_disable"]
+            event(log, logging.INFO if record["release_reason"] is None else logging.WARNING,
+                  f'mode {record["transition"]["from"]} -> {record["transition"]["to"]}',
+                  unit=record["unit_id"], seq=record["seq"], release_reason=record["release_reason"],
+                  events=reasons)
+
+    async def release_and_stop(self, period: float) -> None:
+        """Hand control back through the normal cycle path, then flush the log."""
+        reason = self.stop_reason or "daemon_stopping"
+        if self.controller.engagement.mode in (Mode.ACTIVE, Mode.RELEASING):
+            for _ in range(STOP_CONFIRM_CYCLES):
+                await self.cycle([Event(EventType.IMMEDIATE_DISABLE, "daemon_stopping", reason)])
+                if self.controller.engagement.mode is Mode.DISABLED:
+                    break
+                await asyncio.sleep(period)
+        self.log.flush(timeout=10.0)
+        event(log, logging.INFO, "stopped", unit=self.core.config.unit, reason=reason,
+              mode=self.controller.engagement.mode.value, overruns=self.overruns)
+
+
+def make_plant(core: Core) -> PlantIO:
+    from boiler_ai.plant.opcua_client import OpcUaPlantIO
+
+    op = core.config.opcua
+    return OpcUaPlantIO(core.tag_map, op.endpoint, security=op.security, timeout_s=op.timeout_s,
+                        max_nodes_per_read=op.max_nodes_per_read, max_nodes_per_write=op.max_nodes_per_write)
+
+
+async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cycles: int | None = None) -> Daemon:
+    cfg = core.config
+    decision_log = open_log(cfg)
+    catchup = None
+    metrics_server = None
+    try:
+        if cfg.record.catchup_endpoint:
+            from boiler_ai.record.catchup import CatchupService
+
+            catchup = CatchupService(decision_log, cfg.record.catchup_endpoint)
+        daemon = Daemon(core, plant, decision_log)
+        if cfg.metrics_listen:
+            host, _, port = cfg.metrics_listen.rpartition(":")
+            metrics_server = await serve_metrics(daemon.metrics, host or "127.0.0.1", int(port))
+        event(log, logging.INFO, "starting", unit=cfg.unit, mode=cfg.mode, endpoint=cfg.opcua.endpoint,
+              model=core.controller.settings.model_id, model_sha256=cfg.model_sha256,
+              config_hash=core.controller.settings.config_hash, log_dir=str(cfg.record.log_dir),
+              next_seq=decision_log.next_seq, cycle_period_s=cfg.cycle_period_s)
+        try:
+            await plant.connect()
+        except ConnectionError as exc:
+            # The DCS may come up after us: run anyway; every cycle reads "not connected" (inputs
+            # invalid, nothing engaged) while the adapter keeps reconnecting.
+            event(log, logging.ERROR, "cannot connect yet; retrying in the background", error=str(exc))
+        await daemon.run(stop, max_cycles)
+        return daemon
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()
+        await plant.close()
+        if catchup is not None:
+            catchup.close()
+        decision_log.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="daemon config YAML (see deploy/examples/)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    setup_logging(cfg.log_level)
+    core = build_core(cfg)
+    print(core.envelope.describe(), flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_daemon(core, make_plant(core), stop)
+
+    asyncio.run(main())
+    return 0

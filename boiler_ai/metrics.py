@@ -1,0 +1,77 @@
+"""Prometheus text-format metrics over a minimal HTTP endpoint (GET /metrics), on the daemon's loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, deque
+
+import numpy as np
+
+_MODES = ("disabled", "shadow", "active", "releasing")
+
+
+class Metrics:
+    def __init__(self, unit_id: str, window: int = 3600):
+        self.unit_id = unit_id
+        self.cycles = 0
+        self.mode = "disabled"
+        self.releases: Counter[str] = Counter()
+        self.stage_us: dict[str, deque[float]] = {}
+        self.window = window
+        self.heartbeat = 0
+        self.log_overflows = 0
+
+    def observe_cycle(self, mode: str, release_reason: str | None, timings_us: dict[str, float], heartbeat: int) -> None:
+        self.cycles += 1
+        self.mode = mode
+        self.heartbeat = heartbeat
+        if release_reason:
+            self.releases[release_reason] += 1
+        for stage, us in timings_us.items():
+            self.stage_us.setdefault(stage, deque(maxlen=self.window)).append(us)
+
+    def render(self) -> str:
+        u = f'unit="{self.unit_id}"'
+        out = [
+            "# HELP boiler_ai_cycles_total Control cycles run.",
+            "# TYPE boiler_ai_cycles_total counter",
+            f"boiler_ai_cycles_total{{{u}}} {self.cycles}",
+            "# HELP boiler_ai_mode Engagement mode (1 for the current one).",
+            "# TYPE boiler_ai_mode gauge",
+        ]
+        out += [f'boiler_ai_mode{{{u},mode="{m}"}} {int(m == self.mode)}' for m in _MODES]
+        out += ["# HELP boiler_ai_releases_total Hand-backs to the DCS, by reason.",
+                "# TYPE boiler_ai_releases_total counter"]
+        out += [f'boiler_ai_releases_total{{{u},reason="{r}"}} {n}' for r, n in sorted(self.releases.items())]
+        out += ["# HELP boiler_ai_heartbeat Last heartbeat counter value written.",
+                "# TYPE boiler_ai_heartbeat gauge", f"boiler_ai_heartbeat{{{u}}} {self.heartbeat}",
+                "# HELP boiler_ai_stage_seconds Cycle stage durations over the recent window.",
+                "# TYPE boiler_ai_stage_seconds summary"]
+        for stage, samples in sorted(self.stage_us.items()):
+            data = np.fromiter(samples, float)
+            for q in (0.5, 0.99):
+                out.append(f'boiler_ai_stage_seconds{{{u},stage="{stage}",quantile="{q}"}} {np.quantile(data, q) / 1e6:.9f}')
+            out.append(f'boiler_ai_stage_seconds_count{{{u},stage="{stage}"}} {len(data)}')
+        return "\n".join(out) + "\n"
+
+
+async def serve_metrics(metrics: Metrics, host: str, port: int) -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5.0)
+            while (await asyncio.wait_for(reader.readline(), 5.0)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request.decode("latin-1").split()
+            if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+                status, body, ctype = "200 OK", metrics.render().encode(), "text/plain; version=0.0.4"
+            else:
+                status, body, ctype = "404 Not Found", b"only /metrics here\n", "text/plain"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                         f"Connection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)
