@@ -82,6 +82,7 @@ class Daemon:
         self.log = decision_log
         self.metrics = metrics or Metrics(core.config.unit)
         self.overruns = 0
+        self.active_cycles = 0
         self._last_record_us = 0
         self.stop_reason: str | None = None
 
@@ -134,6 +135,7 @@ class Daemon:
 
     def _report(self, record: dict) -> None:
         self.metrics.observe_cycle(record["mode"], record["release_reason"], record["timings_us"], record["heartbeat"])
+        self.active_cycles += record["mode"] == "active"
         if record["transition"] is not None:
             reasons = [f'{e["type"]}:{e["reason"]}' for e in record["events"] if e["type"] != "soft_disable"]
             event(log, logging.INFO if record["release_reason"] is None else logging.WARNING,
