@@ -117,7 +117,8 @@ def run_dcs_alone(scenario: str, seed: int, minutes: float) -> dict:
 
 def render(ai: dict, dcs: dict, args) -> str:
     rows = [("boiler efficiency, HHV (%)", "efficiency_pct", 2),
-            ("boiler efficiency, LHV (%)", "efficiency_lhv_pct", 2), ("excess O2, dry (%)", "o2_pct", 2), ("NOx before SCR (mg/Nm3 @6% O2)", "nox_mg_nm3", 0),
+            ("boiler efficiency, LHV (%)", "efficiency_lhv_pct", 2), ("excess O2, dry (%)", "o2_pct", 2),
+            ("NOx before SCR (mg/Nm3 @6% O2)", "nox_mg_nm3", 0),
             ("CO (ppm)", "co_ppm", 0), ("spray flow, all stages (t/h)", "spray_tph", 1)]
     lines = [f"boiler-ai demo: scenario {args.scenario!r}, seed {args.seed}, {args.minutes:g} simulated minutes "
              f"at {args.speed:g}x",
