@@ -771,3 +771,62 @@ def test_tag_server_secured_with_pki_layout(tag_map, tmp_path):
     snap, result = run(scenario())
     assert snap.error is None and len(snap.readings) == len(tag_map.readable)
     assert result.ok and result.read_back == {"ai_heartbeat": 3.0}
+
+
+class RampUnit:
+    """A stand-in simulated unit: load ramps with simulated time, the DCS holds what the daemon wrote."""
+
+    def __init__(self, tag_map: TagMap):
+        self.t = 0.0
+        self.tag_map = tag_map
+        self.written: dict[str, float] = {}
+        self.ai_enable = False
+
+    def step(self, dt: float = 1.0) -> None:
+        self.t += dt
+
+    def values(self) -> dict[str, float]:
+        values = served_values(self.tag_map)
+        values.update(self.written)
+        values["unit_load_mw"] = 300.0 + 0.1 * self.t
+        values["ai_enable"] = float(self.ai_enable)
+        return values
+
+    def write(self, signal: str, value: float) -> None:
+        self.written[signal] = value
+
+    def set_ai_enable(self, on: bool) -> None:
+        self.ai_enable = on
+
+
+def test_simulated_unit_server_is_read_and_written(tag_map):
+    from boiler_ai.sim.serve import SimulatedUnitServer
+
+    unit = RampUnit(tag_map)
+    sim = SimulatedUnitServer(unit, tag_map=tag_map, endpoint="opc.tcp://127.0.0.1:0", speed=50)
+    request = {"ai_request": 1.0, "ai_heartbeat": 5.0, "sa_damper_a_pct_ai_sp": 55.0}
+
+    async def scenario():
+        await sim.start()
+        io = OpcUaPlantIO(tag_map, sim.endpoint)
+        try:
+            await io.connect()
+            first = await io.read()
+            await asyncio.sleep(0.3)
+            second = await io.read()
+            written = await io.write(request)
+            await sim.set_ai_enable(True)
+            third = await io.read()
+            return first, second, written, third
+        finally:
+            await io.close()
+            await sim.stop()
+
+    first, second, written, third = run(scenario())
+    for snap in (first, second, third):
+        assert snap.error is None and all(r.quality is Quality.GOOD for r in snap.readings.values())
+    load1, load2 = first.readings["unit_load_mw"], second.readings["unit_load_mw"]
+    assert load2.value > load1.value and load2.source_ts > load1.source_ts
+    assert written.ok and unit.written == request
+    assert third.readings["ai_enable"].value == 1.0
+    assert {name: third.readings[name].value for name in request} == request
