@@ -37,7 +37,8 @@ def test_engages_after_n_healthy_cycles_only():
 
 def test_unhealthy_cycle_resets_the_count():
     m = machine(n=3)
-    run(m, OK); run(m, OK)
+    run(m, OK)
+    run(m, OK)
     _, ev = run(m, OK, [Event(EventType.IMMEDIATE_DISABLE, "critical_input_invalid", "o2_economiser_pct")])
     assert m.mode is Mode.DISABLED and m.healthy_cycles == 0
     assert [run(m, OK)[0].mode for _ in range(3)][-1] is Mode.ACTIVE
@@ -86,11 +87,19 @@ def test_dcs_dropping_ai_active_releases():
     assert t.release_reason == "ai_active_lost"
 
 
+def test_dcs_permissive_loss_releases_without_waiting_for_ai_active():
+    m = machine(n=1)
+    engage(m)
+    t, _ = run(m, Handshake(True, False, True))
+    assert t.release_reason == "dcs_permissive_lost"
+
+
 def test_grant_timeout_releases():
     m = machine(n=1, grant=2)
     run(m, OK)
     assert m.mode is Mode.ACTIVE
-    run(m, OK); run(m, OK)
+    run(m, OK)
+    run(m, OK)
     t, _ = run(m, OK)
     assert t.release_reason == "ai_active_not_granted"
 

@@ -129,6 +129,9 @@ class Engagement:
     def _release_reason(self, handshake: Handshake, events: list[Event]) -> str | None:
         if handshake.ai_enable is False:
             events.append(Event(EventType.IMMEDIATE_DISABLE, "ai_enable_dropped", "operator"))
+        if handshake.ai_permissive is False:
+            # MFT, runback, loss of coordinated control: the DCS drops AI mode too; do not wait for it
+            events.append(Event(EventType.IMMEDIATE_DISABLE, "dcs_permissive_lost", ""))
         if handshake.ai_active:
             self.granted = True
         elif self.granted:
