@@ -1,6 +1,7 @@
-"""The plant room: the PlantIO interface, tag maps, and (in opcua.py only) the OPC UA adapter.
+"""The plant room: the PlantIO interface, tag maps, and the OPC UA client adapter and tag server.
 
-Importing this package must not import the OPC UA library: the controller core and the tools use
+Only opcua_client.py and opcua_server.py import the OPC UA library; importing this package does not,
+so the controller core and the tools use
 the types and the tag map without a network stack.
 """
 
