@@ -106,7 +106,8 @@ class Envelope:
             lines.append(f"    {c.name} [{c.basis}]: {terms} {_SYMBOL[c.relation]} {c.limit:g}")
         if not self.couplings:
             lines.append("    none")
-        lines.append("  process limits (linearised: y_now + S (u - u_prev); a limit already crossed must not get worse):")
+        lines.append("  process limits (linearised: y_now + S (u - u_prev); "
+                     "a limit already crossed must not get worse):")
         for p in self.process_limits:
             terms = ", ".join(f"{self.mv_names[i]} {v:+g}" for i, v in enumerate(p.sensitivity) if v)
             lines.append(f"    {p.name}: {p.signal} {_SYMBOL[p.relation]} {p.limit:g} {p.unit}   S: {terms}")

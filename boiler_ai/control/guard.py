@@ -1,0 +1,129 @@
+"""The guard: an independent accept/block check of a write before it leaves (DESIGN.md section 4).
+
+Built apart from the projector on purpose, so a bug in one does not hide in the other: it reads the
+envelope file again itself (only what it checks; envelope.py is the strict validator), keeps plain
+floats and evaluates every limit in its own arithmetic. No optimiser, no repair: a block drops the
+whole write and the daemon releases control.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from boiler_ai.plant.tagmap import TagMap
+from boiler_ai.strict import ConfigError, Fields, load_yaml
+
+_RELATIONS = ("equal", "at_most", "at_least")
+_BASES = ("setpoint", "deviation_from_dcs")
+
+
+@dataclass(frozen=True, slots=True)
+class GuardVerdict:
+    ok: bool
+    violations: tuple[str, ...]
+
+
+class Guard:
+    def __init__(self, envelope_path: str | Path, tag_map: TagMap):
+        top = Fields(envelope_path, "", load_yaml(envelope_path))
+        self.tolerance = top.mapping("guard").number("tolerance", lo=0.0)
+        mvs = top.mapping("manipulated")
+        allowed = {n for n, mv in tag_map.manipulated.items() if tag_map.signals[mv.ai_setpoint].writable}
+        if set(mvs.data) != allowed:
+            raise ConfigError(envelope_path, "manipulated",
+                              "must name exactly the tag map's writable manipulated variables")
+        self.limits: dict[str, dict] = {}
+        for name in mvs.data:
+            f = mvs.mapping(name)
+            when = f.string("available_when")
+            self.limits[name] = {"lo": f.number("min"), "hi": f.number("max"), "up": f.number("rate_up_per_s"),
+                                 "down": f.number("rate_down_per_s"), "dev": f.number("max_deviation_from_dcs"),
+                                 "when": None if when == "always" else when}
+        self.couplings = []
+        rows = top.mapping("couplings")
+        for name in rows.data:
+            f = rows.mapping(name)
+            self.couplings.append((name, f.string("applies_to", choices=_BASES) == _BASES[1], _terms(f, "terms"),
+                                   f.string("relation", choices=_RELATIONS), f.number("limit")))
+        self.process = []
+        rows = top.mapping("process_limits")
+        for name in rows.data:
+            f = rows.mapping(name)
+            self.process.append((name, f.string("signal"), f.string("relation", choices=_RELATIONS[1:]),
+                                 f.number("limit"), _terms(f, "sensitivity")))
+
+    def check(self, written: Mapping[str, float], u_prev: Mapping[str, float], u_dcs: Mapping[str, float],
+              process_now: Mapping[str, float], available: Mapping[str, bool], dt: float) -> GuardVerdict:
+        """Accept or block one write. Mappings are keyed by MV name, except `process_now` (process-limit
+        signal -> value) and `available` (`available_when` signal -> value; missing = false)."""
+        try:
+            violations = self._violations(written, u_prev, u_dcs, process_now, available, dt)
+        except Exception as exc:  # noqa: BLE001 -- anything unexpected blocks the write
+            violations = [f"guard error: {exc!r}"]
+        return GuardVerdict(not violations, tuple(violations))
+
+    def _violations(self, written, u_prev, u_dcs, process_now, available, dt) -> list[str]:
+        tol = self.tolerance
+        out = [f"{name}: not on the write allow-list" for name in written if name not in self.limits]
+        dt = _number(dt)
+        if dt is None or dt < 0:
+            return out + ["cycle period is not a finite non-negative number"]
+        x, prev, dcs = {}, {}, {}
+        for name, lim in self.limits.items():
+            x[name], prev[name] = _number(written.get(name)), _number(u_prev.get(name))
+            dcs[name] = _number(u_dcs.get(name))
+            if x[name] is None or prev[name] is None or dcs[name] is None:
+                out.append(f"{name}: written value, setpoint in force or DCS setpoint missing or not finite")
+                continue
+            step = x[name] - prev[name]
+            if step > lim["up"] * dt + tol or -step > lim["down"] * dt + tol:
+                out.append(f"{name}: moves {step:+g} in {dt:g} s, beyond its rate limit")
+            if lim["when"] is not None and not bool(available.get(lim["when"], False)):
+                if abs(x[name] - dcs[name]) > tol:
+                    out.append(f"{name}: {lim['when']} is false but {x[name]:g} is not the DCS setpoint {dcs[name]:g}")
+                continue
+            if not lim["lo"] <= x[name] <= lim["hi"]:
+                out.append(f"{name}: {x[name]:g} outside [{lim['lo']:g}, {lim['hi']:g}]")
+            if abs(x[name] - dcs[name]) > lim["dev"] + tol:
+                out.append(f"{name}: {x[name]:g} is more than {lim['dev']:g} from the DCS setpoint {dcs[name]:g}")
+        if any(v is None for values in (x, prev, dcs) for v in values.values()):
+            return out
+        for name, on_deviation, terms, relation, limit in self.couplings:
+            total = sum(c * (x[mv] - dcs[mv] if on_deviation else x[mv]) for mv, c in terms.items())
+            if not _holds(total, relation, limit, tol):
+                out.append(f"coupling {name}: {total:g} is not {relation} {limit:g}")
+        for name, signal, relation, limit, sensitivity in self.process:
+            now = _number(process_now.get(signal))
+            if now is None:
+                out.append(f"process limit {name}: {signal} has no usable value")
+                continue
+            predicted = now + sum(s * (x[mv] - prev[mv]) for mv, s in sensitivity.items())
+            # A limit already crossed is met by not making it worse.
+            if not (_holds(predicted, relation, limit, tol) or _holds(predicted, relation, now, tol)):
+                out.append(f"process limit {name}: {signal} predicted {predicted:g}, not {relation} {limit:g}"
+                           f" and worse than now ({now:g})")
+        return out
+
+
+def _terms(f: Fields, key: str) -> dict[str, float]:
+    terms = f.mapping(key)
+    return {str(mv): terms.number(mv) for mv in terms.data}
+
+
+def _holds(value: float, relation: str, limit: float, tol: float) -> bool:
+    if relation == "at_most":
+        return value <= limit + tol
+    if relation == "at_least":
+        return value >= limit - tol
+    return abs(value - limit) <= tol
+
+
+def _number(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

@@ -1,0 +1,249 @@
+"""The projector: the closest action to the model's request that fits the envelope (DESIGN.md section 4).
+
+    minimise  || W (u - u_requested) ||^2
+    subject to  per MV:   absolute min/max, rate limits around u_prev, max deviation around u_dcs,
+                          u = u_dcs for an MV that is not available
+                couplings (rows over the setpoints or over their deviations from the DCS setpoints)
+                process limits, linearised about the setpoints now in force:
+                          y_now + S (u - u_prev)  within its limit
+
+A process limit that is already crossed (y_now beyond it) must not lock the AI out, nor may the AI
+make it worse: its row becomes S (u - u_prev) <= 0 (for an upper limit; >= 0 for a lower one), so
+holding the current setpoints always satisfies it and only moves that pull the signal back are allowed.
+
+The per-cycle box is the intersection of all per-MV limits. If it is empty (crossed bounds) the problem
+is infeasible without asking a solver. If the clipped request satisfies every row, it is the answer (the
+weighted projection onto a box is the clip, and it is feasible). Otherwise a small QP is solved by DAQP,
+a dual active-set solver set up once and cold-started each cycle so an answer depends only on its
+inputs (replayable). Every answer is checked independently; any doubt counts as infeasible, and then
+the last applied setpoints are held if they still fit, else control is released. project() never raises.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import daqp
+import numpy as np
+
+from boiler_ai.control.envelope import Envelope
+
+SOLVER_INF = 1e30  # DAQP's infinity; np.inf makes it return NaN with a "solved" flag
+SOLVER_OPTIMAL = 1
+SOLVER_ITER_LIMIT = 1000
+SOLVER_PRIMAL_TOL = 1e-9  # rows may be violated by this much; far inside the check tolerance
+ACTIVE_MULTIPLIER = 1e-12  # a constraint binds when its multiplier is above rounding noise (~1e-17)
+_EQUALITY, _INEQUALITY = 5, 0  # DAQP constraint sense flags
+_LO_NAMES = ("min", "rate_down", "deviation_low")
+_HI_NAMES = ("max", "rate_up", "deviation_high")
+
+
+class ProjectionStatus(str, enum.Enum):
+    OK = "ok"  # the request already fits the envelope
+    CLIPPED = "clipped"  # moved to the closest point that fits
+    HOLD = "hold"  # nothing fits; the last applied setpoints still do: hold them
+    RELEASE = "release"  # nothing fits, not even the last applied setpoints: hand back to the DCS
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    action: np.ndarray | None  # None only with RELEASE
+    status: ProjectionStatus
+    active_constraints: tuple[str, ...]  # e.g. "sa_damper_a_pct:rate_up", "coupling:feeder_fuel_balance"
+    solve_us: float  # time inside the QP solver (0 when no QP was needed)
+    reason: str  # why HOLD or RELEASE; empty otherwise
+
+
+class Projector:
+    def __init__(self, envelope: Envelope):
+        e = self.envelope = envelope
+        n = self._n = len(e.mv_names)
+        # Our own acceptance checks use half the guard's slack, so rounding differences between our
+        # arithmetic and the guard's can never turn an accepted answer into a guard block.
+        self._tol = e.guard_tolerance / 2
+        self._conditional = [(i, signal) for i, signal in enumerate(e.available_when) if signal is not None]
+        self._coupling_rows = np.array([c.coefficients for c in e.couplings]).reshape(-1, n)
+        self._coupling_on_deviation = np.array([c.basis == "deviation_from_dcs" for c in e.couplings], dtype=bool)
+        self._coupling_lo = np.array([c.limit if c.relation != "at_most" else -SOLVER_INF for c in e.couplings])
+        self._coupling_hi = np.array([c.limit if c.relation != "at_least" else SOLVER_INF for c in e.couplings])
+        self._process_rows = np.array([p.sensitivity for p in e.process_limits]).reshape(-1, n)
+        self._process_upper = np.array([p.relation == "at_most" for p in e.process_limits], dtype=bool)
+        self._process_limit = np.array([p.limit for p in e.process_limits])
+        self._rows = np.vstack([self._coupling_rows, self._process_rows])
+        self._row_names = (tuple(f"coupling:{c.name}" for c in e.couplings)
+                           + tuple(f"process:{p.name}" for p in e.process_limits))
+        self._h_diag = e.weights ** 2
+        self._model: daqp.Model | None = None
+        if len(self._rows):
+            self._sense = np.array([_INEQUALITY] * n
+                                   + [_EQUALITY if c.relation == "equal" else _INEQUALITY for c in e.couplings]
+                                   + [_INEQUALITY] * len(e.process_limits), dtype=np.int32)
+            model = daqp.Model()
+            settings = model.settings
+            settings.update(primal_tol=SOLVER_PRIMAL_TOL, iter_limit=SOLVER_ITER_LIMIT,
+                            time_limit=e.time_budget_us * 1e-6)
+            model.settings = settings
+            # Set up once with the static limits; every cycle updates the cost and the bounds only.
+            upper = np.concatenate((e.hi, self._coupling_hi, np.full(len(e.process_limits), SOLVER_INF)))
+            lower = np.concatenate((e.lo, self._coupling_lo, np.full(len(e.process_limits), -SOLVER_INF)))
+            flag = model.setup(np.diag(self._h_diag), np.zeros(n), self._rows, upper, lower, self._sense)[0]
+            if flag < 0:
+                raise RuntimeError(f"DAQP setup failed with exit flag {flag} for {e.source}")
+            self._model = model
+
+    def project(self, requested: np.ndarray, u_prev: np.ndarray, u_dcs: np.ndarray,
+                process_now: Mapping[str, float], available: Mapping[str, bool], dt: float) -> Projection:
+        """The action to write, in envelope MV order; see the module docstring.
+
+        u_prev: setpoints in force (last applied, or the DCS setpoints while not active);
+        process_now: current value of every process-limit signal; available: value of every
+        `available_when` signal (missing = false); dt: seconds until the next cycle's setpoints.
+        """
+        try:
+            return self._project(requested, u_prev, u_dcs, process_now, available, dt)
+        except Exception as exc:  # noqa: BLE001 -- a bug here must hand control back, never crash the cycle
+            return Projection(None, ProjectionStatus.RELEASE, (), 0.0, f"projector error: {exc!r}")
+
+    def _project(self, requested, u_prev, u_dcs, process_now, available, dt) -> Projection:
+        u_prev, u_dcs = self._vector(u_prev), self._vector(u_dcs)
+        if u_prev is None:
+            return _release("last applied setpoints missing or not finite")
+        if u_dcs is None:
+            return _release("DCS setpoints missing or not finite")
+        dt = _finite(dt)
+        if dt is None or dt < 0.0:
+            return _release("cycle period is not a finite non-negative number")
+        y_now = np.empty(len(self.envelope.process_limits))
+        for i, p in enumerate(self.envelope.process_limits):
+            value = _finite(process_now.get(p.signal))
+            if value is None:
+                return _release(f"process signal {p.signal} has no usable value ({process_now.get(p.signal)!r})")
+            y_now[i] = value
+
+        limits = self._limits(u_prev, u_dcs, y_now, available, dt)
+        crossed = np.flatnonzero(limits.lo > limits.hi)
+        if len(crossed):
+            i = crossed[0]
+            names = tuple(self._bound(limits, j, upper) for j in crossed for upper in (False, True))
+            low, high = (self._bound(limits, i, upper).split(":")[1] for upper in (False, True))
+            return self._fallback(limits, f"no setpoint fits {self.envelope.mv_names[i]}: its {low} bound "
+                                          f"{limits.lo[i]:g} is above its {high} bound {limits.hi[i]:g}", names)
+        request = self._vector(requested)
+        if request is None:
+            return self._fallback(limits, "requested action missing or not finite", ())
+
+        clipped = np.clip(request, limits.lo, limits.hi)
+        if self._rows_fit(clipped, limits):
+            moved = np.flatnonzero(clipped != request)
+            names = tuple(self._bound(limits, i, request[i] > limits.hi[i]) for i in moved)
+            status = ProjectionStatus.CLIPPED if len(moved) else ProjectionStatus.OK
+            return Projection(clipped, status, names, 0.0, "")
+        return self._solve(request, limits)
+
+    def _vector(self, values) -> np.ndarray | None:
+        try:
+            array = np.array(values, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            return None
+        if array.shape != (self._n,) or not np.isfinite(array).all():
+            return None
+        return array
+
+    def _limits(self, u_prev, u_dcs, y_now, available, dt) -> _Limits:
+        e = self.envelope
+        pinned = np.zeros(self._n, dtype=bool)
+        for i, signal in self._conditional:
+            pinned[i] = not bool(available.get(signal, False))
+        # Rows: absolute (or pinned), rate around u_prev, deviation around u_dcs (or pinned).
+        lo_candidates = np.empty((3, self._n))
+        lo_candidates[0] = np.where(pinned, u_dcs, e.lo)
+        lo_candidates[1] = u_prev - e.rate_down * dt
+        lo_candidates[2] = np.where(pinned, u_dcs, u_dcs - e.max_dev)
+        hi_candidates = np.empty((3, self._n))
+        hi_candidates[0] = np.where(pinned, u_dcs, e.hi)
+        hi_candidates[1] = u_prev + e.rate_up * dt
+        hi_candidates[2] = np.where(pinned, u_dcs, u_dcs + e.max_dev)
+
+        offset = np.where(self._coupling_on_deviation, self._coupling_rows @ u_dcs, 0.0)
+        # Process rows as bounds on S u: S u_prev + room left to the limit, never less than no change.
+        base = self._process_rows @ u_prev
+        room = self._process_limit - y_now
+        process_hi = np.where(self._process_upper, base + np.maximum(room, 0.0), SOLVER_INF)
+        process_lo = np.where(self._process_upper, -SOLVER_INF, base + np.minimum(room, 0.0))
+        return _Limits(u_prev, lo_candidates.max(axis=0), hi_candidates.min(axis=0),
+                       np.concatenate((self._coupling_lo + offset, process_lo)),
+                       np.concatenate((self._coupling_hi + offset, process_hi)), lo_candidates, hi_candidates, pinned)
+
+    def _bound(self, limits: _Limits, i: int, upper: bool) -> str:
+        """Name of the per-MV limit that sets MV i's lower (or upper) bound this cycle."""
+        k = int(limits.hi_candidates[:, i].argmin() if upper else limits.lo_candidates[:, i].argmax())
+        kind = "unavailable" if limits.pinned[i] and k != 1 else (_HI_NAMES if upper else _LO_NAMES)[k]
+        return f"{self.envelope.mv_names[i]}:{kind}"
+
+    def _rows_fit(self, x, limits: _Limits) -> bool:
+        values = self._rows @ x
+        return bool(np.all(values <= limits.row_hi + self._tol) and np.all(values >= limits.row_lo - self._tol))
+
+    def _solve(self, request, limits: _Limits) -> Projection:
+        lo, hi = limits.lo, limits.hi
+        self._model.update(f=-self._h_diag * request, bupper=np.concatenate((hi, limits.row_hi)),
+                           blower=np.concatenate((lo, limits.row_lo)), sense=self._sense)
+        started = time.perf_counter()
+        x, _, flag, info = self._model.solve()
+        solve_us = (time.perf_counter() - started) * 1e6
+        if flag != SOLVER_OPTIMAL:
+            return self._fallback(limits, f"no action fits the envelope (QP exit flag {flag})", (), solve_us)
+        x = self._vector(x)
+        # The solver's word is not taken: finite, inside the box (up to rounding, then clipped exactly)
+        # and every row within tolerance, or it is treated as infeasible.
+        if x is None or np.any(x < lo - self._tol) or np.any(x > hi + self._tol):
+            return self._fallback(limits, "QP answer failed the independent check (bounds)", (), solve_us)
+        x = np.clip(x, lo, hi)
+        if not self._rows_fit(x, limits):
+            return self._fallback(limits, "QP answer failed the independent check (rows)", (), solve_us)
+        lam = np.asarray(info.get("lam", ()), dtype=float).reshape(-1)
+        names = []
+        for k in np.flatnonzero(np.abs(lam) > ACTIVE_MULTIPLIER):
+            if k < self._n:
+                names.append(self._bound(limits, k, lam[k] > 0))  # DAQP: positive = upper bound active
+            elif k - self._n < len(self._row_names):
+                names.append(self._row_names[k - self._n])
+        return Projection(x, ProjectionStatus.CLIPPED, tuple(names), solve_us, "")
+
+    def _fallback(self, limits: _Limits, reason: str, names: tuple[str, ...], solve_us: float = 0.0) -> Projection:
+        """Infeasible this cycle: hold the setpoints in force if they still fit every hard limit, else release."""
+        u_prev = limits.u_prev
+        if np.all(u_prev >= limits.lo) and np.all(u_prev <= limits.hi) and self._rows_fit(u_prev, limits):
+            return Projection(u_prev.copy(), ProjectionStatus.HOLD, names, solve_us, reason)
+        return Projection(None, ProjectionStatus.RELEASE, names, solve_us,
+                          f"{reason}; the setpoints in force do not fit either")
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """This cycle's limits: the per-MV box with the candidates it came from, and the row bounds."""
+
+    u_prev: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    row_lo: np.ndarray
+    row_hi: np.ndarray
+    lo_candidates: np.ndarray  # 3 x n: absolute (or pinned), rate, deviation (or pinned)
+    hi_candidates: np.ndarray
+    pinned: np.ndarray
+
+
+def _release(reason: str) -> Projection:
+    return Projection(None, ProjectionStatus.RELEASE, (), 0.0, reason)
+
+
+def _finite(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
