@@ -31,6 +31,7 @@ def random_state(env: Envelope, rng: np.random.Generator):
     u_dcs = rng.uniform(env.lo + 0.3 * (env.hi - env.lo), env.lo + 0.6 * (env.hi - env.lo))
     feeders = [i for i, n in enumerate(env.mv_names) if n.startswith("feeder_")]
     u_dcs[feeders] = 0.0
+    u_dcs[env.mv_names.index("sofa_damper_2_pct")] = u_dcs[env.mv_names.index("sofa_damper_1_pct")]  # one schedule
     u_prev = u_dcs.copy()  # just engaged: the setpoints in force are the DCS's
     request = u_prev + rng.normal(0.0, 3.0, len(u_prev)) * env.rate_up
     process = {}
