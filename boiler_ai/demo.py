@@ -50,8 +50,9 @@ class KpiMeter:
         perf = self.unit.performance()
         for key in KPIS:
             self.sums[key] += perf[key]
-        for limit in perf["violations"]:
-            self.violation_s[limit] += dt
+        for limit, crossed in perf["violations"].items():
+            if crossed:
+                self.violation_s[limit] += dt
         self.samples += 1
 
     def summary(self) -> dict:
@@ -79,10 +80,11 @@ def demo_config(base: DaemonConfig, endpoint: str, speed: float, log_dir: Path) 
 
 async def run_with_daemon(cfg: DaemonConfig, scenario: str, seed: int, minutes: float, speed: float) -> dict:
     from boiler_ai.daemon import build_core, make_plant, run_daemon
+    from boiler_ai.sim.scenario import named_scenario
     from boiler_ai.sim.serve import SimulatedUnitServer
     from boiler_ai.sim.unit import ReferenceUnit
 
-    meter = KpiMeter(ReferenceUnit(scenario=scenario, seed=seed))
+    meter = KpiMeter(ReferenceUnit(scenario=named_scenario(scenario, seed), seed=seed))
     sim = SimulatedUnitServer(meter, endpoint=cfg.opcua.endpoint, speed=speed, duration_s=minutes * 60)
     await sim.set_ai_enable(True)
     await sim.start()
@@ -105,9 +107,10 @@ async def run_with_daemon(cfg: DaemonConfig, scenario: str, seed: int, minutes: 
 
 
 def run_dcs_alone(scenario: str, seed: int, minutes: float) -> dict:
+    from boiler_ai.sim.scenario import named_scenario
     from boiler_ai.sim.unit import ReferenceUnit
 
-    meter = KpiMeter(ReferenceUnit(scenario=scenario, seed=seed))
+    meter = KpiMeter(ReferenceUnit(scenario=named_scenario(scenario, seed), seed=seed))
     while meter.t < minutes * 60:
         meter.step(1.0)
     summary = meter.summary()

@@ -1,0 +1,171 @@
+"""The controller core in closed loop with the simulated unit (stepping API, no network)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from cycle_rig import Rig, follower_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from boiler_ai.control.policy import Inference
+from boiler_ai.plant.types import Reading
+from boiler_ai.record.schema import validate
+
+BAD_SENSOR = 0x808B0000
+
+
+@pytest.fixture
+def rig(tmp_path):
+    return Rig(follower_config(tmp_path, {"sa_damper_c_pct": 8.0, "o2_setpoint_bias_pct": -0.4}, mode="closed_loop"))
+
+
+def mv_value(record, key, mv):
+    return record[key][record["mvs"].index(mv)]
+
+
+def test_engages_bumplessly_from_the_dcs_setpoints(rig):
+    rig.engage()
+    engaged = next(r for r in rig.records if r["mode"] == "active")
+    env = rig.core.envelope
+    i = env.mv_names.index("sa_damper_c_pct")
+    # the first AI setpoint starts from the DCS setpoint and moves at most one rate step
+    assert engaged["u_prev"] == engaged["u_dcs"]
+    assert abs(engaged["written"][i] - engaged["u_dcs"][i]) <= env.rate_up[i] * 1.0 + 1e-9
+    assert engaged["transition"] == {"from": "disabled", "to": "active"}
+    for record in rig.records:
+        validate(record | {"seq": 0, "log_dropped_count": 0, "publish_drop_count": 0})
+
+
+def test_policy_intent_reached_through_rate_limits(rig):
+    rig.engage()
+    rig.run(30)
+    last = rig.records[-1]
+    assert last["mode"] == "active"
+    # +8 % on damper C is within the deviation limit: reached after 8 s at 1 %/s
+    target = mv_value(last, "u_dcs", "sa_damper_c_pct") + 8.0
+    assert mv_value(last, "written", "sa_damper_c_pct") == pytest.approx(target, abs=1.5)
+    # and the DCS uses it
+    assert rig.unit.values()["sa_damper_c_pct_ai_sp"] == pytest.approx(mv_value(last, "written", "sa_damper_c_pct"))
+
+
+def test_shadow_mode_computes_but_never_writes(tmp_path):
+    rig = Rig(follower_config(tmp_path, {"sa_damper_c_pct": 8.0}, mode="shadow"))
+    rig.unit.set_ai_enable(True)
+    records = rig.run(20)
+    assert all(r["mode"] == "shadow" and r["written"] is None and r["write"] is None for r in records)
+    assert records[-1]["projected"] is not None
+    assert rig.unit.values()["ai_active"] == 0.0
+
+
+def corrupt(signal, reading_of):
+    def hook(snapshot):
+        readings = dict(snapshot.readings)
+        readings[signal] = reading_of(readings[signal])
+        snapshot.readings = readings
+        return snapshot
+    return hook
+
+
+@pytest.mark.parametrize("signal, reading_of, issue", [
+    ("o2_economiser_pct", lambda r: Reading(math.nan, 0, r.source_ts), "not_finite"),
+    ("main_steam_temp_c", lambda r: Reading(r.value, BAD_SENSOR, r.source_ts), "bad_quality"),
+    ("drum_pressure_mpa", lambda r: Reading(35.0, 0, r.source_ts), "out_of_range"),
+    ("co_ppm", lambda r: Reading(r.value, 0, r.source_ts - 60.0), "stale"),
+])
+def test_critical_input_fault_releases_in_the_same_cycle(rig, signal, reading_of, issue):
+    rig.engage()
+    rig.run(3)
+    rig.snapshot_hook = corrupt(signal, reading_of)
+    record = rig.cycle()
+    assert record["release_reason"] == "critical_input_invalid"
+    assert record["mode"] == "releasing" and record["written"] is None
+    assert {"type": "immediate_disable", "reason": "critical_input_invalid", "detail": f"{signal}: {issue}"} \
+        in record["events"]
+    assert rig.unit.values()["ai_active"] == 0.0  # the DCS took control back in the step after the cycle
+
+
+def test_non_critical_fault_holds_then_releases(rig):
+    rig.engage()
+    rig.snapshot_hook = corrupt("nox_mg_nm3", lambda r: Reading(r.value, BAD_SENSOR, r.source_ts))
+    held = rig.run(30)
+    assert all(r["mode"] == "active" for r in held)
+    assert all("nox_mg_nm3" in r["inputs"]["held"] for r in held)
+    record = rig.cycle()
+    assert record["release_reason"] == "critical_input_invalid"
+
+
+def test_model_emitting_nan_releases(tmp_path):
+    rig = Rig(follower_config(tmp_path, nan_above_ambient_c=30.0, mode="closed_loop"))
+    rig.engage()
+    rig.snapshot_hook = corrupt("ambient_temp_c", lambda r: Reading(35.0, 0, r.source_ts))
+    record = rig.cycle()
+    assert record["release_reason"] == "model_output_not_finite"
+
+
+def test_operator_disable_releases_in_the_same_cycle_and_needs_re_enable(rig):
+    rig.engage()
+    rig.unit.set_ai_enable(False)
+    record = rig.cycle()
+    assert record["release_reason"] == "ai_enable_dropped" and record["written"] is None
+    rig.run(10)
+    assert rig.records[-1]["mode"] == "disabled"
+    rig.unit.set_ai_enable(True)
+    rig.engage()
+
+
+def test_read_failure_releases(rig):
+    from boiler_ai.plant.types import Snapshot
+
+    rig.engage()
+    rig.snapshot_hook = lambda s: Snapshot({}, s.read_time, error="BadSessionIdInvalid")
+    record = rig.cycle()
+    assert record["release_reason"] == "read_failed"
+    assert record["events"][0]["detail"] == "BadSessionIdInvalid"
+
+
+def _within_envelope(rig, record) -> list[str]:
+    """An independent check of a written action against the absolute envelope and the rate and deviation limits."""
+    env = rig.core.envelope
+    problems = []
+    w, prev, dcs = (np.array(record[k]) for k in ("written", "u_prev", "u_dcs"))
+    for i, name in enumerate(env.mv_names):
+        pinned = env.available_when[i] is not None and w[i] == dcs[i]
+        if not np.isfinite(w[i]):
+            problems.append(f"{name} not finite")
+        elif not pinned and not env.lo[i] - 1e-9 <= w[i] <= env.hi[i] + 1e-9:
+            problems.append(f"{name} {w[i]} outside [{env.lo[i]}, {env.hi[i]}]")
+        elif not pinned and not -env.rate_down[i] - 1e-6 <= w[i] - prev[i] <= env.rate_up[i] + 1e-6:
+            problems.append(f"{name} moved {w[i] - prev[i]} in one cycle")
+        elif abs(w[i] - dcs[i]) > env.max_dev[i] + 1e-6:
+            problems.append(f"{name} {w[i] - dcs[i]} from the DCS setpoint")
+    return problems
+
+
+actions = st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                             st.floats(-50, 150)), min_size=18, max_size=18)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(actions, min_size=5, max_size=25))
+def test_whatever_the_policy_asks_written_setpoints_stay_in_the_envelope(rig, requests):
+    """A policy emitting anything at all (NaN, inf, wild values): every written setpoint is in the envelope."""
+    if rig.records == []:
+        rig.engage()
+    queue = list(requests)
+
+    def wild_policy() -> Inference:
+        action = queue.pop(0) if queue else rig.records[-1]["u_dcs"]
+        return Inference(np.array(action, dtype=float), None, [], True)
+
+    rig.controller.policy.infer = wild_policy
+    for _ in range(len(requests)):
+        record = rig.cycle()
+        if record["written"] is not None:
+            assert _within_envelope(rig, record) == []
+        if record["mode"] == "disabled":
+            rig.unit.set_ai_enable(False)
+            rig.cycle()
+            rig.engage()
