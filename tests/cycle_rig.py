@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import yaml
 from policies import follower
 
@@ -78,3 +79,20 @@ class Rig:
             if self.unit.values()[self.core.tag_map.handshake["ai_active"]] >= 0.5:
                 return
         raise AssertionError(f"did not engage in {limit} cycles: {self.records[-1]['events']}")
+
+
+def outside_envelope(env, record) -> list[str]:
+    """An independent check of a written action against the absolute, rate and deviation limits."""
+    problems = []
+    w, prev, dcs = (np.array(record[k]) for k in ("written", "u_prev", "u_dcs"))
+    for i, name in enumerate(env.mv_names):
+        pinned = env.available_when[i] is not None and w[i] == dcs[i]
+        if not np.isfinite(w[i]):
+            problems.append(f"{name} not finite")
+        elif not pinned and not env.lo[i] - 1e-9 <= w[i] <= env.hi[i] + 1e-9:
+            problems.append(f"{name} {w[i]} outside [{env.lo[i]}, {env.hi[i]}]")
+        elif not pinned and not -env.rate_down[i] - 1e-6 <= w[i] - prev[i] <= env.rate_up[i] + 1e-6:
+            problems.append(f"{name} moved {w[i] - prev[i]} in one cycle")
+        elif abs(w[i] - dcs[i]) > env.max_dev[i] + 1e-6:
+            problems.append(f"{name} {w[i] - dcs[i]} from the DCS setpoint")
+    return problems
