@@ -1,0 +1,291 @@
+"""The steady-state oracle: the best boiler efficiency the manipulated variables can reach within the
+envelope, for a load, a coal and the unit's condition. The upper bound every controller is measured by.
+
+Solved with scipy's SLSQP on the steady state of the unit's own model (boiler_ai.sim.steady), from the
+DCS's setting and a few other starts. Decision variables: the biases of the feeders in service, the
+secondary-air dampers of the firing levels, both SOFA dampers and the O2 set-point bias; idle levels and
+feeders keep the DCS's values (the envelope makes them unavailable). The spray valves only move steam
+temperatures, not boiler efficiency: at the optimum they sit where the spray loops would put them, and
+the steam-temperature limits are checked with them there.
+
+Limits: the envelope file's MV ranges, deviations from the DCS setpoints, couplings and process limits
+(constraints/reference_unit.yaml, read with the daemon's own loader); without the file, the tag map's
+ranges, the DCS clamps and the unit's PROCESS_LIMITS.
+
+    python -m boiler_ai.sim.oracle --scenario agc_day_24h
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+
+from boiler_ai.sim.dcs import I_FEEDER, I_O2, I_SA, I_SOFA, I_SPRAY, MV_NAMES, MV_RANGE, DcsConfig
+from boiler_ai.sim.fireside import N_LEVELS
+from boiler_ai.sim.scenario import Scenario, named_scenario
+from boiler_ai.sim.steady import OperatingPoint, SteadyPoint
+from boiler_ai.sim.unit import PROCESS_LIMITS, ReferenceUnit, default_tag_map_path, project_file
+
+
+def steady_signal(sp: SteadyPoint, signal: str) -> float:
+    """A tag's value at a steady point (the signals process limits are written on)."""
+    f = sp.fire
+    return {"o2_economiser_pct": f.o2_pct, "co_ppm": f.co_ppm, "nox_mg_nm3": f.nox_mg_nm3,
+            "main_steam_temp_c": sp.main_steam_c, "reheat_steam_temp_c": sp.reheat_c,
+            "airheater_exit_gas_temp_c": f.airheater_exit_c, "carbon_in_fly_ash_pct": f.carbon_in_fly_ash_pct,
+            "furnace_exit_gas_temp_c": f.fegt_c, "windbox_furnace_dp_kpa": f.windbox_dp_kpa}[signal]
+
+
+@dataclass(frozen=True)
+class Coupling:
+    basis: str  # "setpoint" or "deviation_from_dcs"
+    coefficients: tuple[float, ...]  # per MV in MV_NAMES order
+    relation: str  # "equal", "at_most", "at_least"
+    limit: float
+
+
+@dataclass(frozen=True)
+class OracleLimits:
+    """What the oracle may do: absolute MV ranges, deviation from the DCS setpoint, couplings, process limits."""
+
+    source: str
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    max_dev: tuple[float, ...]
+    couplings: tuple[Coupling, ...]
+    process: tuple[tuple[str, str, str, float], ...]  # (name, signal, relation, limit)
+
+    @staticmethod
+    def default() -> OracleLimits:
+        """The tag map's ranges, the DCS-side clamps and the unit's process limits."""
+        clamp = DcsConfig().clamp
+        balance = Coupling("deviation_from_dcs", tuple(1.0 if n.startswith("feeder_") else 0.0 for n in MV_NAMES),
+                           "equal", 0.0)
+        return OracleLimits("tag map ranges, DCS clamps, PROCESS_LIMITS",
+                            tuple(MV_RANGE[n][0] for n in MV_NAMES), tuple(MV_RANGE[n][1] for n in MV_NAMES),
+                            tuple(clamp[n] for n in MV_NAMES), (balance,),
+                            tuple((k, *v) for k, v in PROCESS_LIMITS.items()))
+
+    @staticmethod
+    def from_envelope(path: str | Path, tag_map_path: str | Path) -> OracleLimits:
+        """The daemon's envelope file, read by the daemon's own loader (so both see the same limits)."""
+        from boiler_ai.control.envelope import load_envelope
+        from boiler_ai.plant.tagmap import load_tag_map
+
+        env = load_envelope(path, load_tag_map(tag_map_path))
+        idx = [env.mv_names.index(n) for n in MV_NAMES]
+        signals = set(STEADY_SIGNALS)
+        skipped = [p.signal for p in env.process_limits if p.signal not in signals]
+        if skipped:
+            raise ValueError(f"{path}: the oracle has no steady-state value for {', '.join(skipped)}")
+        return OracleLimits(
+            str(path), tuple(float(env.lo[i]) for i in idx), tuple(float(env.hi[i]) for i in idx),
+            tuple(float(env.max_dev[i]) for i in idx),
+            tuple(Coupling(c.basis, tuple(float(c.coefficients[i]) for i in idx), c.relation, c.limit)
+                  for c in env.couplings),
+            tuple((p.name, p.signal, p.relation, p.limit) for p in env.process_limits))
+
+
+STEADY_SIGNALS = ("o2_economiser_pct", "co_ppm", "nox_mg_nm3", "main_steam_temp_c", "reheat_steam_temp_c",
+                  "airheater_exit_gas_temp_c", "carbon_in_fly_ash_pct", "furnace_exit_gas_temp_c",
+                  "windbox_furnace_dp_kpa")
+
+
+def default_limits() -> OracleLimits:
+    """The envelope shipped with the package if it is there, else OracleLimits.default()."""
+    envelope = project_file("constraints", "reference_unit.yaml")
+    if envelope.exists():
+        return OracleLimits.from_envelope(envelope, default_tag_map_path())
+    return OracleLimits.default()
+
+
+@dataclass
+class OracleResult:
+    baseline: SteadyPoint  # the DCS's own setting
+    best: SteadyPoint
+    feasible_baseline: bool
+    violations_baseline: list[str]
+
+    @property
+    def headroom_pct(self) -> float:
+        return self.best.efficiency_pct - self.baseline.efficiency_pct
+
+    def summary(self) -> dict:
+        b, o = self.baseline, self.best
+        return {"load_mw": round(b.load_mw, 1), "dcs_efficiency_pct": round(b.efficiency_pct, 3),
+                "oracle_efficiency_pct": round(o.efficiency_pct, 3), "headroom_pct": round(self.headroom_pct, 3),
+                "oracle_mvs": {n: round(v, 2) for n, v in zip(MV_NAMES, o.mvs)},
+                "oracle_o2_pct": round(o.fire.o2_pct, 2), "dcs_o2_pct": round(b.fire.o2_pct, 2),
+                "oracle_nox_mg_nm3": round(o.fire.nox_mg_nm3, 1), "oracle_co_ppm": round(o.fire.co_ppm, 1),
+                "oracle_carbon_in_fly_ash_pct": round(o.fire.carbon_in_fly_ash_pct, 2),
+                "dcs_carbon_in_fly_ash_pct": round(b.fire.carbon_in_fly_ash_pct, 2)}
+
+
+def _residuals(sp: SteadyPoint, dcs_u: list[float], limits: OracleLimits, free: list[int]) -> list[float]:
+    """Inequality residuals (>= 0 when satisfied) for everything but the plain bounds."""
+    u = sp.mvs
+    out = []
+    for i in free:  # the DCS setpoint of a damper follows its feeder, so this is not a plain bound
+        out.append(limits.max_dev[i] - (u[i] - dcs_u[i]))
+        out.append(limits.max_dev[i] + (u[i] - dcs_u[i]))
+    for c in limits.couplings:
+        if c.relation == "equal":
+            continue
+        x = u if c.basis == "setpoint" else [a - b for a, b in zip(u, dcs_u)]
+        value = sum(k * v for k, v in zip(c.coefficients, x) if k)
+        out.append(c.limit - value if c.relation == "at_most" else value - c.limit)
+    for _, signal, relation, limit in limits.process:
+        y = steady_signal(sp, signal)
+        out.append(limit - y if relation == "at_most" else y - limit)
+    return out
+
+
+def violations(sp: SteadyPoint, limits: OracleLimits, tol: float = 1e-6) -> list[str]:
+    bad = []
+    for name, signal, relation, limit in limits.process:
+        y = steady_signal(sp, signal)
+        if (relation == "at_most" and y > limit + tol) or (relation == "at_least" and y < limit - tol):
+            bad.append(f"{name}: {signal} {y:.2f} vs {limit:g}")
+    return bad
+
+
+def solve(op: OperatingPoint, limits: OracleLimits) -> OracleResult:
+    """Best steady efficiency at this operating point within the limits."""
+    base = op.evaluate()
+    dcs_u = base.mvs
+    serving = [i for i in range(N_LEVELS) if op.in_service[i]]
+    biases = [I_FEEDER + i for i in serving]
+    dampers = [I_SA + i for i in serving]
+    var = biases + dampers + [I_SOFA, I_SOFA + 1, I_O2]
+    scale = np.array([5.0] * len(biases) + [20.0] * len(dampers) + [20.0, 20.0, 1.0])
+    x0 = np.array([dcs_u[i] for i in var])
+    # Plain bounds: absolute range, and deviation where the DCS setpoint does not move with the MVs.
+    lo, hi = [], []
+    for i in var:
+        a, b = limits.lo[i], limits.hi[i]
+        if i not in dampers:
+            a, b = max(a, dcs_u[i] - limits.max_dev[i]), min(b, dcs_u[i] + limits.max_dev[i])
+        lo.append(a)
+        hi.append(b)
+    lo_z, hi_z = (np.array(lo) - x0) / scale, (np.array(hi) - x0) / scale
+    # Physical floor the envelope may not state: O2 at or above the process limit is in the residuals.
+    cache: dict[bytes, tuple[SteadyPoint, list[float]]] = {}
+
+    def at(z: np.ndarray) -> tuple[SteadyPoint, list[float]]:
+        key = z.tobytes()
+        if key not in cache:
+            u = list(dcs_u)
+            for k, i in enumerate(var):
+                u[i] = float(x0[k] + scale[k] * z[k])
+            u[I_SPRAY:] = dcs_u[I_SPRAY:]
+            sp = op.evaluate(u)
+            cache[key] = (sp, _residuals(sp, op.dcs_mvs(sp.feeders_tph), limits, dampers))
+        return cache[key]
+
+    equalities = []
+    for c in limits.couplings:
+        if c.relation == "equal":
+            row = np.array([c.coefficients[i] * scale[k] for k, i in enumerate(var)])
+            rhs = c.limit - sum(c.coefficients[i] * (x0[k] - (dcs_u[i] if c.basis == "deviation_from_dcs" else 0.0))
+                                for k, i in enumerate(var))
+            if np.any(row):
+                equalities.append({"type": "eq", "fun": lambda z, r=row, b=rhs: float(r @ z - b),
+                                   "jac": lambda z, r=row: r})
+    constraints = [{"type": "ineq", "fun": lambda z: np.array(at(z)[1])}] + equalities
+    best_z, best_eff = None, -math.inf
+    starts = [np.zeros(len(var)), np.clip(np.where(np.arange(len(var)) == len(var) - 1, -0.5, 0.0), lo_z, hi_z)]
+    for z0 in starts:
+        res = minimize(lambda z: -at(z)[0].efficiency_pct, z0, method="SLSQP", bounds=list(zip(lo_z, hi_z)),
+                       constraints=constraints, options={"maxiter": 200, "ftol": 1e-9, "eps": 1e-5})
+        z = np.clip(res.x, lo_z, hi_z)
+        sp, resid = at(z)
+        if min(resid, default=0.0) >= -1e-4 and all(abs(e["fun"](z)) < 1e-6 for e in equalities):
+            if sp.efficiency_pct > best_eff:
+                best_z, best_eff = z, sp.efficiency_pct
+    base_bad = violations(base, limits)
+    best = at(best_z)[0] if best_z is not None else base
+    return OracleResult(base, best, not base_bad, base_bad)
+
+
+@dataclass
+class HeadroomReport:
+    """The oracle against the DCS along a scenario, at operating points sampled from a DCS-only run."""
+
+    scenario: str
+    seed: int
+    limits_source: str
+    points: list[dict]
+    dcs_run_efficiency_pct: float  # time average of the true efficiency over the DCS-only run
+    violation_s: dict[str, float]  # process-limit violations of the DCS-only run (true values)
+
+    @property
+    def headroom_pct(self) -> list[float]:
+        return [p["headroom_pct"] for p in self.points]
+
+    def summary(self) -> dict:
+        h = self.headroom_pct
+
+        def mean(key: str) -> float:
+            return round(float(np.mean([p[key] for p in self.points])), 3)
+
+        return {"scenario": self.scenario, "seed": self.seed, "points": len(h),
+                "mean_headroom_pct": round(float(np.mean(h)), 3), "min_headroom_pct": round(min(h), 3),
+                "max_headroom_pct": round(max(h), 3),
+                "mean_dcs_efficiency_pct": mean("dcs_efficiency_pct"),
+                "mean_oracle_efficiency_pct": mean("oracle_efficiency_pct"),
+                "dcs_run_efficiency_pct": round(self.dcs_run_efficiency_pct, 3),
+                "dcs_violation_s": {k: v for k, v in self.violation_s.items() if v},
+                "limits": self.limits_source}
+
+
+def scenario_headroom(scenario: Scenario, seed: int = 0, sample_s: float = 3600.0,
+                      limits: OracleLimits | None = None) -> HeadroomReport:
+    """Run the scenario under the DCS alone; every sample_s (mid-interval) solve the oracle for the
+    unit's conditions then: load demand, coal, mills in service, slag, fouling, ambient."""
+    limits = limits or default_limits()
+    unit = ReferenceUnit(scenario, seed)
+    points, eff_sum, n = [], 0.0, 0
+    next_t = sample_s / 2.0
+    while unit.t < scenario.duration_s:
+        unit.step()
+        eff_sum += unit.performance()["efficiency_pct"]
+        n += 1
+        if unit.t >= next_t:
+            next_t += sample_s
+            res = solve(unit.operating_point(), limits)
+            points.append({"t_s": unit.t, "coal": unit.coal.name, "mills": "".join(
+                m.upper() if s else "." for m, s in zip("abcdef", unit.mills.in_service)),
+                "feasible_baseline": res.feasible_baseline, **res.summary()})
+    return HeadroomReport(scenario.name, seed, limits.source, points, eff_sum / max(n, 1), dict(unit.violation_s))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m boiler_ai.sim.oracle", description=__doc__.split("\n")[0])
+    parser.add_argument("--scenario", default="agc_day_24h", help="named scenario (default agc_day_24h)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sample-min", type=float, default=60.0, help="minutes between sampled operating points")
+    parser.add_argument("--json", action="store_true", help="print only the JSON summary")
+    args = parser.parse_args(argv)
+    report = scenario_headroom(named_scenario(args.scenario, args.seed), args.seed, args.sample_min * 60.0)
+    summary = report.summary()
+    if not args.json:
+        print(f"oracle vs DCS on {report.scenario} (seed {report.seed}), limits: {report.limits_source}")
+        print(f"{'t h':>6} {'load MW':>8} {'mills':>7} {'coal':<28} {'DCS %':>7} {'oracle %':>8} {'headroom':>8}"
+              f" {'O2 DCS->AI':>11} {'NOx AI':>7}")
+        for p in report.points:
+            print(f"{p['t_s'] / 3600:6.2f} {p['load_mw']:8.1f} {p['mills']:>7} {p['coal'][:28]:<28}"
+                  f" {p['dcs_efficiency_pct']:7.2f} {p['oracle_efficiency_pct']:8.2f} {p['headroom_pct']:8.2f}"
+                  f" {p['dcs_o2_pct']:5.2f}->{p['oracle_o2_pct']:<5.2f} {p['oracle_nox_mg_nm3']:7.0f}")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
