@@ -213,12 +213,30 @@ def test_unusable_request_holds_the_setpoints_in_force(request_):
 
 
 def test_mill_trip_with_a_bias_on_it_releases():
+    # feeder E's bias drops to the DCS's 0 with its mill; the other feeders cannot take up its 2 t/h
+    # within their rate limits, so the fuel balance cannot hold this cycle
     u_prev = NOMINAL_DCS.copy()
     u_prev[FEEDERS[:5]] = [-0.5, -0.5, -0.5, -0.5, 2.0]
     trip = dict(MILL_F_OUT, mill_e_in_service=False)
     result = project(u_prev, u_prev=u_prev, available=trip)
     assert result.status is ProjectionStatus.RELEASE and result.action is None
-    assert "feeder_e_bias_tph" in result.reason and "feeder_e_bias_tph:unavailable" in result.active_constraints
+    assert "no action fits" in result.reason
+    verdict = guard_check(u_prev, u_prev=u_prev, available=trip)
+    assert any("feeder_e_bias_tph: left to the DCS" in v for v in verdict.violations)
+
+
+def test_a_dcs_setpoint_outside_the_ai_range_is_left_to_the_dcs():
+    # burner level A starting up: the DCS opens its secondary air from the 5 % cooling position
+    i = ENV.mv_names.index("sa_damper_a_pct")
+    u_dcs = NOMINAL_DCS.copy()
+    u_dcs[i] = 12.0
+    u_prev = u_dcs.copy()
+    u_prev[i] = 5.0  # last cycle's (pinned) value: the DCS moved 7 % in a second, faster than the AI may
+    request = u_dcs + 3.0
+    result = PROJECTOR.project(request, u_prev, u_dcs, NOMINAL_PROCESS, MILL_F_OUT, 1.0)
+    assert result.status is not ProjectionStatus.RELEASE and result.action[i] == 12.0
+    assert "sa_damper_a_pct:unavailable" in result.active_constraints
+    assert guard_check(result.action, u_prev=u_prev, u_dcs=u_dcs).ok
 
 
 class RecordingSolver:
@@ -298,7 +316,7 @@ def test_guard_accepts_the_setpoints_in_force():
     (_written(sa_damper_a_pct=80.5), {"u_prev": _written(sa_damper_a_pct=80.5)},
      "more than 20 from the DCS setpoint 60"),
     (_written(sofa_damper_1_pct=np.nan), {}, "sofa_damper_1_pct: written value"),
-    (_written(feeder_f_bias_tph=0.01), {}, "mill_f_in_service is false but 0.01 is not the DCS setpoint 0"),
+    (_written(feeder_f_bias_tph=0.01), {}, "feeder_f_bias_tph: left to the DCS but 0.01 is not the DCS setpoint 0"),
     (_written(feeder_a_bias_tph=0.04), {}, "coupling feeder_fuel_balance: 0.04 is not equal 0"),
     (_written(o2_setpoint_bias_pct=-0.01), {"process": dict(NOMINAL_PROCESS, co_ppm=300.0)},
      "process limit co_max: co_ppm predicted 300.6, not at_most 200 and worse than now (300)"),

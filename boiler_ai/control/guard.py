@@ -78,13 +78,16 @@ class Guard:
             if x[name] is None or prev[name] is None or dcs[name] is None:
                 out.append(f"{name}: written value, setpoint in force or DCS setpoint missing or not finite")
                 continue
+            # Left to the DCS (its condition is false, or the DCS holds it outside the AI's range):
+            # the only acceptable value is the DCS's own setpoint.
+            if ((lim["when"] is not None and not bool(available.get(lim["when"], False)))
+                    or not lim["lo"] <= dcs[name] <= lim["hi"]):
+                if abs(x[name] - dcs[name]) > tol:
+                    out.append(f"{name}: left to the DCS but {x[name]:g} is not the DCS setpoint {dcs[name]:g}")
+                continue
             step = x[name] - prev[name]
             if step > lim["up"] * dt + tol or -step > lim["down"] * dt + tol:
                 out.append(f"{name}: moves {step:+g} in {dt:g} s, beyond its rate limit")
-            if lim["when"] is not None and not bool(available.get(lim["when"], False)):
-                if abs(x[name] - dcs[name]) > tol:
-                    out.append(f"{name}: {lim['when']} is false but {x[name]:g} is not the DCS setpoint {dcs[name]:g}")
-                continue
             if not lim["lo"] <= x[name] <= lim["hi"]:
                 out.append(f"{name}: {x[name]:g} outside [{lim['lo']:g}, {lim['hi']:g}]")
             if abs(x[name] - dcs[name]) > lim["dev"] + tol:

@@ -2,7 +2,8 @@
 
     minimise  || W (u - u_requested) ||^2
     subject to  per MV:   absolute min/max, rate limits around u_prev, max deviation around u_dcs,
-                          u = u_dcs for an MV that is not available
+                          u = u_dcs for an MV that is not available, or whose DCS setpoint is
+                          outside the AI's absolute range (left to the DCS)
                 couplings (rows over the setpoints or over their deviations from the DCS setpoints)
                 process limits, linearised about the setpoints now in force:
                           y_now + S (u - u_prev)  within its limit
@@ -158,14 +159,18 @@ class Projector:
         pinned = np.zeros(self._n, dtype=bool)
         for i, signal in self._conditional:
             pinned[i] = not bool(available.get(signal, False))
-        # Rows: absolute (or pinned), rate around u_prev, deviation around u_dcs (or pinned).
+        # A DCS setpoint outside the AI's range (a burner level starting up from its cooling position,
+        # say) leaves that MV to the DCS until it is back inside: following the DCS is never a risk.
+        pinned |= (u_dcs < e.lo) | (u_dcs > e.hi)
+        # Rows: absolute, rate around u_prev, deviation around u_dcs; a pinned MV is the DCS setpoint
+        # on all three (it moves as the DCS moves it, not at the AI's rate).
         lo_candidates = np.empty((3, self._n))
         lo_candidates[0] = np.where(pinned, u_dcs, e.lo)
-        lo_candidates[1] = u_prev - e.rate_down * dt
+        lo_candidates[1] = np.where(pinned, u_dcs, u_prev - e.rate_down * dt)
         lo_candidates[2] = np.where(pinned, u_dcs, u_dcs - e.max_dev)
         hi_candidates = np.empty((3, self._n))
         hi_candidates[0] = np.where(pinned, u_dcs, e.hi)
-        hi_candidates[1] = u_prev + e.rate_up * dt
+        hi_candidates[1] = np.where(pinned, u_dcs, u_prev + e.rate_up * dt)
         hi_candidates[2] = np.where(pinned, u_dcs, u_dcs + e.max_dev)
 
         offset = np.where(self._coupling_on_deviation, self._coupling_rows @ u_dcs, 0.0)
@@ -181,7 +186,7 @@ class Projector:
     def _bound(self, limits: _Limits, i: int, upper: bool) -> str:
         """Name of the per-MV limit that sets MV i's lower (or upper) bound this cycle."""
         k = int(limits.hi_candidates[:, i].argmin() if upper else limits.lo_candidates[:, i].argmax())
-        kind = "unavailable" if limits.pinned[i] and k != 1 else (_HI_NAMES if upper else _LO_NAMES)[k]
+        kind = "unavailable" if limits.pinned[i] else (_HI_NAMES if upper else _LO_NAMES)[k]
         return f"{self.envelope.mv_names[i]}:{kind}"
 
     def _rows_fit(self, x, limits: _Limits) -> bool:
