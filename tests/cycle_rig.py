@@ -48,8 +48,9 @@ def follower_config(tmp: Path, offsets=None, nan_above_ambient_c=None, **changes
 class Rig:
     """Steps the unit 1 s per cycle and runs one controller cycle per step."""
 
-    def __init__(self, config: Path, scenario: str = "steady_full_load", seed: int = 0):
+    def __init__(self, config: Path, scenario: str = "steady_full_load", seed: int = 0, decision_log=None):
         self.core: Core = build_core(load_config(config))
+        self.log = decision_log  # a DurableLog, when the records should be kept
         self.controller = self.core.controller
         self.unit = ReferenceUnit(named_scenario(scenario, seed), seed=seed)
         self.plant = SteppedPlant(self.unit, self.core.tag_map)
@@ -66,6 +67,8 @@ class Rig:
         if follow_up:
             self.plant.apply(follow_up)
         self.records.append(out.record)
+        if self.log is not None:
+            self.log.append(out.record)
         self.unit.step(1.0)
         return out.record
 
