@@ -62,8 +62,10 @@ def test_action_follows_the_contract_in_mv_order(tmp_path):
     assert runner.ready
     out = runner.infer()
     assert isinstance(out, Inference) and out.finite and out.out_of_envelope == []
-    np.testing.assert_allclose(out.action, expected_action(contract, w.astype(np.float64), b, rows), rtol=1e-5, atol=1e-4)
-    spread_scaled = np.abs(np.concatenate([(np.array(r) - contract.input_offset) / contract.input_scale for r in rows])) @ (np.abs(w) / 10)
+    np.testing.assert_allclose(out.action, expected_action(contract, w.astype(np.float64), b, rows),
+                               rtol=1e-5, atol=1e-4)
+    x = np.concatenate([(np.array(r) - contract.input_offset) / contract.input_scale for r in rows])
+    spread_scaled = np.abs(x) @ (np.abs(w) / 10)
     np.testing.assert_allclose(out.spread, (spread_scaled * 2.0)[[MVS.index(mv) for mv in REVERSED]], rtol=1e-5)
 
 
@@ -139,8 +141,8 @@ def _save_raw(path, model, contract):
 
 
 @pytest.mark.parametrize(("case", "message"), [
-    ("input_width", r"input_name: graph tensor 'observation' has shape \['batch', 5\], the contract needs \[batch, 6\]"),
-    ("output_width", r"action_output: graph tensor 'action' has shape \['batch', 17\], the contract needs \[batch, 18\]"),
+    ("input_width", r"input_name: graph tensor 'observation' has shape \['batch', 5\], the contract needs \[batch, 6"),
+    ("output_width", r"action_output: graph tensor 'action' has shape \['batch', 17\], the contract needs \[batch, 18"),
     ("input_name", r"input_name: graph inputs are \['obs'\], the contract declares one input 'observation'"),
     ("no_spread", r"spread_output: graph has no output 'action_spread'"),
     ("double_input", r"input_name: graph tensor 'observation' is tensor\(double\)"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -14,13 +15,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "training"))  # training/ is a folder of scripts, not an installed package
 
-from ensemble import ResidualMLPEnsemble, predict
-from export import ExportError, export_policy
-from policy_dataset import build_dataset, concat, observation_signals
+import bootstrap_bc  # noqa: E402
+from ensemble import ResidualMLPEnsemble, predict  # noqa: E402
+from export import ExportError, export_policy  # noqa: E402
+from policy_dataset import build_dataset, concat, observation_signals  # noqa: E402
 
-from boiler_ai.control.model_contract import read_contract
-from boiler_ai.control.policy import PolicyRunner
-from boiler_ai.plant.tagmap import load_tag_map
+from boiler_ai.control.model_contract import read_contract  # noqa: E402
+from boiler_ai.control.policy import PolicyRunner  # noqa: E402
+from boiler_ai.plant.tagmap import load_tag_map  # noqa: E402
 
 TM = load_tag_map(ROOT / "opc" / "reference_unit.yaml")
 TARGETS = {"feeder_a_bias_tph": "feeder_a_bias_tph_dcs_sp", "sa_damper_a_pct": "sa_damper_a_pct_dcs_sp"}
@@ -28,7 +30,8 @@ SIGNALS = ("unit_load_mw", "feeder_a_bias_tph_dcs_sp", "sa_damper_a_pct_dcs_sp")
 
 
 def row(t: float) -> dict[str, float]:
-    return {"unit_load_mw": 400 + t, "feeder_a_bias_tph_dcs_sp": t / 10, "sa_damper_a_pct_dcs_sp": 50 - t, "co_ppm": 1.0}
+    return {"unit_load_mw": 400 + t, "feeder_a_bias_tph_dcs_sp": t / 10, "sa_damper_a_pct_dcs_sp": 50 - t,
+            "co_ppm": 1.0}
 
 
 def test_observation_signals_are_process_signals_and_dcs_setpoints():
@@ -98,7 +101,8 @@ def test_export_writes_the_contract_and_matches_torch_in_the_runner(tmp_path):
         raw = np.array(contract.input_offset) + block.astype(np.float64) * np.array(contract.input_scale)
         runner.observe(dict(zip(contract.input_signals, raw.tolist())))
     out = runner.infer()
-    np.testing.assert_allclose(out.action, action[0] * contract.output_scale + np.array(contract.output_offset), atol=1e-3)
+    np.testing.assert_allclose(out.action, action[0] * contract.output_scale + np.array(contract.output_offset),
+                               atol=1e-3)
     np.testing.assert_allclose(out.spread, spread[0] * np.array(contract.output_scale), atol=1e-3)
     assert onnx.load(path).opset_import[0].version >= 18
 
@@ -107,3 +111,76 @@ def test_export_refuses_to_write_a_graph_that_differs_from_torch(tmp_path):
     with pytest.raises(ExportError, match=r"ONNX output 'action' differs from torch by .* > -1"):
         _small_export(tmp_path, atol=-1.0)  # no difference passes a negative tolerance: the check runs
     assert not (tmp_path / "m" / "policy.onnx").exists()
+
+
+def _synthetic_rows(seed: int, cycles: int):
+    """A stand-in unit for a fast test of the pipeline: load wanders, the 'DCS' moves each setpoint
+    towards a load schedule of its own."""
+    rng = np.random.default_rng(seed)
+    inputs = observation_signals(TM)
+    sp = {mv.dcs_setpoint: 0.0 for mv in TM.manipulated.values()}
+    load = 450.0
+    for _ in range(cycles):
+        load += rng.normal()
+        row = {s: (TM.signals[s].lo + TM.signals[s].hi) / 2 + rng.normal() for s in inputs}
+        for k, tag in enumerate(sp):
+            sp[tag] += 0.1 * ((load - 450) / 50 * (k % 3) - sp[tag])
+        yield {**row, **sp, "unit_load_mw": load}
+
+
+def _fit(out_dir: Path) -> dict:
+    inputs = observation_signals(TM)
+    targets = {mv: spec.dcs_setpoint for mv, spec in TM.manipulated.items()}
+    train = concat([build_dataset(_synthetic_rows(k, 400), input_signals=inputs, targets=targets, history=2, source=k)
+                    for k in range(2)])
+    held_out = build_dataset(_synthetic_rows(9, 200), input_signals=inputs, targets=targets, history=2)
+    return bootstrap_bc.fit_and_export(train, held_out, tag_map=TM, out_dir=out_dir, model_id="synthetic-bc", seed=3,
+                                       spec=bootstrap_bc.EnsembleSpec(epochs=2, members=3, hidden=16),
+                                       cycle_period_s=1.0, data_note="synthetic rows", log=lambda _: None)
+
+
+def test_fit_and_export_is_deterministic_and_its_card_quotes_its_figures(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    first, second = _fit(tmp_path / "a"), _fit(tmp_path / "b")
+    assert first["policy_sha256"] == second["policy_sha256"]  # same seed, same time, same commit: same bytes
+    assert (tmp_path / "a" / "policy.onnx").read_bytes() == (tmp_path / "b" / "policy.onnx").read_bytes()
+    assert first["created_utc"] == "2023-11-14T22:13:20Z"
+    card = (tmp_path / "a" / "MODEL_CARD.md").read_text()
+    assert first["policy_sha256"] in card and first["dataset_sha256"] in card and "synthetic rows" in card
+    for mv, figures in first["per_mv"].items():
+        assert f"| {mv} | {figures['unit']} | {figures['mae']:.4g} | {figures['mae_hold_last']:.4g} |" in card
+    assert first["runner_vs_torch_max_abs"] < 1e-3
+
+
+def test_bootstrap_pipeline_on_the_simulator_exports_a_model_the_runner_accepts(tmp_path, capsys):
+    from boiler_ai.sim.scenario import named_scenario
+    from boiler_ai.sim.unit import ReferenceUnit
+
+    out = tmp_path / "bootstrap"
+    assert bootstrap_bc.main(["--out", str(out), "--seconds", "240", "--epochs", "2", "--members", "3",
+                              "--hidden", "16", "--seed", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    path = out / "policy.onnx"
+    assert summary["policy_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert path.stat().st_size < 1_000_000 and (out / "MODEL_CARD.md").exists()
+    assert summary["runner_vs_torch_max_abs"] < 1e-3  # the pipeline itself fails above 1e-4 of each output scale
+    assert set(summary["per_mv"]) == set(TM.manipulated)
+    contract = read_contract(path)
+    assert contract.input_signals == tuple(observation_signals(TM)) and contract.ensemble_size == 3
+    assert contract.seed == 1 and "behaviour cloning" in contract.algorithm
+
+    # The edge runs it on a unit it has not seen: actions stay close to what the DCS itself asks for.
+    mv_names = list(TM.manipulated)
+    runner = PolicyRunner(path, tag_map=TM, expected_sha256=summary["policy_sha256"], mv_names=mv_names)
+    unit = ReferenceUnit(named_scenario("demo", 5), seed=5)
+    span = np.array([TM.signals[TM.manipulated[mv].dcs_setpoint].hi - TM.signals[TM.manipulated[mv].dcs_setpoint].lo
+                     for mv in mv_names])
+    for _ in range(30):
+        unit.step(1.0)
+        values = unit.values()
+        runner.observe(values)
+        if runner.ready:
+            result = runner.infer()
+            dcs = np.array([values[TM.manipulated[mv].dcs_setpoint] for mv in mv_names])
+            assert result.finite and result.spread is not None and np.all(result.spread >= 0)
+            assert np.all(np.abs(result.action - dcs) < 0.05 * span)

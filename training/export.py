@@ -111,5 +111,6 @@ def code_commit() -> str:
         commit = git("rev-parse", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", *TRAINING_INPUTS)
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise ExportError(f"cannot read the git commit of the training code ({exc}); train from a git checkout") from None
+        raise ExportError(f"cannot read the git commit of the training code ({exc}); "
+                          "train from a git checkout") from None
     return commit + ("-dirty" if dirty else "")

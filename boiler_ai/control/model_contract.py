@@ -131,7 +131,8 @@ class ModelContract:
         p = _Props(source, props)
         version = p.text("contract_version")
         if version != CONTRACT_VERSION:
-            raise p.error("contract_version", f"unsupported contract version {version!r} (this runtime reads {CONTRACT_VERSION!r})")
+            raise p.error("contract_version",
+                          f"unsupported contract version {version!r} (this runtime reads {CONTRACT_VERSION!r})")
         signals = p.names("input_signals")
         actions = p.names("action_names")
         in_offset, in_scale = p.scaling("input_scaling", len(signals))

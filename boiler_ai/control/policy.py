@@ -58,11 +58,13 @@ class PolicyRunner:
         self.path = path
         mv_names = list(mv_names)
         if sorted(mv_names) != sorted(tag_map.manipulated):
-            raise ValueError(f"mv_names must be the tag map's manipulated variables {sorted(tag_map.manipulated)}, got {mv_names}")
+            raise ValueError(f"mv_names must be the tag map's manipulated variables {sorted(tag_map.manipulated)}, "
+                             f"got {mv_names}")
         if not (math.isfinite(envelope_margin) and envelope_margin >= 0):
             raise ValueError(f"envelope_margin must be a finite number >= 0, got {envelope_margin}")
         if not _SHA256.fullmatch(expected_sha256 or ""):
-            raise ModelError(path, "sha256", f"the pinned sha256 must be 64 lowercase hex digits, got {expected_sha256!r}")
+            raise ModelError(path, "sha256",
+                             f"the pinned sha256 must be 64 lowercase hex digits, got {expected_sha256!r}")
 
         try:
             data = path.read_bytes()
@@ -97,7 +99,8 @@ class PolicyRunner:
         self._action_out = np.zeros((1, contract.n_actions), dtype=np.float32)
         self._spread_out = np.zeros((1, contract.n_actions), dtype=np.float32) if contract.spread_output else None
         self._binding = session.io_binding()
-        self._bound = [ort.OrtValue.ortvalue_from_numpy(a) for a in (self._x, self._action_out, self._spread_out) if a is not None]
+        buffers = (self._x, self._action_out, self._spread_out)
+        self._bound = [ort.OrtValue.ortvalue_from_numpy(a) for a in buffers if a is not None]
         self._binding.bind_ortvalue_input(contract.input_name, self._bound[0])
         self._binding.bind_ortvalue_output(contract.action_output, self._bound[1])
         if contract.spread_output:
@@ -151,7 +154,8 @@ class PolicyRunner:
 
     def infer(self) -> Inference:
         if not self.ready:
-            raise RuntimeError(f"{self.path}: history not full ({self._filled} of {self.contract.history_length} cycles observed)")
+            raise RuntimeError(f"{self.path}: history not full "
+                               f"({self._filled} of {self.contract.history_length} cycles observed)")
         self._session.run_with_iobinding(self._binding)
         action = self._action_out[0][self._perm] * self._out_scale + self._out_offset
         # float64 sums of float32-range values cannot overflow, so a sum is finite iff every entry is
@@ -193,16 +197,19 @@ def _check_fit(path: Path, contract: ModelContract, session: ort.InferenceSessio
         raise ModelError(path, "input_signals", f"not in the tag map {tag_map.source}: {', '.join(unknown)}")
     unreadable = [s for s in contract.input_signals if not tag_map.signals[s].readable]
     if unreadable:
-        raise ModelError(path, "input_signals", f"not readable in the tag map {tag_map.source}: {', '.join(unreadable)}")
+        raise ModelError(path, "input_signals",
+                         f"not readable in the tag map {tag_map.source}: {', '.join(unreadable)}")
     if set(contract.action_names) != set(tag_map.manipulated):
         missing = sorted(set(tag_map.manipulated) - set(contract.action_names))
         extra = sorted(set(contract.action_names) - set(tag_map.manipulated))
         raise ModelError(path, "action_names", "must be exactly the manipulated variables of the tag map "
-                         f"{tag_map.source}; missing: {', '.join(missing) or 'none'}; not manipulated there: {', '.join(extra) or 'none'}")
+                         f"{tag_map.source}; missing: {', '.join(missing) or 'none'}; "
+                         f"not manipulated there: {', '.join(extra) or 'none'}")
 
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].name != contract.input_name:
-        raise ModelError(path, "input_name", f"graph inputs are {[i.name for i in inputs]}, the contract declares one input {contract.input_name!r}")
+        raise ModelError(path, "input_name", f"graph inputs are {[i.name for i in inputs]}, "
+                         f"the contract declares one input {contract.input_name!r}")
     _check_tensor(path, "input_name", inputs[0], contract.input_width,
                   f"n_inputs * history_length = {contract.n_inputs} * {contract.history_length}")
     outputs = {o.name: o for o in session.get_outputs()}
@@ -221,5 +228,6 @@ def _check_tensor(path: Path, key: str, arg: Any, width: int, what: str) -> None
         raise ModelError(path, key, f"graph tensor {arg.name!r} is {arg.type}, expected tensor(float)")
     batch_ok = len(shape) == 2 and (shape[0] == 1 or not isinstance(shape[0], int))
     if not batch_ok or shape[1] != width:
-        raise ModelError(path, key, f"graph tensor {arg.name!r} has shape {shape}, the contract needs [batch, {width}] ({what})")
+        raise ModelError(path, key,
+                         f"graph tensor {arg.name!r} has shape {shape}, the contract needs [batch, {width}] ({what})")
 
