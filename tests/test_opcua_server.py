@@ -10,6 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Coroutine
@@ -30,6 +35,7 @@ from boiler_ai.plant.opcua_server import (
     trust,
 )
 from boiler_ai.plant.tagmap import TagMap
+from boiler_ai.sim.dcs import MV_NAMES
 from boiler_ai.sim.serve import SimulatedUnitServer, add_arguments
 from boiler_ai.sim.serve import run as run_sim
 
@@ -272,6 +278,7 @@ def test_client_writes_reach_the_plant_and_are_checked_like_a_strict_server(loop
             heartbeat = node_of(tag_map, ns, "ai_heartbeat")
             request = node_of(tag_map, ns, "ai_request")
             Double = ua.VariantType.Double
+            uncertain = ua.StatusCode(ua.StatusCodes.UncertainInitialValue)
             codes = {
                 "accepted": await write_raw(client, o2_bias, plain(0.5, Double)),
                 "heartbeat": await write_raw(client, heartbeat, plain(7, ua.VariantType.UInt32)),
@@ -283,9 +290,7 @@ def test_client_writes_reach_the_plant_and_are_checked_like_a_strict_server(loop
                 "with_timestamp": await write_raw(
                     client, o2_bias, ua.DataValue(ua.Variant(0.1, Double), SourceTimestamp=datetime.now(UTC))
                 ),
-                "with_status": await write_raw(
-                    client, o2_bias, ua.DataValue(ua.Variant(0.1, Double), ua.StatusCode(ua.StatusCodes.UncertainInitialValue))
-                ),
+                "with_status": await write_raw(client, o2_bias, ua.DataValue(ua.Variant(0.1, Double), uncertain)),
             }
             read_back = await read_dvs(client, [o2_bias, heartbeat])
             return {k: v.value for k, v in codes.items()}, read_back
@@ -380,7 +385,7 @@ def test_fault_requests_that_make_no_sense_are_refused(loop, plant):
     server, _ = plant
     with pytest.raises(ValueError, match="Boolean cannot hold NaN"):
         loop.run(server.faults.nan("ai_enable"))
-    with pytest.raises(ValueError, match="inside its range"):
+    with pytest.raises(ValueError, match="is inside"):
         loop.run(server.faults.out_of_range("o2_economiser_pct", 5.0))
     with pytest.raises(ValueError, match="not a valid UInt32"):
         loop.run(server.faults.out_of_range("ai_heartbeat", -1.0))
@@ -632,46 +637,6 @@ async def wait_for(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_simulated_unit_is_stepped_served_and_written(loop, tag_map):
-    unit = FakeUnit(tag_map)
-    sim = SimulatedUnitServer(unit, tag_map=tag_map, endpoint=LOCAL, speed=200)
-
-    async def check():
-        await sim.start()
-        async with Client(sim.endpoint) as client:
-            ns = await ns_index(client, tag_map)
-            sim_ns = ns  # the Simulator folder lives in the tag map's namespace
-            sim_time = await client.nodes.objects.get_child([f"{sim_ns}:Simulator", f"{sim_ns}:SimTime"])
-            operator = await client.nodes.objects.get_child([f"{sim_ns}:Simulator", f"{sim_ns}:OperatorAIEnable"])
-            t0 = (await read_dvs(client, [sim_time.nodeid]))[0].Value.Value
-            await wait_for(lambda: unit.t >= t0 + 20)
-            before = time.time()
-            (load, t1) = await read_dvs(client, [node_of(tag_map, ns, "unit_load_mw"), sim_time.nodeid])
-            age = before - load.SourceTimestamp.timestamp()
-            codes = [
-                await write_raw(client, node_of(tag_map, ns, "sofa_damper_2_pct_ai_sp"), plain(55.0, ua.VariantType.Double)),
-                await write_raw(client, operator.nodeid, plain(True, ua.VariantType.Boolean)),
-                await write_raw(client, node_of(tag_map, ns, "ai_enable"), plain(False, ua.VariantType.Boolean)),
-            ]
-            steps = sim.steps
-            await wait_for(lambda: sim.steps >= steps + 2)
-            (enable,) = await read_dvs(client, [node_of(tag_map, ns, "ai_enable")])
-            await sim.set_ai_enable(False)
-            (enable_off,) = await read_dvs(client, [node_of(tag_map, ns, "ai_enable")])
-        return t1.Value.Value, age, [c.value for c in codes], enable.Value.Value, enable_off.Value.Value
-
-    try:
-        sim_t, age, codes, enable, enable_off = loop.run(check())
-    finally:
-        loop.run(sim.stop())
-    assert sim_t >= 20
-    assert 0 <= age < 5  # source timestamp: the wall time of the last update
-    assert codes == [ua.StatusCodes.Good, ua.StatusCodes.Good, ua.StatusCodes.BadNotWritable]
-    assert unit.written == {"sofa_damper_2_pct_ai_sp": 55.0}
-    assert enable is True and enable_off is False and unit.ai_enable is False
-    assert not sim.stepping
-
-
 def test_simulator_runs_its_duration_and_counts_lag_instead_of_bursting(loop, tag_map):
     unit = FakeUnit(tag_map, step_cost_s=0.02)  # 20 ms a step, asked for every 1 ms
     sim = SimulatedUnitServer(unit, tag_map=tag_map, endpoint=LOCAL, speed=1000, duration_s=15)
@@ -712,3 +677,138 @@ def test_sim_command_refuses_inconsistent_security_options(capsys):
     ):
         assert run_sim(parser.parse_args(argv)) == 2
         assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference unit end to end, and the command
+
+
+def test_reference_unit_end_to_end_over_opc_ua(loop, tag_map):
+    sim = SimulatedUnitServer(tag_map=tag_map, endpoint=LOCAL, speed=20, seed=3)
+    unit = sim.unit
+    readable = tag_map.readable
+
+    async def check():
+        await sim.start()
+        async with Client(sim.endpoint) as client:
+            ns = await ns_index(client, tag_map)
+            node = {name: node_of(tag_map, ns, name) for name in tag_map.signals}
+            folders = {(await child.read_browse_name()).Name for child in await client.nodes.objects.get_children()}
+            operator = await client.nodes.objects.get_child([f"{ns}:Simulator", f"{ns}:OperatorAIEnable"])
+            sim_time = await client.nodes.objects.get_child([f"{ns}:Simulator", f"{ns}:SimTime"])
+
+            now = time.time()
+            snapshot = dict(zip(readable, await read_dvs(client, [node[n] for n in readable]), strict=True))
+
+            # The DCS handshake over OPC UA: operator permissive, request, heartbeat -> AI active.
+            beating = True
+
+            async def heartbeat():
+                count = 0
+                while beating:
+                    count += 1
+                    await write_raw(client, node["ai_heartbeat"], plain(count, ua.VariantType.UInt32))
+                    await asyncio.sleep(0.05)  # 1 simulated second at speed 20; the watchdog allows 5
+
+            async def read_value(name_or_node) -> Any:
+                nid = node.get(name_or_node, name_or_node)
+                return (await read_dvs(client, [nid]))[0].Value.Value
+
+            async def until(name, expected, timeout=15.0):
+                deadline = time.monotonic() + timeout
+                while await read_value(name) != expected:
+                    assert time.monotonic() < deadline, f"{name} never became {expected}"
+                    await asyncio.sleep(0.02)
+
+            beat = asyncio.create_task(heartbeat())
+            # The daemon's view of the permissive is read-only; the operator's faceplate is not.
+            not_writable = await write_raw(client, node["ai_enable"], plain(True, ua.VariantType.Boolean))
+            assert (await write_raw(client, operator.nodeid, plain(True, ua.VariantType.Boolean))).is_good()
+            assert (await write_raw(client, node["ai_request"], plain(True, ua.VariantType.Boolean))).is_good()
+            await until("ai_active", True)
+            bias = await read_value("o2_setpoint_bias_pct_dcs_sp") + 0.3
+            code = await write_raw(client, node["o2_setpoint_bias_pct_ai_sp"], plain(bias, ua.VariantType.Double))
+            steps = sim.steps
+            await wait_for(lambda: sim.steps >= steps + 3)
+            held = await read_value("o2_setpoint_bias_pct_ai_sp")  # active: the DCS uses it, no tracking
+            in_dcs = unit.dcs.ai_sp[MV_NAMES.index("o2_setpoint_bias_pct")]
+            beating = False
+            await beat
+            await until("ai_active", False)  # the DCS watchdog drops AI mode by itself
+            await sim.set_ai_enable(False)  # the operator withdraws the permissive: served at once
+            enable_off = await read_value("ai_enable"), await read_value(operator.nodeid)
+
+            # Faults on top of the live unit.
+            await sim.server.faults.bad_quality("o2_economiser_pct")
+            await sim.server.faults.freeze("unit_load_mw")
+            (o2_bad, load_1) = await read_dvs(client, [node["o2_economiser_pct"], node["unit_load_mw"]])
+            steps = sim.steps
+            await wait_for(lambda: sim.steps >= steps + 2)
+            (load_2,) = await read_dvs(client, [node["unit_load_mw"]])
+            await sim.server.faults.clear()
+
+            # The server goes away and comes back; the plant runs on meanwhile.
+            t_before = await read_value(sim_time.nodeid)
+            await sim.server.stop()
+        await asyncio.sleep(0.3)
+        await sim.server.start()
+        async with Client(sim.endpoint) as client:
+            ns = await ns_index(client, tag_map)
+            (o2_back, t_back) = await read_dvs(client, [node_of(tag_map, ns, "o2_economiser_pct"), sim_time.nodeid])
+        return (folders, now, snapshot, not_writable, code, bias, held, in_dcs, enable_off, o2_bad, load_1, load_2,
+                t_before, o2_back, t_back)
+
+    try:
+        (folders, now, snapshot, not_writable, code, bias, held, in_dcs, enable_off, o2_bad, load_1, load_2,
+         t_before, o2_back, t_back) = loop.run(check(), timeout=90)
+    finally:
+        loop.run(sim.stop())
+    assert {"Unit", "Mills", "Air", "FlueGas", "Steam", "Performance", "Interface", "Simulator"} <= folders
+    for name, dv in snapshot.items():
+        spec = tag_map.signals[name]
+        assert dv.StatusCode.is_good(), name
+        assert spec.lo <= float(dv.Value.Value) <= spec.hi, name
+        assert abs(dv.SourceTimestamp.timestamp() - now) < 5, name
+    assert 560 < snapshot["unit_load_mw"].Value.Value < 640
+    assert not_writable.value == ua.StatusCodes.BadNotWritable
+    assert code.is_good() and held == pytest.approx(bias)
+    assert in_dcs == pytest.approx(bias)  # it reached the unit's DCS
+    assert enable_off == (False, False) and not unit.dcs.ai_enable
+    assert o2_bad.StatusCode.value == ua.StatusCodes.BadSensorFailure
+    assert load_2.Value.Value == load_1.Value.Value and load_2.SourceTimestamp == load_1.SourceTimestamp
+    assert o2_back.StatusCode.is_good() and t_back.Value.Value > t_before
+    assert not sim.stepping
+
+
+def test_sim_command_serves_until_sigterm(root, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"opc.tcp://127.0.0.1:{sock.getsockname()[1]}"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "boiler_ai", "sim", "--endpoint", endpoint, "--speed", "10", "--seed", "1"],
+        cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while not any("serving reference_unit on" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            lines.append(proc.stderr.readline())
+
+        async def read_load() -> ua.DataValue:
+            async with Client(endpoint) as client:
+                ns = await client.get_namespace_index("urn:boiler-ai:reference-unit")
+                return (await read_dvs(client, [ua.NodeId("Unit.GeneratorOutput", ns)]))[0]
+
+        load = asyncio.run(read_load())
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert load.StatusCode.is_good() and load.Value.Value > 500
+    assert proc.returncode == 0, rest
+    assert f"on {endpoint}: 91 tags, speed x10, scenario steady_full_load, seed 1, security none" in "".join(lines)
+    assert "stopped at t=" in rest

@@ -27,6 +27,7 @@ and faults stay, so `start()` comes back on the same endpoint at once. `close()`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import hashlib
 import hmac
@@ -112,7 +113,9 @@ def _eu_information(unit: str) -> ua.EUInformation:
 # PKI folder layout (opc/pki/README.md) and self-signed certificates for tests and the demo
 
 
-PKI_FOLDERS = ("own/certs", "own/private", "trusted/certs", "trusted/crl", "issuers/certs", "issuers/crl", "rejected/certs")
+PKI_FOLDERS = (
+    "own/certs", "own/private", "trusted/certs", "trusted/crl", "issuers/certs", "issuers/crl", "rejected/certs"
+)
 
 
 def create_pki(root: str | Path) -> Path:
@@ -312,7 +315,7 @@ class Faults:
     async def out_of_range(self, signal: str, value: float) -> None:
         spec = self._server.spec(signal)
         if spec.lo <= value <= spec.hi:
-            raise ValueError(f"out_of_range fault on tag {signal!r}: {value} is inside its range [{spec.lo}, {spec.hi}]")
+            raise ValueError(f"out_of_range fault on tag {signal!r}: {value} is inside [{spec.lo}, {spec.hi}]")
         _to_python(spec, value)  # must still fit the node's type (no -1 in a UInt32)
         await self._set(signal, ReadFault(FaultKind.OUT_OF_RANGE, value=value))
 
@@ -564,7 +567,14 @@ class TagServer:
         """Stop serving and shut the server down for good."""
         await self.stop()
         if self._ua is not None and not self._closed:
-            await self._ua.iserver.stop()
+            iserver = self._ua.iserver
+            if iserver.time_task is not None:
+                # Its clock loop sleeps 1 s between ticks and stop() would wait it out: end it now.
+                iserver.time_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await iserver.time_task
+                iserver.time_task = None
+            await iserver.stop()
         self._closed = True
 
     async def __aenter__(self) -> Self:

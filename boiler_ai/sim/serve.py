@@ -36,10 +36,11 @@ from boiler_ai.plant.opcua_server import (
 )
 from boiler_ai.plant.security import SecurityError, read_password
 from boiler_ai.plant.tagmap import SignalSpec, TagMap, load_tag_map
+from boiler_ai.sim.scenario import SCENARIOS, Scenario, named_scenario
+from boiler_ai.sim.unit import ReferenceUnit, default_tag_map_path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TAG_MAP = Path(__file__).resolve().parents[2] / "opc" / "reference_unit.yaml"
 LAG_LOG_INTERVAL_S = 10.0  # wall seconds between two "falling behind" warnings
 
 OPERATOR_AI_ENABLE = SignalSpec(
@@ -91,6 +92,9 @@ class Unit(Protocol):
 class SimulatedUnitServer:
     """A unit stepped at `speed` × real time (1 s steps) and served over OPC UA.
 
+    Without `unit`, a ReferenceUnit(scenario, seed, tag_map) is made (scenario by name or object;
+    None: the unit's default). The tag map defaults to opc/reference_unit.yaml.
+
     If the host cannot keep up, it does not try to catch up with a burst of steps: the lost wall time
     is counted in `lag_s` / `lag_events` and logged, and simulated time runs slower than asked.
     `duration_s` (simulated seconds) ends the stepping; the server keeps serving until `stop()`.
@@ -103,7 +107,7 @@ class SimulatedUnitServer:
         tag_map: TagMap | None = None,
         endpoint: str = DEFAULT_ENDPOINT,
         speed: float = 1.0,
-        scenario: str | None = None,
+        scenario: Scenario | str | None = None,
         seed: int = 0,
         duration_s: float | None = None,
         security: ServerSecurity | None = None,
@@ -113,10 +117,10 @@ class SimulatedUnitServer:
             raise ValueError(f"speed must be a positive number, got {speed}")
         if duration_s is not None and not duration_s > 0:
             raise ValueError(f"duration must be positive simulated seconds, got {duration_s}")
-        self.tag_map = tag_map or load_tag_map(DEFAULT_TAG_MAP)
+        self.tag_map = tag_map or load_tag_map(default_tag_map_path())
         if unit is None:
-            from boiler_ai.sim.unit import ReferenceUnit
-
+            if isinstance(scenario, str):
+                scenario = named_scenario(scenario, seed)
             unit = ReferenceUnit(scenario=scenario, seed=seed, tag_map=self.tag_map)
         self._unit = unit
         self.speed = float(speed)
@@ -232,11 +236,13 @@ class SimulatedUnitServer:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"OPC UA endpoint (default {DEFAULT_ENDPOINT})")
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
-    parser.add_argument("--scenario", default=None, help="scenario name (boiler_ai/sim/scenario.py; default: the unit's)")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default=None,
+                        help="disturbance scenario (boiler_ai/sim/scenario.py; default: steady_full_load)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of noise and disturbances (default 0)")
     parser.add_argument("--duration", type=float, default=None, metavar="S",
                         help="stop after S simulated seconds (default: run until interrupted)")
-    parser.add_argument("--tag-map", type=Path, default=DEFAULT_TAG_MAP, help="tag map to serve (default: %(default)s)")
+    parser.add_argument("--tag-map", type=Path, default=default_tag_map_path(),
+                        help="tag map to serve (default: %(default)s)")
     parser.add_argument("--security", choices=("none", "sign-encrypt"), default="none",
                         help="none (local only) or Basic256Sha256 SignAndEncrypt (needs --pki)")
     parser.add_argument("--pki", type=Path, default=None, help="PKI folder (layout: opc/pki/README.md)")
@@ -278,10 +284,12 @@ async def _serve(args: argparse.Namespace, security: ServerSecurity | None) -> i
             security.pki, security.certificate_name, application_uri, role="server",
             hostnames=sorted({"localhost", "127.0.0.1", host, socket.gethostname()}),
         )
-        log.info("created a self-signed server certificate %s (trust clients in %s)", cert, security.pki / "trusted" / "certs")
+        log.info("created a self-signed server certificate %s (trust clients in %s/trusted/certs)", cert, security.pki)
+    scenario = named_scenario(args.scenario, args.seed) if args.scenario else None
+    unit = ReferenceUnit(scenario=scenario, seed=args.seed, tag_map=tag_map)
     sim = SimulatedUnitServer(
-        tag_map=tag_map, endpoint=args.endpoint, speed=args.speed, scenario=args.scenario, seed=args.seed,
-        duration_s=args.duration, security=security, application_uri=application_uri,
+        unit, tag_map=tag_map, endpoint=args.endpoint, speed=args.speed, duration_s=args.duration,
+        security=security, application_uri=application_uri,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -290,7 +298,7 @@ async def _serve(args: argparse.Namespace, security: ServerSecurity | None) -> i
     await sim.start()
     log.info(
         "serving %s on %s: %d tags, speed x%g, scenario %s, seed %d, security %s",
-        tag_map.unit, sim.endpoint, len(tag_map.signals), sim.speed, args.scenario or "default", args.seed,
+        tag_map.unit, sim.endpoint, len(tag_map.signals), sim.speed, unit.scenario.name, args.seed,
         args.security,
     )
     stepping = asyncio.create_task(sim.wait())
@@ -303,5 +311,5 @@ async def _serve(args: argparse.Namespace, security: ServerSecurity | None) -> i
         await sim.stop()
     if sim.error is not None:
         return 1  # logged where it happened
-    log.info("stopped at t=%.0f s after %d steps (%d stalls, %.1f s lost)", sim.unit.t, sim.steps, sim.lag_events, sim.lag_s)
+    log.info("stopped at t=%.0f s, %d steps (%d stalls, %.1f s lost)", unit.t, sim.steps, sim.lag_events, sim.lag_s)
     return 0
