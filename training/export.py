@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import subprocess
+import sys
 import warnings
 from contextlib import redirect_stdout
 from datetime import UTC, datetime
@@ -94,14 +95,10 @@ def created_utc() -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# What a bootstrap or retrained policy depends on: a local change to any of these makes the commit
-# alone not describe the model.
-TRAINING_INPUTS = ("training", "boiler_ai/sim", "boiler_ai/control/model_contract.py", "boiler_ai/control/policy.py",
-                   "boiler_ai/plant/tagmap.py", "opc")
-
-
 def code_commit() -> str:
-    """The git commit of the training code, with '-dirty' if a tracked file it depends on is modified."""
+    """The git commit of the training code, with '-dirty' if a tracked file this run depends on is modified:
+    training/, the tag maps in opc/, and every boiler_ai module loaded in this process (call it after
+    the data was built, so the simulator's modules count and a colleague's unrelated edit does not)."""
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
@@ -109,7 +106,10 @@ def code_commit() -> str:
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *TRAINING_INPUTS)
+        loaded = {Path(m.__file__).resolve() for name, m in list(sys.modules.items())
+                  if name.partition(".")[0] == "boiler_ai" and getattr(m, "__file__", None)}
+        used = ["training", "opc", *sorted(str(p.relative_to(root)) for p in loaded if p.is_relative_to(root))]
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *used)
     except (OSError, subprocess.CalledProcessError) as exc:
         raise ExportError(f"cannot read the git commit of the training code ({exc}); "
                           "train from a git checkout") from None
