@@ -498,13 +498,12 @@ CLIENT_URI = "urn:boiler-ai:test:daemon"
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """Server and client PKI folders; the client's certificate trusted by the server, a stranger's not."""
+    """Server and client PKI folders (the server trusts nobody yet; the client pins the server)."""
     root = tmp_path_factory.mktemp("pki")
     server_pki, client_pki = root / "server", root / "client"
     server_cert = make_certificate(server_pki, "server", SERVER_URI, role="server")
-    client_cert = make_certificate(client_pki, "daemon", CLIENT_URI, role="client")
+    make_certificate(client_pki, "daemon", CLIENT_URI, role="client")
     make_certificate(client_pki, "stranger", CLIENT_URI, role="client")
-    trust(server_pki, client_cert)
     trust(client_pki, server_cert)
     (root / "password").write_text("s3cret-burner\n")
     return server_pki, client_pki
@@ -551,7 +550,12 @@ def test_secured_server_needs_a_trusted_certificate_and_a_password(loop, tag_map
     async def check():
         await server.start()
         await server.publish({"unit_load_mw": 600.0}, time.time())
-        return (
+        trusting_nobody = await refused()
+        trust(server_pki, certificate_path(client_pki, "daemon"))
+        await server.stop()
+        await server.start()
+        outcomes = (
+            trusting_nobody,
             await session(),
             await refused(password="wrong"),
             await refused(user=None),
@@ -559,11 +563,21 @@ def test_secured_server_needs_a_trusted_certificate_and_a_password(loop, tag_map
             await refused(uri="urn:boiler-ai:test:other"),
             await unsecured(),
         )
+        # An administrator trusts the stranger's filed certificate; the server reads trusted/ at start.
+        stranger_der = certificate_path(client_pki, "stranger").read_bytes()
+        (filed,) = [p for p in (server_pki / "rejected" / "certs").iterdir() if p.read_bytes() == stranger_der]
+        trust(server_pki, filed)
+        await server.stop()
+        await server.start()
+        return outcomes, await session(cert="stranger")
 
     try:
-        value, wrong_password, anonymous, stranger, other_uri, no_security = loop.run(check(), timeout=90)
+        (nobody, value, wrong_password, anonymous, stranger, other_uri, no_security), trusted_later = loop.run(
+            check(), timeout=90
+        )
     finally:
         loop.run(server.close())
+    assert "BadCertificateUntrusted" in nobody  # an empty trust list trusts nobody
     assert value == 600.0
     assert "BadUserAccessDenied" in wrong_password
     assert "BadIdentityTokenRejected" in anonymous
@@ -571,7 +585,8 @@ def test_secured_server_needs_a_trusted_certificate_and_a_password(loop, tag_map
     assert "BadCertificateUriInvalid" in other_uri
     assert no_security != "connected"
     rejected = sorted(p.name for p in (server_pki / "rejected" / "certs").iterdir())
-    assert len(rejected) == 2  # the stranger's certificate and the one shown under another URI, filed
+    assert len(rejected) == 2  # the daemon's (before it was trusted, and under another URI) and the stranger's
+    assert trusted_later == 600.0
 
 
 def test_secured_server_refuses_a_certificate_of_another_application(tmp_path, tag_map):

@@ -234,20 +234,28 @@ class _Users(UserManager):
 class _TrustList:
     """Client-certificate validation against trusted/ that files what it rejects into rejected/certs."""
 
+    _OPTIONS = (
+        CertificateValidatorOptions.TIME_RANGE
+        | CertificateValidatorOptions.URI
+        | CertificateValidatorOptions.TRUSTED
+        | CertificateValidatorOptions.REVOKED
+        | CertificateValidatorOptions.PEER_CLIENT
+    )
+
     def __init__(self, pki: Path):
         self._pki = pki
-        self._store = TrustStore([pki / "trusted" / "certs"], [pki / "trusted" / "crl"])
-        options = (
-            CertificateValidatorOptions.TIME_RANGE
-            | CertificateValidatorOptions.URI
-            | CertificateValidatorOptions.TRUSTED
-            | CertificateValidatorOptions.REVOKED
-            | CertificateValidatorOptions.PEER_CLIENT
-        )
-        self._validator = CertificateValidator(options, self._store)
+        self._validator = CertificateValidator(self._OPTIONS, TrustStore([], []))
 
     async def reload(self) -> None:
-        await self._store.load()
+        """Read trusted/certs and trusted/crl again (a store built afresh, so removals count too)."""
+        trusted, crl = self._pki / "trusted" / "certs", self._pki / "trusted" / "crl"
+        store = TrustStore([trusted], [crl])
+        if any(p.suffix.lower() in (".der", ".pem") for p in trusted.iterdir()):
+            await store.load()
+        else:  # an empty store trusts nobody (the library refuses to build one)
+            await store.load_crl()
+            log.warning("OPC UA server trusts no client certificate yet: %s is empty", trusted)
+        self._validator = CertificateValidator(self._OPTIONS, store)
 
     async def __call__(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
         try:
@@ -545,17 +553,21 @@ class TagServer:
         if self._ua is None:
             if self._port == 0:
                 self._port = _free_port(self._host)
-            self._ua = await self._build()
-            if self._trust:
-                await self._trust.reload()
-            await self._ua.start()
+            try:
+                self._ua = await self._build()
+                if self._trust:
+                    await self._trust.reload()
+                await self._ua.start()
+            except BaseException:
+                self._ua = None  # half built (asyncua stopped it): the next start() builds afresh
+                raise
         else:
             if self._trust:
                 await self._trust.reload()  # trust what an administrator moved into trusted/ meanwhile
             assert self._ua.bserver is not None
             await self._ua.bserver.start()
         self._serving = True
-        log.info("OPC UA server %s serving %d tags", self.endpoint, len(self._tags))
+        log.debug("OPC UA server %s serving %d tags", self.endpoint, len(self._tags))
 
     async def stop(self) -> None:
         """Stop serving: close the listening socket and every client connection. `start()` resumes."""
@@ -732,7 +744,7 @@ class TagServer:
         }
         server.set_security_policy([policy[mode] for mode in security.modes])
         server.set_identity_tokens([ua.UserNameIdentityToken] if security.users else [ua.AnonymousIdentityToken])
-        self._trust = _TrustList(Path(security.pki))
+        self._trust = _TrustList(create_pki(security.pki))
         server.set_certificate_validator(self._trust)
 
     async def _add_nodes(self, server: Server) -> None:

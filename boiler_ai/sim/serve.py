@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -295,21 +296,26 @@ async def _serve(args: argparse.Namespace, security: ServerSecurity | None) -> i
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await sim.start()
-    log.info(
-        "serving %s on %s: %d tags, speed x%g, scenario %s, seed %d, security %s",
-        tag_map.unit, sim.endpoint, len(tag_map.signals), sim.speed, unit.scenario.name, args.seed,
-        args.security,
-    )
-    stepping = asyncio.create_task(sim.wait())
     stopping = asyncio.create_task(stop.wait())
     try:
+        await sim.start()
+        log.info(
+            "serving %s on %s: %d tags, speed x%g, scenario %s, seed %d, security %s",
+            tag_map.unit, sim.endpoint, len(tag_map.signals), sim.speed, unit.scenario.name, args.seed,
+            args.security,
+        )
+        stepping = asyncio.create_task(_quietly(sim.wait()))  # a failure is logged and kept in sim.error
         await asyncio.wait({stepping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stepping.cancel()
     finally:
         stopping.cancel()
-        stepping.cancel()
         await sim.stop()
     if sim.error is not None:
         return 1  # logged where it happened
     log.info("stopped at t=%.0f s, %d steps (%d stalls, %.1f s lost)", unit.t, sim.steps, sim.lag_events, sim.lag_s)
     return 0
+
+
+async def _quietly(awaitable: Awaitable[None]) -> None:
+    with contextlib.suppress(Exception):
+        await awaitable
