@@ -19,9 +19,14 @@ What a client sees, per OPC UA Part 3/4/8 rather than asyncua's habits:
   the tag's range, i.e. its EURange). Accepted values go to `on_write(signal, value)` first and are
   served only if it returns; if it raises, the write answers BadInternalError.
 
-Stopping and starting: `stop()` closes the listening socket and every client connection (sessions
-without subscriptions end with them, as after a real server restart); the address space, values
-and faults stay, so `start()` comes back on the same endpoint at once. `close()` ends everything.
+Stopping and starting: `stop()` closes the listening socket and every client connection; sessions
+without subscriptions end with them, as after a real server restart (sessions with subscriptions
+outlive their connection for the session timeout, as the spec allows, where a restarted server
+would have lost them). The address space, values and faults stay, so `start()` comes back on the
+same endpoint at once. `close()` ends everything.
+
+`publish` writes DataValues straight into the address space (no service round trip; subscribers
+are notified): about 0.25 ms for the reference unit's 91 tags, so 100 steps a second cost little.
 """
 
 from __future__ import annotations
