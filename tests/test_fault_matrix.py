@@ -184,8 +184,10 @@ async def _reject_write(b):
 
 
 async def _infeasible(b):
-    # the DCS's own setpoint for damper A jumps below what the envelope can follow: no action fits
-    b.unit.stuck["sa_damper_a_pct_dcs_sp"] = 0.0
+    # the DCS's own setpoint for damper C steps 40 % down: the deviation limit (20 % from it) and the
+    # rate limit (1 %/s from the setpoint in force) no longer overlap, and holding breaks the deviation
+    values = b.unit.values()
+    b.unit.stuck["sa_damper_c_pct_dcs_sp"] = max(25.0, values["sa_damper_c_pct_ai_sp"] - 40.0)
 
 
 async def _model_nan(b):
