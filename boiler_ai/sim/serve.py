@@ -174,8 +174,7 @@ class SimulatedUnitServer:
     async def wait(self) -> None:
         """Until the stepping ends (duration reached); raises what stopped it if it failed."""
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._task)
+            await asyncio.wait({self._task})  # returns however the task ended; our own cancellation propagates
         if self.error is not None:
             raise self.error
 
