@@ -1,0 +1,657 @@
+"""The decision record: one per control cycle, versioned, documented in docs/DECISION_RECORD.md.
+
+The daemon builds a record as a plain dict (the in-memory form). `encode` turns it into the wire
+form: one UTF-8 JSON object, the same bytes in the durable log, on the PUB socket, from the catch-up
+service and in the historian's database. Two rules make the wire form exact and readable anywhere:
+
+- Bulk numbers (per-input values and timestamps, per-MV actions) are packed arrays: base64 of
+  little-endian IEEE-754 float64 (or uint32 for StatusCodes). NaN and inf survive bit for bit, and
+  packing is ~20x faster than printing floats, which the throughput budget needs (measured: printing
+  one float costs ~0.4 us here, and a record carries 400+ of them).
+- A scalar number that is not finite is written as the string "NaN", "Infinity" or "-Infinity"
+  (plain JSON has no such numbers). Finite floats are written by `repr`, which round-trips exactly.
+
+Fields are never changed or removed, only added (a new version): tests/data holds the frozen v1 field
+list and a test compares it with this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import secrets
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+MODES = ("disabled", "shadow", "active", "releasing")
+EVENT_TYPES = ("no_entry", "soft_disable", "immediate_disable", "engaged", "released")
+STAGES = ("read", "validate", "observe", "infer", "project", "guard", "write", "record")
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+# StatusCode given to a signal that is absent from the batch read (its issue says missing/read_failed).
+ABSENT_STATUS = 0x80000000
+
+
+class RecordError(ValueError):
+    """A record does not match the schema. `field` is the dotted path of the offending field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"decision record field {field or '<record>'}: {message}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Types. Each knows its signature (frozen in tests/data), how to check an in-memory value, and its
+# JSON Schema on the wire.
+
+
+class Type:
+    sig = ""
+    nullable = False
+
+    def check(self, value: Any, path: str) -> None:
+        raise NotImplementedError
+
+    def wire_schema(self) -> dict:
+        raise NotImplementedError
+
+    def children(self) -> Iterator[tuple[str, Type]]:
+        return iter(())
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Num(Type):
+    def __init__(self, *, finite: bool = False):
+        self.finite = finite
+        self.sig = "finite_number" if finite else "number"
+
+    def check(self, value, path):
+        if not _is_number(value):
+            raise RecordError(path, f"expected a number, got {value!r}")
+        if self.finite and not math.isfinite(value):
+            raise RecordError(path, f"must be finite, got {value!r}")
+
+    def wire_schema(self):
+        if self.finite:
+            return {"type": "number"}
+        return {"oneOf": [{"type": "number"}, {"enum": list(NON_FINITE)}]}
+
+
+class Int(Type):
+    sig = "uint"
+
+    def check(self, value, path):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise RecordError(path, f"expected an integer >= 0, got {value!r}")
+
+    def wire_schema(self):
+        return {"type": "integer", "minimum": 0}
+
+
+class Str(Type):
+    sig = "string"
+
+    def check(self, value, path):
+        if not isinstance(value, str):
+            raise RecordError(path, f"expected a string, got {value!r}")
+
+    def wire_schema(self):
+        return {"type": "string"}
+
+
+class Hex64(Str):
+    sig = "sha256_hex"
+
+    def check(self, value, path):
+        if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
+            raise RecordError(path, f"expected 64 lowercase hex digits, got {value!r}")
+
+    def wire_schema(self):
+        return {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+
+class Enum(Type):
+    def __init__(self, values: Sequence[str]):
+        self.values = tuple(values)
+        self.sig = "enum(" + "|".join(self.values) + ")"
+
+    def check(self, value, path):
+        if value not in self.values:
+            raise RecordError(path, f"must be one of {', '.join(self.values)}, got {value!r}")
+
+    def wire_schema(self):
+        return {"enum": list(self.values)}
+
+
+class Bool(Type):
+    sig = "bool"
+
+    def check(self, value, path):
+        if not isinstance(value, bool):
+            raise RecordError(path, f"expected true or false, got {value!r}")
+
+    def wire_schema(self):
+        return {"type": "boolean"}
+
+
+class Packed(Type):
+    """A list of numbers in memory; base64 of little-endian fixed-width values on the wire."""
+
+    def __init__(self, code: str, sig: str, what: str):
+        self.code, self.sig, self.what = code, sig, what
+
+    def check(self, value, path):
+        if not isinstance(value, (list, tuple)):
+            raise RecordError(path, f"expected a list of numbers, got {type(value).__name__}")
+        for i, item in enumerate(value):
+            if not _is_number(item) or (self.code == "I" and (not isinstance(item, int) or not 0 <= item < 2**32)):
+                raise RecordError(f"{path}[{i}]", f"expected a {self.what}, got {item!r}")
+
+    def wire_schema(self):
+        return {"type": "string", "contentEncoding": "base64",
+                "description": f"base64 of a little-endian {self.what} array"}
+
+    def pack(self, values: Sequence[float], path: str) -> bytes:
+        try:
+            raw = _struct(self.code, len(values)).pack(*values)
+        except (struct.error, TypeError) as exc:
+            raise RecordError(path, f"cannot pack as {self.what} array: {exc}") from exc
+        return binascii.b2a_base64(raw, newline=False)
+
+    def unpack(self, text: str, path: str) -> list:
+        try:
+            raw = base64.b64decode(text, validate=True)
+            return list(_struct(self.code, len(raw) // struct.calcsize("<" + self.code)).unpack(raw))
+        except (binascii.Error, struct.error, TypeError) as exc:
+            raise RecordError(path, f"not a base64 {self.what} array: {exc}") from exc
+
+
+_structs: dict[tuple[str, int], struct.Struct] = {}
+
+
+def _struct(code: str, n: int) -> struct.Struct:
+    packer = _structs.get((code, n))
+    if packer is None:
+        packer = _structs[code, n] = struct.Struct(f"<{n}{code}")
+    return packer
+
+
+F64 = Packed("d", "f64_array", "IEEE-754 float64")
+U32 = Packed("I", "u32_array", "uint32")
+
+
+class ListOf(Type):
+    def __init__(self, item: Type):
+        self.item = item
+        self.sig = f"list<{item.sig}>"
+
+    def check(self, value, path):
+        if not isinstance(value, (list, tuple)):
+            raise RecordError(path, f"expected a list, got {type(value).__name__}")
+        for i, item in enumerate(value):
+            self.item.check(item, f"{path}[{i}]")
+
+    def wire_schema(self):
+        return {"type": "array", "items": self.item.wire_schema()}
+
+    def children(self):
+        yield "[]", self.item
+
+
+class MapOf(Type):
+    def __init__(self, value: Type):
+        self.value = value
+        self.sig = f"map<string,{value.sig}>"
+
+    def check(self, value, path):
+        if not isinstance(value, Mapping):
+            raise RecordError(path, f"expected a mapping, got {type(value).__name__}")
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise RecordError(path, f"keys must be strings, got {key!r}")
+            self.value.check(item, f"{path}.{key}")
+
+    def wire_schema(self):
+        return {"type": "object", "additionalProperties": self.value.wire_schema()}
+
+    def children(self):
+        yield "*", self.value
+
+
+class Field:
+    def __init__(self, type_: Type, doc: str):
+        self.type, self.doc = type_, doc
+
+
+class Obj(Type):
+    sig = "object"
+
+    def __init__(self, fields: dict[str, Field]):
+        self.fields = fields
+
+    def check(self, value, path):
+        if not isinstance(value, Mapping):
+            raise RecordError(path, f"expected a mapping, got {type(value).__name__}")
+        for name, spec in self.fields.items():
+            where = f"{path}.{name}" if path else name
+            if name not in value:
+                raise RecordError(where, "required field is missing")
+            spec.type.check(value[name], where)
+        unknown = sorted(set(value) - set(self.fields))
+        if unknown:
+            where = f"{path}.{unknown[0]}" if path else unknown[0]
+            raise RecordError(where, f"unknown field (schema version {SCHEMA_VERSION})")
+
+    def wire_schema(self):
+        return {"type": "object",
+                "properties": {n: {**f.type.wire_schema(), "description": f.doc} for n, f in self.fields.items()},
+                "required": list(self.fields), "additionalProperties": False}
+
+    def children(self):
+        for name, spec in self.fields.items():
+            yield name, spec.type
+
+
+class Nullable(Type):
+    nullable = True
+
+    def __init__(self, inner: Type):
+        self.inner = inner
+        self.sig = f"{inner.sig}|null"
+
+    def check(self, value, path):
+        if value is not None:
+            self.inner.check(value, path)
+
+    def wire_schema(self):
+        return {"anyOf": [self.inner.wire_schema(), {"type": "null"}]}
+
+    def children(self):
+        return self.inner.children()
+
+
+class Opaque(Type):
+    """Any JSON value, owned by its writer (the controller core). Non-finite floats inside it use the
+    same strings as scalar numbers, so those three strings always read back as floats here."""
+
+    sig = "opaque"
+
+    def check(self, value, path):
+        try:
+            json.dumps(value, allow_nan=True)
+        except (TypeError, ValueError) as exc:
+            raise RecordError(path, f"not JSON-serialisable: {exc}") from exc
+
+    def wire_schema(self):
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Version 1.
+
+MODE = Enum(MODES)
+ACTION = Nullable(F64)
+_ACTION_DOC = "per MV in `mvs` order"
+
+RECORD = Obj({
+    "schema_version": Field(Int(), "always 1 for this version"),
+    "unit_id": Field(Str(), "the unit (also the PUB topic)"),
+    "seq": Field(Int(), "monotonic per unit, never reused; a gap means a record was lost (set by the log)"),
+    "wall_time": Field(Num(finite=True), "cycle start, epoch seconds (UTC)"),
+    "mono_time": Field(Num(finite=True), "cycle start, monotonic seconds of the daemon's host"),
+    "cycle_period_s": Field(Num(finite=True), "configured cycle period, seconds"),
+    "read_time": Field(Nullable(Num(finite=True)), "epoch seconds when the batch read returned"),
+    "read_error": Field(Nullable(Str()), "why the batch read failed as a whole, else null"),
+    "mode": Field(MODE, "engagement state after this cycle"),
+    "events": Field(ListOf(Obj({
+        "type": Field(Str(), "no_entry | soft_disable | immediate_disable | engaged | released (more may be added)"),
+        "reason": Field(Str(), "stable machine name, e.g. critical_input_invalid"),
+        "detail": Field(Str(), "the signal or figure behind it; may be empty"),
+    })), "this cycle's typed events, in the order raised"),
+    "transition": Field(Nullable(Obj({
+        "from": Field(MODE, "mode before this cycle"),
+        "to": Field(MODE, "mode after this cycle"),
+    })), "set when the mode changed this cycle"),
+    "inputs": Field(Obj({
+        "signals": Field(ListOf(Str()), "logical signal names, in tag-map order; every array below follows it"),
+        "value": Field(F64, "value as read (NaN when absent from the read)"),
+        "source_ts": Field(F64, "source timestamp, epoch seconds (NaN when absent)"),
+        "status_code": Field(U32, f"OPC UA StatusCode as read ({ABSENT_STATUS:#x} when absent)"),
+        "issue": Field(MapOf(Str()), "signal -> validation issue, only for signals that failed a check"),
+        "held": Field(MapOf(Num()), "signal -> last good value used instead (non-critical signals on hold)"),
+    }), "every mapped readable signal; valid = not in `issue`; value used = value if valid, else `held`"),
+    "model": Field(Obj({
+        "id": Field(Str(), "model id (models/<id>/)"),
+        "sha256": Field(Hex64(), "sha256 of policy.onnx"),
+    }), "the policy that ran"),
+    "policy": Field(Nullable(Obj({
+        "spread": Field(Nullable(Num()), "ensemble spread, in units of allowed deviation; null without ensemble"),
+        "out_of_training_envelope": Field(ListOf(Str()), "inputs outside the model's training envelope"),
+    })), "how far to trust the answer; null when the policy did not run"),
+    "mvs": Field(ListOf(Str()), "manipulated variables, in tag-map order; every action array follows it"),
+    "requested": Field(ACTION, f"action asked by the policy, {_ACTION_DOC}; null when the policy did not run"),
+    "projected": Field(ACTION, f"action after projection into the envelope, {_ACTION_DOC}"),
+    "written": Field(ACTION, f"AI setpoints written, {_ACTION_DOC}; null when nothing was written"),
+    "u_prev": Field(ACTION, f"previous applied action the rate limits start from, {_ACTION_DOC}"),
+    "u_dcs": Field(ACTION, f"the DCS's own setpoints this cycle, {_ACTION_DOC}"),
+    "read_back": Field(ACTION, f"AI setpoints the DCS holds after the write, {_ACTION_DOC}"),
+    "projection": Field(Nullable(Obj({
+        "status": Field(Str(), "solver outcome, e.g. optimal, clipped, infeasible_hold, infeasible_release"),
+        "active_constraints": Field(ListOf(Str()), "names of the envelope rows at their limit"),
+        "solve_us": Field(Int(), "projector time, microseconds"),
+    })), "null when nothing was projected"),
+    "guard": Field(Nullable(Obj({
+        "ok": Field(Bool(), "true: accept; false: block the whole write and release"),
+        "violations": Field(ListOf(Str()), "what the guard found, one line each"),
+    })), "null when nothing was guarded"),
+    "write": Field(Nullable(Obj({
+        "ok": Field(Bool(), "the batch write as a whole succeeded"),
+        "status": Field(MapOf(Int()), "signal -> StatusCode of its write"),
+        "error": Field(Nullable(Str()), "why it failed, else null"),
+    })), "null when no write was attempted"),
+    "release_reason": Field(Nullable(Str()), "set on the cycle that drops AI_REQUEST"),
+    "heartbeat": Field(Int(), "AI_HEARTBEAT value written this cycle"),
+    "timings_us": Field(Obj({stage: Field(Int(), "microseconds; 0 when skipped" if stage != "record"
+                                          else "microseconds of the previous cycle's record stage")
+                             for stage in STAGES}), "time spent in each stage of this cycle"),
+    "config_hash": Field(Hex64(), "sha256 of the daemon config and every file it brings in"),
+    "software": Field(Str(), "the daemon's software version (and commit when known), e.g. boiler-ai 0.1.0"),
+    "controller_state": Field(Nullable(Opaque()), "the core's resumable state (replay can start here); "
+                                                  "every state_every_cycles cycles, else null"),
+    "log_dropped_count": Field(Int(), "records the durable log could not keep since the daemon started (queue "
+                                      "full or write failed; each left a seq gap; set by the log)"),
+    "publish_drop_count": Field(Int(), "records not published because a subscriber was full, since start "
+                                       "(set by the log; catch-up still serves them)"),
+})
+
+# Fields the durable log stamps in append(); a record handed to append() need not carry them.
+STAMPED = ("seq", "log_dropped_count", "publish_drop_count")
+
+
+def _packed_paths(node: Type, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Packed]]:
+    inner = node.inner if isinstance(node, Nullable) else node
+    if isinstance(inner, Packed):
+        yield prefix, inner
+    elif isinstance(inner, Obj):
+        for name, spec in inner.fields.items():
+            yield from _packed_paths(spec.type, prefix + (name,))
+
+
+PACKED_PATHS = tuple(_packed_paths(RECORD, ()))
+
+
+def flatten(node: Type = RECORD, prefix: str = "") -> dict[str, str]:
+    """Every field path with its type signature, e.g. {"inputs.value": "f64_array", "events[].type": ...}."""
+    out: dict[str, str] = {}
+    for name, child in node.children():
+        path = f"{prefix}{name}" if name == "[]" else f"{prefix}.{name}" if prefix else name
+        out[path] = child.sig
+        out.update(flatten(child, path))
+    return out
+
+
+def json_schema() -> dict:
+    """The machine-checkable form of the wire format (docs/decision_record.v1.schema.json)."""
+    schema = RECORD.wire_schema()
+    schema["properties"]["schema_version"] = {"const": SCHEMA_VERSION,
+                                              "description": RECORD.fields["schema_version"].doc}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"urn:boiler-ai:decision-record:v{SCHEMA_VERSION}",
+            "title": f"boiler-ai decision record, version {SCHEMA_VERSION} (wire form)", **schema}
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation, encoding, decoding.
+
+
+def validate(record: Mapping, *, stamped: bool = True) -> None:
+    """Raise RecordError naming the first field that does not match the schema.
+
+    stamped=False checks a record as the daemon hands it to the log (seq and counters not yet set).
+    """
+    if not isinstance(record, Mapping):
+        raise RecordError("", f"expected a mapping, got {type(record).__name__}")
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise RecordError("schema_version", f"expected {SCHEMA_VERSION}, got {record.get('schema_version')!r}")
+    if not stamped:
+        record = {**{k: 0 for k in STAMPED}, **record}
+    RECORD.check(record, "")
+    n = len(record["inputs"]["signals"])
+    for key in ("value", "source_ts", "status_code"):
+        if len(record["inputs"][key]) != n:
+            raise RecordError(f"inputs.{key}", f"has {len(record['inputs'][key])} entries for {n} signals")
+    known = set(record["inputs"]["signals"])
+    for key in ("issue", "held"):
+        stray = sorted(set(record["inputs"][key]) - known)
+        if stray:
+            raise RecordError(f"inputs.{key}.{stray[0]}", "not in inputs.signals")
+    m = len(record["mvs"])
+    for key in ("requested", "projected", "written", "u_prev", "u_dcs", "read_back"):
+        if record[key] is not None and len(record[key]) != m:
+            raise RecordError(key, f"has {len(record[key])} entries for {m} manipulated variables")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+
+# Splicing: the JSON encoder spends most of a record's time on strings, so packed arrays (base64 never
+# needs escaping) and the fields that repeat every cycle (signal and MV names, model, write status)
+# go in as ready-made fragments: each is replaced by a marker string, the record is encoded, and the
+# markers are swapped for the fragments in one split/join. The marker starts with NUL and a random
+# token; JSON escapes NUL, so no string of a record can produce it.
+_TOKEN = "\x00" + secrets.token_hex(8) + ":"
+_MARK = _ENCODER.encode(_TOKEN)[:-1].encode("ascii")  # opening quote and escaped token, as encoded
+_MARKERS = [f"{_TOKEN}{i:02d}" for i in range(len(PACKED_PATHS) + 8)]
+_MEMO_PATHS = (("inputs", "signals"), ("mvs",), ("model",), ("write", "status"))
+_memo: dict[tuple[str, ...], tuple[Any, bytes]] = {}
+
+
+def _finite_or_string(value: Any) -> Any:
+    """Replace non-finite floats anywhere in a JSON-like value with their reserved strings."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {k: _finite_or_string(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_string(v) for v in value]
+    return value
+
+
+def _encode_json(value: Any) -> str:
+    try:
+        return _ENCODER.encode(value)
+    except ValueError:  # a non-finite scalar: rare, so the walk is only paid then
+        return _ENCODER.encode(_finite_or_string(value))
+
+
+def _memo_fragment(path: tuple[str, ...], value: Any) -> bytes:
+    cached = _memo.get(path)
+    if cached is not None and cached[0] == value:
+        return cached[1]
+    fragment = _encode_json(value).encode("utf-8")
+    _memo[path] = (value.copy() if isinstance(value, (list, dict)) else value, fragment)
+    return fragment
+
+
+def _splice_plan() -> tuple[list, dict[str, list]]:
+    """Where fragments go, as (leaf, packer or None for a memo, dotted path, path), by parent field."""
+    top: list = []
+    nested: dict[str, list] = {}
+    for path, packer in [*PACKED_PATHS, *((p, None) for p in _MEMO_PATHS)]:
+        assert len(path) <= 2, path  # records nest packed and memo fields at most one level deep
+        entry = (path[-1], packer, ".".join(path), path)
+        (top if len(path) == 1 else nested.setdefault(path[0], [])).append(entry)
+    return top, nested
+
+
+_TOP_PLAN, _NESTED_PLAN = _splice_plan()
+_FRAGMENT_KEYS = [b"%02d" % i for i in range(len(_MARKERS))]
+
+
+def _place(holder: dict, entries: list, fragments: dict[bytes, bytes]) -> None:
+    for leaf, packer, dotted, path in entries:
+        if leaf not in holder:
+            if packer is not None:
+                raise RecordError(dotted, "required field is missing")
+            continue
+        value = holder[leaf]
+        if packer is None:
+            fragment = _memo_fragment(path, value)
+        elif value is None:
+            continue
+        else:
+            fragment = b'"' + packer.pack(value, dotted) + b'"'
+        n = len(fragments)
+        holder[leaf] = _MARKERS[n]
+        fragments[_FRAGMENT_KEYS[n]] = fragment
+
+
+def encode(record: Mapping) -> bytes:
+    """In-memory record -> wire bytes (UTF-8 JSON). Does not validate: call validate() in tests."""
+    out = dict(record)
+    fragments: dict[bytes, bytes] = {}
+    for name, entries in _NESTED_PLAN.items():
+        child = out.get(name)
+        if isinstance(child, Mapping):
+            out[name] = holder = dict(child)  # a copy: the caller's record stays as it was
+            _place(holder, entries, fragments)
+        elif any(packer is not None for _, packer, _, _ in entries):
+            raise RecordError(name, "required mapping is missing")
+    _place(out, _TOP_PLAN, fragments)
+    pieces = _encode_json(out).encode("utf-8").split(_MARK)
+    parts = [pieces[0]]
+    for piece in pieces[1:]:  # each starts with the marker's two-digit number and closing quote
+        parts.append(fragments[piece[:2]])
+        parts.append(piece[3:])
+    return b"".join(parts)
+
+
+def _restore_non_finite(value: Any, node: Type) -> Any:
+    """Turn the reserved strings back into floats where the schema has a number (or opaque state)."""
+    if isinstance(node, Nullable):
+        if value is None:
+            return None
+        node = node.inner
+    if isinstance(node, (Num, Opaque)):
+        if isinstance(value, str):
+            return NON_FINITE.get(value, value)
+        if isinstance(node, Opaque) and isinstance(value, (dict, list)):
+            return _restore_opaque(value)
+        return value
+    if isinstance(node, Obj) and isinstance(value, dict):
+        for name, spec in node.fields.items():
+            if name in value:
+                value[name] = _restore_non_finite(value[name], spec.type)
+    elif isinstance(node, MapOf) and isinstance(value, dict):
+        for key in value:
+            value[key] = _restore_non_finite(value[key], node.value)
+    elif isinstance(node, ListOf) and isinstance(value, list):
+        value[:] = [_restore_non_finite(v, node.item) for v in value]
+    return value
+
+
+def _restore_opaque(value: Any) -> Any:
+    if isinstance(value, str):
+        return NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _restore_opaque(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore_opaque(v) for v in value]
+    return value
+
+
+def decode(payload: bytes | str) -> dict:
+    """Wire bytes -> in-memory record (packed arrays back to lists, reserved strings back to floats)."""
+    try:
+        record = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError("", f"not a JSON decision record: {exc}") from exc
+    if not isinstance(record, dict):
+        raise RecordError("", f"expected a JSON object, got {type(record).__name__}")
+    for path, packed in PACKED_PATHS:
+        parent = record
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and isinstance(parent.get(path[-1]), str):
+            parent[path[-1]] = packed.unpack(parent[path[-1]], ".".join(path))
+    raw = payload if isinstance(payload, bytes) else payload.encode("utf-8")
+    if b'"NaN"' in raw or b'Infinity"' in raw:
+        _restore_non_finite(record, RECORD)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for the daemon (building) and for readers (expanding the packed arrays).
+
+
+def inputs_block(signals: Sequence[str], readings: Mapping[str, Any], issues: Mapping[str, str],
+                 held: Mapping[str, float]) -> dict:
+    """Build `inputs` from readings with .value/.status_code/.source_ts (boiler_ai.plant.types.Reading).
+
+    `signals` is every mapped readable signal in tag-map order; one absent from `readings` is recorded
+    as value NaN, source_ts NaN, status ABSENT_STATUS (its issue should say missing or read_failed).
+    """
+    value, source_ts, status = [], [], []
+    nan = math.nan
+    for name in signals:
+        reading = readings.get(name)
+        if reading is None:
+            value.append(nan)
+            source_ts.append(nan)
+            status.append(ABSENT_STATUS)
+        else:
+            value.append(reading.value)
+            source_ts.append(reading.source_ts)
+            status.append(reading.status_code)
+    return {"signals": list(signals), "value": value, "source_ts": source_ts, "status_code": status,
+            "issue": dict(issues), "held": dict(held)}
+
+
+def action_list(mvs: Sequence[str], action: Mapping[str, float] | None) -> list[float] | None:
+    """MV -> value mapping as the list the record carries (in `mvs` order), None stays None."""
+    return None if action is None else [action[mv] for mv in mvs]
+
+
+def inputs_by_signal(record: Mapping) -> dict[str, dict]:
+    """The `inputs` block expanded per signal: {signal: {value, status_code, source_ts, valid, issue, used}}."""
+    block = record["inputs"]
+    issue, held = block["issue"], block["held"]
+    out = {}
+    for name, value, ts, code in zip(block["signals"], block["value"], block["source_ts"], block["status_code"]):
+        problem = issue.get(name)
+        out[name] = {"value": value, "status_code": code, "source_ts": ts, "valid": problem is None,
+                     "issue": problem, "used": value if problem is None else held.get(name)}
+    return out
+
+
+def action_by_mv(record: Mapping, key: str) -> dict[str, float] | None:
+    """One action array (requested, projected, written, ...) as MV -> value, or None."""
+    values = record[key]
+    return None if values is None else dict(zip(record["mvs"], values))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m boiler_ai.record.schema json-schema|fields`: print the generated forms."""
+    import sys
+
+    what = (argv if argv is not None else sys.argv[1:]) or ["json-schema"]
+    if what[0] == "json-schema":
+        print(json.dumps(json_schema(), indent=2))
+    elif what[0] == "fields":
+        print(json.dumps(flatten(), indent=2))
+    else:
+        print("usage: python -m boiler_ai.record.schema json-schema|fields", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
