@@ -248,6 +248,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pki", type=Path, default=None, help="PKI folder (layout: opc/pki/README.md)")
     parser.add_argument("--user", default=None, help="user name sessions must log in with (sign-encrypt only)")
     parser.add_argument("--password-file", type=Path, default=None, help="file holding that user's password")
+    parser.add_argument("--ai-enable", action="store_true",
+                        help="start with the operator's AI permissive on (else toggle Simulator/OperatorAIEnable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -287,6 +289,7 @@ async def _serve(args: argparse.Namespace, security: ServerSecurity | None) -> i
         log.info("created a self-signed server certificate %s (trust clients in %s/trusted/certs)", cert, security.pki)
     scenario = named_scenario(args.scenario, args.seed) if args.scenario else None
     unit = ReferenceUnit(scenario=scenario, seed=args.seed, tag_map=tag_map)
+    unit.set_ai_enable(args.ai_enable)
     sim = SimulatedUnitServer(
         unit, tag_map=tag_map, endpoint=args.endpoint, speed=args.speed, duration_s=args.duration,
         security=security, application_uri=application_uri,
