@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 from boiler_ai.plant.tagmap import SignalSpec
-from boiler_ai.plant.types import Quality, Snapshot
+from boiler_ai.plant.types import Snapshot
 
 # Issue names are part of the decision record: add, never rename.
 READ_FAILED = "read_failed"
@@ -28,6 +28,10 @@ NOT_FINITE = "not_finite"
 OUT_OF_RANGE = "out_of_range"
 RATE_OF_CHANGE = "rate_of_change"
 FROZEN = "frozen"
+
+_SEVERITY = 0xC0000000  # StatusCode severity bits: 00 Good, 01 Uncertain, 1x Bad
+_BAD = 0x80000000
+_INFINITE = (math.inf, -math.inf)
 
 
 @dataclass(slots=True)
@@ -88,15 +92,14 @@ class Validator:
         return Validation(values, issues, held, critical_bad)
 
     def _check(self, spec: SignalSpec, track: _Track, reading, read_time: float, dt: float) -> str | None:
+        # on the hot path: plain comparisons, no property lookups (about 100 signals per cycle)
         if reading is None:
             return MISSING
-        quality = reading.quality
-        if quality is Quality.BAD:
-            return BAD_QUALITY
-        if quality is Quality.UNCERTAIN:
-            return UNCERTAIN_QUALITY
+        severity = reading.status_code & _SEVERITY
+        if severity:
+            return BAD_QUALITY if severity & _BAD else UNCERTAIN_QUALITY
         value = reading.value
-        if not math.isfinite(value):
+        if value != value or value in _INFINITE:
             return NOT_FINITE
         if spec.stale_s > 0 and (read_time - reading.source_ts) * self.time_scale > spec.stale_s:
             return STALE
