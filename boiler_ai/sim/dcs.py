@@ -34,11 +34,13 @@ MV_RANGE = {**{n: (-10.0, 10.0) for n in FEEDER_BIAS}, O2_BIAS: (-2.0, 2.0),
 
 _DESIGN_STOICH = stoichiometry(DESIGN_COAL)
 # Loop tuning (gain, integral time s), found on this simulator: IDAES structure, this unit's scale.
-BOILER_MASTER_PI = (20.0, 800.0)  # t/h coal per MPa main steam pressure error
+BOILER_MASTER_PI = (12.0, 800.0)  # t/h coal per MPa main steam pressure error
 PRESSURE_SP_TAU_S = 120.0
 TURBINE_MASTER_PI = (4e-4, 15.0)  # valve fraction per MW
-PRESSURE_CORRECTION_MW_PER_MPA = 15.0  # turbine master gives up load to hold pressure
+PRESSURE_CORRECTION_MW_PER_MPA = 15.0
+PRESSURE_CORRECTION_MAX_MW = 20.0  # turbine master gives up load to hold pressure
 KICKER_MILL_S, KICKER_STORAGE, KICKER_TAU_S = 90.0, 0.5, 30.0  # boiler energy kicker on demand ramps
+KICKER_MAX_TPH = 25.0
 O2_TRIM_PI = (0.02, 45.0)  # air fraction per % O2
 SPRAY_PI = ((2.0, 80.0), (3.0, 60.0), (6.0, 150.0))  # valve % per degC: SH stage 1, SH stage 2, RH
 FUEL_RATE_TPH_S = 0.25  # fuel master rate limit, 15 t/h per minute
@@ -153,9 +155,12 @@ class _PI:
     def __init__(self, kp: float, ti: float, lo: float, hi: float, out0: float = 0.0):
         self.kp, self.ki, self.lo, self.hi, self.integral = kp, kp / ti, lo, hi, out0
 
-    def step(self, error: float, dt: float) -> float:
+    def step(self, error: float, dt: float, hold: bool = False) -> float:
+        """hold: keep the integral (the loop's output is not in use), proportional action only."""
         p = self.kp * error
-        self.integral = min(max(self.integral + self.ki * error * dt, self.lo - min(p, 0.0)), self.hi - max(p, 0.0))
+        if not hold:
+            self.integral = min(max(self.integral + self.ki * error * dt, self.lo - min(p, 0.0)),
+                                self.hi - max(p, 0.0))
         return min(max(p + self.integral, self.lo), self.hi)
 
     def preset(self, out: float, error: float = 0.0) -> None:
@@ -282,7 +287,7 @@ class Dcs:
             target, rate = 0.0, math.inf
         d = self.load_demand_mw
         self.load_demand_mw = d = min(max(target, d - rate), d + rate)
-        if self.runback and m.load_mw <= self.load_cap_mw + 5.0:
+        if self.runback and d <= self.load_cap_mw:  # the demand has run back: the loops take over
             self.runback = False
         load_frac = d / steam.RATED_MW
         self._handshake(m.load_mw)
@@ -301,9 +306,12 @@ class Dcs:
             sprays = [0.0, 0.0, 0.0]
         else:
             psp = steam.platen_outlet_sp(load_frac)
-            sprays = [self.spray_pi[0].step(m.platen_out_c - psp, dt),
-                      self.spray_pi[1].step(m.main_steam_c - steam.STEAM_TEMP_SP_C, dt),
-                      self.spray_pi[2].step(m.reheat_c - steam.STEAM_TEMP_SP_C, dt)]
+            # While the AI drives the spray valves, each DCS loop keeps its integral and offers its
+            # integral plus proportional action as its own setpoint: bounded, and ready to take over.
+            hold = self.ai_active
+            sprays = [self.spray_pi[0].step(m.platen_out_c - psp, dt, hold),
+                      self.spray_pi[1].step(m.main_steam_c - steam.STEAM_TEMP_SP_C, dt, hold),
+                      self.spray_pi[2].step(m.reheat_c - steam.STEAM_TEMP_SP_C, dt, hold)]
         self.dcs_sp[I_SPRAY:] = sprays
         self._select(dt)
 
@@ -316,15 +324,18 @@ class Dcs:
             return
 
         # Coordinated control: turbine master on MW (with pressure correction), boiler master on pressure.
-        # The sliding-pressure set point is lagged so that the boiler can follow it.
-        psp_target = steam.main_pressure_sp(load_frac)
+        # The sliding-pressure set point is lagged so that the boiler can follow it; during a runback
+        # it tracks the pressure, so the pressure loop picks up from there when the runback ends.
+        psp_target = m.main_pressure_mpa if self.runback else steam.main_pressure_sp(load_frac)
         psp = self.pressure_sp
         self.pressure_sp = psp = psp + (psp_target - psp) * (1.0 - math.exp(-dt / PRESSURE_SP_TAU_S))
         p_err = psp - m.main_pressure_mpa
         flow = steam.flow_for_power(d)
         valve_ff = steam.VALVE_RATED * flow * steam.MAIN_PRESSURE_RATED_MPA / psp
         self.turbine_master.lo, self.turbine_master.hi = 0.05 - valve_ff, 1.0 - valve_ff
-        mw_err = (d - m.load_mw) - PRESSURE_CORRECTION_MW_PER_MPA * p_err
+        correction = min(max(PRESSURE_CORRECTION_MW_PER_MPA * p_err, -PRESSURE_CORRECTION_MAX_MW),
+                         PRESSURE_CORRECTION_MAX_MW)
+        mw_err = (d - m.load_mw) - correction
         self.turbine_valve = valve_ff + self.turbine_master.step(mw_err, dt)
         # Boiler energy kicker: extra coal while the demand ramps, for the mill lag and for the stored
         # energy the sliding-pressure set point asks for.
@@ -336,9 +347,18 @@ class Dcs:
         ff_rated = coal_feedforward_tph(steam.RATED_MW)
         kick = ahead * ff_rated * (KICKER_MILL_S / steam.RATED_MW
                                    + KICKER_STORAGE * steam.STORAGE_TIME_S * dpsp / steam.DRUM_PRESSURE_RATED_MPA)
-        self._kicker += (kick - self._kicker) * (1.0 - math.exp(-dt / KICKER_TAU_S))
-        want = max(ff + self.boiler_master.step(p_err, dt) + self._kicker, 0.0)
-        step = FUEL_RATE_TPH_S * dt
+        kick = min(max(kick, -KICKER_MAX_TPH), KICKER_MAX_TPH)
+        if self.runback:
+            # Runback: fuel comes off with the load demand on the feedforward alone, as fast as the
+            # load; the pressure loop holds its integral and waits for the runback to end.
+            self._kicker = 0.0
+            want = ff + self.boiler_master.integral
+            step = max(FUEL_RATE_TPH_S, c.runback_rate_mw_per_min / 60.0 * ff_rated / steam.RATED_MW) * dt
+        else:
+            self._kicker += (kick - self._kicker) * (1.0 - math.exp(-dt / KICKER_TAU_S))
+            want = ff + self.boiler_master.step(p_err, dt) + self._kicker
+            step = FUEL_RATE_TPH_S * dt
+        want = max(want, 0.0)
         self.fuel_demand = min(max(want, self.fuel_demand - step), self.fuel_demand + step)
 
         self._manage_mills(dt, mills)
@@ -405,7 +425,7 @@ class Dcs:
             self._mill_timer = 0.0
         if self._mill_timer >= MILL_DECIDE_S:
             mills.start(idle[0])
-        elif self._mill_timer <= -MILL_DECIDE_S and self._mill_quiet >= 300.0:
+        elif self._mill_timer <= -MILL_DECIDE_S and (self._mill_quiet >= 300.0 or self.runback):
             mills.stop(running[-1])
         else:
             return

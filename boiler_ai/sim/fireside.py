@@ -153,12 +153,13 @@ def fire_side(cp: CoalProps, coal_tph: list[float], pa_tph: list[float], r90_pct
            * (coal.nitrogen_pct / 1.0) ** 0.6 * (36.0 / coal.volatile_daf_pct) ** 0.3
            * (1.0 - 0.02 * (coal.moisture_pct - 12.0)))  # wetter coal, cooler flame
 
-    # Carbon in fly ash: IDAES staging trend (1.9 / 2.3 / 2.6 / 4 % at SR_lf 1.00 / 0.97 / 0.95 / 0.90),
-    # scaled to this tangential unit (0.75), U-shaped in the overall air ratio with its minimum moving
-    # up at low load, coarser grinding, less volatile coal, poor mixing and a high fireball all worse.
+    # Carbon in fly ash: the IDAES staging trend (1.9 / 2.3 / 2.6 / 4 % at SR_lf 1.00 / 0.97 / 0.95 /
+    # 0.90, fitted a little flatter below 0.95) scaled to this tangential unit (0.75); up steeply when
+    # the overall air ratio falls short of burnout (minimum moving up at low load); coarser grinding,
+    # less volatile coal, poor mixing and a high fireball all worse.
     d = min(max(1.0 - sr_lf, -0.06), 0.15)
-    short = max(0.0, 1.18 + 0.15 * (1.0 - firing) - sr)
-    ubc = (0.75 * (1.9 + 11.0 * d + 100.0 * d * d) * (1.0 + 4.0 * short + 40.0 * short * short)
+    short = max(0.0, 1.15 + 0.15 * (1.0 - firing) - sr)
+    ubc = (0.75 * (1.9 + 11.0 * d + 40.0 * d * d) * (1.0 + 4.0 * short + 40.0 * short * short)
            * (r90 / R90_REF_PCT) ** 0.8 * (36.0 / coal.volatile_daf_pct) ** 0.8
            * (1.0 + 6.0 * mismatch) * (1.0 + 0.5 * (fireball - 0.4)) * (1.0 + 0.3 * max(0.0, 1.0 - firing)))
     ubc = min(ubc, 24.0)

@@ -1,0 +1,85 @@
+"""The steady-state oracle: the best efficiency the MVs can reach inside the envelope."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from boiler_ai.sim.coal import COALS, DESIGN_COAL
+from boiler_ai.sim.dcs import I_FEEDER, I_O2, I_SA, MV_NAMES
+from boiler_ai.sim.oracle import OracleLimits, default_limits, main, solve, steady_signal, violations
+from boiler_ai.sim.steady import OperatingPoint
+from boiler_ai.sim.unit import PROCESS_LIMITS
+
+
+@pytest.fixture(scope="module")
+def limits() -> OracleLimits:
+    return default_limits()
+
+
+def check_inside(limits: OracleLimits, op: OperatingPoint, best) -> None:
+    """An independent reading of the result against every limit the oracle was given."""
+    u = best.mvs
+    dcs = op.dcs_mvs(best.feeders_tph)
+    for i, name in enumerate(MV_NAMES[:15]):
+        assert limits.lo[i] - 1e-6 <= u[i] <= limits.hi[i] + 1e-6 or u[i] == dcs[i], name
+        assert abs(u[i] - dcs[i]) <= limits.max_dev[i] + 1e-4, name
+    for c in limits.couplings:
+        x = u if c.basis == "setpoint" else [a - b for a, b in zip(u, dcs)]
+        value = sum(k * v for k, v in zip(c.coefficients, x))
+        if c.relation == "equal":
+            assert value == pytest.approx(c.limit, abs=1e-4)
+        elif c.relation == "at_most":
+            assert value <= c.limit + 1e-4
+        else:
+            assert value >= c.limit - 1e-4
+    assert violations(best, limits, tol=1e-3) == []
+
+
+def test_limits_come_from_the_envelope_file(limits):
+    assert limits.source.endswith("constraints/reference_unit.yaml")
+    names = {p[1] for p in limits.process}
+    assert {"o2_economiser_pct", "co_ppm", "nox_mg_nm3", "main_steam_temp_c", "reheat_steam_temp_c"} <= names
+    # The unit's own process limits say the same as the envelope's.
+    for name, signal, relation, limit in limits.process:
+        if name in PROCESS_LIMITS:
+            assert PROCESS_LIMITS[name] == (signal, relation, limit)
+
+
+@pytest.mark.parametrize("load, coal", [(600.0, "design_bituminous"), (420.0, "design_bituminous"),
+                                        (330.0, "low_volatile_lean"), (540.0, "high_moisture_blend")])
+def test_oracle_beats_the_dcs_inside_every_limit(limits, load, coal):
+    op = OperatingPoint(load, COALS[coal])
+    res = solve(op, limits)
+    assert res.feasible_baseline and res.violations_baseline == []
+    assert 0.2 <= res.headroom_pct <= 2.0
+    check_inside(limits, op, res.best)
+    assert res.best.fire.o2_pct < res.baseline.fire.o2_pct  # less excess air is part of every answer
+    # Idle levels and out-of-service feeders keep the DCS's values.
+    for i in range(6):
+        if not op.in_service[i]:
+            assert res.best.mvs[I_FEEDER + i] == 0.0 and res.best.mvs[I_SA + i] == res.baseline.mvs[I_SA + i]
+
+
+def test_default_limits_without_an_envelope_file():
+    op = OperatingPoint(600.0, DESIGN_COAL)
+    lim = OracleLimits.default()
+    res = solve(op, lim)
+    check_inside(lim, op, res.best)
+    assert res.best.mvs[I_O2] >= -1.2 - 1e-6  # the DCS clamp on the O2 bias
+    assert res.headroom_pct > 0.2
+
+
+def test_steady_signals_for_process_limits():
+    sp = OperatingPoint(600.0, DESIGN_COAL).evaluate()
+    assert steady_signal(sp, "o2_economiser_pct") == sp.fire.o2_pct
+    assert steady_signal(sp, "main_steam_temp_c") == sp.main_steam_c
+
+
+def test_cli_prints_the_headroom_json_last(capsys):
+    assert main(["--scenario", "demo", "--sample-min", "20", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(out[-1])
+    assert summary["scenario"] == "demo" and summary["points"] == 2
+    assert 0.2 < summary["mean_headroom_pct"] < 2.0
