@@ -1,0 +1,87 @@
+"""Live copy of the decision log on a ZeroMQ PUB socket (wire format: docs/DECISION_RECORD.md).
+
+Each record is one multipart message [topic, header, payload]:
+  topic    the unit id, UTF-8 (subscribe to it; compare it exactly, ZeroMQ matches prefixes)
+  header   18 bytes, big-endian: u16 header version (1), u64 seq, f64 wall_time
+  payload  the encoded record, byte for byte as in the durable log
+
+The socket is an XPUB with XPUB_NODROP, so a subscriber whose queue (SNDHWM) is full makes the send
+fail at once instead of blocking or dropping silently; the record is then counted as a publish drop
+(the catch-up service still serves it from the log). It lives in the log's writer thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+import zmq
+
+log = logging.getLogger("boiler_ai.record.publisher")
+
+HEADER = struct.Struct(">HQd")
+HEADER_VERSION = 1
+_MORE = zmq.SNDMORE | zmq.NOBLOCK
+
+
+def pack_header(seq: int, wall_time: float) -> bytes:
+    return HEADER.pack(HEADER_VERSION, seq, wall_time)
+
+
+def unpack_header(data: bytes) -> tuple[int, float]:
+    """(seq, wall_time) from a PUB header; ValueError if it is not a version-1 header."""
+    if len(data) != HEADER.size:
+        raise ValueError(f"PUB header must be {HEADER.size} bytes, got {len(data)}")
+    version, seq, wall_time = HEADER.unpack(data)
+    if version != HEADER_VERSION:
+        raise ValueError(f"unknown PUB header version {version}")
+    return seq, wall_time
+
+
+class Publisher:
+    def __init__(self, endpoint: str, unit_id: str, *, hwm: int = 2000, context: zmq.Context | None = None):
+        self.topic = unit_id.encode("utf-8")
+        self.drop_count = 0
+        self.sent_count = 0
+        self._socket = (context or zmq.Context.instance()).socket(zmq.XPUB)
+        self._socket.setsockopt(zmq.XPUB_NODROP, 1)
+        self._socket.setsockopt(zmq.SNDHWM, hwm)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        try:
+            self._socket.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self._socket.close()
+            raise OSError(f"cannot bind the decision publisher on {endpoint}: {exc}") from exc
+        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def publish(self, seq: int, wall_time: float, payload: bytes) -> bool:
+        """Send one record without blocking; False (and counted) if it was not sent."""
+        send = self._socket.send
+        try:
+            # Three sends beat send_multipart by ~1.5 us. With XPUB_NODROP only the first part can
+            # meet a full queue: the parts of a message go out whole or not at all.
+            send(self.topic, _MORE)
+            send(pack_header(seq, wall_time), _MORE)
+            send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            self.drop_count += 1
+            return False
+        except zmq.ZMQError as exc:
+            self.drop_count += 1
+            log.error("decision publisher %s: send of seq %d failed: %s", self.endpoint, seq, exc)
+            return False
+        self.sent_count += 1
+        if self.sent_count % 256 == 0:
+            self._drain_subscriptions()
+        return True
+
+    def _drain_subscriptions(self) -> None:
+        """An XPUB queues (un)subscribe notices for us to read; discard them so they do not pile up."""
+        try:
+            while True:
+                self._socket.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def close(self) -> None:
+        self._socket.close(linger=0)

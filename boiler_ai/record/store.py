@@ -1,0 +1,178 @@
+"""Where the historian keeps decision records: SQLite (embedded default) or PostgreSQL (psycopg 3).
+
+Tables (the same in both):
+  decisions(unit_id, seq, wall_time, record)   primary key (unit_id, seq): each record stored once;
+                                               `record` is the wire payload as text (JSON)
+  lost_ranges(unit_id, first_seq, last_seq, reason, noted_at)
+                                               seqs the unit's log no longer holds (dropped at the
+                                               source, or removed by retention before we got them)
+  sources(unit_id, log_id, updated_at)         which log the seqs belong to
+Everything a batch brings (records, lost ranges, log id) is committed in one transaction, so after
+a crash the store resumes from max(seq) with nothing half-written.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+Row = tuple[int, float, str]  # seq, wall_time, record (JSON text)
+Lost = tuple[int, int, str]  # first_seq, last_seq, reason
+
+
+class Store(Protocol):
+    def resume_point(self, unit_id: str) -> tuple[int | None, str | None]:
+        """(max seq stored, log id) for the unit, or (None, None) when nothing is stored yet."""
+
+    def save(self, unit_id: str, log_id: str, rows: Sequence[Row], lost: Sequence[Lost]) -> None:
+        """Store rows (ignoring any already there) and lost ranges, in one transaction."""
+
+    def units(self) -> list[str]: ...
+
+    def count(self, unit_id: str) -> int: ...
+
+    def lost_ranges(self, unit_id: str) -> list[Lost]: ...
+
+    def records(self, unit_id: str, start: float | None, end: float | None) -> Iterator[tuple[int, str]]:
+        """(seq, record text) with start <= wall_time < end, in seq order."""
+
+    def close(self) -> None: ...
+
+
+def is_postgres(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(db: str) -> Store:
+    """A PostgreSQL DSN (postgresql://...) or a SQLite file path."""
+    return PostgresStore(db) if is_postgres(db) else SqliteStore(Path(db))
+
+
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS decisions (unit_id TEXT NOT NULL, seq {int} NOT NULL, wall_time {real} NOT NULL,"
+    " record TEXT NOT NULL, PRIMARY KEY (unit_id, seq)){suffix}",
+    "CREATE INDEX IF NOT EXISTS decisions_time ON decisions (unit_id, wall_time)",
+    "CREATE TABLE IF NOT EXISTS lost_ranges (unit_id TEXT NOT NULL, first_seq {int} NOT NULL, last_seq {int} NOT NULL,"
+    " reason TEXT NOT NULL, noted_at {real} NOT NULL, PRIMARY KEY (unit_id, first_seq))",
+    "CREATE TABLE IF NOT EXISTS sources (unit_id TEXT PRIMARY KEY, log_id TEXT NOT NULL, updated_at {real} NOT NULL)",
+)
+
+
+class _SqlStore:
+    """The SQL both databases share; subclasses set the placeholder style and the upsert wording."""
+
+    conn: object
+    ph = "?"
+
+    def _ddl(self, int_type: str, real_type: str, suffix: str) -> list[str]:
+        return [t.format(int=int_type, real=real_type, suffix=suffix) for t in _TABLES]
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", self.ph)
+
+    def resume_point(self, unit_id):
+        cur = self.conn.execute(self._sql("SELECT max(seq) FROM decisions WHERE unit_id = ?"), (unit_id,))
+        (max_seq,) = cur.fetchone()
+        cur = self.conn.execute(self._sql("SELECT log_id FROM sources WHERE unit_id = ?"), (unit_id,))
+        row = cur.fetchone()
+        return max_seq, (row[0] if row else None)
+
+    def units(self):
+        cur = self.conn.execute("SELECT DISTINCT unit_id FROM decisions ORDER BY unit_id")
+        out = [r[0] for r in cur.fetchall()]
+        return out
+
+    def count(self, unit_id):
+        cur = self.conn.execute(self._sql("SELECT count(*) FROM decisions WHERE unit_id = ?"), (unit_id,))
+        (n,) = cur.fetchone()
+        return n
+
+    def lost_ranges(self, unit_id):
+        cur = self.conn.execute(self._sql("SELECT first_seq, last_seq, reason FROM lost_ranges WHERE unit_id = ?"
+                                          " ORDER BY first_seq"), (unit_id,))
+        out = [tuple(r) for r in cur.fetchall()]
+        return out
+
+    def records(self, unit_id, start, end):
+        sql = "SELECT seq, record FROM decisions WHERE unit_id = ?"
+        args: list = [unit_id]
+        if start is not None:
+            sql += " AND wall_time >= ?"
+            args.append(start)
+        if end is not None:
+            sql += " AND wall_time < ?"
+            args.append(end)
+        yield from self._stream(self._sql(sql + " ORDER BY seq"), args)
+
+    def _stream(self, sql: str, args: list) -> Iterator[tuple[int, str]]:
+        raise NotImplementedError
+
+    def close(self):
+        self.conn.close()
+
+
+class SqliteStore(_SqlStore):
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we open each write transaction ourselves (BEGIN IMMEDIATE).
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL under WAL can lose the last transactions on power loss, never corrupt: the
+        # historian then resumes from an earlier max(seq) and fetches them again from the log.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        for ddl in self._ddl("INTEGER", "REAL", " WITHOUT ROWID"):
+            self.conn.execute(ddl)
+
+    def save(self, unit_id, log_id, rows, lost):
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?)",
+                             [(unit_id, seq, wall, text) for seq, wall, text in rows])
+            conn.executemany("INSERT OR IGNORE INTO lost_ranges VALUES (?, ?, ?, ?, ?)",
+                             [(unit_id, a, b, why, time.time()) for a, b, why in lost])
+            conn.execute("INSERT INTO sources VALUES (?, ?, ?) ON CONFLICT (unit_id) DO UPDATE"
+                         " SET log_id = excluded.log_id, updated_at = excluded.updated_at",
+                         (unit_id, log_id, time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _stream(self, sql, args):
+        yield from self.conn.execute(sql, args)
+
+
+class PostgresStore(_SqlStore):
+    ph = "%s"
+
+    def __init__(self, dsn: str):
+        import psycopg  # optional dependency: only PostgreSQL users need it
+
+        self.dsn = dsn
+        # Autocommit: reads take no transaction; save() opens a real one with conn.transaction().
+        self.conn = psycopg.connect(dsn, connect_timeout=10, autocommit=True)
+        with self.conn.transaction():
+            for ddl in self._ddl("BIGINT", "DOUBLE PRECISION", ""):
+                self.conn.execute(ddl)
+
+    def save(self, unit_id, log_id, rows, lost):
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany("INSERT INTO decisions VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                            [(unit_id, seq, wall, text) for seq, wall, text in rows])
+            cur.executemany("INSERT INTO lost_ranges VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                            [(unit_id, a, b, why, time.time()) for a, b, why in lost])
+            cur.execute("INSERT INTO sources VALUES (%s, %s, %s) ON CONFLICT (unit_id) DO UPDATE"
+                        " SET log_id = excluded.log_id, updated_at = excluded.updated_at",
+                        (unit_id, log_id, time.time()))
+
+    def _stream(self, sql, args):
+        # A named (server-side) cursor streams a large export instead of loading it whole.
+        with self.conn.transaction(), self.conn.cursor(name="boiler_ai_export") as cur:
+            cur.itersize = 2000
+            cur.execute(sql, args)
+            yield from cur
