@@ -27,7 +27,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(map(len, SUBCOMMANDS))
-    lines = [f"usage: boiler-ai [--version] COMMAND [ARGS]\n\nboiler-ai {__version__}: combustion optimisation beside the DCS.\n\ncommands:"]
+    lines = [f"usage: boiler-ai [--version] COMMAND [ARGS]\n\n"
+             f"boiler-ai {__version__}: combustion optimisation beside the DCS.\n\ncommands:"]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in SUBCOMMANDS.items()]
     lines.append("\n'boiler-ai COMMAND --help' for a command's options.")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ class OpcUaConfig:
 class EngagementConfig:
     healthy_cycles_to_engage: int
     grant_timeout_cycles: int
+    arm_on_start: bool
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ def load_config(path: str | Path) -> DaemonConfig:
     engagement = EngagementConfig(
         healthy_cycles_to_engage=en.integer("healthy_cycles_to_engage", lo=1),
         grant_timeout_cycles=en.integer("grant_timeout_cycles", lo=1),
+        arm_on_start=en.boolean("arm_on_start"),
     )
     en.done()
 

@@ -54,7 +54,8 @@ def build_core(cfg: DaemonConfig, clock_ns=time.perf_counter_ns) -> Core:
     settings = ControllerSettings(
         unit_id=cfg.unit, closed_loop=cfg.mode == "closed_loop", cycle_period_s=cfg.cycle_period_s,
         time_scale=cfg.time_scale, healthy_cycles_to_engage=cfg.engagement.healthy_cycles_to_engage,
-        grant_timeout_cycles=cfg.engagement.grant_timeout_cycles, max_spread=cfg.policy.max_spread,
+        grant_timeout_cycles=cfg.engagement.grant_timeout_cycles, arm_on_start=cfg.engagement.arm_on_start,
+        max_spread=cfg.policy.max_spread,
         out_of_depth_hold_s=cfg.policy.out_of_depth_hold_s, state_every_cycles=cfg.record.state_every_cycles,
         model_id=policy.model_id, model_sha256=cfg.model_sha256, config_hash=cfg.config_hash())
     controller = Controller(settings, tag_map, envelope, Projector(envelope), Guard(cfg.envelope, tag_map),

@@ -21,7 +21,8 @@ class Metrics:
         self.heartbeat = 0
         self.log_overflows = 0
 
-    def observe_cycle(self, mode: str, release_reason: str | None, timings_us: dict[str, float], heartbeat: int) -> None:
+    def observe_cycle(self, mode: str, release_reason: str | None, timings_us: dict[str, float],
+                      heartbeat: int) -> None:
         self.cycles += 1
         self.mode = mode
         self.heartbeat = heartbeat
@@ -50,7 +51,8 @@ class Metrics:
         for stage, samples in sorted(self.stage_us.items()):
             data = np.fromiter(samples, float)
             for q in (0.5, 0.99):
-                out.append(f'boiler_ai_stage_seconds{{{u},stage="{stage}",quantile="{q}"}} {np.quantile(data, q) / 1e6:.9f}')
+                seconds = np.quantile(data, q) / 1e6
+                out.append(f'boiler_ai_stage_seconds{{{u},stage="{stage}",quantile="{q}"}} {seconds:.9f}')
             out.append(f'boiler_ai_stage_seconds_count{{{u},stage="{stage}"}} {len(data)}')
         return "\n".join(out) + "\n"
 

@@ -7,7 +7,7 @@ GRANTED = Handshake(ai_enable=True, ai_permissive=True, ai_active=True)
 
 
 def machine(n=3, grant=2):
-    return Engagement(closed_loop=True, healthy_cycles_to_engage=n, grant_timeout_cycles=grant)
+    return Engagement(closed_loop=True, healthy_cycles_to_engage=n, grant_timeout_cycles=grant, arm_on_start=True)
 
 
 def run(m, handshake, events=None):
@@ -42,6 +42,16 @@ def test_unhealthy_cycle_resets_the_count():
     _, ev = run(m, OK, [Event(EventType.IMMEDIATE_DISABLE, "critical_input_invalid", "o2_economiser_pct")])
     assert m.mode is Mode.DISABLED and m.healthy_cycles == 0
     assert [run(m, OK)[0].mode for _ in range(3)][-1] is Mode.ACTIVE
+
+
+def test_without_arm_on_start_the_operator_must_switch_ai_enable_on_after_start():
+    m = Engagement(closed_loop=True, healthy_cycles_to_engage=1, grant_timeout_cycles=2)
+    for _ in range(3):
+        _, ev = run(m, OK)
+        assert m.mode is Mode.DISABLED and ev[-1].reason == "awaiting_operator_reenable"
+    run(m, Handshake(False, True, False))
+    run(m, OK)
+    assert m.mode is Mode.ACTIVE
 
 
 def test_no_entry_reasons():

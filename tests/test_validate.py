@@ -97,3 +97,14 @@ def test_state_roundtrip(o2_nox, tag_map):
     other.restore(o2_nox.state())
     s = snap(1, o2_economiser_pct=9.0, nox_mg_nm3=Reading(0, BAD_SENSOR, 1))
     assert other.validate(s, 1.0) == o2_nox.validate(s, 1.0)
+
+
+def test_steady_booleans_and_setpoints_are_not_judged_stale(tag_map):
+    # a compliant server may stamp a value only when it changes: MFT has been false for a week
+    names = ["mft_active", "sa_damper_a_pct_dcs_sp", "o2_economiser_pct"]
+    val = v.Validator([spec(tag_map, n) for n in names])
+    week = 7 * 86400.0
+    out = val.validate(Snapshot({"mft_active": Reading(0.0, GOOD, 100.0 - week),
+                                 "sa_damper_a_pct_dcs_sp": Reading(70.0, GOOD, 100.0 - week),
+                                 "o2_economiser_pct": Reading(3.5, GOOD, 100.0 - week)}, 100.0), 1.0)
+    assert out.issues == {"o2_economiser_pct": v.STALE}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from boiler_ai import __version__
 from boiler_ai.control.engagement import Engagement, Event, EventType, Handshake, Mode, Transition
 from boiler_ai.control.envelope import Envelope
 from boiler_ai.control.guard import Guard
@@ -22,6 +23,7 @@ from boiler_ai.plant.tagmap import TagMap
 from boiler_ai.plant.types import Reading, Snapshot, WriteResult
 from boiler_ai.record.schema import ABSENT_STATUS, SCHEMA_VERSION
 
+SOFTWARE = f"boiler-ai {__version__}"
 _ABSENT = Reading(float("nan"), ABSENT_STATUS, float("nan"))
 
 
@@ -37,6 +39,7 @@ class ControllerSettings:
     time_scale: float
     healthy_cycles_to_engage: int
     grant_timeout_cycles: int
+    arm_on_start: bool
     max_spread: float
     out_of_depth_hold_s: float
     state_every_cycles: int
@@ -70,7 +73,8 @@ class Controller:
         self.validator = Validator([tag_map.signals[n] for n in self._readable], settings.time_scale)
         self.engagement = Engagement(closed_loop=settings.closed_loop,
                                      healthy_cycles_to_engage=settings.healthy_cycles_to_engage,
-                                     grant_timeout_cycles=settings.grant_timeout_cycles)
+                                     grant_timeout_cycles=settings.grant_timeout_cycles,
+                                     arm_on_start=settings.arm_on_start)
         self.hs = tag_map.handshake
         self._dcs_tags = [tag_map.manipulated[n].dcs_setpoint for n in self.mv_names]
         self._ai_tags = [tag_map.manipulated[n].ai_setpoint for n in self.mv_names]
@@ -285,6 +289,7 @@ class Controller:
             "release_reason": transition.release_reason,
             "heartbeat": self.heartbeat,
             "config_hash": self.settings.config_hash,
+            "software": SOFTWARE,
             "controller_state": state_before,
         }
 

@@ -9,7 +9,7 @@ The daemon never takes control; the DCS lends it. States:
 Events are typed. The operator and the DCS always win: AI_ENABLE falling, AI_ACTIVE lost or any
 immediate_disable releases in the same cycle. After an immediate release the operator must
 re-assert AI_ENABLE (a rising edge) before the daemon asks again, and the inputs must have been
-healthy for `healthy_cycles_to_engage` cycles in a row.
+healthy for `healthy_cycles_to_engage` cycles in a row. The same holds at start unless `arm_on_start`.
 """
 
 from __future__ import annotations
@@ -64,13 +64,16 @@ class Transition:
 
 
 class Engagement:
-    def __init__(self, *, closed_loop: bool, healthy_cycles_to_engage: int, grant_timeout_cycles: int):
+    def __init__(self, *, closed_loop: bool, healthy_cycles_to_engage: int, grant_timeout_cycles: int,
+                 arm_on_start: bool = False):
         self.closed_loop = closed_loop
         self.healthy_cycles_to_engage = healthy_cycles_to_engage
         self.grant_timeout_cycles = grant_timeout_cycles
         self.mode = Mode.DISABLED if closed_loop else Mode.SHADOW
         self.healthy_cycles = 0
-        self.armed = True  # the operator's AI_ENABLE counts until a release needs it re-asserted
+        # Whether an AI_ENABLE found on at start counts. Off, a restarted daemon (after a crash, say)
+        # waits for the operator to switch AI_ENABLE off and on again before it asks for control.
+        self.armed = arm_on_start
         self.cycles_waiting_for_grant = 0
         self.granted = False
         self.last_ai_enable: bool | None = None

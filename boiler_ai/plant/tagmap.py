@@ -108,7 +108,8 @@ def load_tag_map(path: str | Path) -> TagMap:
     nodes: dict[str, str] = {}
     for spec in signals.values():
         if spec.node in nodes:
-            raise ConfigError(path, f"signals.{spec.name}.node", f"NodeId {spec.node!r} is also used by {nodes[spec.node]!r}")
+            raise ConfigError(path, f"signals.{spec.name}.node",
+                              f"NodeId {spec.node!r} is also used by {nodes[spec.node]!r}")
         nodes[spec.node] = spec.name
 
     tm = TagMap(str(path), unit, namespace_uri, signals, {}, {})
