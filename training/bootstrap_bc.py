@@ -18,6 +18,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,7 @@ def fit_and_export(train: Dataset, held_out: Dataset, *, tag_map: TagMap, out_di
             "spread_mean": float(np.mean(spread_eng[:, j])),
             "spread_p95": float(np.percentile(spread_eng[:, j], 95)),
             "spread_max": float(np.max(spread_eng[:, j])),
+            "dcs_constant_in_training": bool(np.ptp(train.y[:, j]) == 0.0),
         }
         for j, mv in enumerate(actions)
     }
@@ -139,7 +141,7 @@ def fit_and_export(train: Dataset, held_out: Dataset, *, tag_map: TagMap, out_di
     )
     path = out_dir / "policy.onnx"
     sha256 = export_policy(model, contract, path, x_test[: min(len(x_test), 512)])
-    runner_diff, envelope_share = _replay_through_runner(path, sha256, tag_map, held_out, action_eng)
+    runner_diff, envelope_share, envelope_signals = _replay_through_runner(path, sha256, tag_map, held_out, action_eng)
     log(f"exported {path} ({path.stat().st_size} bytes), sha256 {sha256}")
 
     summary = {
@@ -148,6 +150,7 @@ def fit_and_export(train: Dataset, held_out: Dataset, *, tag_map: TagMap, out_di
         "inputs": n, "history": h, "seed": seed, "epochs": spec.epochs, "final_train_loss": losses[-1],
         "train_seconds": round(train_s, 1), "code_commit": contract.code_commit, "created_utc": contract.created_utc,
         "runner_vs_torch_max_abs": runner_diff, "held_out_cycles_out_of_envelope": envelope_share,
+        "held_out_out_of_envelope_by_signal": envelope_signals,
         "per_mv": per_mv, "data": data_note,
     }
     (out_dir / "MODEL_CARD.md").write_text(model_card(summary, contract), encoding="utf-8")
@@ -155,18 +158,18 @@ def fit_and_export(train: Dataset, held_out: Dataset, *, tag_map: TagMap, out_di
 
 
 def _replay_through_runner(path: Path, sha256: str, tag_map: TagMap, held_out: Dataset,
-                           torch_action: np.ndarray, samples: int = 300) -> tuple[float, float]:
-    """Feed held-out windows cycle by cycle through the edge's PolicyRunner; return the largest
-    difference from torch (engineering units; fails above 1e-4 of each output's scale) and the share
-    of windows with an input outside the training envelope."""
+                           torch_action: np.ndarray) -> tuple[float, float, dict[str, int]]:
+    """Feed every held-out window cycle by cycle through the edge's PolicyRunner (default envelope
+    margin). Return the largest difference from torch (engineering units; fails above 1e-4 of each
+    output's scale), the share of windows with an input outside the training envelope, and how many
+    windows flagged each such input."""
     runner = PolicyRunner(path, tag_map=tag_map, expected_sha256=sha256, mv_names=held_out.action_names)
     n, h = len(held_out.input_signals), held_out.history
-    picks = np.linspace(0, len(held_out) - 1, min(samples, len(held_out))).astype(int)
-    worst, flagged = 0.0, 0
+    worst, flagged, by_signal = 0.0, 0, Counter()
     tolerance = 1e-4 * np.array(runner.contract.output_scale) + 1e-9
-    for i in picks:
+    for i, window in enumerate(held_out.x):
         runner.reset()
-        for row in held_out.x[i].reshape(h, n):
+        for row in window.reshape(h, n):
             runner.observe(dict(zip(held_out.input_signals, row.tolist())))
         out = runner.infer()
         diff = np.abs(out.action - torch_action[i])
@@ -174,12 +177,14 @@ def _replay_through_runner(path: Path, sha256: str, tag_map: TagMap, held_out: D
             raise RuntimeError(f"PolicyRunner disagrees with torch on held-out sample {i}: max diff {diff.max():.3g}")
         worst = max(worst, float(diff.max()))
         flagged += bool(out.out_of_envelope)
-    return worst, flagged / len(picks)
+        by_signal.update(out.out_of_envelope)
+    return worst, flagged / max(len(held_out), 1), dict(by_signal.most_common())
 
 
 def model_card(s: dict, contract: ModelContract) -> str:
     rows = "\n".join(
-        f"| {mv} | {f['unit']} | {f['mae']:.4g} | {f['mae_hold_last']:.4g} | {f['spread_mean']:.3g} | "
+        f"| {mv}{' (DCS constant)' if f['dcs_constant_in_training'] else ''} | {f['unit']} | {f['mae']:.4g} | "
+        f"{f['mae_hold_last']:.4g} | {f['spread_mean']:.3g} | "
         f"{f['spread_p95']:.3g} | {f['spread_max']:.3g} |" for mv, f in s["per_mv"].items())
     return f"""# Model card: {s['model_id']}
 
@@ -212,13 +217,15 @@ the contract is the per-signal [min, max] over the training samples.
 ## Evaluation on the held-out scenario
 Mean absolute error of the ensemble's setpoint against the DCS's actual next setpoint, beside the
 trivial "hold the last setpoint" predictor; ensemble spread (std across members) in engineering units.
+"(DCS constant)": the DCS never moved this setpoint in the training data, so there is nothing to learn.
 
 | MV | unit | MAE | MAE hold-last | spread mean | spread p95 | spread max |
 |---|---|---|---|---|---|---|
 {rows}
 
-Share of held-out cycles (of those replayed through the runner) with some input outside the training
-envelope (5 % margin): {s['held_out_cycles_out_of_envelope']:.3f}.
+Share of held-out cycles with some input outside the training envelope (the runner's default 5 %
+margin), where the daemon holds or releases: {s['held_out_cycles_out_of_envelope']:.3f}; cycles per
+signal: {', '.join(f'{k} {v}' for k, v in s['held_out_out_of_envelope_by_signal'].items()) or 'none'}.
 Edge check: the held-out windows replayed through `PolicyRunner` (ONNX Runtime, edge session settings)
 match torch within {s['runner_vs_torch_max_abs']:.2g} (engineering units).
 
