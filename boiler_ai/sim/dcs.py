@@ -367,7 +367,7 @@ class Dcs:
         # Air: fuel-led demand at the air ratio of the O2 set point, trimmed on measured O2.
         self.o2_sp = o2 = o2_curve_pct(load_frac) + self.applied[I_O2]
         self.o2_trim_out = self.o2_trim.step(o2 - m.o2_pct, dt)
-        # Air leads the coal on the way up (a quarter of the feeders' lead over the burners), and on the
+        # Air leads the coal on the way up (a tenth of the feeders' lead over the burners), and on the
         # way down waits for the coal in the mills to burn out.
         modelled = sum(burner)
         fuel = modelled + AIR_LEAD * max(min(self.fuel_demand, m.coal_tph) - modelled, 0.0)
