@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from boiler_ai.config import load_config
-from boiler_ai.daemon import Daemon, build_core, make_plant, open_log
+from boiler_ai.daemon import Daemon, build_core, make_plant, open_recorder
 from boiler_ai.demo import demo_config, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def rss_mb() -> float:
 
 async def measure(cfg, cycles: int, speed: float) -> list[dict]:
     core = build_core(cfg)
-    daemon = Daemon(core, make_plant(core), open_log(cfg))
+    daemon = Daemon(core, make_plant(core), open_recorder(cfg))
     await daemon.plant.connect()
     gc.collect()
     gc.freeze()  # as run_daemon does
@@ -62,7 +62,7 @@ async def measure(cfg, cycles: int, speed: float) -> list[dict]:
             await asyncio.sleep(max(0.0, next_start - time.monotonic()))
     finally:
         await daemon.plant.close()
-        daemon.log.close()
+        daemon.recorder.close()
     return timings
 
 

@@ -28,7 +28,7 @@ from boiler_ai.logs import event, setup_logging
 from boiler_ai.metrics import Metrics, serve_metrics
 from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.plant.types import PlantIO
-from boiler_ai.record.log import DurableLog
+from boiler_ai.record.recorder import Recorder
 
 log = logging.getLogger("boiler_ai.daemon")
 
@@ -63,25 +63,19 @@ def build_core(cfg: DaemonConfig, clock_ns=time.perf_counter_ns) -> Core:
     return Core(cfg, tag_map, envelope, controller)
 
 
-def open_log(cfg: DaemonConfig) -> DurableLog:
-    from boiler_ai.record.publisher import Publisher
-
-    rc = cfg.record
-    publisher = Publisher(rc.publish_endpoint, cfg.unit) if rc.publish_endpoint else None
-    return DurableLog(rc.log_dir, cfg.unit, fsync=rc.fsync, fsync_interval_ms=rc.fsync_interval_ms,
-                      segment_max_bytes=int(rc.segment_max_mb * 1024 * 1024), segment_max_age_s=rc.segment_max_age_s,
-                      retention_s=rc.retention_days * 86400.0 if rc.retention_days > 0 else None,
-                      queue_size=rc.queue_size, publisher=publisher)
+def open_recorder(cfg: DaemonConfig) -> Recorder:
+    """The durable log (which publishes) and the catch-up service, as the config says."""
+    return Recorder.from_config(cfg.record, cfg.unit)
 
 
 class Daemon:
     """Runs the cycle against a PlantIO at the configured period until asked to stop."""
 
-    def __init__(self, core: Core, plant: PlantIO, decision_log: DurableLog, metrics: Metrics | None = None):
+    def __init__(self, core: Core, plant: PlantIO, recorder: Recorder, metrics: Metrics | None = None):
         self.core = core
         self.controller = core.controller
         self.plant = plant
-        self.log = decision_log
+        self.recorder = recorder
         self.metrics = metrics or Metrics(core.config.unit)
         self.overruns = 0
         self.active_cycles = 0
@@ -130,7 +124,7 @@ class Daemon:
         timings["read"] = (t_core - t_read) // 1000
         timings["write"] = (t_record - t_write) // 1000
         timings["record"] = self._last_record_us
-        self.log.append(record)
+        self.recorder.append(record)
         self._last_record_us = (time.perf_counter_ns() - t_record) // 1000
         self._report(record)
         return output
@@ -154,7 +148,7 @@ class Daemon:
                 if self.controller.engagement.mode is Mode.DISABLED:
                     break
                 await asyncio.sleep(period)
-        self.log.flush(timeout=10.0)
+        self.recorder.log.flush(timeout=10.0)
         event(log, logging.INFO, "stopped", unit=self.core.config.unit, reason=reason,
               mode=self.controller.engagement.mode.value, overruns=self.overruns)
 
@@ -169,22 +163,17 @@ def make_plant(core: Core) -> PlantIO:
 
 async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cycles: int | None = None) -> Daemon:
     cfg = core.config
-    decision_log = open_log(cfg)
-    catchup = None
+    recorder = open_recorder(cfg)
     metrics_server = None
     try:
-        if cfg.record.catchup_endpoint:
-            from boiler_ai.record.catchup import CatchupService
-
-            catchup = CatchupService(decision_log, cfg.record.catchup_endpoint)
-        daemon = Daemon(core, plant, decision_log)
+        daemon = Daemon(core, plant, recorder)
         if cfg.metrics_listen:
             host, _, port = cfg.metrics_listen.rpartition(":")
             metrics_server = await serve_metrics(daemon.metrics, host or "127.0.0.1", int(port))
         event(log, logging.INFO, "starting", unit=cfg.unit, mode=cfg.mode, endpoint=cfg.opcua.endpoint,
               model=core.controller.settings.model_id, model_sha256=cfg.model_sha256,
               config_hash=core.controller.settings.config_hash, log_dir=str(cfg.record.log_dir),
-              next_seq=decision_log.next_seq, cycle_period_s=cfg.cycle_period_s)
+              next_seq=recorder.log.next_seq, cycle_period_s=cfg.cycle_period_s)
         try:
             await plant.connect()
         except ConnectionError as exc:
@@ -201,9 +190,7 @@ async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cyc
         if metrics_server is not None:
             metrics_server.close()
         await plant.close()
-        if catchup is not None:
-            catchup.close()
-        decision_log.close()
+        recorder.close()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

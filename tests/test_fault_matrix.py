@@ -23,7 +23,7 @@ import pytest
 from cycle_rig import follower_config, outside_envelope
 
 from boiler_ai.config import load_config
-from boiler_ai.daemon import Daemon, build_core, make_plant, open_log
+from boiler_ai.daemon import Daemon, build_core, make_plant, open_recorder
 from boiler_ai.record.log import iter_records
 from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.serve import SimulatedUnitServer
@@ -79,13 +79,13 @@ class Bench:
         await self.sim.set_ai_enable(True)
         await self.sim.start()
         core = build_core(load_config(self.config))
-        self.daemon = Daemon(core, make_plant(core), open_log(core.config))
+        self.daemon = Daemon(core, make_plant(core), open_recorder(core.config))
         await self.daemon.plant.connect()
         return self
 
     async def __aexit__(self, *exc):
         await self.daemon.plant.close()
-        self.daemon.log.close()
+        self.daemon.recorder.close()
         await self.sim.stop()
 
     async def cycle(self) -> dict:
@@ -144,7 +144,7 @@ async def _fault_case(tmp_path, inject, detected, reason, **policy):
         assert record["written"] is None or not record["write"]["ok"]
         bench.assert_envelope_kept()
         # the durable log holds the same story
-        bench.daemon.log.flush(5)
+        bench.daemon.recorder.log.flush(5)
     logged = list(iter_records(Path(bench.daemon.core.config.record.log_dir)))
     assert [r["seq"] for r in logged] == list(range(len(logged)))
     assert any(r["release_reason"] == reason for r in logged)

@@ -1,0 +1,85 @@
+"""`boiler-ai run` as a plant runs it: a process beside the simulated unit's OPC UA server, structured logs,
+a Prometheus endpoint, decisions published to a historian, and a clean release on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from cycle_rig import follower_config
+from test_fault_matrix import SPEED, free_port
+
+from boiler_ai.record.log import iter_records
+from boiler_ai.record.store import open_store
+from boiler_ai.sim.scenario import named_scenario
+from boiler_ai.sim.serve import SimulatedUnitServer
+from boiler_ai.sim.unit import ReferenceUnit
+
+
+def test_run_publishes_serves_metrics_and_releases_on_sigterm(tmp_path: Path):
+    async def body():
+        endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
+        pub, catchup, metrics = (f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}",
+                                 f"127.0.0.1:{free_port()}")
+        unit = ReferenceUnit(named_scenario("steady_full_load", 0), seed=0)
+        sim = SimulatedUnitServer(unit, endpoint=endpoint, speed=SPEED)
+        await sim.set_ai_enable(True)
+        await sim.start()
+        config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop", time_scale=SPEED,
+                                 opcua={"endpoint": endpoint, "timeout_s": 0.5},
+                                 record={"publish_endpoint": pub, "catchup_endpoint": catchup, "fsync": "interval"},
+                                 metrics={"listen": metrics})
+        db = tmp_path / "historian.sqlite"
+        historian = subprocess.Popen([sys.executable, "-m", "boiler_ai", "historian", "--unit", "reference_unit",
+                                      "--pub", pub, "--catchup", catchup, "--db", str(db), "--poll-s", "0.5"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(600):
+                if unit.dcs.ai_active:
+                    break
+                await asyncio.sleep(0.05)
+            assert unit.dcs.ai_active, "the daemon never engaged"
+            await asyncio.sleep(1.0)
+            text = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode())
+            assert 'boiler_ai_mode{unit="reference_unit",mode="active"} 1' in text
+            assert 'boiler_ai_stage_seconds{unit="reference_unit",stage="infer",quantile="0.99"}' in text
+            daemon.send_signal(signal.SIGTERM)
+            out, err = await asyncio.to_thread(daemon.communicate, timeout=30)
+            assert daemon.returncode == 0, err
+            # released through the handshake, not by the watchdog: AI_ACTIVE fell before the heartbeat timed out
+            assert not unit.dcs.ai_active
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+            await sim.stop()
+        logs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert logs[0]["msg"] == "starting" and logs[-1]["msg"] == "stopped"
+        assert any(entry["msg"] == "mode active -> releasing" and entry["release_reason"] == "daemon_stopping"
+                   for entry in logs)
+        records = list(iter_records(tmp_path / "log"))
+        assert records[-1]["mode"] == "disabled"
+        assert any(r["release_reason"] == "daemon_stopping" for r in records)
+        # the historian holds every record exactly once
+        deadline = time.monotonic() + 20
+        while True:
+            store = open_store(str(db))
+            try:
+                count = store.count("reference_unit")
+            finally:
+                store.close()
+            if count == len(records) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        historian.send_signal(signal.SIGTERM)
+        historian.wait(20)
+        assert count == len(records)
+    asyncio.run(asyncio.wait_for(body(), 120))
