@@ -294,7 +294,7 @@ class Dcs:
 
         # Air follows the coal reaching the burners, not the feeders: the DCS runs each feeder's flow
         # through a model of the mill lags (a first-order pair) for the air demand and damper schedules.
-        burner = self._mill_model(dt, m.feeder_tph)
+        burner = self._mill_model(dt, m.feeder_tph, mills.status)
 
         # DCS setpoints of the MVs
         self.dcs_sp[I_FEEDER:I_SA] = self.operator_feeder_bias
@@ -376,12 +376,14 @@ class Dcs:
         # Three-element drum level
         self.feedwater = max(m.steam_flow_kgs + self.level_pi.step(-m.drum_level_mm, dt), 0.0)
 
-    def _mill_model(self, dt: float, feeder_tph: list[float]) -> list[float]:
+    def _mill_model(self, dt: float, feeder_tph: list[float], status: list[MillStatus]) -> list[float]:
         if self._coal_model is None:
             self._coal_model = [[f, f] for f in feeder_tph]
         k1, k2 = 1.0 - math.exp(-dt / MILL_MODEL_TAU_S[0]), 1.0 - math.exp(-dt / MILL_MODEL_TAU_S[1])
         out = []
-        for f, state in zip(feeder_tph, self._coal_model):
+        for f, state, st in zip(feeder_tph, self._coal_model, status):
+            if st == MillStatus.TRIPPED:  # the trip signal: nothing more reaches those burners
+                state[0] = state[1] = 0.0
             state[0] += (f - state[0]) * k1
             state[1] += (state[0] - state[1]) * k2
             out.append(state[1])
