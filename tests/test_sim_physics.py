@@ -199,6 +199,9 @@ def test_fireball_position_and_excess_air_move_steam_temperatures(full, full_dcs
     assert high.main_steam_c > base.main_steam_c + 4.0 and high.reheat_c > base.reheat_c + 6.0
     more_air = unsprayed(with_mvs(full, full_dcs, u14=1.0))
     assert more_air.reheat_c > base.reheat_c + 3.0 and more_air.main_steam_c > base.main_steam_c
+    sofa = full_dcs.mvs[I_SOFA]
+    staged = unsprayed(with_mvs(full, full_dcs, u12=sofa + 20.0, u13=sofa + 20.0))  # SOFA lifts the flame
+    assert staged.fire.fireball > base.fire.fireball and staged.reheat_c > base.reheat_c + 1.0
 
 
 def _spray_lag(load_mw: float) -> float:
