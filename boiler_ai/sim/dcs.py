@@ -163,10 +163,6 @@ class _PI:
                                 self.hi - max(p, 0.0))
         return min(max(p + self.integral, self.lo), self.hi)
 
-    def preset(self, out: float, error: float = 0.0) -> None:
-        """Initialise so the output is `out` at this error (bumpless start)."""
-        self.integral = out - self.kp * error
-
 
 class Dcs:
     def __init__(self, config: DcsConfig, load_mw: float, mvs: list[float], fuel_demand_tph: float,
