@@ -266,3 +266,19 @@ def test_session_is_single_threaded_without_spinning(tmp_path):
     used = session.get_session_options()
     assert used.intra_op_num_threads == 1 and used.inter_op_num_threads == 1
     assert used.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_the_shipped_bootstrap_model_fits_the_reference_unit():
+    folder = TAG_MAP.parent.parent / "models" / "bootstrap-bc-v1"
+    card = (folder / "MODEL_CARD.md").read_text()
+    pinned = sha(folder / "policy.onnx")
+    assert f"| sha256 (pin this in the daemon config) | `{pinned}` |" in card  # the card describes this very file
+    runner = PolicyRunner(folder / "policy.onnx", tag_map=TM, expected_sha256=pinned, mv_names=MVS)
+    assert runner.contract.ensemble_size == 5 and runner.contract.spread_output == "action_spread"
+    assert not runner.contract.code_commit.endswith("-dirty")
+    lo_hi = dict(zip(runner.contract.input_signals, runner.contract.training_envelope))
+    mid = {name: (lo + hi) / 2 for name, (lo, hi) in lo_hi.items()}
+    for _ in range(runner.contract.history_length):
+        runner.observe(mid)
+    out = runner.infer()
+    assert out.finite and out.out_of_envelope == [] and out.action.shape == (18,)

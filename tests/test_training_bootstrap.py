@@ -19,6 +19,7 @@ import bootstrap_bc  # noqa: E402
 from ensemble import ResidualMLPEnsemble, predict  # noqa: E402
 from export import ExportError, export_policy  # noqa: E402
 from policy_dataset import build_dataset, concat, observation_signals  # noqa: E402
+from test_model_contract import sample_contract  # noqa: E402
 
 from boiler_ai.control.model_contract import read_contract  # noqa: E402
 from boiler_ai.control.policy import PolicyRunner  # noqa: E402
@@ -79,9 +80,6 @@ def test_dataset_hash_pins_layout_and_numbers():
 
 
 def _small_export(tmp_path: Path, atol: float = 1e-4):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_model_contract import sample_contract
-
     torch.manual_seed(0)
     contract = sample_contract(ensemble_size=4)
     model = ResidualMLPEnsemble(contract.input_width, contract.n_actions, [5] * 18, [0.5] * 18, members=4, hidden=8)
