@@ -48,12 +48,17 @@ def session_options() -> ort.SessionOptions:
     return opts
 
 
+SPAN_FLOOR = 0.2  # training spans count as at least this fraction of the physical range
+
+
 class PolicyRunner:
     def __init__(self, model_path: str | Path, *, tag_map: TagMap, expected_sha256: str,
                  mv_names: Sequence[str], envelope_margin: float = 0.05):
         """`mv_names`: the order of the returned actions (the tag map's manipulated variables, in any order).
         `envelope_margin`: tolerance outside the training envelope, as a fraction of each input's
-        training span (a signal constant in training has no tolerance: any other value is new to the model)."""
+        training span, that span taken as at least a fifth of the signal's physical range (tag map): a
+        signal the DCS held tight in training (main steam temperature within a few degC, a bias always 0)
+        would otherwise flag every tenth of a degree the AI lets it move."""
         path = Path(model_path)
         self.path = path
         mv_names = list(mv_names)
@@ -111,7 +116,8 @@ class PolicyRunner:
         # inside [lo, hi] is never flagged.
         lo = np.array([p[0] for p in contract.training_envelope])
         hi = np.array([p[1] for p in contract.training_envelope])
-        margin = envelope_margin * (hi - lo)
+        physical = np.array([tag_map.signals[n].hi - tag_map.signals[n].lo for n in contract.input_signals])
+        margin = envelope_margin * np.maximum(hi - lo, SPAN_FLOOR * physical)
         self._env_lo = ((lo - margin - self._offset) / self._scale).astype(np.float32)
         self._env_hi = ((hi + margin - self._offset) / self._scale).astype(np.float32)
 
