@@ -54,35 +54,42 @@ class CatchupClient:
             self._socket = sock
         return self._socket
 
-    def request(self, body: dict) -> tuple[dict, list[bytes]]:
+    def send(self, body: dict) -> int:
+        """Send a request without waiting for the reply; returns its id for receive()."""
         sock = self._connect()
         self._next_id += 1
         body = {**body, "id": self._next_id}
         deadline = time.monotonic() + self.timeout_ms / 1000.0
-        try:
-            while True:  # the send waits for a connection, up to the deadline
-                try:
-                    sock.send_multipart([b"", json.dumps(body).encode()], flags=zmq.NOBLOCK)
-                    break
-                except zmq.Again:
-                    if time.monotonic() >= deadline:
-                        raise CatchupUnavailable(f"catch-up service {self.endpoint} not reachable") from None
-                    time.sleep(0.05)
-            while True:
-                remaining = int((deadline - time.monotonic()) * 1000)
-                if remaining <= 0 or not sock.poll(remaining):
-                    raise CatchupUnavailable(f"catch-up service {self.endpoint}: no reply within "
-                                             f"{self.timeout_ms / 1000:.1f} s")
-                frames = sock.recv_multipart()
-                head = json.loads(frames[1])
-                if head.get("id") == self._next_id:
-                    break
-        except CatchupUnavailable:
-            self.close()  # a fresh socket next time: nothing stale queued either way
-            raise
+        while True:  # waits for a connection, up to the timeout
+            try:
+                sock.send_multipart([b"", json.dumps(body).encode()], flags=zmq.NOBLOCK)
+                return self._next_id
+            except zmq.Again:
+                if time.monotonic() >= deadline:
+                    self.close()
+                    raise CatchupUnavailable(f"catch-up service {self.endpoint} not reachable") from None
+                time.sleep(0.05)
+
+    def receive(self, request_id: int) -> tuple[dict, list[bytes]]:
+        """The reply to request `request_id` (older replies are skipped)."""
+        sock = self._connect()
+        deadline = time.monotonic() + self.timeout_ms / 1000.0
+        while True:
+            remaining = int((deadline - time.monotonic()) * 1000)
+            if remaining <= 0 or not sock.poll(remaining):
+                self.close()  # a fresh socket next time: nothing stale queued either way
+                raise CatchupUnavailable(f"catch-up service {self.endpoint}: no reply within "
+                                         f"{self.timeout_ms / 1000:.1f} s")
+            frames = sock.recv_multipart()
+            head = json.loads(frames[1])
+            if head.get("id") == request_id:
+                break
         if not head.get("ok"):
-            raise HistorianError(f"catch-up service {self.endpoint} refused {body['op']}: {head.get('error')}")
+            raise HistorianError(f"catch-up service {self.endpoint} refused a request: {head.get('error')}")
         return head, frames[2:]
+
+    def request(self, body: dict) -> tuple[dict, list[bytes]]:
+        return self.receive(self.send(body))
 
     def close(self) -> None:
         if self._socket is not None:
@@ -164,12 +171,12 @@ class Historian:
 
     # ---- catch-up -----------------------------------------------------------------------------
 
-    def _ask(self, body: dict) -> tuple[dict, list[bytes]] | None:
-        """One request to the catch-up service; None (logged, retried later) if it is unavailable."""
-        if time.monotonic() < self._retry_at:
+    def _ask(self, body: dict, sent: int | None = None) -> tuple[dict, list[bytes]] | None:
+        """One request (or the reply to one already `sent`); None (logged, retried later) if unavailable."""
+        if sent is None and time.monotonic() < self._retry_at:
             return None
         try:
-            head, payloads = self.client.request(body)
+            head, payloads = self.client.receive(sent if sent is not None else self.client.send(body))
         except CatchupUnavailable as exc:
             self._retry_at = time.monotonic() + self.poll_s
             log.error("historian %s: %s; will retry (the daemon's log keeps every record)", self.unit_id, exc)
@@ -197,10 +204,14 @@ class Historian:
             self._backfill(answer[0]["next_seq"])
 
     def _backfill(self, upto: int) -> None:
-        """Fetch every record with seq < upto that we do not have yet, in seq order."""
+        """Fetch every record with seq < upto that we do not have yet, in seq order.
+
+        The next batch is requested before this one is stored, so the log is read while we write.
+        """
+        sent = None
         while self.next_seq is None or self.next_seq < upto:
             start = 0 if self.next_seq is None else self.next_seq
-            answer = self._ask({"op": "fetch", "from_seq": start, "max_records": self.batch})
+            answer = self._ask(self._fetch(start), sent)
             if answer is None:
                 return
             head, payloads = answer
@@ -212,6 +223,12 @@ class Historian:
                     self._lose(self.next_seq, head["next_seq"] - 1)
                     self.next_seq = head["next_seq"]
                 return
+            sent = None
+            if seqs[-1] + 1 < upto:
+                try:
+                    sent = self.client.send(self._fetch(seqs[-1] + 1))
+                except CatchupUnavailable:
+                    sent = None  # asked again (and reported) on the next turn
             rows = self._rows
             for seq, wall_time, payload in zip(seqs, head["wall_times"], payloads):
                 if seq > self.next_seq:  # the log skips these: they will never come
@@ -220,6 +237,9 @@ class Historian:
                 self.next_seq = seq + 1
             if len(rows) >= self.batch:
                 self._commit()
+
+    def _fetch(self, from_seq: int) -> dict:
+        return {"op": "fetch", "from_seq": from_seq, "max_records": self.batch}
 
     def _lose(self, first: int, last: int) -> None:
         log.warning("historian %s: seqs %d..%d are not in the daemon's log (dropped at the source or removed by "

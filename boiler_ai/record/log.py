@@ -157,7 +157,9 @@ def iter_frames(directory: str | Path, from_seq: int = 0, *, stop_seq: int | Non
     while True:
         damaged_at = None
         try:
-            with open(path, "rb") as f:
+            # A large buffer: a catch-up scan reads frame after frame, and every system call lets
+            # another thread take the GIL (the daemon's cycle comes first).
+            with open(path, "rb", buffering=1 << 20) as f:
                 if offset is None and read_header(f) is None:
                     damaged_at = 0
                 else:
@@ -529,11 +531,13 @@ class DurableLog:
             log.error("decision log %s: fsync failed: %s", self.directory, self.last_error)
 
     def _publish(self, frames: list[Frame]) -> None:
+        # Durable now, so catch-up may serve them: advance before sending, so that a subscriber
+        # never receives a seq that catch-up does not admit yet.
+        self.published_next = frames[-1].seq + 1
         if self.publisher is not None:
             publish = self.publisher.publish
             for frame in frames:
                 publish(frame.seq, frame.wall_time, frame.payload)
-        self.published_next = frames[-1].seq + 1
 
     # ---- retention ----------------------------------------------------------------------------
 
