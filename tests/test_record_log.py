@@ -267,32 +267,32 @@ def test_overflow_is_counted_logged_and_recorded_never_silent(tmp_path, caplog):
     assert_consistent(records)
 
 
-class FailingFile:
-    """A segment file on a disk that has just filled up."""
+@pytest.mark.parametrize("failure", ["disk_full", "short_write"])
+def test_write_failure_is_counted_and_the_log_goes_on_in_a_new_segment(tmp_path, caplog, monkeypatch, failure):
+    real_writev = os.writev
 
-    def __init__(self, inner):
-        self.inner = inner
+    def failing_writev(fd, parts):
+        if failure == "disk_full":
+            raise OSError(28, "No space left on device")
+        return os.write(fd, parts[0][:10])  # the disk took 10 bytes, then filled up
 
-    def write(self, data):
-        raise OSError(28, "No space left on device")
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-def test_write_failure_is_counted_and_the_log_goes_on_in_a_new_segment(tmp_path, caplog):
     with caplog.at_level(logging.ERROR), DurableLog(tmp_path, "unit1", fsync="every_record") as log:
         fill(log, 2)
         log.flush()
-        log._segment.file = FailingFile(log._segment.file)
+        first = log._segment.path
+        monkeypatch.setattr(os, "writev", failing_writev)
         fill(log, 3, seed=1)
         log.flush()
-        assert log.dropped_count == 3 and "No space left" in log.last_error
+        monkeypatch.setattr(os, "writev", real_writev)
+        assert log.dropped_count == 3 and log.last_error
         fill(log, 2, seed=2)
     records = list(iter_records(tmp_path))
     assert [r["seq"] for r in records] == [0, 1, 5, 6]
     assert records[2]["log_dropped_count"] == 3
     assert "write failed" in caplog.text
+    in_first = [(end, frame.seq) for path, end, frame in iter_frames(tmp_path) if path == first]
+    assert [seq for _, seq in in_first] == [0, 1]
+    assert first.stat().st_size == in_first[-1][0]  # the partial frame was cut off at once
 
 
 def test_fsync_policies_publish_only_what_is_durable(tmp_path):

@@ -19,8 +19,9 @@ class Recorder:
     """Owns the log's writer thread (which publishes) and the catch-up thread; `append` is the cycle's call."""
 
     def __init__(self, directory: str | Path, unit_id: str, *, publish_endpoint: str | None = None,
-                 catchup_endpoint: str | None = None, context: zmq.Context | None = None, **log_options):
-        self.publisher = (Publisher(publish_endpoint, unit_id, context=context)
+                 catchup_endpoint: str | None = None, context: zmq.Context | None = None,
+                 publish_hwm: int = 2000, **log_options):
+        self.publisher = (Publisher(publish_endpoint, unit_id, hwm=publish_hwm, context=context)
                           if publish_endpoint is not None else None)
         try:
             self.log = DurableLog(directory, unit_id, publisher=self.publisher, **log_options)

@@ -159,6 +159,7 @@ class Packed(Type):
                 "description": f"base64 of a little-endian {self.what} array"}
 
     def pack(self, values: Sequence[float], path: str) -> bytes:
+        """The base64 text (without quotes) of the values."""
         try:
             raw = _struct(self.code, len(values)).pack(*values)
         except (struct.error, TypeError) as exc:
@@ -443,11 +444,12 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circul
 # Splicing: the JSON encoder spends most of a record's time on strings, so packed arrays (base64 never
 # needs escaping) and the fields that repeat every cycle (signal and MV names, model, write status)
 # go in as ready-made fragments: each is replaced by a marker string, the record is encoded, and the
-# markers are swapped for the fragments in one split/join. The marker starts with NUL and a random
-# token; JSON escapes NUL, so no string of a record can produce it.
+# markers are swapped for the fragments in one split/join. A marker is NUL, this process's random
+# 64-bit token and a number: a record's own text cannot contain it by accident.
 _TOKEN = "\x00" + secrets.token_hex(8) + ":"
-_MARK = _ENCODER.encode(_TOKEN)[:-1].encode("ascii")  # opening quote and escaped token, as encoded
-_MARKERS = [f"{_TOKEN}{i:02d}" for i in range(len(PACKED_PATHS) + 8)]
+_MARK = _ENCODER.encode(_TOKEN)[1:-1].encode("ascii")  # the escaped token as the encoder writes it
+_MARKERS = [f"{_TOKEN}a{i:02d}" for i in range(len(PACKED_PATHS) + 8)]
+_MEMO_MARKERS = [f"{_TOKEN}m{i:02d}" for i in range(len(PACKED_PATHS) + 8)]
 _MEMO_PATHS = (("inputs", "signals"), ("mvs",), ("model",), ("write", "status"))
 _memo: dict[tuple[str, ...], tuple[Any, bytes]] = {}
 
@@ -493,10 +495,9 @@ def _splice_plan() -> tuple[list, dict[str, list]]:
 
 
 _TOP_PLAN, _NESTED_PLAN = _splice_plan()
-_FRAGMENT_KEYS = [b"%02d" % i for i in range(len(_MARKERS))]
 
 
-def _place(holder: dict, entries: list, fragments: dict[bytes, bytes]) -> None:
+def _place(holder: dict, entries: list, fragments: list[bytes]) -> None:
     for leaf, packer, dotted, path in entries:
         if leaf not in holder:
             if packer is not None:
@@ -504,20 +505,20 @@ def _place(holder: dict, entries: list, fragments: dict[bytes, bytes]) -> None:
             continue
         value = holder[leaf]
         if packer is None:
-            fragment = _memo_fragment(path, value)
+            marker = _MEMO_MARKERS[len(fragments)]
+            fragments.append(_memo_fragment(path, value))
         elif value is None:
             continue
         else:
-            fragment = b'"' + packer.pack(value, dotted) + b'"'
-        n = len(fragments)
-        holder[leaf] = _MARKERS[n]
-        fragments[_FRAGMENT_KEYS[n]] = fragment
+            marker = _MARKERS[len(fragments)]
+            fragments.append(packer.pack(value, dotted))
+        holder[leaf] = marker
 
 
 def encode(record: Mapping) -> bytes:
     """In-memory record -> wire bytes (UTF-8 JSON). Does not validate: call validate() in tests."""
     out = dict(record)
-    fragments: dict[bytes, bytes] = {}
+    fragments: list[bytes] = []
     for name, entries in _NESTED_PLAN.items():
         child = out.get(name)
         if isinstance(child, Mapping):
@@ -527,10 +528,17 @@ def encode(record: Mapping) -> bytes:
             raise RecordError(name, "required mapping is missing")
     _place(out, _TOP_PLAN, fragments)
     pieces = _encode_json(out).encode("utf-8").split(_MARK)
+    # Each piece after a marker starts with its kind ("a": base64 text that stays inside the
+    # marker's quotes; "m": a JSON value that replaces the quotes too) and two-digit number.
     parts = [pieces[0]]
-    for piece in pieces[1:]:  # each starts with the marker's two-digit number and closing quote
-        parts.append(fragments[piece[:2]])
-        parts.append(piece[3:])
+    for piece in pieces[1:]:
+        if piece[0] == 97:  # "a"
+            parts.append(fragments[int(piece[1:3])])
+            parts.append(piece[3:])
+        else:
+            parts[-1] = parts[-1][:-1]
+            parts.append(fragments[int(piece[1:3])])
+            parts.append(piece[4:])
     return b"".join(parts)
 
 
