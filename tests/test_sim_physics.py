@@ -13,7 +13,7 @@ from boiler_ai.sim.dcs import I_FEEDER, I_O2, I_SA, I_SOFA, o2_curve_pct
 from boiler_ai.sim.fireside import CoalProps, fire_side
 from boiler_ai.sim.mills import MillBank, MillStatus
 from boiler_ai.sim.scenario import Scenario
-from boiler_ai.sim.steady import OperatingPoint, efficiency_of, fuel_of
+from boiler_ai.sim.steady import OperatingPoint, efficiency_of
 from boiler_ai.sim.unit import ReferenceUnit
 
 
@@ -233,7 +233,7 @@ def test_efficiency_at_full_load_on_the_design_coal(full_dcs):
     assert 92.0 <= e.efficiency_lhv_pct <= 94.0  # net basis, as Chinese plants report it
     assert 88.0 <= e.efficiency_pct <= 91.0  # gross basis: the latent heat of the water is a loss
     # The unit's efficiency is the heat-loss calculator's, on the unit's own flue gas and ash.
-    again = efficiency_of(fuel_of(DESIGN_COAL), full_dcs.fire, 20.0, 0.010)
+    again = efficiency_of(DESIGN_COAL, full_dcs.fire, 20.0, 0.010)
     assert again.efficiency_pct == pytest.approx(e.efficiency_pct)
 
 

@@ -10,22 +10,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from boiler_ai.sim.efficiency import Fuel
+
 # Molar masses, g/mol
 _M_C, _M_H2, _M_S, _M_O2, _M_N2, _M_AIR = 12.011, 2.016, 32.06, 31.999, 28.013, 28.965
 _AIR_O2 = 0.2095  # mole fraction of O2 in dry air
 
 
 @dataclass(frozen=True, slots=True)
-class Coal:
+class Coal(Fuel):
+    """A coal is a fuel (ultimate analysis as fired, gross calorific value) with a name and the two
+    properties combustion and grinding depend on."""
+
     name: str
-    carbon_pct: float  # as fired, mass %
-    hydrogen_pct: float
-    nitrogen_pct: float
-    sulfur_pct: float
-    oxygen_pct: float
-    moisture_pct: float
-    ash_pct: float
-    hhv_kj_per_kg: float  # gross calorific value as fired
     volatile_daf_pct: float  # volatile matter, dry ash-free: reactivity (CO knee, burnout)
     hgi: float  # Hardgrove grindability index: grinding time and fineness
 
@@ -88,12 +85,12 @@ def stoichiometry(coal: Coal) -> Stoichiometry:
 
 
 COALS: dict[str, Coal] = {c.name: c for c in (
-    Coal("design_bituminous", carbon_pct=55.0, hydrogen_pct=3.5, nitrogen_pct=1.0, sulfur_pct=0.7, oxygen_pct=7.6,
-         moisture_pct=12.0, ash_pct=20.2, hhv_kj_per_kg=22000.0, volatile_daf_pct=36.0, hgi=60.0),
-    Coal("high_moisture_blend", carbon_pct=50.0, hydrogen_pct=3.4, nitrogen_pct=0.7, sulfur_pct=0.5, oxygen_pct=10.4,
-         moisture_pct=18.0, ash_pct=17.0, hhv_kj_per_kg=19600.0, volatile_daf_pct=42.0, hgi=55.0),
-    Coal("low_volatile_lean", carbon_pct=62.0, hydrogen_pct=3.0, nitrogen_pct=1.1, sulfur_pct=0.9, oxygen_pct=3.5,
-         moisture_pct=7.0, ash_pct=22.5, hhv_kj_per_kg=24200.0, volatile_daf_pct=22.0, hgi=75.0),
+    Coal(name="design_bituminous", carbon_pct=55.0, hydrogen_pct=3.5, nitrogen_pct=1.0, sulfur_pct=0.7,
+         oxygen_pct=7.6, moisture_pct=12.0, ash_pct=20.2, hhv_kj_per_kg=22000.0, volatile_daf_pct=36.0, hgi=60.0),
+    Coal(name="high_moisture_blend", carbon_pct=50.0, hydrogen_pct=3.4, nitrogen_pct=0.7, sulfur_pct=0.5,
+         oxygen_pct=10.4, moisture_pct=18.0, ash_pct=17.0, hhv_kj_per_kg=19600.0, volatile_daf_pct=42.0, hgi=55.0),
+    Coal(name="low_volatile_lean", carbon_pct=62.0, hydrogen_pct=3.0, nitrogen_pct=1.1, sulfur_pct=0.9,
+         oxygen_pct=3.5, moisture_pct=7.0, ash_pct=22.5, hhv_kj_per_kg=24200.0, volatile_daf_pct=22.0, hgi=75.0),
 )}
 DESIGN_COAL = COALS["design_bituminous"]
 

@@ -32,11 +32,6 @@ HUMIDITY_KG_PER_KG = 0.010
 RADIATION_LOSS_RATED_PCT = 0.2  # ABMA chart for a 600 MW-class unit; the absolute loss is constant over load
 
 
-def fuel_of(coal: Coal) -> Fuel:
-    return Fuel(coal.carbon_pct, coal.hydrogen_pct, coal.nitrogen_pct, coal.sulfur_pct, coal.oxygen_pct,
-                coal.moisture_pct, coal.ash_pct, coal.hhv_kj_per_kg)
-
-
 def efficiency_at(fuel: Fuel, o2_pct: float, co_ppm: float, exit_gas_c: float, carbon_fly_pct: float,
                   carbon_bottom_pct: float, firing_rate: float, ambient_c: float, humidity: float) -> EfficiencyResult:
     """The boiler's heat-loss efficiency (gas at the air-heater exit); radiation loss grows as 1/load."""
@@ -95,7 +90,6 @@ class OperatingPoint:
                  fouling: float = 0.0, ambient_c: float = 20.0, humidity: float = HUMIDITY_KG_PER_KG):
         self.load_mw, self.coal = load_mw, coal
         self.cp = CoalProps.of(coal)
-        self.fuel = fuel_of(coal)
         self.slag, self.fouling, self.ambient_c, self.humidity = slag, fouling, ambient_c, humidity
         self.load_frac = load_mw / steam.RATED_MW
         self.flow_frac = steam.flow_for_power(load_mw)
@@ -139,7 +133,7 @@ class OperatingPoint:
             r90 = [cp.r90_ref_pct * WEAR[i] * (max(feed[i], 10.0) / MILL_RATED_TPH) ** 0.5 for i in range(N_LEVELS)]
             air = air_ratio * sum(feed) * cp.air_stoich
             fire = fire_side(cp, feed, pa, r90, sa, sofa, air, self.slag, self.fouling, self.ambient_c)
-            eff = efficiency_of(self.fuel, fire, self.ambient_c, self.humidity)
+            eff = efficiency_of(self.coal, fire, self.ambient_c, self.humidity)
             new = self.heat_to_steam_mw / (eff.efficiency_pct * 0.01 * coal.hhv_kj_per_kg) * 3.6e3
             done = abs(new - coal_tph) < 1e-4
             coal_tph = new

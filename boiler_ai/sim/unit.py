@@ -38,7 +38,7 @@ from boiler_ai.sim.efficiency import EfficiencyResult
 from boiler_ai.sim.fireside import N_LEVELS, CoalProps, FireState, fire_side
 from boiler_ai.sim.mills import MILLS, MillBank, MillStatus
 from boiler_ai.sim.scenario import Event, Scenario, named_scenario
-from boiler_ai.sim.steady import HUMIDITY_KG_PER_KG, OperatingPoint, efficiency_at, fuel_of
+from boiler_ai.sim.steady import HUMIDITY_KG_PER_KG, OperatingPoint, efficiency_at
 
 
 def project_file(*parts: str) -> Path:
@@ -155,7 +155,6 @@ class ReferenceUnit:
     def _set_coal(self, key: tuple[str, str, float]) -> None:
         self.coal = coal = blend(coal_named(key[0]), coal_named(key[1]), key[2])
         self.cp = CoalProps.of(coal)
-        self.fuel = fuel_of(coal)
 
     def _start(self, load_mw: float, config: DcsConfig) -> None:
         """Start settled at the scenario's first load under the DCS: every lag and integrator at rest."""
@@ -241,7 +240,7 @@ class ReferenceUnit:
         # Efficiency and heat to steam
         burning = sum(mills.burner)
         if burning > 1.0:
-            self.eff = efficiency_at(self.fuel, f.o2_pct, f.co_ppm, self.exit_gas_c, f.carbon_in_fly_ash_pct,
+            self.eff = efficiency_at(self.coal, f.o2_pct, f.co_ppm, self.exit_gas_c, f.carbon_in_fly_ash_pct,
                                      f.carbon_in_bottom_ash_pct, f.firing_rate, ambient, HUMIDITY_KG_PER_KG)
             heat = burning * self.coal.hhv_kj_per_kg / 3.6e3 * self.eff.efficiency_pct * 0.01
         else:
@@ -282,7 +281,7 @@ class ReferenceUnit:
             self.online_eff = 0.0
         else:
             self.online_eff = efficiency_at(
-                self.fuel, o[_IDX["o2_economiser_pct"]], max(o[_IDX["co_ppm"]], 0.0),
+                self.coal, o[_IDX["o2_economiser_pct"]], max(o[_IDX["co_ppm"]], 0.0),
                 o[_IDX["airheater_exit_gas_temp_c"]], self.ubc_meas, 1.6 * self.ubc_meas, self.fire.firing_rate,
                 o[_IDX["ambient_temp_c"]], HUMIDITY_KG_PER_KG).efficiency_pct
         o[_IDX["boiler_efficiency_pct"]] = self.online_eff
