@@ -23,10 +23,10 @@ class SignalSpec:
     access: str
     critical: bool
     description: str
-    stale_s: float
-    hold_s: float
-    frozen_s: float | None
-    max_rate_per_s: float | None
+    stale_s: float = 0.0
+    hold_s: float = 0.0
+    frozen_s: float | None = None
+    max_rate_per_s: float | None = None
 
     @property
     def readable(self) -> bool:

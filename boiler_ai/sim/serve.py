@@ -54,10 +54,6 @@ OPERATOR_AI_ENABLE = SignalSpec(
     access="readwrite",
     critical=False,
     description="Operator's AI permissive on the DCS faceplate (simulator only; the daemon reads Interface.AI.Enable)",
-    stale_s=10.0,
-    hold_s=30.0,
-    frozen_s=None,
-    max_rate_per_s=None,
 )
 SIM_TIME = SignalSpec(
     name="sim_time_s",
@@ -69,10 +65,6 @@ SIM_TIME = SignalSpec(
     access="read",
     critical=False,
     description="Simulated seconds since the unit started (simulator only)",
-    stale_s=10.0,
-    hold_s=30.0,
-    frozen_s=None,
-    max_rate_per_s=None,
 )
 
 
