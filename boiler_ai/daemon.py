@@ -91,7 +91,15 @@ class Daemon:
         next_start = time.monotonic()
         cycles = 0
         while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
-            await self.cycle()
+            try:
+                await self.cycle()
+            except Exception:
+                # A bug, not a plant fault: drop AI_REQUEST if we still can and exit non-zero. The
+                # service manager restarts us after a pause; the operator must re-enable AI mode.
+                log.exception("control cycle failed; releasing and exiting")
+                if self.controller.settings.closed_loop:
+                    await self.plant.write({self.core.tag_map.handshake["ai_request"]: 0.0})
+                raise
             cycles += 1
             next_start += period
             delay = next_start - time.monotonic()
@@ -201,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg.log_level)
     core = build_core(cfg)
-    print(core.envelope.describe(), flush=True)
+    event(log, logging.INFO, "effective envelope", envelope=core.envelope.describe())
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -12,13 +12,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from cycle_rig import follower_config
 from test_fault_matrix import SPEED, free_port
 
+from boiler_ai.config import load_config
+from boiler_ai.daemon import Daemon, build_core, open_recorder
 from boiler_ai.record.log import iter_records
 from boiler_ai.record.store import open_store
 from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.serve import SimulatedUnitServer
+from boiler_ai.sim.stepped import SteppedPlant
 from boiler_ai.sim.unit import ReferenceUnit
 
 
@@ -62,7 +66,8 @@ def test_run_publishes_serves_metrics_and_releases_on_sigterm(tmp_path: Path):
                 daemon.kill()
             await sim.stop()
         logs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        assert logs[0]["msg"] == "starting" and logs[-1]["msg"] == "stopped"
+        assert [entry["msg"] for entry in logs[:2]] == ["effective envelope", "starting"]
+        assert logs[-1]["msg"] == "stopped" and "o2_min" in logs[0]["envelope"]
         assert any(entry["msg"] == "mode active -> releasing" and entry["release_reason"] == "daemon_stopping"
                    for entry in logs)
         records = list(iter_records(tmp_path / "log"))
@@ -83,3 +88,31 @@ def test_run_publishes_serves_metrics_and_releases_on_sigterm(tmp_path: Path):
         historian.wait(20)
         assert count == len(records)
     asyncio.run(asyncio.wait_for(body(), 120))
+
+
+def test_a_bug_in_the_cycle_releases_and_stops_the_daemon(tmp_path: Path):
+    """An unexpected exception is not a plant fault to ride through: drop AI_REQUEST and exit non-zero."""
+    core = build_core(load_config(follower_config(tmp_path, mode="closed_loop", time_scale=1000.0)))
+    unit = ReferenceUnit(named_scenario("steady_full_load", 0), seed=0)
+    unit.set_ai_enable(True)
+
+    class SteppingPlant(SteppedPlant):  # one simulated second per cycle
+        async def read(self):
+            unit.step(1.0)
+            return self.snapshot()
+
+    real_step, calls = core.controller.step, []
+
+    def step_with_a_bug(*args, **kwargs):
+        calls.append(unit.dcs.ai_active)
+        if len(calls) > 20:
+            raise RuntimeError("a bug")
+        return real_step(*args, **kwargs)
+
+    core.controller.step = step_with_a_bug
+    with open_recorder(core.config) as recorder, pytest.raises(RuntimeError, match="a bug"):
+        asyncio.run(Daemon(core, SteppingPlant(unit, core.tag_map), recorder).run(asyncio.Event()))
+    assert calls[-1], "engaged when the bug struck"
+    assert unit.values()["ai_request"] == 0.0
+    unit.step(1.0)
+    assert not unit.dcs.ai_active
