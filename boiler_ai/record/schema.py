@@ -448,7 +448,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circul
 # markers are swapped for the fragments in one split/join. A marker is NUL, this process's random
 # 64-bit token and a number: a record's own text cannot contain it by accident.
 _TOKEN = "\x00" + secrets.token_hex(8) + ":"
-_MARK = _ENCODER.encode(_TOKEN)[1:-1].encode("ascii")  # the escaped token as the encoder writes it
+_MARK = json.encoder.encode_basestring_ascii(_TOKEN)[1:-1].encode("ascii")  # the escaped token as the encoder writes it
 _MARKERS = [f"{_TOKEN}a{i:02d}" for i in range(len(PACKED_PATHS) + 8)]
 _MEMO_MARKERS = [f"{_TOKEN}m{i:02d}" for i in range(len(PACKED_PATHS) + 8)]
 _MEMO_PATHS = (("inputs", "signals"), ("mvs",), ("model",), ("write", "status"))
@@ -468,9 +468,18 @@ def _finite_or_string(value: Any) -> Any:
     return value
 
 
+def _not_serialisable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The C encoder behind _ENCODER, made once: JSONEncoder.encode builds a new one on every call.
+_C_ENCODE = json.encoder.c_make_encoder(None, _not_serialisable, json.encoder.encode_basestring_ascii, None,
+                                        ":", ",", False, False, False) if json.encoder.c_make_encoder else None
+
+
 def _encode_json(value: Any) -> str:
     try:
-        return _ENCODER.encode(value)
+        return "".join(_C_ENCODE(value, 0)) if _C_ENCODE is not None else _ENCODER.encode(value)
     except ValueError:  # a non-finite scalar: rare, so the walk is only paid then
         return _ENCODER.encode(_finite_or_string(value))
 
