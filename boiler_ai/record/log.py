@@ -90,11 +90,6 @@ def _frame_crc(head: bytes, payload: bytes) -> int:
     return binascii.crc32(payload, binascii.crc32(head[8:]))
 
 
-def pack_frame(seq: int, wall_time: float, payload: bytes) -> bytes:
-    crc = binascii.crc32(payload, binascii.crc32(_TAIL.pack(seq, wall_time)))
-    return FRAME.pack(len(payload), crc, seq, wall_time) + payload
-
-
 def read_header(f) -> dict | None:
     """The segment header, or None if it is incomplete or not a segment (a torn segment start)."""
     magic = f.read(len(MAGIC))
@@ -160,8 +155,8 @@ def iter_frames(directory: str | Path, from_seq: int = 0, *, stop_seq: int | Non
     while True:
         damaged_at = None
         try:
-            # A large buffer: a catch-up scan reads frame after frame, and every system call lets
-            # another thread take the GIL (the daemon's cycle comes first).
+            # A large buffer: a catch-up scan reads frame after frame, and every system call hands
+            # the GIL to another thread (the control cycle's, which should have it).
             with open(path, "rb", buffering=1 << 20) as f:
                 if offset is None and read_header(f) is None:
                     damaged_at = 0
@@ -305,7 +300,7 @@ class DurableLog:
                 return
             self._last_alarm = now
         log.error("decision log %s: %d record(s) dropped: %s (%d dropped since start)",
-                      self.directory, count, why, self.dropped_count)
+                  self.directory, count, why, self.dropped_count)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record queued so far is written, synced per policy and published."""
@@ -336,9 +331,17 @@ class DurableLog:
     # ---- readers ------------------------------------------------------------------------------
 
     def first_seq(self) -> int | None:
-        """The oldest seq still in the log, or None when it holds no record yet."""
-        for _, _, frame in iter_frames(self.directory, 0, stop_seq=self.published_next):
-            return frame.seq
+        """The oldest published seq still in the log, or None when there is none yet."""
+        for _, path in list_segments(self.directory):
+            try:
+                with open(path, "rb") as f:  # small reads: only the first frame is wanted
+                    if read_header(f) is None:
+                        continue
+                    frame = next((frame for _, frame in _scan(f, f.tell())), None)
+            except FileNotFoundError:  # removed by retention meanwhile
+                continue
+            if frame is not None:
+                return frame.seq if frame.seq < self.published_next else None
         return None
 
     def frames_from(self, seq: int, *, start: tuple[Path, int] | None = None) -> Iterator[tuple[Path, int, Frame]]:
@@ -432,10 +435,6 @@ class DurableLog:
                 self._cond.notify_all()
                 if closing and not self._pending:
                     break
-            if batch:
-                # Let a burst gather: one write, one wake-up per millisecond instead of per record
-                # costs far less CPU (and GIL) under load, and adds at most 1 ms before publishing.
-                time.sleep(0.001)
         self._close_segment()
 
     def _write(self, batch: list[Frame]) -> list[Frame]:

@@ -448,7 +448,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circul
 # markers are swapped for the fragments in one split/join. A marker is NUL, this process's random
 # 64-bit token and a number: a record's own text cannot contain it by accident.
 _TOKEN = "\x00" + secrets.token_hex(8) + ":"
-_MARK = json.encoder.encode_basestring_ascii(_TOKEN)[1:-1].encode("ascii")  # the escaped token as the encoder writes it
+_MARK = json.encoder.encode_basestring_ascii(_TOKEN)[1:-1].encode("ascii")  # as the encoder writes it
 _MARKERS = [f"{_TOKEN}a{i:02d}" for i in range(len(PACKED_PATHS) + 8)]
 _MEMO_MARKERS = [f"{_TOKEN}m{i:02d}" for i in range(len(PACKED_PATHS) + 8)]
 _MEMO_PATHS = (("inputs", "signals"), ("mvs",), ("model",), ("write", "status"))
@@ -505,8 +505,6 @@ def _splice_plan() -> tuple[list, dict[str, list]]:
 
 
 _TOP_PLAN, _NESTED_PLAN = _splice_plan()
-
-
 _MISSING = object()
 
 
@@ -548,7 +546,7 @@ def encode(record: Mapping) -> bytes:
     # marker's quotes; "m": a JSON value that replaces the quotes too) and two-digit number.
     parts = [pieces[0]]
     for piece in pieces[1:]:
-        if piece[0] == 97:  # "a"
+        if piece[:1] == b"a":
             parts.append(fragments[int(piece[1:3])])
             parts.append(piece[3:])
         else:
