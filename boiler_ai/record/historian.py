@@ -118,10 +118,13 @@ class Historian:
         self._lost: list[Lost] = []
         self._last_commit = time.monotonic()
         self._retry_at = 0.0  # after the catch-up service failed, do not ask again before this
+        self._stop = threading.Event()
 
     # ---- main loop ----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        """Store records until `stop` is set (a long backfill stops between batches too)."""
+        self._stop = stop
         sub = self.context.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 100000)
@@ -209,7 +212,7 @@ class Historian:
         The next batch is requested before this one is stored, so the log is read while we write.
         """
         sent = None
-        while self.next_seq is None or self.next_seq < upto:
+        while (self.next_seq is None or self.next_seq < upto) and not self._stop.is_set():
             start = 0 if self.next_seq is None else self.next_seq
             answer = self._ask(self._fetch(start), sent)
             if answer is None:
