@@ -51,7 +51,8 @@ class RecordConfig:
     fsync_interval_ms: int
     segment_max_mb: float
     segment_max_age_s: float
-    retention_days: float
+    retention_days: float  # 0 keeps every record
+    retention_max_mb: float | None  # total size the log may keep; None: no size limit
     queue_size: int
     state_every_cycles: int
 
@@ -166,7 +167,8 @@ def load_config(path: str | Path) -> DaemonConfig:
         segment_max_mb=rc.number("segment_max_mb", 64.0, lo=0.01),
         segment_max_age_s=rc.number("segment_max_age_s", 3600.0, lo=1.0),
         retention_days=rc.number("retention_days", 90.0, lo=0.0),
-        queue_size=rc.integer("queue_size", 10000, lo=1),
+        retention_max_mb=rc.number("retention_max_mb", None, lo=1.0),
+        queue_size=rc.integer("queue_size", 2000, lo=1),
         state_every_cycles=rc.integer("state_every_cycles", 60, lo=1),
     )
     rc.done()

@@ -138,7 +138,8 @@ class Daemon:
         return output
 
     def _report(self, record: dict) -> None:
-        self.metrics.observe_cycle(record["mode"], record["release_reason"], record["timings_us"], record["heartbeat"])
+        self.metrics.observe_cycle(record["mode"], record["release_reason"], record["timings_us"], record["heartbeat"],
+                                   record["log_dropped_count"], record["publish_drop_count"])
         self.active_cycles += record["mode"] == "active"
         if record["transition"] is not None:
             reasons = [f'{e["type"]}:{e["reason"]}' for e in record["events"] if e["type"] != "soft_disable"]

@@ -19,11 +19,13 @@ class Metrics:
         self.stage_us: dict[str, deque[float]] = {}
         self.window = window
         self.heartbeat = 0
-        self.log_overflows = 0
+        self.log_dropped = 0  # records the durable log could not keep
+        self.publish_dropped = 0  # records not sent live (catch-up still serves them)
 
     def observe_cycle(self, mode: str, release_reason: str | None, timings_us: dict[str, float],
-                      heartbeat: int) -> None:
+                      heartbeat: int, log_dropped: int, publish_dropped: int) -> None:
         self.cycles += 1
+        self.log_dropped, self.publish_dropped = log_dropped, publish_dropped
         self.mode = mode
         self.heartbeat = heartbeat
         if release_reason:
@@ -46,6 +48,11 @@ class Metrics:
         out += [f'boiler_ai_releases_total{{{u},reason="{r}"}} {n}' for r, n in sorted(self.releases.items())]
         out += ["# HELP boiler_ai_heartbeat Last heartbeat counter value written.",
                 "# TYPE boiler_ai_heartbeat gauge", f"boiler_ai_heartbeat{{{u}}} {self.heartbeat}",
+                "# HELP boiler_ai_log_dropped_total Decision records the durable log could not keep (alarm on any).",
+                "# TYPE boiler_ai_log_dropped_total counter", f"boiler_ai_log_dropped_total{{{u}}} {self.log_dropped}",
+                "# HELP boiler_ai_publish_dropped_total Decision records not sent live (catch-up serves them).",
+                "# TYPE boiler_ai_publish_dropped_total counter",
+                f"boiler_ai_publish_dropped_total{{{u}}} {self.publish_dropped}",
                 "# HELP boiler_ai_stage_seconds Cycle stage durations over the recent window.",
                 "# TYPE boiler_ai_stage_seconds summary"]
         for stage, samples in sorted(self.stage_us.items()):

@@ -56,6 +56,7 @@ def test_run_publishes_serves_metrics_and_releases_on_sigterm(tmp_path: Path):
                 lambda: urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode())
             assert 'boiler_ai_mode{unit="reference_unit",mode="active"} 1' in text
             assert 'boiler_ai_stage_seconds{unit="reference_unit",stage="infer",quantile="0.99"}' in text
+            assert 'boiler_ai_log_dropped_total{unit="reference_unit"} 0' in text
             daemon.send_signal(signal.SIGTERM)
             out, err = await asyncio.to_thread(daemon.communicate, timeout=30)
             assert daemon.returncode == 0, err

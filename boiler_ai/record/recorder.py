@@ -44,6 +44,8 @@ class Recorder:
                    segment_max_bytes=int(cfg.segment_max_mb * 1024 * 1024),
                    segment_max_age_s=cfg.segment_max_age_s,
                    retention_s=cfg.retention_days * 86400.0 if cfg.retention_days > 0 else None,
+                   retention_max_bytes=(None if cfg.retention_max_mb is None
+                                        else int(cfg.retention_max_mb * 1024 * 1024)),
                    queue_size=cfg.queue_size)
 
     def append(self, record: dict) -> int:
