@@ -193,9 +193,10 @@ def test_recorder_from_the_daemon_config(tmp_path, ctx):
 
     cfg = RecordConfig(log_dir=tmp_path / "log", publish_endpoint=ANY, catchup_endpoint=ANY, fsync="every_record",
                        fsync_interval_ms=200, segment_max_mb=0.05, segment_max_age_s=3600.0, retention_days=0.0,
-                       queue_size=100, state_every_cycles=60)
+                       retention_max_mb=1.0, queue_size=100, state_every_cycles=60)
     with Recorder.from_config(cfg, "unit1", context=ctx) as recorder:
         assert recorder.log.fsync == "every_record" and recorder.log.retention_s is None
+        assert recorder.log.retention_max_bytes == 1024 * 1024
         assert recorder.log.segment_max_bytes == int(0.05 * 1024 * 1024)
         for r in records(30):
             recorder.append(r)
