@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cycle_rig import follower_config
-from test_fault_matrix import SPEED, free_port
+from test_fault_matrix import SPEED, free_port, until_engaged
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Daemon, build_core, open_recorder
@@ -46,11 +46,7 @@ def test_run_publishes_serves_metrics_and_releases_on_sigterm(tmp_path: Path):
         daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            for _ in range(600):
-                if unit.dcs.ai_active:
-                    break
-                await asyncio.sleep(0.05)
-            assert unit.dcs.ai_active, "the daemon never engaged"
+            await until_engaged(unit)
             await asyncio.sleep(1.0)
             text = await asyncio.to_thread(
                 lambda: urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode())

@@ -126,6 +126,14 @@ class Bench:
                 assert outside_envelope(core.envelope, record) == [], record["seq"]
 
 
+async def until_engaged(unit, timeout_s: float = 30.0) -> None:
+    """Wait until the simulated DCS uses the AI setpoints of a daemon running in another process."""
+    deadline = time.monotonic() + timeout_s
+    while not unit.dcs.ai_active and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert unit.dcs.ai_active, f"the daemon never engaged: {unit.dcs.reasons}"
+
+
 def issue_of(signal):
     return lambda record: signal in record["inputs"]["issue"]
 
@@ -267,11 +275,7 @@ def test_daemon_killed_the_dcs_watchdog_takes_over(tmp_path):
         daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            for _ in range(600):
-                if unit.dcs.ai_active:
-                    break
-                await asyncio.sleep(0.05)
-            assert unit.dcs.ai_active, "daemon never engaged"
+            await until_engaged(unit)
             await asyncio.sleep(0.5)
             os.kill(daemon.pid, signal.SIGKILL)
             killed_at = unit.t

@@ -308,15 +308,7 @@ def test_bad_and_uncertain_quality_surface_as_status_codes(server, test_map):
     server.set("nox_mg_nm3", ua.DataValue(ua.Variant(180.0, ua.VariantType.Double),
                                           StatusCode=ua.StatusCode(uncertain), SourceTimestamp=now))
     try:
-        async def scenario():
-            io = OpcUaPlantIO(test_map, server.endpoint)
-            await io.connect()
-            try:
-                return await io.read()
-            finally:
-                await io.close()
-
-        snap = run(scenario())
+        snap = run(read_once(test_map, server.endpoint))
     finally:
         for name in ("co_ppm", "nox_mg_nm3"):
             server.set(name, ua.DataValue(ua.Variant(100.0, ua.VariantType.Double), SourceTimestamp=now))
@@ -325,6 +317,16 @@ def test_bad_and_uncertain_quality_surface_as_status_codes(server, test_map):
     assert co.status_code == bad and co.quality is Quality.BAD and math.isnan(co.value)
     assert nox.status_code == uncertain and nox.quality is Quality.UNCERTAIN and nox.value == 180.0
     assert nox.source_ts == pytest.approx(now.timestamp())
+
+
+async def read_once(tag_map, endpoint):
+    """Connect, one batch read, close."""
+    io = OpcUaPlantIO(tag_map, endpoint)
+    await io.connect()
+    try:
+        return await io.read()
+    finally:
+        await io.close()
 
 
 def test_write_sends_typed_variants_without_timestamps_and_reads_back(server, test_map):
@@ -415,15 +417,7 @@ def test_explicit_namespace_forms_resolve(server, test_map):
     }
     mixed = dataclasses.replace(test_map, signals=signals)
 
-    async def scenario():
-        io = OpcUaPlantIO(mixed, server.endpoint)
-        await io.connect()
-        try:
-            return await io.read()
-        finally:
-            await io.close()
-
-    snap = run(scenario())
+    snap = run(read_once(mixed, server.endpoint))
     assert snap.error is None and set(snap.readings) == set(signals)
     assert all(r.quality is Quality.GOOD for r in snap.readings.values())
 
