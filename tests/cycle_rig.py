@@ -38,10 +38,10 @@ def write_config(tmp: Path, model: Path, sha: str, **changes) -> Path:
     return path
 
 
-def follower_config(tmp: Path, offsets=None, nan_above_ambient_c=None, **changes) -> Path:
+def follower_config(tmp: Path, offsets=None, nan_above_ambient_c=None, training_envelope=None, **changes) -> Path:
     tag_map = load_tag_map(ROOT / "opc" / "reference_unit.yaml")
     model = tmp / "follower.onnx"
-    sha = follower(model, tag_map, offsets, nan_above_ambient_c)
+    sha = follower(model, tag_map, offsets, nan_above_ambient_c, training_envelope)
     return write_config(tmp, model, sha, **changes)
 
 

@@ -19,8 +19,10 @@ from boiler_ai.plant.tagmap import TagMap
 
 
 def follower(path: Path, tag_map: TagMap, offsets: dict[str, float] | None = None,
-             nan_above_ambient_c: float | None = None) -> str:
-    """Write the policy to `path`; return its sha256."""
+             nan_above_ambient_c: float | None = None,
+             training_envelope: dict[str, tuple[float, float]] | None = None) -> str:
+    """Write the policy to `path`; return its sha256. `training_envelope` narrows the declared
+    training range of some inputs (default: each input's physical range)."""
     mvs = list(tag_map.manipulated)
     dcs = [tag_map.manipulated[m].dcs_setpoint for m in mvs]
     inputs = dcs + ["ambient_temp_c", "o2_economiser_pct"]
@@ -56,7 +58,8 @@ def follower(path: Path, tag_map: TagMap, offsets: dict[str, float] | None = Non
         action_output="action", action_names=tuple(mvs),
         action_units=tuple(tag_map.signals[tag_map.manipulated[m].ai_setpoint].unit for m in mvs),
         output_offset=(0.0,) * n, output_scale=(1.0,) * n, ensemble_size=1, spread_output=None,
-        training_envelope=tuple((s.lo, s.hi) for s in specs), dataset_sha256="0" * 64,
+        training_envelope=tuple((training_envelope or {}).get(s.name, (s.lo, s.hi)) for s in specs),
+        dataset_sha256="0" * 64,
         algorithm="hand-built follower (tests)", seed=0, created_utc="2026-01-01T00:00:00Z",
         code_commit="0" * 40)
     write_contract(model, contract)

@@ -105,6 +105,43 @@ def test_model_emitting_nan_releases(tmp_path):
     assert record["release_reason"] == "model_output_not_finite"
 
 
+def test_model_out_of_its_depth_holds_then_releases(tmp_path):
+    # trained on O2 between 3.0 and 4.0 % only (+ 0.21 % margin); 4.6 % is valid but new to the model
+    rig = Rig(follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, training_envelope={"o2_economiser_pct": (3.0, 4.0)},
+                              mode="closed_loop"))
+    rig.engage()
+    rig.run(10)
+    # the analyser's reading climbs 0.3 %/s (a plausible rate) to about 4.6 %
+    bias = iter(np.minimum(np.arange(1, 100) * 0.3, 1.0))
+    rig.snapshot_hook = corrupt("o2_economiser_pct", lambda r: Reading(r.value + next(bias), 0, r.source_ts))
+    records = rig.run(40)
+    first = next(i for i, r in enumerate(records) if r["policy"]["out_of_training_envelope"])
+    held, released = records[first:first + 30], records[first + 30]  # out_of_depth_hold_s = 30 s
+    for record in held:
+        assert record["mode"] == "active" and record["policy"]["out_of_training_envelope"] == ["o2_economiser_pct"]
+        assert record["events"][0]["reason"] == "model_out_of_depth_holding"
+        assert record["requested"] == record["u_prev"]  # the setpoints in force are held, not the model's answer
+    assert released["release_reason"] == "model_out_of_depth"
+
+
+def test_ensemble_disagreement_holds_like_an_unknown_input(rig):
+    rig.engage()
+    policy = rig.controller.policy
+    answer = policy.infer
+    spread = np.full(18, 0.0)
+    spread[rig.core.envelope.mv_names.index("sa_damper_c_pct")] = 15.0  # std 15 % against a 20 % deviation limit
+
+    def unsure():
+        inference = answer()
+        return Inference(inference.action, spread, [], True)
+
+    policy.infer = unsure
+    record = rig.cycle()
+    assert record["policy"]["spread"] == pytest.approx(0.75)
+    assert record["events"][0]["reason"] == "model_out_of_depth_holding" and "spread 0.750 > 0.5" in \
+        record["events"][0]["detail"]
+
+
 def test_operator_disable_releases_in_the_same_cycle_and_needs_re_enable(rig):
     rig.engage()
     rig.unit.set_ai_enable(False)
