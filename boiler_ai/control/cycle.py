@@ -7,6 +7,7 @@ replays to the same decision (boiler_ai.record.replay).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -109,11 +110,13 @@ class Controller:
             events.append(Event(EventType.SOFT_DISABLE, "holding_last_good", f"{name}: {validation.issues[name]}"))
         t1 = clock()
 
-        u_dcs = self._vector(values, self._dcs_tags)
-        u_ai = self._vector(values, self._ai_tags)
         # What is in effect now: the AI setpoints the DCS holds while we are in control, its own
         # setpoints otherwise (the DCS makes the AI setpoints track them, so engaging is bumpless).
-        u_prev = u_ai if self.engagement.mode is Mode.ACTIVE else u_dcs
+        # Each vector is also kept as a list of floats: the guard and the record take those.
+        u_dcs_list = self._vector(values, self._dcs_tags)
+        u_prev_list = (self._vector(values, self._ai_tags) if self.engagement.mode is Mode.ACTIVE
+                       else u_dcs_list.copy())
+        u_dcs, u_prev = np.array(u_dcs_list), np.array(u_prev_list)
         observed = self._observe(values, events)
         t2 = clock()
         requested, policy_info = self._infer(u_prev, events) if observed else (None, None)
@@ -126,19 +129,19 @@ class Controller:
         projection = None
         verdict = None
         action = None
-        if requested is not None and np.isfinite(u_prev).all() and np.isfinite(u_dcs).all():
+        if requested is not None and all(map(math.isfinite, u_prev_list)) and all(map(math.isfinite, u_dcs_list)):
             projection = self.projector.project(requested, u_prev, u_dcs, process_now, available, dt)
             if projection.status is ProjectionStatus.RELEASE:
                 events.append(Event(EventType.IMMEDIATE_DISABLE, "envelope_infeasible", projection.reason))
             else:
                 if projection.status is ProjectionStatus.HOLD:
                     events.append(Event(EventType.SOFT_DISABLE, "envelope_infeasible_holding", projection.reason))
-                action = projection.action
+                action = projection.action.tolist()
         t4 = clock()
         if action is not None:
-            verdict = self.guard.check(dict(zip(self.mv_names, action.tolist())),
-                                       dict(zip(self.mv_names, u_prev.tolist())),
-                                       dict(zip(self.mv_names, u_dcs.tolist())), process_now, available, dt)
+            mvs = self.mv_names
+            verdict = self.guard.check(dict(zip(mvs, action)), dict(zip(mvs, u_prev_list)), dict(zip(mvs, u_dcs_list)),
+                                       process_now, available, dt)
             if not verdict.ok:
                 events.append(Event(EventType.IMMEDIATE_DISABLE, "guard_block", "; ".join(verdict.violations)))
         t5 = clock()
@@ -153,7 +156,7 @@ class Controller:
         writes, setpoints = self._writes(safe_action, healthy)
 
         record = self._record(snapshot, wall_time, mono_time, validation, events, transition, requested,
-                              projection, verdict, writes if setpoints else None, u_prev, u_dcs,
+                              action, projection, verdict, writes if setpoints else None, u_prev_list, u_dcs_list,
                               policy_info, state_before)
         # read, write and record are the daemon's; it fills them in
         record["timings_us"] = {"read": 0, "validate": (t1 - t0) // 1000, "observe": (t2 - t1) // 1000,
@@ -221,22 +224,23 @@ class Controller:
         events.append(Event(EventType.SOFT_DISABLE, "model_out_of_depth_holding", "; ".join(reasons)))
         return u_prev.copy(), info
 
-    def _writes(self, action: np.ndarray | None, healthy: bool) -> tuple[dict[str, float], bool]:
+    def _writes(self, action: list[float] | None, healthy: bool) -> tuple[dict[str, float], bool]:
         if not self.settings.closed_loop:
             return {}, False  # shadow: compute and log, never write
         if healthy:
             self.heartbeat = (self.heartbeat + 1) % 2**32
         writes = {self.hs["ai_heartbeat"]: float(self.heartbeat)}
         if self.engagement.mode is Mode.ACTIVE and action is not None:
-            writes.update(zip(self._ai_tags, action.tolist()))
+            writes.update(zip(self._ai_tags, action))
             writes[self.hs["ai_request"]] = 1.0
             return writes, True
         writes[self.hs["ai_request"]] = 0.0
         return writes, False
 
     @staticmethod
-    def _vector(values: dict[str, float], tags: list[str]) -> np.ndarray:
-        return np.array([values.get(t, np.nan) for t in tags])
+    def _vector(values: dict[str, float], tags: list[str]) -> list[float]:
+        """Values in `tags` order as floats; NaN where a tag has no usable value."""
+        return [float(values.get(t, math.nan)) for t in tags]
 
     @staticmethod
     def _flag(values: dict[str, float], tag: str) -> bool | None:
@@ -244,8 +248,9 @@ class Controller:
         return None if value is None else value >= 0.5
 
     def _record(self, snapshot: Snapshot, wall_time: float, mono_time: float, validation: Validation,
-                events: list[Event], transition: Transition, requested, projection, verdict, writes,
-                u_prev, u_dcs, policy_info: dict | None, state_before: dict | None) -> dict:
+                events: list[Event], transition: Transition, requested, projected: list[float] | None,
+                projection, verdict, writes, u_prev: list[float], u_dcs: list[float], policy_info: dict | None,
+                state_before: dict | None) -> dict:
         readings = snapshot.readings
         names = self._readable
         absent = _ABSENT
@@ -276,10 +281,10 @@ class Controller:
             "policy": policy_info,
             "mvs": self.mv_names,
             "requested": _listed(requested),
-            "projected": None if projection is None else _listed(projection.action),
+            "projected": projected,
             "written": None if writes is None else [writes[t] for t in self._ai_tags],
-            "u_prev": _listed(u_prev),
-            "u_dcs": _listed(u_dcs),
+            "u_prev": u_prev,
+            "u_dcs": u_dcs,
             "read_back": None,
             "projection": None if projection is None else {
                 "status": projection.status.value, "active_constraints": list(projection.active_constraints),

@@ -35,13 +35,15 @@ class Guard:
         if set(mvs.data) != allowed:
             raise ConfigError(envelope_path, "manipulated",
                               "must name exactly the tag map's writable manipulated variables")
-        self.limits: dict[str, dict] = {}
+        # per MV: (min, max, rate up /s, rate down /s, max deviation from the DCS, available_when or None);
+        # plain tuples, unpacked in one step per MV on the hot path
+        self.limits: dict[str, tuple[float, float, float, float, float, str | None]] = {}
         for name in mvs.data:
             f = mvs.mapping(name)
             when = f.string("available_when")
-            self.limits[name] = {"lo": f.number("min"), "hi": f.number("max"), "up": f.number("rate_up_per_s"),
-                                 "down": f.number("rate_down_per_s"), "dev": f.number("max_deviation_from_dcs"),
-                                 "when": None if when == "always" else when}
+            self.limits[name] = (f.number("min"), f.number("max"), f.number("rate_up_per_s"),
+                                 f.number("rate_down_per_s"), f.number("max_deviation_from_dcs"),
+                                 None if when == "always" else when)
         self.couplings = []
         rows = top.mapping("couplings")
         for name in rows.data:
@@ -72,30 +74,35 @@ class Guard:
         if dt is None or dt < 0:
             return out + ["cycle period is not a finite non-negative number"]
         x, prev, dcs = {}, {}, {}
-        for name, lim in self.limits.items():
-            x[name], prev[name] = _number(written.get(name)), _number(u_prev.get(name))
-            dcs[name] = _number(u_dcs.get(name))
-            if x[name] is None or prev[name] is None or dcs[name] is None:
+        complete = True
+        for name, (lo, hi, up, down, dev, when) in self.limits.items():
+            xv = x[name] = _number(written.get(name))
+            pv = prev[name] = _number(u_prev.get(name))
+            dv = dcs[name] = _number(u_dcs.get(name))
+            if xv is None or pv is None or dv is None:
                 out.append(f"{name}: written value, setpoint in force or DCS setpoint missing or not finite")
+                complete = False
                 continue
             # Left to the DCS (its condition is false, or the DCS holds it outside the AI's range):
             # the only acceptable value is the DCS's own setpoint.
-            if ((lim["when"] is not None and not bool(available.get(lim["when"], False)))
-                    or not lim["lo"] <= dcs[name] <= lim["hi"]):
-                if abs(x[name] - dcs[name]) > tol:
-                    out.append(f"{name}: left to the DCS but {x[name]:g} is not the DCS setpoint {dcs[name]:g}")
+            if (when is not None and not available.get(when, False)) or not lo <= dv <= hi:
+                if abs(xv - dv) > tol:
+                    out.append(f"{name}: left to the DCS but {xv:g} is not the DCS setpoint {dv:g}")
                 continue
-            step = x[name] - prev[name]
-            if step > lim["up"] * dt + tol or -step > lim["down"] * dt + tol:
+            step = xv - pv
+            if step > up * dt + tol or -step > down * dt + tol:
                 out.append(f"{name}: moves {step:+g} in {dt:g} s, beyond its rate limit")
-            if not lim["lo"] <= x[name] <= lim["hi"]:
-                out.append(f"{name}: {x[name]:g} outside [{lim['lo']:g}, {lim['hi']:g}]")
-            if abs(x[name] - dcs[name]) > lim["dev"] + tol:
-                out.append(f"{name}: {x[name]:g} is more than {lim['dev']:g} from the DCS setpoint {dcs[name]:g}")
-        if any(v is None for values in (x, prev, dcs) for v in values.values()):
+            if not lo <= xv <= hi:
+                out.append(f"{name}: {xv:g} outside [{lo:g}, {hi:g}]")
+            if abs(xv - dv) > dev + tol:
+                out.append(f"{name}: {xv:g} is more than {dev:g} from the DCS setpoint {dv:g}")
+        if not complete:
             return out
         for name, on_deviation, terms, relation, limit in self.couplings:
-            total = sum(c * (x[mv] - dcs[mv] if on_deviation else x[mv]) for mv, c in terms.items())
+            if on_deviation:
+                total = sum([c * (x[mv] - dcs[mv]) for mv, c in terms])
+            else:
+                total = sum([c * x[mv] for mv, c in terms])
             if not _holds(total, relation, limit, tol):
                 out.append(f"coupling {name}: {total:g} is not {relation} {limit:g}")
         for name, signal, relation, limit, sensitivity in self.process:
@@ -103,7 +110,7 @@ class Guard:
             if now is None:
                 out.append(f"process limit {name}: {signal} has no usable value")
                 continue
-            predicted = now + sum(s * (x[mv] - prev[mv]) for mv, s in sensitivity.items())
+            predicted = now + sum([s * (x[mv] - prev[mv]) for mv, s in sensitivity])
             # A limit already crossed is met by not making it worse.
             if not (_holds(predicted, relation, limit, tol) or _holds(predicted, relation, now, tol)):
                 out.append(f"process limit {name}: {signal} predicted {predicted:g}, not {relation} {limit:g}"
@@ -111,9 +118,9 @@ class Guard:
         return out
 
 
-def _terms(f: Fields, key: str) -> dict[str, float]:
+def _terms(f: Fields, key: str) -> tuple[tuple[str, float], ...]:
     terms = f.mapping(key)
-    return {str(mv): terms.number(mv) for mv in terms.data}
+    return tuple((str(mv), terms.number(mv)) for mv in terms.data)
 
 
 def _holds(value: float, relation: str, limit: float, tol: float) -> bool:

@@ -68,12 +68,16 @@ class Projector:
         self._tol = e.guard_tolerance / 2
         self._conditional = [(i, signal) for i, signal in enumerate(e.available_when) if signal is not None]
         self._coupling_rows = np.array([c.coefficients for c in e.couplings]).reshape(-1, n)
-        self._coupling_on_deviation = np.array([c.basis == "deviation_from_dcs" for c in e.couplings], dtype=bool)
-        self._coupling_lo = np.array([c.limit if c.relation != "at_most" else -SOLVER_INF for c in e.couplings])
-        self._coupling_hi = np.array([c.limit if c.relation != "at_least" else SOLVER_INF for c in e.couplings])
         self._process_rows = np.array([p.sensitivity for p in e.process_limits]).reshape(-1, n)
-        self._process_upper = np.array([p.relation == "at_most" for p in e.process_limits], dtype=bool)
-        self._process_limit = np.array([p.limit for p in e.process_limits])
+        # Row bounds are built each cycle in plain Python from these (about 15 rows: fewer numpy calls
+        # on tiny arrays, on the hot path): (lower, upper, on the deviation from the DCS) per coupling,
+        # (upper limit?, limit) per process limit.
+        self._coupling_bounds = [(c.limit if c.relation != "at_most" else -SOLVER_INF,
+                                  c.limit if c.relation != "at_least" else SOLVER_INF,
+                                  c.basis == "deviation_from_dcs") for c in e.couplings]
+        self._process_bounds = [(p.relation == "at_most", p.limit) for p in e.process_limits]
+        coupling_lo = [lo for lo, _, _ in self._coupling_bounds]
+        coupling_hi = [hi for _, hi, _ in self._coupling_bounds]
         self._rows = np.vstack([self._coupling_rows, self._process_rows])
         self._row_names = (tuple(f"coupling:{c.name}" for c in e.couplings)
                            + tuple(f"process:{p.name}" for p in e.process_limits))
@@ -89,8 +93,8 @@ class Projector:
                             time_limit=e.time_budget_us * 1e-6)
             model.settings = settings
             # Set up once with the static limits; every cycle updates the cost and the bounds only.
-            upper = np.concatenate((e.hi, self._coupling_hi, np.full(len(e.process_limits), SOLVER_INF)))
-            lower = np.concatenate((e.lo, self._coupling_lo, np.full(len(e.process_limits), -SOLVER_INF)))
+            upper = np.concatenate((e.hi, coupling_hi, np.full(len(e.process_limits), SOLVER_INF)))
+            lower = np.concatenate((e.lo, coupling_lo, np.full(len(e.process_limits), -SOLVER_INF)))
             flag = model.setup(np.diag(self._h_diag), np.zeros(n), self._rows, upper, lower, self._sense)[0]
             if flag < 0:
                 raise RuntimeError(f"DAQP setup failed with exit flag {flag} for {e.source}")
@@ -118,15 +122,15 @@ class Projector:
         dt = _finite(dt)
         if dt is None or dt < 0.0:
             return _release("cycle period is not a finite non-negative number")
-        y_now = np.empty(len(self.envelope.process_limits))
-        for i, p in enumerate(self.envelope.process_limits):
+        y_now = []
+        for p in self.envelope.process_limits:
             value = _finite(process_now.get(p.signal))
             if value is None:
                 return _release(f"process signal {p.signal} has no usable value ({process_now.get(p.signal)!r})")
-            y_now[i] = value
+            y_now.append(value)
 
         limits = self._limits(u_prev, u_dcs, y_now, available, dt)
-        crossed = np.flatnonzero(limits.lo > limits.hi)
+        crossed = (limits.lo > limits.hi).nonzero()[0]
         if len(crossed):
             i = crossed[0]
             names = tuple(self._bound(limits, j, upper) for j in crossed for upper in (False, True))
@@ -139,7 +143,7 @@ class Projector:
 
         clipped = np.clip(request, limits.lo, limits.hi)
         if self._rows_fit(clipped, limits):
-            moved = np.flatnonzero(clipped != request)
+            moved = (clipped != request).nonzero()[0]
             names = tuple(self._bound(limits, i, request[i] > limits.hi[i]) for i in moved)
             status = ProjectionStatus.CLIPPED if len(moved) else ProjectionStatus.OK
             return Projection(clipped, status, names, 0.0, "")
@@ -156,42 +160,54 @@ class Projector:
 
     def _limits(self, u_prev, u_dcs, y_now, available, dt) -> _Limits:
         e = self.envelope
-        pinned = np.zeros(self._n, dtype=bool)
-        for i, signal in self._conditional:
-            pinned[i] = not bool(available.get(signal, False))
         # A DCS setpoint outside the AI's range (a burner level starting up from its cooling position,
         # say) leaves that MV to the DCS until it is back inside: following the DCS is never a risk.
-        pinned |= (u_dcs < e.lo) | (u_dcs > e.hi)
-        # Rows: absolute, rate around u_prev, deviation around u_dcs; a pinned MV is the DCS setpoint
-        # on all three (it moves as the DCS moves it, not at the AI's rate).
-        lo_candidates = np.empty((3, self._n))
-        lo_candidates[0] = np.where(pinned, u_dcs, e.lo)
-        lo_candidates[1] = np.where(pinned, u_dcs, u_prev - e.rate_down * dt)
-        lo_candidates[2] = np.where(pinned, u_dcs, u_dcs - e.max_dev)
-        hi_candidates = np.empty((3, self._n))
-        hi_candidates[0] = np.where(pinned, u_dcs, e.hi)
-        hi_candidates[1] = np.where(pinned, u_dcs, u_prev + e.rate_up * dt)
-        hi_candidates[2] = np.where(pinned, u_dcs, u_dcs + e.max_dev)
+        pinned = (u_dcs < e.lo) | (u_dcs > e.hi)
+        for i, signal in self._conditional:
+            if not available.get(signal, False):
+                pinned[i] = True
+        # The box is the tightest of: absolute, rate around u_prev, deviation around u_dcs; a pinned
+        # MV is the DCS setpoint (it moves as the DCS moves it, not at the AI's rate). Chained
+        # maximum/minimum give exactly the max/min over the three; which one binds is only worked
+        # out when a name is needed (_bound), off the hot path.
+        lo = np.where(pinned, u_dcs, np.maximum(np.maximum(e.lo, u_prev - e.rate_down * dt), u_dcs - e.max_dev))
+        hi = np.where(pinned, u_dcs, np.minimum(np.minimum(e.hi, u_prev + e.rate_up * dt), u_dcs + e.max_dev))
 
-        offset = np.where(self._coupling_on_deviation, self._coupling_rows @ u_dcs, 0.0)
+        row_lo: list[float] = []
+        row_hi: list[float] = []
+        for (low, high, on_deviation), value in zip(self._coupling_bounds, (self._coupling_rows @ u_dcs).tolist()):
+            offset = value if on_deviation else 0.0
+            row_lo.append(low + offset)
+            row_hi.append(high + offset)
         # Process rows as bounds on S u: S u_prev + room left to the limit, never less than no change.
-        base = self._process_rows @ u_prev
-        room = self._process_limit - y_now
-        process_hi = np.where(self._process_upper, base + np.maximum(room, 0.0), SOLVER_INF)
-        process_lo = np.where(self._process_upper, -SOLVER_INF, base + np.minimum(room, 0.0))
-        return _Limits(u_prev, lo_candidates.max(axis=0), hi_candidates.min(axis=0),
-                       np.concatenate((self._coupling_lo + offset, process_lo)),
-                       np.concatenate((self._coupling_hi + offset, process_hi)), lo_candidates, hi_candidates, pinned)
+        for (upper, limit), now, base in zip(self._process_bounds, y_now, (self._process_rows @ u_prev).tolist()):
+            room = limit - now
+            if upper:
+                row_lo.append(-SOLVER_INF)
+                row_hi.append(base + (room if room > 0.0 else 0.0))
+            else:
+                row_lo.append(base + (room if room < 0.0 else 0.0))
+                row_hi.append(SOLVER_INF)
+        return _Limits(u_prev, u_dcs, dt, lo, hi, row_lo, row_hi, pinned)
 
     def _bound(self, limits: _Limits, i: int, upper: bool) -> str:
-        """Name of the per-MV limit that sets MV i's lower (or upper) bound this cycle."""
-        k = int(limits.hi_candidates[:, i].argmin() if upper else limits.lo_candidates[:, i].argmax())
-        kind = "unavailable" if limits.pinned[i] else (_HI_NAMES if upper else _LO_NAMES)[k]
+        """Name of the per-MV limit that sets MV i's lower (or upper) bound this cycle: the first of
+        absolute, rate, deviation that is tightest, as in _limits."""
+        if limits.pinned[i]:
+            return f"{self.envelope.mv_names[i]}:unavailable"
+        e, u_prev, u_dcs, dt = self.envelope, float(limits.u_prev[i]), float(limits.u_dcs[i]), limits.dt
+        if upper:
+            candidates = (float(e.hi[i]), u_prev + float(e.rate_up[i]) * dt, u_dcs + float(e.max_dev[i]))
+            kind = _HI_NAMES[candidates.index(min(candidates))]
+        else:
+            candidates = (float(e.lo[i]), u_prev - float(e.rate_down[i]) * dt, u_dcs - float(e.max_dev[i]))
+            kind = _LO_NAMES[candidates.index(max(candidates))]
         return f"{self.envelope.mv_names[i]}:{kind}"
 
     def _rows_fit(self, x, limits: _Limits) -> bool:
-        values = self._rows @ x
-        return bool(np.all(values <= limits.row_hi + self._tol) and np.all(values >= limits.row_lo - self._tol))
+        tol = self._tol
+        return all(lo - tol <= value <= hi + tol
+                   for lo, value, hi in zip(limits.row_lo, (self._rows @ x).tolist(), limits.row_hi))
 
     def _solve(self, request, limits: _Limits) -> Projection:
         lo, hi = limits.lo, limits.hi
@@ -230,15 +246,15 @@ class Projector:
 
 @dataclass(frozen=True, slots=True)
 class _Limits:
-    """This cycle's limits: the per-MV box with the candidates it came from, and the row bounds."""
+    """This cycle's limits: the per-MV box with the setpoints and period it came from, and the row bounds."""
 
     u_prev: np.ndarray
+    u_dcs: np.ndarray
+    dt: float
     lo: np.ndarray
     hi: np.ndarray
-    row_lo: np.ndarray
-    row_hi: np.ndarray
-    lo_candidates: np.ndarray  # 3 x n: absolute (or pinned), rate, deviation (or pinned)
-    hi_candidates: np.ndarray
+    row_lo: list[float]  # couplings, then process limits
+    row_hi: list[float]
     pinned: np.ndarray
 
 
