@@ -68,6 +68,7 @@ class Controller:
         self.projector = projector
         self.guard = guard
         self.policy = policy
+        self._policy_inputs = frozenset(policy.input_signals)
         self.clock_ns = clock_ns
         self.mv_names = list(tag_map.manipulated)
         self._readable = tag_map.readable
@@ -193,7 +194,7 @@ class Controller:
     def _observe(self, values: dict[str, float], events: list[Event]) -> bool:
         """Feed this cycle's inputs to the policy's history; True when it can infer."""
         policy = self.policy
-        if not all(name in values for name in policy.input_signals):
+        if not self._policy_inputs <= values.keys():
             policy.reset()  # a gap in the history would feed the model a picture that never existed
             return False
         policy.observe(values)

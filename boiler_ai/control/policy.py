@@ -93,9 +93,11 @@ class PolicyRunner:
         self._x = np.zeros((1, n * h), dtype=np.float32)  # the model input, newest cycle in the last block
         self._window = self._x.reshape(h, n)  # a view: rows are cycles, oldest first
         self._newest = self._window[h - 1]
-        self._raw = np.zeros(n, dtype=np.float64)
         self._offset = np.asarray(contract.input_offset, dtype=np.float64)
         self._scale = np.asarray(contract.input_scale, dtype=np.float64)
+        # The per-cycle arithmetic runs on Python floats (the same IEEE float64 operations numpy does):
+        # on arrays this small each numpy call costs more than the work it does.
+        self._input_scaling = list(zip(self._offset.tolist(), self._scale.tolist()))
         self._filled = 0
         names = contract.input_signals
         self._get = operator.itemgetter(*names) if n > 1 else (lambda v, k=names[0]: (v[k],))
@@ -122,9 +124,8 @@ class PolicyRunner:
         self._env_hi = ((hi + margin - self._offset) / self._scale).astype(np.float32)
 
         order = [contract.action_names.index(mv) for mv in mv_names]
-        self._perm = np.array(order, dtype=np.intp)
-        self._out_offset = np.asarray(contract.output_offset, dtype=np.float64)[order]
-        self._out_scale = np.asarray(contract.output_scale, dtype=np.float64)[order]
+        # per returned action: (its index in the model's output, scale, offset)
+        self._unscaling = [(k, float(contract.output_scale[k]), float(contract.output_offset[k])) for k in order]
 
     @property
     def input_signals(self) -> tuple[str, ...]:
@@ -147,15 +148,14 @@ class PolicyRunner:
         """Append this cycle's validated values. A model input absent from `values` enters as NaN: it
         shows in `out_of_envelope` and makes the answer non-finite until it leaves the history."""
         try:
-            self._raw[:] = self._get(values)
+            raw = self._get(values)
         except KeyError:
-            self._raw[:] = [values.get(name, math.nan) for name in self.contract.input_signals]
+            raw = [values.get(name, math.nan) for name in self.contract.input_signals]
         window = self._x[0]
         n = self.contract.n_inputs
         window[:-n] = window[n:]  # shift one cycle older; numpy handles the overlap
-        np.subtract(self._raw, self._offset, out=self._raw)
-        np.divide(self._raw, self._scale, out=self._raw)
-        self._newest[:] = self._raw
+        # scaled in float64, rounded once to float32 as it enters the model's input
+        self._newest[:] = [(float(v) - offset) / scale for v, (offset, scale) in zip(raw, self._input_scaling)]
         self._filled = min(self._filled + 1, self.contract.history_length)
 
     def infer(self) -> Inference:
@@ -163,15 +163,19 @@ class PolicyRunner:
             raise RuntimeError(f"{self.path}: history not full "
                                f"({self._filled} of {self.contract.history_length} cycles observed)")
         self._session.run_with_iobinding(self._binding)
-        action = self._action_out[0][self._perm] * self._out_scale + self._out_offset
-        # float64 sums of float32-range values cannot overflow, so a sum is finite iff every entry is
-        finite = math.isfinite(action.sum())
+        # float32 outputs widened exactly to float64, then unscaled: as numpy would, on Python floats
+        out = self._action_out[0].tolist()
+        action = [out[k] * scale + offset for k, scale, offset in self._unscaling]
+        finite = all(map(math.isfinite, action))
         spread = None
         if self._spread_out is not None:
-            spread = self._spread_out[0][self._perm] * self._out_scale
-            finite = finite and math.isfinite(spread.sum())
+            out = self._spread_out[0].tolist()
+            spread = [out[k] * scale for k, scale, _ in self._unscaling]
+            finite = finite and all(map(math.isfinite, spread))
+            spread = np.array(spread)
+        action = np.array(action)
         inside = (self._window >= self._env_lo) & (self._window <= self._env_hi)  # False for NaN too
-        if inside.all():
+        if np.count_nonzero(inside) == inside.size:
             return Inference(action, spread, [], finite)
         names = self.contract.input_signals
         return Inference(action, spread, [names[i] for i in np.flatnonzero(~inside.all(axis=0))], finite)
