@@ -60,6 +60,8 @@ class Validator:
         self.specs = specs
         self.time_scale = time_scale
         self._tracks = {s.name: _Track() for s in specs}
+        # (spec, its track) in signal order: the hot loop needs no lookups; restore() keeps these objects
+        self._checks = [(s, self._tracks[s.name]) for s in specs]
 
     def validate(self, snapshot: Snapshot, dt: float) -> Validation:
         if snapshot.error is not None:
@@ -72,23 +74,24 @@ class Validator:
         held: list[str] = []
         critical_bad: list[str] = []
         readings = snapshot.readings
-        for spec in self.specs:
-            track = self._tracks[spec.name]
-            reading = readings.get(spec.name)
-            issue = self._check(spec, track, reading, snapshot.read_time, dt)
+        read_time = snapshot.read_time
+        check = self._check
+        for spec, track in self._checks:
+            name = spec.name
+            reading = readings.get(name)
+            issue = check(spec, track, reading, read_time, dt)
             if issue is None:
-                track.last_good = reading.value
+                track.last_good = values[name] = reading.value
                 track.since_good_s = 0.0
-                values[spec.name] = reading.value
                 continue
-            issues[spec.name] = issue
+            issues[name] = issue
             track.since_good_s += dt
             if (not spec.critical and track.last_good is not None
                     and track.since_good_s <= spec.hold_s):
-                values[spec.name] = track.last_good
-                held.append(spec.name)
+                values[name] = track.last_good
+                held.append(name)
             else:
-                critical_bad.append(spec.name)
+                critical_bad.append(name)
         return Validation(values, issues, held, critical_bad)
 
     def _check(self, spec: SignalSpec, track: _Track, reading, read_time: float, dt: float) -> str | None:
@@ -121,4 +124,10 @@ class Validator:
 
     def restore(self, state: dict) -> None:
         for name, (last_good, since_good_s, unchanged_s, last_raw) in state.items():
-            self._tracks[name] = _Track(last_good, since_good_s, unchanged_s, last_raw)
+            track = self._tracks.get(name)
+            if track is None:  # a signal this validator does not check: kept, as state() hands it on
+                self._tracks[name] = _Track(last_good, since_good_s, unchanged_s, last_raw)
+                continue
+            # updated in place: self._checks holds the same objects
+            track.last_good, track.since_good_s, track.unchanged_s, track.last_raw = (
+                last_good, since_good_s, unchanged_s, last_raw)
