@@ -8,6 +8,7 @@ replays to the same decision (boiler_ai.record.replay).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ from boiler_ai.record.schema import ABSENT_STATUS, SCHEMA_VERSION
 
 SOFTWARE = f"boiler-ai {__version__}"
 _ABSENT = Reading(float("nan"), ABSENT_STATUS, float("nan"))
+# the record's three per-input arrays, each taken from every Reading in one C-level pass
+_READING_FIELDS = (operator.attrgetter("value"), operator.attrgetter("source_ts"), operator.attrgetter("status_code"))
 
 
 def _listed(array) -> list[float] | None:
@@ -256,6 +259,7 @@ class Controller:
         names = self._readable
         absent = _ABSENT
         inputs = [readings.get(n, absent) for n in names]
+        value, source_ts, status_code = (list(map(get, inputs)) for get in _READING_FIELDS)
         issues = validation.issues
         return {
             "schema_version": SCHEMA_VERSION,
@@ -272,9 +276,9 @@ class Controller:
                            if transition.changed else None),
             "inputs": {
                 "signals": names,
-                "value": [r.value for r in inputs],
-                "source_ts": [r.source_ts for r in inputs],
-                "status_code": [r.status_code for r in inputs],
+                "value": value,
+                "source_ts": source_ts,
+                "status_code": status_code,
                 "issue": issues,
                 "held": {n: validation.values[n] for n in validation.held},
             },

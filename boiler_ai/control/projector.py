@@ -154,7 +154,8 @@ class Projector:
             array = np.array(values, dtype=float).reshape(-1)
         except (TypeError, ValueError):
             return None
-        if array.shape != (self._n,) or not np.isfinite(array).all():
+        # the finiteness test on Python floats: a third of np.isfinite().all()'s cost at this size
+        if array.shape != (self._n,) or not all(map(math.isfinite, array.tolist())):
             return None
         return array
 
