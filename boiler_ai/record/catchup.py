@@ -24,6 +24,7 @@ from pathlib import Path
 import zmq
 
 from boiler_ai.record.log import DurableLog, iter_frames
+from boiler_ai.record.publisher import bind
 
 log = logging.getLogger("boiler_ai.record.catchup")
 
@@ -39,13 +40,7 @@ class CatchupService:
         self.max_bytes = max_bytes
         self.requests = 0
         self._socket = (context or zmq.Context.instance()).socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        try:
-            self._socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self._socket.close()
-            raise OSError(f"cannot bind the catch-up service on {endpoint}: {exc}") from exc
-        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = bind(self._socket, endpoint, "the catch-up service")
         # Where the last fetch ended, so a client walking the log does not rescan segments.
         self._cursor: tuple[int, Path, int] | None = None
         self._stop = threading.Event()

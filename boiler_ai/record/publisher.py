@@ -38,6 +38,18 @@ def unpack_header(data: bytes) -> tuple[int, float]:
     return seq, wall_time
 
 
+def bind(socket: zmq.Socket, endpoint: str, what: str) -> str:
+    """Bind a record-path socket (no linger: a stopping daemon must not wait on a slow subscriber), or
+    close it and say which service could not bind where. Returns the endpoint actually bound."""
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        socket.bind(endpoint)
+    except zmq.ZMQError as exc:
+        socket.close()
+        raise OSError(f"cannot bind {what} on {endpoint}: {exc}") from exc
+    return socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
 class Publisher:
     def __init__(self, endpoint: str, unit_id: str, *, hwm: int = 2000, context: zmq.Context | None = None):
         self.topic = unit_id.encode("utf-8")
@@ -46,13 +58,7 @@ class Publisher:
         self._socket = (context or zmq.Context.instance()).socket(zmq.XPUB)
         self._socket.setsockopt(zmq.XPUB_NODROP, 1)
         self._socket.setsockopt(zmq.SNDHWM, hwm)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        try:
-            self._socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self._socket.close()
-            raise OSError(f"cannot bind the decision publisher on {endpoint}: {exc}") from exc
-        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = bind(self._socket, endpoint, "the decision publisher")
 
     def publish(self, seq: int, wall_time: float, payload: bytes) -> bool:
         """Send one record without blocking; False (and counted) if it was not sent."""
