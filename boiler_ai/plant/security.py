@@ -83,31 +83,28 @@ def thumbprint(der: bytes) -> str:
     return hashlib.sha1(der).hexdigest().upper()
 
 
-def load_certificate(path: Path, what: str) -> x509.Certificate:
-    """A DER or PEM certificate; `what` names the setting in the error."""
+def _load_pem_or_der(path: Path, what: str, kind: str, load_pem, load_der):
+    """Read `path` and parse it as PEM (by its header) or DER; errors name the setting and the file."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise SecurityError(f"{what} {path}: cannot read ({exc.strerror or exc})") from exc
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
-        raise SecurityError(f"{what} {path}: not a DER or PEM X.509 certificate ({exc})") from exc
+        return (load_pem if data.lstrip().startswith(b"-----BEGIN") else load_der)(data)
+    except (ValueError, TypeError) as exc:
+        raise SecurityError(f"{what} {path}: not {kind} ({exc})") from exc
+
+
+def load_certificate(path: Path, what: str) -> x509.Certificate:
+    """A DER or PEM certificate; `what` names the setting in the error."""
+    return _load_pem_or_der(path, what, "a DER or PEM X.509 certificate",
+                            x509.load_pem_x509_certificate, x509.load_der_x509_certificate)
 
 
 def _load_private_key(path: Path):
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise SecurityError(f"private_key {path}: cannot read ({exc.strerror or exc})") from exc
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return serialization.load_pem_private_key(data, password=None)
-        return serialization.load_der_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise SecurityError(f"private_key {path}: not an unencrypted DER or PEM private key ({exc})") from exc
+    return _load_pem_or_der(path, "private_key", "an unencrypted DER or PEM private key",
+                            lambda d: serialization.load_pem_private_key(d, password=None),
+                            lambda d: serialization.load_der_private_key(d, password=None))
 
 
 def _uris(cert: x509.Certificate) -> list[str]:

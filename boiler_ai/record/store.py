@@ -110,6 +110,16 @@ class _SqlStore:
     def _stream(self, sql: str, args: list) -> Iterator[tuple[int, str]]:
         raise NotImplementedError
 
+    def _write_batch(self, cur, unit_id, log_id, rows, lost) -> None:
+        """One batch's statements, idempotent on (unit_id, seq): the caller wraps them in one transaction."""
+        cur.executemany(self._sql("INSERT INTO decisions VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+                        [(unit_id, seq, wall, text) for seq, wall, text in rows])
+        cur.executemany(self._sql("INSERT INTO lost_ranges VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+                        [(unit_id, a, b, why, time.time()) for a, b, why in lost])
+        cur.execute(self._sql("INSERT INTO sources VALUES (?, ?, ?) ON CONFLICT (unit_id) DO UPDATE"
+                              " SET log_id = excluded.log_id, updated_at = excluded.updated_at"),
+                    (unit_id, log_id, time.time()))
+
     def close(self):
         self.conn.close()
 
@@ -134,13 +144,7 @@ class SqliteStore(_SqlStore):
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?)",
-                             [(unit_id, seq, wall, text) for seq, wall, text in rows])
-            conn.executemany("INSERT OR IGNORE INTO lost_ranges VALUES (?, ?, ?, ?, ?)",
-                             [(unit_id, a, b, why, time.time()) for a, b, why in lost])
-            conn.execute("INSERT INTO sources VALUES (?, ?, ?) ON CONFLICT (unit_id) DO UPDATE"
-                         " SET log_id = excluded.log_id, updated_at = excluded.updated_at",
-                         (unit_id, log_id, time.time()))
+            self._write_batch(conn, unit_id, log_id, rows, lost)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -165,13 +169,7 @@ class PostgresStore(_SqlStore):
 
     def save(self, unit_id, log_id, rows, lost):
         with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.executemany("INSERT INTO decisions VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                            [(unit_id, seq, wall, text) for seq, wall, text in rows])
-            cur.executemany("INSERT INTO lost_ranges VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                            [(unit_id, a, b, why, time.time()) for a, b, why in lost])
-            cur.execute("INSERT INTO sources VALUES (%s, %s, %s) ON CONFLICT (unit_id) DO UPDATE"
-                        " SET log_id = excluded.log_id, updated_at = excluded.updated_at",
-                        (unit_id, log_id, time.time()))
+            self._write_batch(cur, unit_id, log_id, rows, lost)
 
     def _stream(self, sql, args):
         # A named (server-side) cursor streams a large export instead of loading it whole.
