@@ -267,6 +267,23 @@ def test_overflow_is_counted_logged_and_recorded_never_silent(tmp_path, caplog):
     assert_consistent(records)
 
 
+def test_record_the_writer_cannot_encode_is_counted_and_stops_further_appends(tmp_path, caplog):
+    """Encoding runs on the writer thread, off the control cycle. A record it cannot encode is a
+    defect in the code that built it: counted as dropped, and the next append refuses with its seq
+    and field, so a daemon never goes on deciding things it cannot record."""
+    with caplog.at_level(logging.ERROR), DurableLog(tmp_path, "unit1", fsync="never") as log:
+        fill(log, 2)
+        broken = record(random.Random(1), 2)
+        broken["inputs"]["value"][0] = "not a number"
+        log.append(broken)
+        log.flush()
+        assert log.dropped_count == 1
+        with pytest.raises(LogError, match=r"record seq 2 cannot be encoded: decision record field inputs\.value"):
+            log.append(record(random.Random(2), 3))
+    assert [r["seq"] for r in iter_records(tmp_path)] == [0, 1]
+    assert "record seq 2 cannot be encoded" in caplog.text
+
+
 @pytest.mark.parametrize("failure", ["disk_full", "short_write"])
 def test_write_failure_is_counted_and_the_log_goes_on_in_a_new_segment(tmp_path, caplog, monkeypatch, failure):
     real_writev = os.writev

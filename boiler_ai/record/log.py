@@ -11,8 +11,9 @@ last segment may end in a torn frame: reopening finds the last frame whose CRC c
 everything before it, moves the torn bytes aside to `<segment>.torn-<offset>` (never silently
 dropped) and truncates. The log then continues in a new segment with the next seq.
 
-The control cycle only encodes and enqueues (`append`); a writer thread writes, fsyncs per policy and
-then publishes, so a subscriber never sees a record the log could still lose. If the bounded queue
+The control cycle only stamps and enqueues (`append`); a writer thread encodes, writes, fsyncs per
+policy and then publishes, so a subscriber never sees a record the log could still lose, and the
+encoding (the largest cost of recording) is off the cycle's critical path. If the bounded queue
 is full the record is dropped, counted, logged and stamped into the next record
 (`log_dropped_count`); its seq stays consumed, so the gap is visible everywhere.
 """
@@ -238,7 +239,8 @@ class DurableLog:
         self._last_alarm = -1e18
         self._cond = threading.Condition()
         self._append_lock = threading.Lock()
-        self._pending: list[Frame] = []
+        self._pending: list[tuple[int, float, dict]] = []  # (seq, wall_time, record), encoded by the writer
+        self.encode_error: str | None = None
         self._enqueued = 0
         self._processed = 0
         self._closing = False
@@ -265,12 +267,17 @@ class DurableLog:
         return self.publisher.drop_count if self.publisher is not None else 0
 
     def append(self, record: dict) -> int:
-        """Stamp seq and the loss counters into `record`, encode it and queue it; never blocks on I/O.
+        """Stamp seq and the loss counters into `record` and queue it; never blocks on I/O.
 
+        The writer thread encodes it later, so the caller must not change `record` afterwards.
         Returns the record's seq. A full queue drops the record (counted, logged, stamped into the
-        next record); a record that cannot be encoded raises RecordError and consumes no seq.
+        next record). A record the writer cannot encode is a defect: it is counted as dropped and
+        the next `append` raises LogError naming its seq and field, so a daemon stops deciding
+        things it cannot record.
         """
         with self._append_lock:
+            if self.encode_error is not None:
+                raise LogError(f"{self.directory}: {self.encode_error}")
             seq = self._next_seq
             record["seq"] = seq
             record["log_dropped_count"] = self.dropped_count
@@ -278,7 +285,6 @@ class DurableLog:
             wall_time = record.get("wall_time")
             if not isinstance(wall_time, (int, float)) or isinstance(wall_time, bool):
                 raise RecordError("wall_time", f"expected a number, got {wall_time!r}")
-            payload = encode(record)
             self._next_seq = seq + 1
         with self._cond:
             if self._closing:
@@ -286,7 +292,7 @@ class DurableLog:
             if len(self._pending) >= self.queue_size:
                 self._drop(1, f"queue full ({self.queue_size} records)")
                 return seq
-            self._pending.append(Frame(seq, float(wall_time), payload))
+            self._pending.append((seq, float(wall_time), record))
             self._enqueued += 1
             if len(self._pending) == 1:
                 self._cond.notify_all()
@@ -418,10 +424,11 @@ class DurableLog:
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-                batch, self._pending = self._pending, []
+                queued, self._pending = self._pending, []
                 closing = self._closing
+            batch = self._encode(queued)
             written = self._write(batch)
-            done = len(batch) - len(written)  # the lost ones are done too: counted in _write
+            done = len(queued) - len(written)  # the lost ones are done too: counted in _encode and _write
             unsynced += written
             if unsynced and (closing or self.fsync != "interval"
                              or time.monotonic() - last_sync >= self.fsync_interval_s):
@@ -436,6 +443,16 @@ class DurableLog:
                 if closing and not self._pending:
                     break
         self._close_segment()
+
+    def _encode(self, queued: list[tuple[int, float, dict]]) -> list[Frame]:
+        frames = []
+        for seq, wall_time, record in queued:
+            try:
+                frames.append(Frame(seq, wall_time, encode(record)))
+            except (ValueError, TypeError) as exc:  # RecordError, or a value JSON cannot hold: a defect
+                self.encode_error = f"record seq {seq} cannot be encoded: {exc}"
+                self._drop(1, self.encode_error)
+        return frames
 
     def _write(self, batch: list[Frame]) -> list[Frame]:
         """Write a batch with one write per segment touched; return the frames now in the OS's hands."""
