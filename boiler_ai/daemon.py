@@ -133,7 +133,7 @@ class Daemon:
         timings["write"] = (t_record - t_write) // 1000
         timings["record"] = self._last_record_us
         self.recorder.append(record)
-        self._last_record_us = (time.perf_counter_ns() - t_record) // 1000
+        self._last_record_us = output.record_build_us + (time.perf_counter_ns() - t_record) // 1000
         self._report(record)
         return output
 

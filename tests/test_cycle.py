@@ -128,7 +128,7 @@ def test_ensemble_disagreement_holds_like_an_unknown_input(rig):
     rig.engage()
     policy = rig.controller.policy
     answer = policy.infer
-    spread = np.full(18, 0.0)
+    spread = [0.0] * 18
     spread[rig.core.envelope.mv_names.index("sa_damper_c_pct")] = 15.0  # std 15 % against a 20 % deviation limit
 
     def unsure():
@@ -177,7 +177,7 @@ def test_whatever_the_policy_asks_written_setpoints_stay_in_the_envelope(rig, re
 
     def wild_policy() -> Inference:
         action = queue.pop(0) if queue else rig.records[-1]["u_dcs"]
-        return Inference(np.array(action, dtype=float), None, [], True)
+        return Inference([float(a) for a in action], None, [], True)
 
     rig.controller.policy.infer = wild_policy
     for _ in range(len(requests)):

@@ -31,10 +31,6 @@ _ABSENT = Reading(float("nan"), ABSENT_STATUS, float("nan"))
 _READING_FIELDS = (operator.attrgetter("value"), operator.attrgetter("source_ts"), operator.attrgetter("status_code"))
 
 
-def _listed(array) -> list[float] | None:
-    return None if array is None else np.asarray(array, dtype=float).tolist()
-
-
 @dataclass(frozen=True)
 class ControllerSettings:
     unit_id: str
@@ -57,6 +53,7 @@ class CycleOutput:
     writes: dict[str, float]  # tag -> value for this cycle's one batch write; empty: write nothing
     record: dict  # the decision record, completed by finish()
     setpoints_written: bool  # the writes carry AI setpoints (not only the handshake)
+    record_build_us: int  # engagement decision and building the record: the record stage's share in the core
 
 
 class Controller:
@@ -85,7 +82,7 @@ class Controller:
         self._ai_tags = [tag_map.manipulated[n].ai_setpoint for n in self.mv_names]
         # A spread is judged against each action's allowed deviation from the DCS: 0.5 t/h of
         # disagreement matters for a feeder bias, not for a damper opening.
-        self._spread_scale = np.maximum(envelope.max_dev, 1e-9)
+        self._spread_scale = np.maximum(envelope.max_dev, 1e-9).tolist()
         self.heartbeat = 0
         self.cycle = 0
         self.out_of_depth_s = 0.0
@@ -116,11 +113,9 @@ class Controller:
 
         # What is in effect now: the AI setpoints the DCS holds while we are in control, its own
         # setpoints otherwise (the DCS makes the AI setpoints track them, so engaging is bumpless).
-        # Each vector is also kept as a list of floats: the guard and the record take those.
-        u_dcs_list = self._vector(values, self._dcs_tags)
-        u_prev_list = (self._vector(values, self._ai_tags) if self.engagement.mode is Mode.ACTIVE
-                       else u_dcs_list.copy())
-        u_dcs, u_prev = np.array(u_dcs_list), np.array(u_prev_list)
+        # Vectors are lists of floats in MV order throughout the cycle: no numpy on eighteen numbers.
+        u_dcs = self._vector(values, self._dcs_tags)
+        u_prev = self._vector(values, self._ai_tags) if self.engagement.mode is Mode.ACTIVE else u_dcs.copy()
         observed = self._observe(values, events)
         t2 = clock()
         requested, policy_info = self._infer(u_prev, events) if observed else (None, None)
@@ -133,7 +128,7 @@ class Controller:
         projection = None
         verdict = None
         action = None
-        if requested is not None and all(map(math.isfinite, u_prev_list)) and all(map(math.isfinite, u_dcs_list)):
+        if requested is not None and all(map(math.isfinite, u_prev)) and all(map(math.isfinite, u_dcs)):
             projection = self.projector.project(requested, u_prev, u_dcs, process_now, available, dt)
             if projection.status is ProjectionStatus.RELEASE:
                 events.append(Event(EventType.IMMEDIATE_DISABLE, "envelope_infeasible", projection.reason))
@@ -144,7 +139,7 @@ class Controller:
         t4 = clock()
         if action is not None:
             mvs = self.mv_names
-            verdict = self.guard.check(dict(zip(mvs, action)), dict(zip(mvs, u_prev_list)), dict(zip(mvs, u_dcs_list)),
+            verdict = self.guard.check(dict(zip(mvs, action)), dict(zip(mvs, u_prev)), dict(zip(mvs, u_dcs)),
                                        process_now, available, dt)
             if not verdict.ok:
                 events.append(Event(EventType.IMMEDIATE_DISABLE, "guard_block", "; ".join(verdict.violations)))
@@ -160,14 +155,15 @@ class Controller:
         writes, setpoints = self._writes(safe_action, healthy)
 
         record = self._record(snapshot, wall_time, mono_time, validation, events, transition, requested,
-                              action, projection, verdict, writes if setpoints else None, u_prev_list, u_dcs_list,
+                              action, projection, verdict, writes if setpoints else None, u_prev, u_dcs,
                               policy_info, state_before)
+        t6 = clock()
         # read, write and record are the daemon's; it fills them in
         record["timings_us"] = {"read": 0, "validate": (t1 - t0) // 1000, "observe": (t2 - t1) // 1000,
                                 "infer": (t3 - t2) // 1000, "project": (t4 - t3) // 1000,
                                 "guard": (t5 - t4) // 1000, "write": 0, "record": 0}
         self.cycle += 1
-        return CycleOutput(writes, record, setpoints)
+        return CycleOutput(writes, record, setpoints, (t6 - t5) // 1000)
 
     def finish(self, output: CycleOutput, result: WriteResult | None) -> dict[str, float]:
         """Take the write's outcome into the record and the state. Returns a release write to send
@@ -205,9 +201,12 @@ class Controller:
             events.append(Event(EventType.NO_ENTRY, "policy_history_filling", ""))
         return policy.ready
 
-    def _infer(self, u_prev: np.ndarray, events: list[Event]) -> tuple[np.ndarray | None, dict]:
+    def _infer(self, u_prev: list[float], events: list[Event]) -> tuple[list[float] | None, dict]:
         inference = self.policy.infer()
-        spread = None if inference.spread is None else float(np.max(inference.spread / self._spread_scale))
+        spread = None
+        if inference.spread is not None:
+            ratios = [s / k for s, k in zip(inference.spread, self._spread_scale)]
+            spread = math.nan if any(map(math.isnan, ratios)) else max(ratios)
         info = {"spread": spread, "out_of_training_envelope": list(inference.out_of_envelope)}
         if not inference.finite:
             events.append(Event(EventType.IMMEDIATE_DISABLE, "model_output_not_finite", ""))
@@ -285,7 +284,7 @@ class Controller:
             "model": {"id": self.settings.model_id, "sha256": self.settings.model_sha256},
             "policy": policy_info,
             "mvs": self.mv_names,
-            "requested": _listed(requested),
+            "requested": requested,
             "projected": projected,
             "written": None if writes is None else [writes[t] for t in self._ai_tags],
             "u_prev": u_prev,

@@ -13,6 +13,7 @@ import hashlib
 import math
 import operator
 import re
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True, slots=True)
 class Inference:
-    action: np.ndarray  # absolute setpoints in engineering units, in the runner's MV order
-    spread: np.ndarray | None  # ensemble std per action in engineering units; None without an ensemble
+    action: list[float]  # absolute setpoints in engineering units, in the runner's MV order
+    spread: list[float] | None  # ensemble std per action in engineering units; None without an ensemble
     out_of_envelope: list[str]  # inputs outside the training envelope (plus margin) anywhere in the history
     finite: bool  # False when any action or spread is NaN/inf: the cycle must release
 
@@ -114,14 +115,16 @@ class PolicyRunner:
             self._binding.bind_ortvalue_output(contract.spread_output, self._bound[2])
 
         # Envelope bounds pushed through the same scaling as the inputs, so the check runs on the
-        # model's own input buffer with no per-cycle unscaling; rounding is monotonic, so a value
-        # inside [lo, hi] is never flagged.
+        # model's own (float32) input values with no per-cycle unscaling; rounding is monotonic, so a
+        # value inside [lo, hi] is never flagged. Each cycle checks only its own row, as it enters the
+        # history; the answer is every input flagged in any row still in the history.
         lo = np.array([p[0] for p in contract.training_envelope])
         hi = np.array([p[1] for p in contract.training_envelope])
         physical = np.array([tag_map.signals[n].hi - tag_map.signals[n].lo for n in contract.input_signals])
         margin = envelope_margin * np.maximum(hi - lo, SPAN_FLOOR * physical)
-        self._env_lo = ((lo - margin - self._offset) / self._scale).astype(np.float32)
-        self._env_hi = ((hi + margin - self._offset) / self._scale).astype(np.float32)
+        self._env_bounds = list(zip(((lo - margin - self._offset) / self._scale).astype(np.float32).tolist(),
+                                    ((hi + margin - self._offset) / self._scale).astype(np.float32).tolist()))
+        self._outside: deque[list[int]] = deque(maxlen=h)  # per history row, oldest first
 
         order = [contract.action_names.index(mv) for mv in mv_names]
         # per returned action: (its index in the model's output, scale, offset)
@@ -143,6 +146,7 @@ class PolicyRunner:
     def reset(self) -> None:
         self._x.fill(0.0)
         self._filled = 0
+        self._outside.clear()
 
     def observe(self, values: Mapping[str, float]) -> None:
         """Append this cycle's validated values. A model input absent from `values` enters as NaN: it
@@ -156,7 +160,12 @@ class PolicyRunner:
         window[:-n] = window[n:]  # shift one cycle older; numpy handles the overlap
         # scaled in float64, rounded once to float32 as it enters the model's input
         self._newest[:] = [(float(v) - offset) / scale for v, (offset, scale) in zip(raw, self._input_scaling)]
+        self._outside.append(self._outside_training(self._newest.tolist()))
         self._filled = min(self._filled + 1, self.contract.history_length)
+
+    def _outside_training(self, row: list[float]) -> list[int]:
+        """Indices of the inputs of one history row outside the training envelope (NaN included)."""
+        return [i for i, (v, (lo, hi)) in enumerate(zip(row, self._env_bounds)) if not lo <= v <= hi]
 
     def infer(self) -> Inference:
         if not self.ready:
@@ -172,13 +181,10 @@ class PolicyRunner:
             out = self._spread_out[0].tolist()
             spread = [out[k] * scale for k, scale, _ in self._unscaling]
             finite = finite and all(map(math.isfinite, spread))
-            spread = np.array(spread)
-        action = np.array(action)
-        inside = (self._window >= self._env_lo) & (self._window <= self._env_hi)  # False for NaN too
-        if np.count_nonzero(inside) == inside.size:
+        if not any(self._outside):
             return Inference(action, spread, [], finite)
         names = self.contract.input_signals
-        return Inference(action, spread, [names[i] for i in np.flatnonzero(~inside.all(axis=0))], finite)
+        return Inference(action, spread, [names[i] for i in sorted(set().union(*self._outside))], finite)
 
     def state(self) -> dict[str, Any]:
         """The history as plain data (scaled float32 values, exact as Python floats), oldest cycle first."""
@@ -197,6 +203,7 @@ class PolicyRunner:
         self.reset()
         if rows:
             self._window[h - len(rows):] = np.asarray(rows, dtype=np.float64)
+            self._outside.extend(self._outside_training(row) for row in self._window[h - len(rows):].tolist())
         self._filled = len(rows)
 
 

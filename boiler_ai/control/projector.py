@@ -18,6 +18,10 @@ weighted projection onto a box is the clip, and it is feasible). Otherwise a sma
 a dual active-set solver set up once and cold-started each cycle so an answer depends only on its
 inputs (replayable). Every answer is checked independently; any doubt counts as infeasible, and then
 the last applied setpoints are held if they still fit, else control is released. project() never raises.
+
+The per-cycle path (box, clip, row checks) runs on Python floats over sparse rows: on vectors of
+eighteen, each numpy call costs more than its work, and a cycle that starts with cold caches after
+the idle wait pays that overhead several times over. The rare QP path uses numpy and DAQP.
 """
 
 from __future__ import annotations
@@ -67,18 +71,21 @@ class Projector:
         # arithmetic and the guard's can never turn an accepted answer into a guard block.
         self._tol = e.guard_tolerance / 2
         self._conditional = [(i, signal) for i, signal in enumerate(e.available_when) if signal is not None]
-        self._coupling_rows = np.array([c.coefficients for c in e.couplings]).reshape(-1, n)
-        self._process_rows = np.array([p.sensitivity for p in e.process_limits]).reshape(-1, n)
-        # Row bounds are built each cycle in plain Python from these (about 15 rows: fewer numpy calls
-        # on tiny arrays, on the hot path): (lower, upper, on the deviation from the DCS) per coupling,
-        # (upper limit?, limit) per process limit.
+        # Per MV, for the per-cycle box: (min, max, rate up /s, rate down /s, max deviation from the DCS).
+        self._box = list(zip(e.lo.tolist(), e.hi.tolist(), e.rate_up.tolist(), e.rate_down.tolist(),
+                             e.max_dev.tolist()))
+        # Rows as (MV index, coefficient) pairs of their non-zero terms: a coupling touches a few MVs.
+        # (lower, upper, on the deviation from the DCS, terms) per coupling; (upper limit?, limit,
+        # terms) per process limit.
         self._coupling_bounds = [(c.limit if c.relation != "at_most" else -SOLVER_INF,
                                   c.limit if c.relation != "at_least" else SOLVER_INF,
-                                  c.basis == "deviation_from_dcs") for c in e.couplings]
-        self._process_bounds = [(p.relation == "at_most", p.limit) for p in e.process_limits]
-        coupling_lo = [lo for lo, _, _ in self._coupling_bounds]
-        coupling_hi = [hi for _, hi, _ in self._coupling_bounds]
-        self._rows = np.vstack([self._coupling_rows, self._process_rows])
+                                  c.basis == "deviation_from_dcs", _terms(c.coefficients)) for c in e.couplings]
+        self._process_bounds = [(p.relation == "at_most", p.limit, _terms(p.sensitivity)) for p in e.process_limits]
+        self._row_terms = [b[3] for b in self._coupling_bounds] + [b[2] for b in self._process_bounds]
+        coupling_lo = [b[0] for b in self._coupling_bounds]
+        coupling_hi = [b[1] for b in self._coupling_bounds]
+        self._rows = np.array([c.coefficients for c in e.couplings]
+                              + [p.sensitivity for p in e.process_limits]).reshape(-1, n)
         self._row_names = (tuple(f"coupling:{c.name}" for c in e.couplings)
                            + tuple(f"process:{p.name}" for p in e.process_limits))
         self._h_diag = e.weights ** 2
@@ -114,7 +121,7 @@ class Projector:
             return Projection(None, ProjectionStatus.RELEASE, (), 0.0, f"projector error: {exc!r}")
 
     def _project(self, requested, u_prev, u_dcs, process_now, available, dt) -> Projection:
-        u_prev, u_dcs = self._vector(u_prev), self._vector(u_dcs)
+        u_prev, u_dcs = self._floats(u_prev), self._floats(u_dcs)
         if u_prev is None:
             return _release("last applied setpoints missing or not finite")
         if u_dcs is None:
@@ -130,58 +137,66 @@ class Projector:
             y_now.append(value)
 
         limits = self._limits(u_prev, u_dcs, y_now, available, dt)
-        crossed = (limits.lo > limits.hi).nonzero()[0]
-        if len(crossed):
+        lo, hi = limits.lo, limits.hi
+        crossed = [i for i in range(self._n) if lo[i] > hi[i]]
+        if crossed:
             i = crossed[0]
             names = tuple(self._bound(limits, j, upper) for j in crossed for upper in (False, True))
             low, high = (self._bound(limits, i, upper).split(":")[1] for upper in (False, True))
             return self._fallback(limits, f"no setpoint fits {self.envelope.mv_names[i]}: its {low} bound "
-                                          f"{limits.lo[i]:g} is above its {high} bound {limits.hi[i]:g}", names)
-        request = self._vector(requested)
+                                          f"{lo[i]:g} is above its {high} bound {hi[i]:g}", names)
+        request = self._floats(requested)
         if request is None:
             return self._fallback(limits, "requested action missing or not finite", ())
 
-        clipped = np.clip(request, limits.lo, limits.hi)
+        # the clip, as np.clip computes it: bounds are not crossed here
+        clipped = [min(max(r, low), high) for r, low, high in zip(request, lo, hi)]
         if self._rows_fit(clipped, limits):
-            moved = (clipped != request).nonzero()[0]
-            names = tuple(self._bound(limits, i, request[i] > limits.hi[i]) for i in moved)
-            status = ProjectionStatus.CLIPPED if len(moved) else ProjectionStatus.OK
-            return Projection(clipped, status, names, 0.0, "")
+            names = tuple(self._bound(limits, i, r > hi[i])
+                          for i, (c, r) in enumerate(zip(clipped, request)) if c != r)
+            status = ProjectionStatus.CLIPPED if names else ProjectionStatus.OK
+            return Projection(np.array(clipped), status, names, 0.0, "")
         return self._solve(request, limits)
 
-    def _vector(self, values) -> np.ndarray | None:
+    def _floats(self, values) -> list[float] | None:
+        """`values` as n finite Python floats, or None."""
         try:
-            array = np.array(values, dtype=float).reshape(-1)
+            floats = [float(v) for v in (np.ravel(values).tolist() if isinstance(values, np.ndarray) else values)]
         except (TypeError, ValueError):
             return None
-        # the finiteness test on Python floats: a third of np.isfinite().all()'s cost at this size
-        if array.shape != (self._n,) or not all(map(math.isfinite, array.tolist())):
+        if len(floats) != self._n or not all(map(math.isfinite, floats)):
             return None
-        return array
+        return floats
 
     def _limits(self, u_prev, u_dcs, y_now, available, dt) -> _Limits:
-        e = self.envelope
         # A DCS setpoint outside the AI's range (a burner level starting up from its cooling position,
         # say) leaves that MV to the DCS until it is back inside: following the DCS is never a risk.
-        pinned = (u_dcs < e.lo) | (u_dcs > e.hi)
+        pinned = [not low <= dcs <= high for dcs, (low, high, _, _, _) in zip(u_dcs, self._box)]
         for i, signal in self._conditional:
             if not available.get(signal, False):
                 pinned[i] = True
         # The box is the tightest of: absolute, rate around u_prev, deviation around u_dcs; a pinned
-        # MV is the DCS setpoint (it moves as the DCS moves it, not at the AI's rate). Chained
-        # maximum/minimum give exactly the max/min over the three; which one binds is only worked
-        # out when a name is needed (_bound), off the hot path.
-        lo = np.where(pinned, u_dcs, np.maximum(np.maximum(e.lo, u_prev - e.rate_down * dt), u_dcs - e.max_dev))
-        hi = np.where(pinned, u_dcs, np.minimum(np.minimum(e.hi, u_prev + e.rate_up * dt), u_dcs + e.max_dev))
+        # MV is the DCS setpoint (it moves as the DCS moves it, not at the AI's rate). Which one
+        # binds is only worked out when a name is needed (_bound), off the hot path.
+        lo: list[float] = []
+        hi: list[float] = []
+        for prev, dcs, pin, (low, high, up, down, dev) in zip(u_prev, u_dcs, pinned, self._box):
+            if pin:
+                lo.append(dcs)
+                hi.append(dcs)
+            else:
+                lo.append(max(low, prev - down * dt, dcs - dev))
+                hi.append(min(high, prev + up * dt, dcs + dev))
 
         row_lo: list[float] = []
         row_hi: list[float] = []
-        for (low, high, on_deviation), value in zip(self._coupling_bounds, (self._coupling_rows @ u_dcs).tolist()):
-            offset = value if on_deviation else 0.0
+        for low, high, on_deviation, terms in self._coupling_bounds:
+            offset = sum([c * u_dcs[i] for i, c in terms]) if on_deviation else 0.0
             row_lo.append(low + offset)
             row_hi.append(high + offset)
         # Process rows as bounds on S u: S u_prev + room left to the limit, never less than no change.
-        for (upper, limit), now, base in zip(self._process_bounds, y_now, (self._process_rows @ u_prev).tolist()):
+        for (upper, limit, terms), now in zip(self._process_bounds, y_now):
+            base = sum([c * u_prev[i] for i, c in terms])
             room = limit - now
             if upper:
                 row_lo.append(-SOLVER_INF)
@@ -196,35 +211,40 @@ class Projector:
         absolute, rate, deviation that is tightest, as in _limits."""
         if limits.pinned[i]:
             return f"{self.envelope.mv_names[i]}:unavailable"
-        e, u_prev, u_dcs, dt = self.envelope, float(limits.u_prev[i]), float(limits.u_dcs[i]), limits.dt
+        low, high, up, down, dev = self._box[i]
+        u_prev, u_dcs, dt = limits.u_prev[i], limits.u_dcs[i], limits.dt
         if upper:
-            candidates = (float(e.hi[i]), u_prev + float(e.rate_up[i]) * dt, u_dcs + float(e.max_dev[i]))
+            candidates = (high, u_prev + up * dt, u_dcs + dev)
             kind = _HI_NAMES[candidates.index(min(candidates))]
         else:
-            candidates = (float(e.lo[i]), u_prev - float(e.rate_down[i]) * dt, u_dcs - float(e.max_dev[i]))
+            candidates = (low, u_prev - down * dt, u_dcs - dev)
             kind = _LO_NAMES[candidates.index(max(candidates))]
         return f"{self.envelope.mv_names[i]}:{kind}"
 
-    def _rows_fit(self, x, limits: _Limits) -> bool:
+    def _rows_fit(self, x: list[float], limits: _Limits) -> bool:
         tol = self._tol
-        return all(lo - tol <= value <= hi + tol
-                   for lo, value, hi in zip(limits.row_lo, (self._rows @ x).tolist(), limits.row_hi))
+        for terms, low, high in zip(self._row_terms, limits.row_lo, limits.row_hi):
+            value = sum([c * x[i] for i, c in terms])
+            if not low - tol <= value <= high + tol:
+                return False
+        return True
 
-    def _solve(self, request, limits: _Limits) -> Projection:
+    def _solve(self, request: list[float], limits: _Limits) -> Projection:
         lo, hi = limits.lo, limits.hi
-        self._model.update(f=-self._h_diag * request, bupper=np.concatenate((hi, limits.row_hi)),
-                           blower=np.concatenate((lo, limits.row_lo)), sense=self._sense)
+        self._model.update(f=-self._h_diag * np.array(request), bupper=np.array(hi + limits.row_hi),
+                           blower=np.array(lo + limits.row_lo), sense=self._sense)
         started = time.perf_counter()
         x, _, flag, info = self._model.solve()
         solve_us = (time.perf_counter() - started) * 1e6
         if flag != SOLVER_OPTIMAL:
             return self._fallback(limits, f"no action fits the envelope (QP exit flag {flag})", (), solve_us)
-        x = self._vector(x)
+        x = self._floats(x)
         # The solver's word is not taken: finite, inside the box (up to rounding, then clipped exactly)
         # and every row within tolerance, or it is treated as infeasible.
-        if x is None or np.any(x < lo - self._tol) or np.any(x > hi + self._tol):
+        tol = self._tol
+        if x is None or not all(low - tol <= v <= high + tol for v, low, high in zip(x, lo, hi)):
             return self._fallback(limits, "QP answer failed the independent check (bounds)", (), solve_us)
-        x = np.clip(x, lo, hi)
+        x = [min(max(v, low), high) for v, low, high in zip(x, lo, hi)]
         if not self._rows_fit(x, limits):
             return self._fallback(limits, "QP answer failed the independent check (rows)", (), solve_us)
         lam = np.asarray(info.get("lam", ()), dtype=float).reshape(-1)
@@ -234,13 +254,14 @@ class Projector:
                 names.append(self._bound(limits, k, lam[k] > 0))  # DAQP: positive = upper bound active
             elif k - self._n < len(self._row_names):
                 names.append(self._row_names[k - self._n])
-        return Projection(x, ProjectionStatus.CLIPPED, tuple(names), solve_us, "")
+        return Projection(np.array(x), ProjectionStatus.CLIPPED, tuple(names), solve_us, "")
 
     def _fallback(self, limits: _Limits, reason: str, names: tuple[str, ...], solve_us: float = 0.0) -> Projection:
         """Infeasible this cycle: hold the setpoints in force if they still fit every hard limit, else release."""
         u_prev = limits.u_prev
-        if np.all(u_prev >= limits.lo) and np.all(u_prev <= limits.hi) and self._rows_fit(u_prev, limits):
-            return Projection(u_prev.copy(), ProjectionStatus.HOLD, names, solve_us, reason)
+        if (all(low <= v <= high for v, low, high in zip(u_prev, limits.lo, limits.hi))
+                and self._rows_fit(u_prev, limits)):
+            return Projection(np.array(u_prev), ProjectionStatus.HOLD, names, solve_us, reason)
         return Projection(None, ProjectionStatus.RELEASE, names, solve_us,
                           f"{reason}; the setpoints in force do not fit either")
 
@@ -249,14 +270,18 @@ class Projector:
 class _Limits:
     """This cycle's limits: the per-MV box with the setpoints and period it came from, and the row bounds."""
 
-    u_prev: np.ndarray
-    u_dcs: np.ndarray
+    u_prev: list[float]
+    u_dcs: list[float]
     dt: float
-    lo: np.ndarray
-    hi: np.ndarray
+    lo: list[float]
+    hi: list[float]
     row_lo: list[float]  # couplings, then process limits
     row_hi: list[float]
-    pinned: np.ndarray
+    pinned: list[bool]
+
+
+def _terms(row: np.ndarray) -> tuple[tuple[int, float], ...]:
+    return tuple((i, c) for i, c in enumerate(row.tolist()) if c)
 
 
 def _release(reason: str) -> Projection:
