@@ -74,6 +74,7 @@ class DaemonConfig:
     record: RecordConfig
     metrics_listen: str | None  # "host:port" for the Prometheus endpoint, or None
     log_level: str
+    cpu_latency_limit_us: int | None  # PM QoS limit held while running (boiler_ai.host); None: the OS decides
 
     def config_hash(self) -> str:
         """sha256 over this file and every file it brings in, so a record names its exact setup."""
@@ -177,6 +178,10 @@ def load_config(path: str | Path) -> DaemonConfig:
     metrics_listen = metrics.string("listen", None)
     metrics.done()
 
+    host = top.mapping("host", {})
+    cpu_latency_limit_us = host.integer("cpu_latency_limit_us", None, lo=0)
+    host.done()
+
     cfg = DaemonConfig(
         source=path,
         unit=top.string("unit"),
@@ -193,6 +198,7 @@ def load_config(path: str | Path) -> DaemonConfig:
         record=record,
         metrics_listen=metrics_listen,
         log_level=top.string("log_level", "info", choices=("debug", "info", "warning", "error")),
+        cpu_latency_limit_us=cpu_latency_limit_us,
     )
     top.done()
     return cfg

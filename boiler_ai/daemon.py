@@ -14,6 +14,8 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from boiler_ai.control.envelope import Envelope, load_envelope
 from boiler_ai.control.guard import Guard
 from boiler_ai.control.policy import PolicyRunner
 from boiler_ai.control.projector import Projector
+from boiler_ai.host import CpuLatencyLimit
 from boiler_ai.logs import event, setup_logging
 from boiler_ai.metrics import Metrics, serve_metrics
 from boiler_ai.plant.tagmap import TagMap, load_tag_map
@@ -170,6 +173,19 @@ def make_plant(core: Core) -> PlantIO:
                         max_nodes_per_read=op.max_nodes_per_read, max_nodes_per_write=op.max_nodes_per_write)
 
 
+@contextmanager
+def cpu_latency_limit(cfg: DaemonConfig) -> Iterator[CpuLatencyLimit]:
+    """Hold the config's CPU latency limit; say in the log whether the machine granted it."""
+    with CpuLatencyLimit(cfg.cpu_latency_limit_us) as limit:
+        if limit.held:
+            event(log, logging.INFO, "cpu latency limit held", limit_us=limit.limit_us, device=str(limit.device))
+        elif limit.error is not None:
+            event(log, logging.WARNING, "cpu latency limit not held: cycles start slower after idle "
+                  "(grant access with deploy/99-boiler-ai-cpu-latency.rules)", limit_us=limit.limit_us,
+                  error=limit.error)
+        yield limit
+
+
 async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cycles: int | None = None) -> Daemon:
     cfg = core.config
     recorder = open_recorder(cfg)
@@ -193,7 +209,8 @@ async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cyc
         # which would otherwise land inside a cycle as millisecond pauses.
         gc.collect()
         gc.freeze()
-        await daemon.run(stop, max_cycles)
+        with cpu_latency_limit(cfg):
+            await daemon.run(stop, max_cycles)
         return daemon
     finally:
         if metrics_server is not None:

@@ -70,14 +70,14 @@ def free_port() -> int:
 
 
 def demo_config(base: DaemonConfig, endpoint: str, speed: float, log_dir: Path) -> DaemonConfig:
-    # the operator has AI_ENABLE on from the start of the demo
+    # the operator has AI_ENABLE on from the start of the demo; a demo does not pin the machine's cores
     return dataclasses.replace(
         base, mode="closed_loop", time_scale=speed,
         engagement=dataclasses.replace(base.engagement, arm_on_start=True),
         opcua=dataclasses.replace(base.opcua, endpoint=endpoint),
         record=dataclasses.replace(base.record, log_dir=log_dir, publish_endpoint=None, catchup_endpoint=None,
                                    fsync="never"),
-        metrics_listen=None)
+        metrics_listen=None, cpu_latency_limit_us=None)
 
 
 async def run_with_daemon(cfg: DaemonConfig, scenario: str, seed: int, minutes: float, speed: float) -> dict:

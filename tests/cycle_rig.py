@@ -27,6 +27,7 @@ def write_config(tmp: Path, model: Path, sha: str, **changes) -> Path:
                model={"path": str(model), "sha256": sha})
     cfg["record"].update(log_dir=str(tmp / "log"), publish_endpoint=None, catchup_endpoint=None, fsync="never")
     cfg["metrics"] = {"listen": None}
+    cfg["host"] = {"cpu_latency_limit_us": None}  # tests leave the machine's idle states alone
     cfg["engagement"].update(healthy_cycles_to_engage=3, arm_on_start=True)
     for key, value in changes.items():
         if isinstance(value, dict):

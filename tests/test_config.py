@@ -36,6 +36,11 @@ def test_example_config_loads_and_builds(tmp_path):
     core = build_core(cfg)
     assert core.controller.policy.model_id == "bootstrap-bc-v1"
     assert len(cfg.config_hash()) == 64
+    assert cfg.cpu_latency_limit_us == 0
+
+
+def test_host_section_is_optional(tmp_path):
+    assert load_config(edited(tmp_path, lambda c: c.pop("host"))).cpu_latency_limit_us is None
 
 
 @pytest.mark.parametrize("edit, field, words", [
@@ -51,6 +56,8 @@ def test_example_config_loads_and_builds(tmp_path):
     (lambda c: c["opcua"].update(security={"policy": "Basic256Sha256", "mode": "SignAndEncrypt"}),
      "opcua.security.certificate", "required field is missing"),
     (lambda c: c["record"].update(fsync="sometimes"), "record.fsync", "must be one of"),
+    (lambda c: c["host"].update(cpu_latency_limit_us=-1), "host.cpu_latency_limit_us", "must be >= 0"),
+    (lambda c: c["host"].update(cpu_latency_us=0), "host.cpu_latency_us", "unknown field"),
 ])
 def test_config_errors_name_the_file_and_field(tmp_path, edit, field, words):
     path = edited(tmp_path, edit)

@@ -53,7 +53,8 @@ class CycleOutput:
     writes: dict[str, float]  # tag -> value for this cycle's one batch write; empty: write nothing
     record: dict  # the decision record, completed by finish()
     setpoints_written: bool  # the writes carry AI setpoints (not only the handshake)
-    record_build_us: int  # engagement decision and building the record: the record stage's share in the core
+    # the record stage's share in the core: controller state, engagement decision, building the record
+    record_build_us: int
 
 
 class Controller:
@@ -95,6 +96,7 @@ class Controller:
         s = self.settings
         dt = s.cycle_period_s
         clock = self.clock_ns
+        t_state = clock()
         state_before = self.state() if self.cycle % s.state_every_cycles == 0 else None
         t0 = clock()
         events: list[Event] = list(extra_events or ())
@@ -163,7 +165,7 @@ class Controller:
                                 "infer": (t3 - t2) // 1000, "project": (t4 - t3) // 1000,
                                 "guard": (t5 - t4) // 1000, "write": 0, "record": 0}
         self.cycle += 1
-        return CycleOutput(writes, record, setpoints, (t6 - t5) // 1000)
+        return CycleOutput(writes, record, setpoints, (t6 - t5 + t0 - t_state) // 1000)
 
     def finish(self, output: CycleOutput, result: WriteResult | None) -> dict[str, float]:
         """Take the write's outcome into the record and the state. Returns a release write to send
