@@ -98,7 +98,7 @@ class PolicyRunner:
         self._scale = np.asarray(contract.input_scale, dtype=np.float64)
         # The per-cycle arithmetic runs on Python floats (the same IEEE float64 operations numpy does):
         # on arrays this small each numpy call costs more than the work it does.
-        self._input_scaling = list(zip(self._offset.tolist(), self._scale.tolist()))
+        self._offsets, self._scales = self._offset.tolist(), self._scale.tolist()
         self._filled = 0
         names = contract.input_signals
         self._get = operator.itemgetter(*names) if n > 1 else (lambda v, k=names[0]: (v[k],))
@@ -122,8 +122,8 @@ class PolicyRunner:
         hi = np.array([p[1] for p in contract.training_envelope])
         physical = np.array([tag_map.signals[n].hi - tag_map.signals[n].lo for n in contract.input_signals])
         margin = envelope_margin * np.maximum(hi - lo, SPAN_FLOOR * physical)
-        self._env_bounds = list(zip(((lo - margin - self._offset) / self._scale).astype(np.float32).tolist(),
-                                    ((hi + margin - self._offset) / self._scale).astype(np.float32).tolist()))
+        self._env_lo = ((lo - margin - self._offset) / self._scale).astype(np.float32).tolist()
+        self._env_hi = ((hi + margin - self._offset) / self._scale).astype(np.float32).tolist()
         self._outside: deque[list[int]] = deque(maxlen=h)  # per history row, oldest first
 
         order = [contract.action_names.index(mv) for mv in mv_names]
@@ -159,13 +159,14 @@ class PolicyRunner:
         n = self.contract.n_inputs
         window[:-n] = window[n:]  # shift one cycle older; numpy handles the overlap
         # scaled in float64, rounded once to float32 as it enters the model's input
-        self._newest[:] = [(float(v) - offset) / scale for v, (offset, scale) in zip(raw, self._input_scaling)]
+        # (an int or bool input converts exactly as float() would)
+        self._newest[:] = [(v - offset) / scale for v, offset, scale in zip(raw, self._offsets, self._scales)]
         self._outside.append(self._outside_training(self._newest.tolist()))
         self._filled = min(self._filled + 1, self.contract.history_length)
 
     def _outside_training(self, row: list[float]) -> list[int]:
         """Indices of the inputs of one history row outside the training envelope (NaN included)."""
-        return [i for i, (v, (lo, hi)) in enumerate(zip(row, self._env_bounds)) if not lo <= v <= hi]
+        return [i for i, (v, lo, hi) in enumerate(zip(row, self._env_lo, self._env_hi)) if not lo <= v <= hi]
 
     def infer(self) -> Inference:
         if not self.ready:
