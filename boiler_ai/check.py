@@ -13,6 +13,7 @@ import asyncio
 from pathlib import Path
 
 from boiler_ai.config import load_config
+from boiler_ai.host import CpuLatencyLimit
 from boiler_ai.strict import ConfigError
 
 
@@ -42,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
           f"{len(policy.input_signals)} inputs")
     print(f"opcua       {cfg.opcua.endpoint}  security {cfg.opcua.security.policy}")
     print(f"decision log {cfg.record.log_dir}")
+    with CpuLatencyLimit(cfg.cpu_latency_limit_us) as limit:  # try it as the daemon will, then let go
+        latency = ("left to the OS" if limit.limit_us is None else f"{limit.limit_us} us, granted" if limit.held
+                   else f"{limit.limit_us} us, NOT granted ({limit.error}): see deploy/99-boiler-ai-cpu-latency.rules")
+    print(f"host        cpu latency limit {latency}")
     print(core.envelope.describe())
     if not args.server:
         print("check: files OK (use --server to check the OPC UA server too)")
