@@ -23,6 +23,7 @@ from asyncua.ua.ua_binary import struct_to_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from stand_in_unit import StandInUnit
 
 from boiler_ai.plant.opcua_client import (
     STATUS_BAD_TYPE_MISMATCH,
@@ -767,36 +768,11 @@ def test_tag_server_secured_with_pki_layout(tag_map, tmp_path):
     assert result.ok and result.read_back == {"ai_heartbeat": 3.0}
 
 
-class RampUnit:
-    """A stand-in simulated unit: load ramps with simulated time, the DCS holds what the daemon wrote."""
-
-    def __init__(self, tag_map: TagMap):
-        self.t = 0.0
-        self.tag_map = tag_map
-        self.written: dict[str, float] = {}
-        self.ai_enable = False
-
-    def step(self, dt: float = 1.0) -> None:
-        self.t += dt
-
-    def values(self) -> dict[str, float]:
-        values = served_values(self.tag_map)
-        values.update(self.written)
-        values["unit_load_mw"] = 300.0 + 0.1 * self.t
-        values["ai_enable"] = float(self.ai_enable)
-        return values
-
-    def write(self, signal: str, value: float) -> None:
-        self.written[signal] = value
-
-    def set_ai_enable(self, on: bool) -> None:
-        self.ai_enable = on
-
-
 def test_simulated_unit_server_is_read_and_written(tag_map):
     from boiler_ai.sim.serve import SimulatedUnitServer
 
-    unit = RampUnit(tag_map)
+    # load ramps with simulated time; the DCS holds what the daemon wrote
+    unit = StandInUnit(lambda t: served_values(tag_map) | {"unit_load_mw": 300.0 + 0.1 * t})
     sim = SimulatedUnitServer(unit, tag_map=tag_map, endpoint="opc.tcp://127.0.0.1:0", speed=50)
     request = {"ai_request": 1.0, "ai_heartbeat": 5.0, "sa_damper_a_pct_ai_sp": 55.0}
 

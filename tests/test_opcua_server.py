@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from stand_in_unit import StandInUnit
 
 from boiler_ai.plant.opcua_server import (
     ServerSecurity,
@@ -618,32 +619,6 @@ def test_layout_errors_name_the_tag(tag_map):
 # SimulatedUnitServer: a unit stepped in time and served
 
 
-class FakeUnit:
-    """The stepping interface of boiler_ai.sim.unit.ReferenceUnit over fake_values, recording writes."""
-
-    def __init__(self, tag_map: TagMap, step_cost_s: float = 0.0) -> None:
-        self.tag_map, self.step_cost_s = tag_map, step_cost_s
-        self.t = 0.0
-        self.written: dict[str, float] = {}
-        self.ai_enable = False
-
-    def step(self, dt: float = 1.0) -> None:
-        time.sleep(self.step_cost_s)
-        self.t += dt
-
-    def values(self) -> dict[str, float]:
-        values = fake_values(self.tag_map, int(self.t))
-        values.update(self.written)
-        values["ai_enable"] = float(self.ai_enable)
-        return values
-
-    def write(self, signal: str, value: float) -> None:
-        self.written[signal] = value
-
-    def set_ai_enable(self, on: bool) -> None:
-        self.ai_enable = on
-
-
 async def wait_for(predicate, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -653,7 +628,7 @@ async def wait_for(predicate, timeout: float = 10.0) -> None:
 
 
 def test_simulator_runs_its_duration_and_counts_lag_instead_of_bursting(loop, tag_map):
-    unit = FakeUnit(tag_map, step_cost_s=0.02)  # 20 ms a step, asked for every 1 ms
+    unit = StandInUnit(lambda t: fake_values(tag_map, int(t)), step_cost_s=0.02)  # 20 ms a step, asked for every 1 ms
     sim = SimulatedUnitServer(unit, tag_map=tag_map, endpoint=LOCAL, speed=1000, duration_s=15)
     try:
         loop.run(sim.start())
@@ -667,13 +642,14 @@ def test_simulator_runs_its_duration_and_counts_lag_instead_of_bursting(loop, ta
 
 
 def test_simulator_failure_surfaces_in_wait(loop, tag_map):
-    class BrokenUnit(FakeUnit):
+    class BrokenUnit(StandInUnit):
         def step(self, dt: float = 1.0) -> None:
             super().step(dt)
             if self.t >= 3:
                 raise RuntimeError("drum level transmitter model diverged")
 
-    sim = SimulatedUnitServer(BrokenUnit(tag_map), tag_map=tag_map, endpoint=LOCAL, speed=1000)
+    unit = BrokenUnit(lambda t: fake_values(tag_map, int(t)))
+    sim = SimulatedUnitServer(unit, tag_map=tag_map, endpoint=LOCAL, speed=1000)
     try:
         loop.run(sim.start())
         with pytest.raises(RuntimeError, match="diverged"):
