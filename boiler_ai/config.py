@@ -17,6 +17,7 @@ from boiler_ai.strict import ConfigError, Fields, load_yaml
 
 CONTROL_MODES = ("shadow", "closed_loop")
 FSYNC = ("every_record", "interval", "never")
+PM_QOS_MAX_US = 2_000_000_000  # the largest CPU latency request Linux accepts
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,9 @@ def load_config(path: str | Path) -> DaemonConfig:
 
     host = top.mapping("host", {})
     cpu_latency_limit_us = host.integer("cpu_latency_limit_us", None, lo=0)
+    if cpu_latency_limit_us is not None and cpu_latency_limit_us > PM_QOS_MAX_US:
+        raise host.error("cpu_latency_limit_us", f"must be <= {PM_QOS_MAX_US} (the kernel's largest), "
+                                                 f"got {cpu_latency_limit_us}; null leaves it to the OS")
     host.done()
 
     cfg = DaemonConfig(

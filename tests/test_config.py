@@ -57,6 +57,7 @@ def test_host_section_is_optional(tmp_path):
      "opcua.security.certificate", "required field is missing"),
     (lambda c: c["record"].update(fsync="sometimes"), "record.fsync", "must be one of"),
     (lambda c: c["host"].update(cpu_latency_limit_us=-1), "host.cpu_latency_limit_us", "must be >= 0"),
+    (lambda c: c["host"].update(cpu_latency_limit_us=2**31), "host.cpu_latency_limit_us", "must be <= 2000000000"),
     (lambda c: c["host"].update(cpu_latency_us=0), "host.cpu_latency_us", "unknown field"),
 ])
 def test_config_errors_name_the_file_and_field(tmp_path, edit, field, words):
