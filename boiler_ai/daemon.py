@@ -83,10 +83,6 @@ class Daemon:
         self.overruns = 0
         self.active_cycles = 0
         self._last_record_us = 0
-        self.stop_reason: str | None = None
-
-    def request_stop(self, reason: str) -> None:
-        self.stop_reason = reason
 
     async def run(self, stop: asyncio.Event, max_cycles: int | None = None) -> None:
         cfg = self.core.config
@@ -153,15 +149,14 @@ class Daemon:
 
     async def release_and_stop(self, period: float) -> None:
         """Hand control back through the normal cycle path, then flush the log."""
-        reason = self.stop_reason or "daemon_stopping"
         if self.controller.engagement.mode in (Mode.ACTIVE, Mode.RELEASING):
             for _ in range(STOP_CONFIRM_CYCLES):
-                await self.cycle([Event(EventType.IMMEDIATE_DISABLE, "daemon_stopping", reason)])
+                await self.cycle([Event(EventType.IMMEDIATE_DISABLE, "daemon_stopping", "stop requested")])
                 if self.controller.engagement.mode is Mode.DISABLED:
                     break
                 await asyncio.sleep(period)
         self.recorder.log.flush(timeout=10.0)
-        event(log, logging.INFO, "stopped", unit=self.core.config.unit, reason=reason,
+        event(log, logging.INFO, "stopped", unit=self.core.config.unit,
               mode=self.controller.engagement.mode.value, overruns=self.overruns)
 
 

@@ -70,11 +70,6 @@ class Stoichiometry:
         excess = max(air_ratio - 1.0, 0.0) * n
         return 100.0 * excess / (self.dry_products + k * air_ratio * n + excess)
 
-    def dry_flue_gas_nm3(self, air_ratio: float) -> float:
-        """Dry flue gas volume, Nm3 per kg coal (22.414 l/mol)."""
-        n, k = self.o2_stoich, (1.0 - _AIR_O2) / _AIR_O2
-        return 0.022414 * (self.dry_products + k * air_ratio * n + max(air_ratio - 1.0, 0.0) * n)
-
 
 def stoichiometry(coal: Coal) -> Stoichiometry:
     c, h, s, o, n = (coal.carbon_pct * 10.0 / _M_C, coal.hydrogen_pct * 10.0 / _M_H2, coal.sulfur_pct * 10.0 / _M_S,
