@@ -8,7 +8,6 @@ replays to the same decision (boiler_ai.record.replay).
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,13 +21,10 @@ from boiler_ai.control.policy import PolicyRunner
 from boiler_ai.control.projector import ProjectionStatus, Projector
 from boiler_ai.control.validate import Validation, Validator
 from boiler_ai.plant.tagmap import TagMap
-from boiler_ai.plant.types import Reading, Snapshot, WriteResult
-from boiler_ai.record.schema import ABSENT_STATUS, SCHEMA_VERSION
+from boiler_ai.plant.types import Snapshot, WriteResult
+from boiler_ai.record.schema import SCHEMA_VERSION, inputs_block
 
 SOFTWARE = f"boiler-ai {__version__}"
-_ABSENT = Reading(float("nan"), ABSENT_STATUS, float("nan"))
-# the record's three per-input arrays, each taken from every Reading in one C-level pass
-_READING_FIELDS = (operator.attrgetter("value"), operator.attrgetter("source_ts"), operator.attrgetter("status_code"))
 
 
 @dataclass(frozen=True)
@@ -256,12 +252,6 @@ class Controller:
                 events: list[Event], transition: Transition, requested, projected: list[float] | None,
                 projection, verdict, writes, u_prev: list[float], u_dcs: list[float], policy_info: dict | None,
                 state_before: dict | None) -> dict:
-        readings = snapshot.readings
-        names = self._readable
-        absent = _ABSENT
-        inputs = [readings.get(n, absent) for n in names]
-        value, source_ts, status_code = (list(map(get, inputs)) for get in _READING_FIELDS)
-        issues = validation.issues
         return {
             "schema_version": SCHEMA_VERSION,
             "unit_id": self.settings.unit_id,
@@ -275,14 +265,8 @@ class Controller:
             "events": [e.as_dict() for e in events],
             "transition": ({"from": transition.previous.value, "to": transition.mode.value}
                            if transition.changed else None),
-            "inputs": {
-                "signals": names,
-                "value": value,
-                "source_ts": source_ts,
-                "status_code": status_code,
-                "issue": issues,
-                "held": {n: validation.values[n] for n in validation.held},
-            },
+            "inputs": inputs_block(self._readable, snapshot.readings, validation.issues,
+                                   {n: validation.values[n] for n in validation.held}),
             "model": {"id": self.settings.model_id, "sha256": self.settings.model_sha256},
             "policy": policy_info,
             "mvs": self.mv_names,

@@ -21,9 +21,11 @@ import base64
 import binascii
 import json
 import math
+import operator
 import secrets
 import struct
 from collections.abc import Iterator, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -614,27 +616,24 @@ def decode(payload: bytes | str) -> dict:
 # Helpers for the daemon (building) and for readers (expanding the packed arrays).
 
 
+# A signal absent from the readings, and the three per-input arrays taken from every reading in one
+# C-level pass each: this runs on the control cycle, for about a hundred signals.
+_ABSENT_READING = SimpleNamespace(value=math.nan, source_ts=math.nan, status_code=ABSENT_STATUS)
+_READING_FIELDS = (operator.attrgetter("value"), operator.attrgetter("source_ts"), operator.attrgetter("status_code"))
+
+
 def inputs_block(signals: Sequence[str], readings: Mapping[str, Any], issues: Mapping[str, str],
                  held: Mapping[str, float]) -> dict:
     """Build `inputs` from readings with .value/.status_code/.source_ts (boiler_ai.plant.types.Reading).
 
     `signals` is every mapped readable signal in tag-map order; one absent from `readings` is recorded
     as value NaN, source_ts NaN, status ABSENT_STATUS (its issue should say missing or read_failed).
+    `signals`, `issues` and `held` are kept as given, not copied: the caller must not change them later.
     """
-    value, source_ts, status = [], [], []
-    nan = math.nan
-    for name in signals:
-        reading = readings.get(name)
-        if reading is None:
-            value.append(nan)
-            source_ts.append(nan)
-            status.append(ABSENT_STATUS)
-        else:
-            value.append(reading.value)
-            source_ts.append(reading.source_ts)
-            status.append(reading.status_code)
-    return {"signals": list(signals), "value": value, "source_ts": source_ts, "status_code": status,
-            "issue": dict(issues), "held": dict(held)}
+    present = [readings.get(name, _ABSENT_READING) for name in signals]
+    value, source_ts, status = (list(map(get, present)) for get in _READING_FIELDS)
+    return {"signals": signals, "value": value, "source_ts": source_ts, "status_code": status,
+            "issue": issues, "held": held}
 
 
 def action_list(mvs: Sequence[str], action: Mapping[str, float] | None) -> list[float] | None:
