@@ -168,7 +168,7 @@ def test_answers_depend_only_on_their_inputs():
 
 def test_fuel_balance_shares_a_feeder_move_among_the_mills_in_service():
     result = project(unbalanced_request(NOMINAL_DCS))
-    feeders = result.action[FEEDERS]
+    feeders = np.asarray(result.action)[FEEDERS]
     assert result.status is ProjectionStatus.CLIPPED and "coupling:feeder_fuel_balance" in result.active_constraints
     assert abs(feeders.sum()) < 1e-9 and feeders[5] == 0.0  # mill F out: no bias
     np.testing.assert_allclose(feeders, [0.032, -0.008, -0.008, -0.008, -0.008, 0.0], atol=1e-12)
@@ -178,7 +178,7 @@ def test_sofa_levels_meet_halfway_on_the_level_order_rule():
     request = _written(sofa_damper_1_pct=30.0, sofa_damper_2_pct=60.0)  # upper level 30 % above the lower
     result = project(request, dt=30.0)
     assert result.status is ProjectionStatus.CLIPPED and result.active_constraints == ("coupling:sofa_level_order",)
-    sofa = result.action[[IDX["sofa_damper_1_pct"], IDX["sofa_damper_2_pct"]]]
+    sofa = np.asarray(result.action)[[IDX["sofa_damper_1_pct"], IDX["sofa_damper_2_pct"]]]
     np.testing.assert_allclose(sofa, [35.0, 55.0], atol=1e-9)
     assert guard_check(result.action, dt=30.0).ok
 
@@ -440,7 +440,7 @@ def check_case(request, u_prev, u_dcs, process, available, dt, pinned, request_k
     assert (result.action is None) == (result.status is ProjectionStatus.RELEASE)
     holding = GUARD.check(ENV.mapping(u_prev), ENV.mapping(u_prev), ENV.mapping(u_dcs), process, available, dt)
     if result.action is not None:
-        x = result.action
+        x = np.asarray(result.action)
         verdict = GUARD.check(ENV.mapping(x), ENV.mapping(u_prev), ENV.mapping(u_dcs), process, available, dt)
         assert verdict.ok, (result, verdict.violations)
         assert np.all(x[~pinned] >= ENV.lo[~pinned]) and np.all(x[~pinned] <= ENV.hi[~pinned])

@@ -133,7 +133,7 @@ class Controller:
             else:
                 if projection.status is ProjectionStatus.HOLD:
                     events.append(Event(EventType.SOFT_DISABLE, "envelope_infeasible_holding", projection.reason))
-                action = projection.action.tolist()
+                action = projection.action
         t4 = clock()
         if action is not None:
             mvs = self.mv_names

@@ -56,7 +56,7 @@ class ProjectionStatus(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Projection:
-    action: np.ndarray | None  # None only with RELEASE
+    action: list[float] | None  # in envelope MV order; None only with RELEASE
     status: ProjectionStatus
     active_constraints: tuple[str, ...]  # e.g. "sa_damper_a_pct:rate_up", "coupling:feeder_fuel_balance"
     solve_us: float  # time inside the QP solver (0 when no QP was needed)
@@ -155,7 +155,7 @@ class Projector:
             names = tuple(self._bound(limits, i, r > hi[i])
                           for i, (c, r) in enumerate(zip(clipped, request)) if c != r)
             status = ProjectionStatus.CLIPPED if names else ProjectionStatus.OK
-            return Projection(np.array(clipped), status, names, 0.0, "")
+            return Projection(clipped, status, names, 0.0, "")
         return self._solve(request, limits)
 
     def _floats(self, values) -> list[float] | None:
@@ -254,14 +254,14 @@ class Projector:
                 names.append(self._bound(limits, k, lam[k] > 0))  # DAQP: positive = upper bound active
             elif k - self._n < len(self._row_names):
                 names.append(self._row_names[k - self._n])
-        return Projection(np.array(x), ProjectionStatus.CLIPPED, tuple(names), solve_us, "")
+        return Projection(x, ProjectionStatus.CLIPPED, tuple(names), solve_us, "")
 
     def _fallback(self, limits: _Limits, reason: str, names: tuple[str, ...], solve_us: float = 0.0) -> Projection:
         """Infeasible this cycle: hold the setpoints in force if they still fit every hard limit, else release."""
         u_prev = limits.u_prev
         if (all(low <= v <= high for v, low, high in zip(u_prev, limits.lo, limits.hi))
                 and self._rows_fit(u_prev, limits)):
-            return Projection(np.array(u_prev), ProjectionStatus.HOLD, names, solve_us, reason)
+            return Projection(list(u_prev), ProjectionStatus.HOLD, names, solve_us, reason)
         return Projection(None, ProjectionStatus.RELEASE, names, solve_us,
                           f"{reason}; the setpoints in force do not fit either")
 
