@@ -61,6 +61,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from boiler_ai.plant.security import certificate_uris
 from boiler_ai.plant.tagmap import SignalSpec, TagMap
 from boiler_ai.plant.types import Quality, Reading
 
@@ -183,14 +184,6 @@ def trust(pki: str | Path, certificate: str | Path) -> Path:
     target = Path(pki) / "trusted" / "certs" / Path(certificate).name
     shutil.copyfile(certificate, target)
     return target
-
-
-def _certificate_uris(cert: x509.Certificate) -> list[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    return san.value.get_values_for_type(x509.UniformResourceIdentifier)
 
 
 @dataclass(frozen=True)
@@ -735,7 +728,7 @@ class TagServer:
         await server.load_certificate(str(cert_file))
         await server.load_private_key(str(key_file))
         cert = server.iserver.certificate
-        uris = _certificate_uris(cert)
+        uris = certificate_uris(cert)
         if self.application_uri not in uris:
             raise ValueError(
                 f"server certificate {cert_file}: application URI {self.application_uri!r} is not in its "

@@ -107,7 +107,8 @@ def _load_private_key(path: Path):
                             lambda d: serialization.load_der_private_key(d, password=None))
 
 
-def _uris(cert: x509.Certificate) -> list[str]:
+def certificate_uris(cert: x509.Certificate) -> list[str]:
+    """The URIs in a certificate's subjectAltName (an OPC UA application URI among them)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
@@ -142,7 +143,7 @@ def load_credentials(settings: SecuritySettings) -> ClientCredentials:
     assert settings.certificate and settings.private_key and settings.server_certificate and settings.application_uri
     cert = load_certificate(settings.certificate, "certificate")
     _check_validity(cert, "certificate", settings.certificate)
-    uris = _uris(cert)
+    uris = certificate_uris(cert)
     if settings.application_uri not in uris:
         # Servers reject a session whose ApplicationUri is not the one in the client certificate.
         raise SecurityError(
