@@ -46,7 +46,7 @@ VARIANT_TYPES = {
     "Float": ua.VariantType.Float,
     "Double": ua.VariantType.Double,
 }
-_INTEGER_LIMITS = {"Int32": (-(2**31), 2**31 - 1), "UInt32": (0, 2**32 - 1)}
+INTEGER_LIMITS = {"Int32": (-(2**31), 2**31 - 1), "UInt32": (0, 2**32 - 1)}
 _FLOAT32_MAX = 3.4028234663852886e38
 
 ACCESS_CURRENT_READ = 0x01  # AccessLevel / UserAccessLevel bits (OPC 10000-3, 5.6.2)
@@ -147,8 +147,8 @@ def _write_problem(spec: SignalSpec, value: object) -> str | None:
         return f"value {value!r} is outside the tag map range [{spec.lo:g}, {spec.hi:g}]"
     if spec.data_type == "Boolean" and value not in (0.0, 1.0):
         return f"value {value!r} is not 0 or 1 (Boolean node)"
-    if spec.data_type in _INTEGER_LIMITS:
-        lo, hi = _INTEGER_LIMITS[spec.data_type]
+    if spec.data_type in INTEGER_LIMITS:
+        lo, hi = INTEGER_LIMITS[spec.data_type]
         if not value.is_integer() or not lo <= value <= hi:
             return f"value {value!r} is not a {spec.data_type}"
     if spec.data_type == "Float" and abs(value) > _FLOAT32_MAX:
@@ -160,7 +160,7 @@ def _variant(spec: SignalSpec, value: float) -> ua.Variant:
     """Typed as the node's DataType: servers reject e.g. a Double Variant written to a Float node."""
     if spec.data_type == "Boolean":
         return ua.Variant(bool(value), ua.VariantType.Boolean)
-    if spec.data_type in _INTEGER_LIMITS:
+    if spec.data_type in INTEGER_LIMITS:
         return ua.Variant(int(value), VARIANT_TYPES[spec.data_type])
     return ua.Variant(float(value), VARIANT_TYPES[spec.data_type])
 

@@ -61,6 +61,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from boiler_ai.plant.opcua_client import INTEGER_LIMITS, VARIANT_TYPES
 from boiler_ai.plant.security import certificate_uris
 from boiler_ai.plant.tagmap import SignalSpec, TagMap
 from boiler_ai.plant.types import Quality, Reading
@@ -70,14 +71,6 @@ log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840"
 OnWrite = Callable[[str, float], None]
 
-_VARIANT = {
-    "Boolean": ua.VariantType.Boolean,
-    "Int32": ua.VariantType.Int32,
-    "UInt32": ua.VariantType.UInt32,
-    "Float": ua.VariantType.Float,
-    "Double": ua.VariantType.Double,
-}
-_INT_LIMITS = {"Int32": (-(2**31), 2**31 - 1), "UInt32": (0, 2**32 - 1)}
 _ANALOG = ("Float", "Double")
 
 # Units used in tag maps -> UNECE Rec. 20 common code, display name, description (OPC UA Part 8
@@ -377,7 +370,7 @@ def _to_python(spec: SignalSpec, value: float) -> bool | int | float:
         if value in (0, 1):
             return bool(value)
     elif math.isfinite(value) and value == int(value):
-        lo, hi = _INT_LIMITS[kind]
+        lo, hi = INTEGER_LIMITS[kind]
         if lo <= value <= hi:
             return int(value)
     raise ValueError(f"tag {spec.name!r}: {value!r} is not a valid {kind}")
@@ -515,7 +508,7 @@ class TagServer:
             variables[key] = spec.name
             for depth in range(1, len(path) + 1):
                 folders.setdefault((uri, "s=" + ".".join(path[:depth])), spec.name)
-            self._tags[spec.name] = _Tag(spec, uri, identifier, tuple(path), browse_name, _VARIANT[spec.data_type])
+            self._tags[spec.name] = _Tag(spec, uri, identifier, tuple(path), browse_name, VARIANT_TYPES[spec.data_type])
         for key, name in variables.items():
             if key in folders:
                 raise ValueError(
