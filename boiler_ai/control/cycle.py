@@ -11,8 +11,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from boiler_ai import __version__
 from boiler_ai.control.engagement import Engagement, Event, EventType, Handshake, Mode, Transition
 from boiler_ai.control.envelope import Envelope
@@ -79,7 +77,7 @@ class Controller:
         self._ai_tags = [tag_map.manipulated[n].ai_setpoint for n in self.mv_names]
         # A spread is judged against each action's allowed deviation from the DCS: 0.5 t/h of
         # disagreement matters for a feeder bias, not for a damper opening.
-        self._spread_scale = np.maximum(envelope.max_dev, 1e-9).tolist()
+        self._spread_scale = [max(dev, 1e-9) for dev in envelope.max_dev.tolist()]
         self.heartbeat = 0
         self.cycle = 0
         self.out_of_depth_s = 0.0
@@ -120,7 +118,7 @@ class Controller:
         t3 = clock()
 
         handshake = Handshake(*(self._flag(values, self.hs[k]) for k in ("ai_enable", "ai_permissive", "ai_active")))
-        process_now = {name: values.get(name, np.nan) for name in self.envelope.process_signals}
+        process_now = {name: values.get(name, math.nan) for name in self.envelope.process_signals}
         available = {sig: values.get(sig, 0.0) >= 0.5 for sig in self.envelope.condition_signals}
 
         projection = None
