@@ -4,7 +4,7 @@ Runs the simulated unit under its DCS alone over several scenarios and seeds, le
 manipulated variable's DCS setpoint one cycle ahead from a short history of every readable signal,
 holds one scenario out for evaluation, and exports an ensemble with the full model contract:
 
-    python training/bootstrap_bc.py --out models/bootstrap-bc-v1
+    python -m training.bootstrap_bc --out models/bootstrap-bc-v1
 
 It is a policy to run the daemon with until a trained one exists: it follows the DCS (and so should
 gain nothing), while exercising every part of the edge path (contract, history, spread, envelope).
@@ -26,16 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from boiler_ai.control.model_contract import ModelContract
+from boiler_ai.control.policy import PolicyRunner
+from boiler_ai.plant.tagmap import TagMap, load_tag_map
+from training.ensemble import ResidualMLPEnsemble, predict, train_ensemble
+from training.export import code_commit, created_utc, export_policy
+from training.policy_dataset import Dataset, build_dataset, concat, observation_signals
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing: the boiler_ai package beside us
-
-from ensemble import ResidualMLPEnsemble, predict, train_ensemble  # noqa: E402
-from export import code_commit, created_utc, export_policy  # noqa: E402
-from policy_dataset import Dataset, build_dataset, concat, observation_signals  # noqa: E402
-
-from boiler_ai.control.model_contract import ModelContract  # noqa: E402
-from boiler_ai.control.policy import PolicyRunner  # noqa: E402
-from boiler_ai.plant.tagmap import TagMap, load_tag_map  # noqa: E402
 
 TAG_MAP = ROOT / "opc" / "reference_unit.yaml"
 
@@ -230,7 +228,7 @@ Edge check: the held-out windows replayed through `PolicyRunner` (ONNX Runtime, 
 match torch within {s['runner_vs_torch_max_abs']:.2g} (engineering units).
 
 ## Reproduce
-`python training/bootstrap_bc.py --out <dir> --seed {s['seed']}` (see training/README.md). The weights are
+`python -m training.bootstrap_bc --out <dir> --seed {s['seed']}` (see training/README.md). The weights are
 deterministic for a seed; the file's sha256 also covers the creation time and the code commit
 (set SOURCE_DATE_EPOCH to fix the time).
 """

@@ -14,7 +14,7 @@ from test_fault_matrix import free_port
 from boiler_ai.record.recorder import Recorder
 from boiler_ai.record.synthetic import synthetic_record
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "DECISION_RECORD.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "DECISION_RECORD.md"
 
 
 def documented_subscriber() -> str:

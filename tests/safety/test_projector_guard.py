@@ -19,7 +19,7 @@ from boiler_ai.control.projector import ProjectionStatus, Projector
 from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.strict import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENVELOPE_PATH = ROOT / "constraints" / "reference_unit.yaml"
 TAG_MAP = load_tag_map(ROOT / "opc" / "reference_unit.yaml")
 ENV = load_envelope(ENVELOPE_PATH, TAG_MAP)

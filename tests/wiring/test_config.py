@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cycle_rig import EXAMPLE, ROOT, follower_config
+from rigs.cycle_rig import EXAMPLE, ROOT, follower_config
 from test_fault_matrix import free_port
 
 from boiler_ai.config import load_config

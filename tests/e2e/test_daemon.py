@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cycle_rig import follower_config
+from rigs.cycle_rig import follower_config
 from test_fault_matrix import SPEED, free_port, until_engaged
 
 from boiler_ai.config import load_config

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from rigs.contracts import sample_contract
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "training"))  # training/ is a folder of scripts, not an installed package
+from boiler_ai.control.model_contract import read_contract
+from boiler_ai.control.policy import PolicyRunner
+from boiler_ai.plant.tagmap import load_tag_map
+from training import bootstrap_bc
+from training.ensemble import ResidualMLPEnsemble, predict
+from training.export import ExportError, export_policy
+from training.policy_dataset import build_dataset, concat, observation_signals
 
-import bootstrap_bc  # noqa: E402
-from ensemble import ResidualMLPEnsemble, predict  # noqa: E402
-from export import ExportError, export_policy  # noqa: E402
-from policy_dataset import build_dataset, concat, observation_signals  # noqa: E402
-from test_model_contract import sample_contract  # noqa: E402
-
-from boiler_ai.control.model_contract import read_contract  # noqa: E402
-from boiler_ai.control.policy import PolicyRunner  # noqa: E402
-from boiler_ai.plant.tagmap import load_tag_map  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 TM = load_tag_map(ROOT / "opc" / "reference_unit.yaml")
 TARGETS = {"feeder_a_bias_tph": "feeder_a_bias_tph_dcs_sp", "sa_damper_a_pct": "sa_damper_a_pct_dcs_sp"}

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from test_model_contract import (
+from rigs.contracts import (
     INPUTS,
     MVS,
     TAG_MAP,

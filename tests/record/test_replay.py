@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from cycle_rig import Rig, follower_config
+from rigs.cycle_rig import Rig, follower_config
 
 from boiler_ai.config import load_config
 from boiler_ai.control.projector import Projector

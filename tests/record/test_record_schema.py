@@ -12,8 +12,8 @@ from boiler_ai.record import schema
 from boiler_ai.record.schema import RecordError, decode, encode, validate
 from boiler_ai.record.synthetic import synthetic_record
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def stamped(record: dict, seq: int = 7) -> dict:

@@ -28,7 +28,7 @@ from boiler_ai.sim.efficiency import (
 from boiler_ai.sim.efficiency_cli import compute, load_sheet
 from boiler_ai.strict import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "efficiency"
 KCAL = 4.1868  # kJ per kcal (IT)
 BTU_PER_LB = 2.326  # kJ/kg per Btu/lb

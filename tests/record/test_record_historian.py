@@ -21,7 +21,7 @@ from boiler_ai.record.schema import decode
 from boiler_ai.record.store import SqliteStore, open_store
 from boiler_ai.record.synthetic import signal_names, synthetic_record
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ANY = "tcp://127.0.0.1:*"
 SIGNALS = signal_names(30)
 RUN = 10_000

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from policies import follower
+from rigs.policies import follower
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Core, build_core
@@ -15,7 +15,7 @@ from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.stepped import SteppedPlant
 from boiler_ai.sim.unit import ReferenceUnit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "examples" / "reference_unit.yaml"
 
 

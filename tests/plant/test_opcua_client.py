@@ -23,7 +23,7 @@ from asyncua.ua.ua_binary import struct_to_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from stand_in_unit import StandInUnit
+from rigs.stand_in_unit import StandInUnit
 
 from boiler_ai.plant.opcua_client import (
     STATUS_BAD_TYPE_MISMATCH,

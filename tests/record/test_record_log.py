@@ -16,7 +16,7 @@ from boiler_ai.record.log import FRAME, DurableLog, LogError, iter_frames, iter_
 from boiler_ai.record.schema import decode, validate
 from boiler_ai.record.synthetic import signal_names, synthetic_record
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SIGNALS = signal_names(30)
 
 

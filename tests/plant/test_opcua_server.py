@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-from stand_in_unit import StandInUnit
+from rigs.stand_in_unit import StandInUnit
 
 from boiler_ai.plant.opcua_server import (
     ServerSecurity,

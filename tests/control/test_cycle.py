@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from cycle_rig import Rig, follower_config, outside_envelope
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rigs.cycle_rig import Rig, follower_config, outside_envelope
 
 from boiler_ai.control.policy import Inference
 from boiler_ai.plant.types import Reading

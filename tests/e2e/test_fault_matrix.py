@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cycle_rig import follower_config, outside_envelope
+from rigs.cycle_rig import follower_config, outside_envelope
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Daemon, build_core, make_plant, open_recorder
@@ -31,7 +31,7 @@ from boiler_ai.sim.unit import ReferenceUnit
 
 SPEED = 20.0
 PERIOD = 1.0 / SPEED  # wall seconds per daemon cycle (1 simulated second)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -1,0 +1,1 @@
+"""Offline training pipeline (never imported by the daemon): run its stages as `python -m training.<stage>`."""
