@@ -259,6 +259,7 @@ class Controller:
             "cycle_period_s": self.settings.cycle_period_s,
             "read_time": snapshot.read_time,
             "read_error": snapshot.error,
+            "server_time": snapshot.server_time,
             "mode": transition.mode.value,
             "events": [e.as_dict() for e in events],
             "transition": ({"from": transition.previous.value, "to": transition.mode.value}

@@ -1,12 +1,20 @@
 """Input validation: decide, per signal and per cycle, whether a reading can be used.
 
-Checks, in order: read failure, bad/uncertain quality, stale source timestamp, NaN/inf, outside the
-physical range, implausible rate of change, frozen sensor. A critical signal that fails releases
-control at once. A non-critical one holds its last good value for at most `hold_s` plant seconds;
-past that it counts as critical, because a controller steering on a stale picture is not healthy.
+Checks, in order: read failure or a stalled server, bad/uncertain quality, NaN/inf, stale timestamp,
+outside the physical range, implausible rate of change, frozen sensor. A critical signal that fails
+releases control at once. A non-critical one holds its last good value for at most `hold_s` plant
+seconds; past that it counts as critical, because a controller steering on a stale picture is not healthy.
+
+Timestamps, as vendor OPC UA servers send them (both are optional; many stamp only on change):
+- The server is alive while its own clock (ServerStatus/CurrentTime, read in the same batch) advances;
+  when it has not advanced for SERVER_CLOCK_STALL_S plant seconds, every input is invalid.
+- Age is judged only where the tag map gives `stale_s` > 0 (signals that must move), from the
+  SourceTimestamp, or the ServerTimestamp where there is none, against the server's clock (against the
+  read time when the server gave no clock). Such a signal with neither timestamp cannot show it is
+  fresh: `no_timestamp`. Where `stale_s` is 0 age is not judged and timestamps may be absent.
 
 Pure: all time arrives as arguments. Time inside is plant seconds (cycles times the cycle period),
-so the same log replays identically; only source-timestamp age is measured on the wall clock,
+so the same log replays identically; only timestamp age is measured on the clocks of the read,
 scaled by `time_scale` for an accelerated simulator.
 """
 
@@ -28,7 +36,14 @@ NOT_FINITE = "not_finite"
 OUT_OF_RANGE = "out_of_range"
 RATE_OF_CHANGE = "rate_of_change"
 FROZEN = "frozen"
+NO_TIMESTAMP = "no_timestamp"
+SERVER_CLOCK_STALLED = "server_clock_stalled"
 
+# Plant seconds the server's clock may stand still before the server counts as stalled: a server
+# refreshes CurrentTime at least once a second (asyncua's own does exactly that).
+SERVER_CLOCK_STALL_S = 10.0
+
+_SERVER_CLOCK = "@server_clock"  # key of the server clock's track in state(): never a signal name
 _SEVERITY = 0xC0000000  # StatusCode severity bits: 00 Good, 01 Uncertain, 1x Bad
 _BAD = 0x80000000
 _INFINITE = (math.inf, -math.inf)
@@ -60,26 +75,30 @@ class Validator:
         self.specs = specs
         self.time_scale = time_scale
         self._tracks = {s.name: _Track() for s in specs}
+        self._server_time: float | None = None  # the server clock's latest reading
+        self._server_still_s = 0.0  # plant seconds it has not advanced
         # (spec, its track) in signal order: the hot loop needs no lookups; restore() keeps these objects
         self._checks = [(s, self._tracks[s.name]) for s in specs]
 
     def validate(self, snapshot: Snapshot, dt: float) -> Validation:
-        if snapshot.error is not None:
+        error = snapshot.error if snapshot.error is not None else self._server_stalled(snapshot.server_time, dt)
+        if error is not None:
             for track in self._tracks.values():
                 track.since_good_s += dt
-            return Validation({}, {s.name: READ_FAILED for s in self.specs}, [],
-                              [s.name for s in self.specs if s.critical], snapshot.error)
+            issue = READ_FAILED if snapshot.error is not None else SERVER_CLOCK_STALLED
+            return Validation({}, {s.name: issue for s in self.specs}, [],
+                              [s.name for s in self.specs if s.critical], error)
         values: dict[str, float] = {}
         issues: dict[str, str] = {}
         held: list[str] = []
         critical_bad: list[str] = []
         readings = snapshot.readings
-        read_time = snapshot.read_time
+        now = snapshot.server_time if snapshot.server_time is not None else snapshot.read_time
         check = self._check
         for spec, track in self._checks:
             name = spec.name
             reading = readings.get(name)
-            issue = check(spec, track, reading, read_time, dt)
+            issue = check(spec, track, reading, now, dt)
             if issue is None:
                 track.last_good = values[name] = reading.value
                 track.since_good_s = 0.0
@@ -94,7 +113,21 @@ class Validator:
                 critical_bad.append(name)
         return Validation(values, issues, held, critical_bad)
 
-    def _check(self, spec: SignalSpec, track: _Track, reading, read_time: float, dt: float) -> str | None:
+    def _server_stalled(self, server_time: float | None, dt: float) -> str | None:
+        """Why the server counts as stalled (its clock stands still), else None. No clock: not judged."""
+        if server_time is None:
+            return None
+        if self._server_time is not None and server_time <= self._server_time:
+            self._server_still_s += dt
+            if self._server_still_s >= SERVER_CLOCK_STALL_S:
+                return (f"server clock (ServerStatus/CurrentTime) stalled: no advance for "
+                        f"{self._server_still_s:g} s, standing at {self._server_time:.3f}")
+            return None
+        self._server_time = server_time
+        self._server_still_s = 0.0
+        return None
+
+    def _check(self, spec: SignalSpec, track: _Track, reading, now: float, dt: float) -> str | None:
         # on the hot path: plain comparisons, no property lookups (about 100 signals per cycle)
         if reading is None:
             return MISSING
@@ -104,8 +137,14 @@ class Validator:
         value = reading.value
         if value != value or value in _INFINITE:
             return NOT_FINITE
-        if spec.stale_s > 0 and (read_time - reading.source_ts) * self.time_scale > spec.stale_s:
-            return STALE
+        if spec.stale_s > 0:
+            stamp = reading.source_ts
+            if stamp != stamp:  # no SourceTimestamp: the server's stamp says when it last had the value
+                stamp = reading.server_ts
+                if stamp != stamp:
+                    return NO_TIMESTAMP
+            if (now - stamp) * self.time_scale > spec.stale_s:
+                return STALE
         if not spec.lo <= value <= spec.hi:
             return OUT_OF_RANGE
         previous = track.last_raw
@@ -120,9 +159,14 @@ class Validator:
         return None
 
     def state(self) -> dict:
-        return {name: [t.last_good, t.since_good_s, t.unchanged_s, t.last_raw] for name, t in self._tracks.items()}
+        state = {name: [t.last_good, t.since_good_s, t.unchanged_s, t.last_raw] for name, t in self._tracks.items()}
+        state[_SERVER_CLOCK] = [self._server_time, self._server_still_s]
+        return state
 
     def restore(self, state: dict) -> None:
+        state = dict(state)
+        # absent from states saved before the server clock was tracked: start afresh
+        self._server_time, self._server_still_s = state.pop(_SERVER_CLOCK, (None, 0.0))
         for name, (last_good, since_good_s, unchanged_s, last_raw) in state.items():
             track = self._tracks.get(name)
             if track is None:  # a signal this validator does not check: kept, as state() hands it on

@@ -1,9 +1,15 @@
 """PlantIO over OPC UA: the only client code in boiler-ai that speaks OPC UA (through asyncua).
 
 Per control cycle: one Read request of the Value attribute of every readable tag, as full DataValues so
-the StatusCode and the source timestamp survive (asyncua's read_values drops both); one Write request of
-explicitly typed Variants without timestamps or status, then one read-back of what the DCS now holds.
-Requests are split to the server's advertised MaxNodesPerRead / MaxNodesPerWrite.
+the StatusCode and both timestamps survive (asyncua's read_values drops them), with the server's own clock
+(ServerStatus/CurrentTime) as the last item; one Write request of explicitly typed Variants without
+timestamps or status, then one read-back of what the DCS now holds. AI_REQUEST=1 never shares a request
+with the AI setpoints: it goes, with the heartbeat, in a second Write only after every other value of the
+cycle was accepted. Requests are split to the server's advertised MaxNodesPerRead / MaxNodesPerWrite.
+
+Timestamps are optional in OPC UA and vendors differ (no SourceTimestamp, stamps only on change,
+picosecond fields): a missing one is reported as NaN and never lowers the quality the server gave;
+the validator decides what an absent or old timestamp means for each tag.
 
 Nothing here raises into the control cycle: a failed read is a Snapshot with `error` set, a failed write
 an ok=False WriteResult. Either drops the link, and a background task rebuilds it with capped backoff,
@@ -53,13 +59,14 @@ ACCESS_CURRENT_READ = 0x01  # AccessLevel / UserAccessLevel bits (OPC 10000-3, 5
 ACCESS_CURRENT_WRITE = 0x02
 SCALAR_VALUE_RANKS = (-1, -2, -3)  # Scalar, Any, ScalarOrOneDimension
 
-STATUS_UNCERTAIN = 0x40000000  # generic Uncertain: given to a Good value that came without a source timestamp
 STATUS_BAD_TYPE_MISMATCH = ua.StatusCodes.BadTypeMismatch  # a value we cannot read as a number
 
 # A vendor stack may keep a session whose connection dropped until it times out; asking for a short
 # timeout bounds how long such an orphan lives. Our per-cycle reads keep the live session busy.
 SESSION_TIMEOUT_MS = 30_000
 RECONNECT_FIRST_DELAY_S = 0.25
+
+SERVER_CURRENT_TIME = ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime)
 
 _NODE_PATTERN = re.compile(r"^(?:ns=(\d+);|nsu=(.+?);)?([isgb]=.+)$", re.DOTALL)
 
@@ -115,11 +122,18 @@ def _number(variant: ua.Variant | None) -> float | None:
     return None
 
 
-def _reading(dv: ua.DataValue, read_time: float) -> Reading:
-    """One DataValue as a Reading. Two judgements of ours, both conservative:
-    a value that is not a scalar number or bool reads NaN with BadTypeMismatch (unless already Bad), and a
-    Good value without a source timestamp becomes Uncertain (its age cannot be checked), stamped with the
-    server timestamp or, failing that, the read time."""
+def _server_timestamp(dv: ua.DataValue) -> float | None:
+    """The ServerTimestamp, or None when absent or not to be trusted: asyncua 2.1.0 decodes the DataValue
+    fields in declaration order, not the wire order of OPC 10000-6 5.2.2.17 (SourceTimestamp,
+    SourcePicoseconds, ServerTimestamp, ...), so when SourcePicoseconds are present the ServerTimestamp it
+    returns is built from the wrong bytes. The SourceTimestamp comes before them and is sound."""
+    return None if dv.SourcePicoseconds is not None else _epoch(dv.ServerTimestamp)
+
+
+def _reading(dv: ua.DataValue) -> Reading:
+    """One DataValue as a Reading: the server's StatusCode as given, absent timestamps as NaN (both are
+    optional). One judgement of ours: a value that is not a scalar number or bool reads NaN with
+    BadTypeMismatch (unless already Bad)."""
     code = dv.StatusCode.value if dv.StatusCode is not None else 0
     value = _number(dv.Value)
     if value is None:
@@ -127,11 +141,17 @@ def _reading(dv: ua.DataValue, read_time: float) -> Reading:
         if Quality.from_status_code(code) is not Quality.BAD:
             code = STATUS_BAD_TYPE_MISMATCH
     source_ts = _epoch(dv.SourceTimestamp)
-    if source_ts is None:
-        source_ts = _epoch(dv.ServerTimestamp) or read_time
-        if Quality.from_status_code(code) is Quality.GOOD:
-            code = STATUS_UNCERTAIN
-    return Reading(value, code, source_ts)
+    server_ts = _server_timestamp(dv)
+    return Reading(value, code, math.nan if source_ts is None else source_ts,
+                   math.nan if server_ts is None else server_ts)
+
+
+def _server_time(dv: ua.DataValue) -> float | None:
+    """ServerStatus/CurrentTime as epoch seconds, None when the server did not give it."""
+    if dv.StatusCode is not None and not dv.StatusCode.is_good():
+        return None
+    value = dv.Value.Value if dv.Value is not None else None
+    return _epoch(value) if isinstance(value, datetime) else None
 
 
 def _write_problem(spec: SignalSpec, value: object) -> str | None:
@@ -197,7 +217,7 @@ class _Link:
 
     client: Client
     node_ids: dict[str, ua.NodeId]  # every signal in the map
-    read_names: list[str]  # readable signals, in the order of the prepared requests
+    read_names: list[str]  # readable signals, in the order of the prepared requests (then the server clock)
     read_requests: list[ua.ReadParameters]  # prepared once per connection, chunked
     max_read: int | None
     max_write: int | None
@@ -390,7 +410,9 @@ class OpcUaPlantIO:
         max_read = _effective_limit(server_limits[0], self.max_nodes_per_read)
         max_write = _effective_limit(server_limits[1], self.max_nodes_per_write)
         read_names = self.tag_map.readable
-        requests = [_read_params([node_ids[n] for n in chunk]) for chunk in _chunks(read_names, max_read)]
+        # The clock last: read after every value, so no value looks younger than it is.
+        to_read = [node_ids[n] for n in read_names] + [SERVER_CURRENT_TIME]
+        requests = [_read_params(chunk) for chunk in _chunks(to_read, max_read)]
         return _Link(client, node_ids, read_names, requests, max_read, max_write)
 
     async def _discard(self, client: Client) -> None:
@@ -484,7 +506,8 @@ class OpcUaPlantIO:
             self._lost(link, error)
             return Snapshot({}, time.time(), error=error)
         read_time = time.time()
-        return Snapshot({name: _reading(dv, read_time) for name, dv in zip(link.read_names, results)}, read_time)
+        return Snapshot({name: _reading(dv) for name, dv in zip(link.read_names, results)}, read_time,
+                        server_time=_server_time(results[-1]))
 
     def _refusals(self, values: dict[str, float]) -> list[str]:
         problems = []
@@ -499,11 +522,52 @@ class OpcUaPlantIO:
                 problems.append(f"tag {name!r}: {why}")
         return problems
 
-    async def write(self, values: dict[str, float]) -> WriteResult:
-        """One batch write of typed values to allow-listed tags, then one read-back. Never raises.
+    def _batches(self, values: dict[str, float]) -> tuple[list[str], list[str]]:
+        """The cycle's writes as (first, second) requests. A request for AI mode (AI_REQUEST=1) and the
+        heartbeat that vouches for the cycle wait for a second request, sent only when the DCS accepted
+        every value of the first: the DCS must never see AI_REQUEST=1 beside a setpoint it refused.
+        Dropping the request (0) needs no such care and goes at once with the rest."""
+        request, heartbeat = self.tag_map.handshake["ai_request"], self.tag_map.handshake["ai_heartbeat"]
+        if values.get(request, 0.0) < 0.5:
+            return list(values), []
+        second = [name for name in (request, heartbeat) if name in values]
+        return [name for name in values if name not in second], second
 
-        ok is True only when every write was Good and the read-back succeeded. read_back holds every value
-        read back without Bad quality: what the DCS holds now, which may differ from what was asked (clamps).
+    async def _write_values(self, link: _Link, names: list[str], values: dict[str, float]) -> dict[str, int]:
+        specs = self.tag_map.signals
+        to_write = [_write_value(link.node_ids[name], specs[name], values[name]) for name in names]
+        codes: list[ua.StatusCode] = []
+        for chunk in _chunks(to_write, link.max_write):
+            answer = await asyncio.wait_for(link.client.uaclient.write(ua.WriteParameters(NodesToWrite=chunk)),
+                                            self.timeout_s)
+            if len(answer) != len(chunk):
+                raise ua.UaError(f"server answered {len(answer)} results for {len(chunk)} writes")
+            codes.extend(answer)
+        return {name: code.value for name, code in zip(names, codes)}
+
+    async def _read_back(self, link: _Link, names: list[str]) -> dict[str, float]:
+        requests = [_read_params(chunk) for chunk in _chunks([link.node_ids[n] for n in names], link.max_read)]
+        back = await self._read_values(link, requests)
+        read_back = {}
+        for name, dv in zip(names, back):
+            # The value is what matters here, not its age: a value the daemon itself wrote may carry no
+            # source timestamp (the spec allows null when the writer gave none), so only Bad is dropped.
+            value = _number(dv.Value)
+            code = dv.StatusCode.value if dv.StatusCode is not None else 0
+            if value is not None and Quality.from_status_code(code) is not Quality.BAD:
+                read_back[name] = value
+        return read_back
+
+    async def write(self, values: dict[str, float]) -> WriteResult:
+        """Write typed values to allow-listed tags, then read back what the DCS holds. Never raises.
+
+        One request (chunked to MaxNodesPerWrite), except when it asks for AI mode: then AI_REQUEST and
+        the heartbeat follow in a second request only if every other value was accepted, else they are
+        not written at all (absent from `status`). The read-back of the first request's tags runs beside
+        the second request (different nodes, so their order does not matter), which saves a round trip.
+        ok is True only when every value was written Good and the read-back succeeded. read_back holds
+        every value read back without Bad quality: what the DCS holds now, which may differ from what was
+        asked (clamps).
         """
         refused = self._refusals(values)
         if refused:
@@ -513,40 +577,34 @@ class OpcUaPlantIO:
         link = self._link
         if link is None:
             return WriteResult(False, error=self._not_connected())
-        names = list(values)
-        specs = self.tag_map.signals
-        to_write = [_write_value(link.node_ids[name], specs[name], values[name]) for name in names]
+        first, second = self._batches(values)
+        if not first:
+            first, second = second, []
+        errors: list[str] = []
+        status: dict[str, int] = {}
         try:
-            codes: list[ua.StatusCode] = []
-            for chunk in _chunks(to_write, link.max_write):
-                answer = await asyncio.wait_for(link.client.uaclient.write(ua.WriteParameters(NodesToWrite=chunk)),
-                                                self.timeout_s)
-                if len(answer) != len(chunk):
-                    raise ua.UaError(f"server answered {len(answer)} results for {len(chunk)} writes")
-                codes.extend(answer)
+            status = await self._write_values(link, first, values)
+            rejected = [f"{name} ({_status_name(code)})" for name, code in status.items()
+                        if Quality.from_status_code(code) is not Quality.GOOD]
+            if rejected:
+                errors.append(f"write rejected: {', '.join(rejected)}")
+                if second:
+                    errors.append(f"not written: {', '.join(second)}")
+                read_back = await self._read_back(link, first)
+            elif second:
+                status_2, read_back = await asyncio.gather(self._write_values(link, second, values),
+                                                           self._read_back(link, first))
+                status.update(status_2)
+                rejected = [f"{name} ({_status_name(code)})" for name, code in status_2.items()
+                            if Quality.from_status_code(code) is not Quality.GOOD]
+                if rejected:
+                    errors.append(f"write rejected: {', '.join(rejected)}")
+            else:
+                read_back = await self._read_back(link, first)
         except Exception as exc:  # any failure is a failed write, never an exception upstream
             error = f"write failed: {_describe(exc)}"
             self._lost(link, error)
-            return WriteResult(False, error=error)
-        status = {name: code.value for name, code in zip(names, codes)}
-        rejected = [f"{name} ({_status_name(code)})" for name, code in status.items()
-                    if Quality.from_status_code(code) is not Quality.GOOD]
-        errors = [f"write rejected: {', '.join(rejected)}"] if rejected else []
-        try:
-            requests = [_read_params(chunk) for chunk in _chunks([link.node_ids[n] for n in names], link.max_read)]
-            back = await self._read_values(link, requests)
-        except Exception as exc:  # as for the write
-            errors.append(f"read-back failed: {_describe(exc)}")
-            self._lost(link, errors[-1])
-            return WriteResult(False, status=status, error="; ".join(errors))
-        read_back = {}
-        for name, dv in zip(names, back):
-            # The value is what matters here, not its age: a value the daemon itself wrote may carry no
-            # source timestamp (the spec allows null when the writer gave none), so only Bad is dropped.
-            value = _number(dv.Value)
-            code = dv.StatusCode.value if dv.StatusCode is not None else 0
-            if value is not None and Quality.from_status_code(code) is not Quality.BAD:
-                read_back[name] = value
+            return WriteResult(False, status=status, error="; ".join([*errors, error]))
         return WriteResult(not errors, status=status, read_back=read_back, error="; ".join(errors) or None)
 
     async def verify(self) -> list[str]:

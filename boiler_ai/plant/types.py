@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,11 +23,13 @@ class Quality(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One tag as read: value (bools as 0.0/1.0), the raw StatusCode, the source timestamp (epoch s)."""
+    """One tag as read: value (bools as 0.0/1.0), the raw StatusCode, the source and server timestamps
+    (epoch s; NaN where the server sent none: both are optional in OPC UA)."""
 
     value: float
     status_code: int
     source_ts: float
+    server_ts: float = math.nan
 
     @property
     def quality(self) -> Quality:
@@ -39,11 +42,14 @@ class Snapshot:
 
     `error` is set when the read failed as a whole (connection lost, session invalid, timeout):
     then `readings` is empty and every input counts as invalid for the cycle.
+    `server_time` is the server's own clock (ServerStatus/CurrentTime) read in the same batch, None
+    when the server did not give it: ages are judged against it, and it must keep advancing.
     """
 
     readings: dict[str, Reading]
     read_time: float  # wall time (epoch s) when the read returned
     error: str | None = None
+    server_time: float | None = None
 
 
 @dataclass(slots=True)

@@ -69,13 +69,15 @@ def snapshot_of(record: dict) -> Snapshot:
     if record["read_error"] is not None:
         return Snapshot({}, record["read_time"], error=record["read_error"])
     inputs = record["inputs"]
+    # server_ts and server_time were added to v1 later: records written before have neither
+    server_ts = inputs.get("server_ts") or [math.nan] * len(inputs["signals"])
     readings = {
-        name: Reading(value, status, ts)
-        for name, value, status, ts in zip(inputs["signals"], inputs["value"], inputs["status_code"],
-                                           inputs["source_ts"], strict=True)
+        name: Reading(value, status, ts, server)
+        for name, value, status, ts, server in zip(inputs["signals"], inputs["value"], inputs["status_code"],
+                                                   inputs["source_ts"], server_ts, strict=True)
         if status != ABSENT_STATUS
     }
-    return Snapshot(readings, record["read_time"])
+    return Snapshot(readings, record["read_time"], server_time=record.get("server_time"))
 
 
 def write_result_of(record: dict, tag_map) -> WriteResult | None:

@@ -313,6 +313,8 @@ RECORD = Obj({
     "cycle_period_s": Field(Num(finite=True), "configured cycle period, seconds"),
     "read_time": Field(Nullable(Num(finite=True)), "epoch seconds when the batch read returned"),
     "read_error": Field(Nullable(Str()), "why the batch read failed as a whole, else null"),
+    "server_time": Field(Nullable(Num(finite=True)), "the server's clock (ServerStatus/CurrentTime) read in the "
+                         "same batch, epoch seconds; null when not read"),
     "mode": Field(MODE, "engagement state after this cycle"),
     "events": Field(ListOf(Obj({
         "type": Field(Str(), "no_entry | soft_disable | immediate_disable | engaged | released (more may be added)"),
@@ -327,6 +329,7 @@ RECORD = Obj({
         "signals": Field(ListOf(Str()), "logical signal names, in tag-map order; every array below follows it"),
         "value": Field(F64, "value as read (NaN when absent from the read)"),
         "source_ts": Field(F64, "source timestamp, epoch seconds (NaN when absent)"),
+        "server_ts": Field(F64, "server timestamp, epoch seconds (NaN when absent or not trusted)"),
         "status_code": Field(U32, f"OPC UA StatusCode as read ({ABSENT_STATUS:#x} when absent)"),
         "issue": Field(MapOf(Str()), "signal -> validation issue, only for signals that failed a check"),
         "held": Field(MapOf(Num()), "signal -> last good value used instead (non-critical signals on hold)"),
@@ -428,7 +431,7 @@ def validate(record: Mapping, *, stamped: bool = True) -> None:
         record = {**{k: 0 for k in STAMPED}, **record}
     RECORD.check(record, "")
     n = len(record["inputs"]["signals"])
-    for key in ("value", "source_ts", "status_code"):
+    for key in ("value", "source_ts", "server_ts", "status_code"):
         if len(record["inputs"][key]) != n:
             raise RecordError(f"inputs.{key}", f"has {len(record['inputs'][key])} entries for {n} signals")
     known = set(record["inputs"]["signals"])
@@ -616,23 +619,23 @@ def decode(payload: bytes | str) -> dict:
 # Helpers for the daemon (building) and for readers (expanding the packed arrays).
 
 
-# A signal absent from the readings, and the three per-input arrays taken from every reading in one
+# A signal absent from the readings, and the four per-input arrays taken from every reading in one
 # C-level pass each: this runs on the control cycle, for about a hundred signals.
-_ABSENT_READING = SimpleNamespace(value=math.nan, source_ts=math.nan, status_code=ABSENT_STATUS)
-_READING_FIELDS = (operator.attrgetter("value"), operator.attrgetter("source_ts"), operator.attrgetter("status_code"))
+_ABSENT_READING = SimpleNamespace(value=math.nan, source_ts=math.nan, server_ts=math.nan, status_code=ABSENT_STATUS)
+_READING_FIELDS = tuple(map(operator.attrgetter, ("value", "source_ts", "server_ts", "status_code")))
 
 
 def inputs_block(signals: Sequence[str], readings: Mapping[str, Any], issues: Mapping[str, str],
                  held: Mapping[str, float]) -> dict:
-    """Build `inputs` from readings with .value/.status_code/.source_ts (boiler_ai.plant.types.Reading).
+    """Build `inputs` from readings with .value/.status_code/.source_ts/.server_ts (boiler_ai.plant.types.Reading).
 
     `signals` is every mapped readable signal in tag-map order; one absent from `readings` is recorded
-    as value NaN, source_ts NaN, status ABSENT_STATUS (its issue should say missing or read_failed).
+    as value NaN, timestamps NaN, status ABSENT_STATUS (its issue should say missing or read_failed).
     `signals`, `issues` and `held` are kept as given, not copied: the caller must not change them later.
     """
     present = [readings.get(name, _ABSENT_READING) for name in signals]
-    value, source_ts, status = (list(map(get, present)) for get in _READING_FIELDS)
-    return {"signals": signals, "value": value, "source_ts": source_ts, "status_code": status,
+    value, source_ts, server_ts, status = (list(map(get, present)) for get in _READING_FIELDS)
+    return {"signals": signals, "value": value, "source_ts": source_ts, "server_ts": server_ts, "status_code": status,
             "issue": issues, "held": held}
 
 

@@ -38,12 +38,13 @@ def synthetic_record(rng: random.Random, *, unit_id: str = "unit1", wall_time: f
     read_time = wall_time + 0.004
     value = [rng.uniform(0.0, 600.0) for _ in range(n)]
     source_ts = [read_time - rng.uniform(0.0, 0.5) for _ in range(n)]
+    server_ts = [ts + 0.001 for ts in source_ts]
     status = [0] * n
     issue: dict[str, str] = {}
     held: dict[str, float] = {}
     if nan_input and n >= 3:
         value[0], value[1], value[2] = math.nan, math.inf, math.nan
-        source_ts[2], status[2] = math.nan, ABSENT_STATUS
+        source_ts[2], server_ts[2], status[2] = math.nan, math.nan, ABSENT_STATUS
         issue = {signals[0]: "not_finite", signals[1]: "not_finite", signals[2]: "missing"}
         held = {signals[0]: 3.25}
     u_dcs = [rng.uniform(-5.0, 60.0) for _ in range(m)]
@@ -58,11 +59,12 @@ def synthetic_record(rng: random.Random, *, unit_id: str = "unit1", wall_time: f
         "cycle_period_s": 1.0,
         "read_time": read_time,
         "read_error": None,
+        "server_time": read_time - 0.001,
         "mode": "active" if active else "shadow",
         "events": [] if active else [{"type": "no_entry", "reason": "ai_enable_off", "detail": ""}],
         "transition": None,
-        "inputs": {"signals": signals, "value": value, "source_ts": source_ts, "status_code": status,
-                   "issue": issue, "held": held},
+        "inputs": {"signals": signals, "value": value, "source_ts": source_ts, "server_ts": server_ts,
+                   "status_code": status, "issue": issue, "held": held},
         "model": {"id": "bc-bootstrap", "sha256": "0" * 63 + "1"},
         "policy": {"spread": rng.uniform(0.0, 0.2), "out_of_training_envelope": []},
         "mvs": mvs,
