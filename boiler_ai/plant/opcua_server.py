@@ -12,6 +12,15 @@ What a client sees, per OPC UA Part 3/4/8 rather than asyncua's habits:
 - Every served DataValue carries a StatusCode, the source timestamp the publisher gave and a server
   timestamp (reads return the timestamps the client asks for in TimestampsToReturn). Before the
   first value a tag reads BadWaitingForInitialData (with no value). Write-only tags read BadNotReadable.
+  ServerStatus/CurrentTime reads the server's clock at the moment of the read.
+- Vendor habits on request (VendorHabits: `timestamps`, `analog_deadband_pct`, `analog_decimals`): "source" stamps every
+  published value (the default); "server-only" sends no SourceTimestamp (optional in OPC UA), only the
+  ServerTimestamp of when the server took the value; "on-change" keeps both timestamps of a value that did
+  not change (OPC 10000-4 7.7.3/7.7.4 allow it). Analogs can be rounded to `analog_decimals` and held
+  inside a deadband of `analog_deadband_pct` percent of their range (as PercentDeadband, OPC 10000-8 6.2):
+  with "on-change" such a value keeps its old stamps.
+- `max_nodes_per_read` / `max_nodes_per_write` are advertised in ServerCapabilities/OperationLimits
+  and enforced: a Read or Write with more operations is answered BadTooManyOperations as a whole.
 - Client writes (Write service, Value attribute) to mapped tags are checked in this order:
   BadIndexRangeInvalid (index range on a scalar), BadNotWritable (map access is read),
   injected rejection, BadWriteNotSupported (the write carries a StatusCode or timestamps),
@@ -72,6 +81,10 @@ DEFAULT_ENDPOINT = "opc.tcp://127.0.0.1:4840"
 OnWrite = Callable[[str, float], None]
 
 _ANALOG = ("Float", "Double")
+TIMESTAMP_MODES = ("source", "server-only", "on-change")
+_CURRENT_TIME = ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime)
+_LIMITS = ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead, \
+    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerWrite
 
 # Units used in tag maps -> UNECE Rec. 20 common code, display name, description (OPC UA Part 8
 # EUInformation). A unit not listed is served with UnitId -1 ("unknown") and its text as the name.
@@ -396,6 +409,31 @@ _NO_VALUE_YET = ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
 _ADMIN = User(role=UserRole.Admin)  # the base service's default caller (the server itself)
 
 
+@dataclass(frozen=True)
+class VendorHabits:
+    """How a server stamps and shapes what it serves, and its request limits (see the module docstring).
+    Checked here, so a bad option names itself before anything is served."""
+
+    timestamps: str = "source"  # source | server-only | on-change
+    analog_deadband_pct: float = 0.0  # percent of each analog's range
+    analog_decimals: int | None = None
+    max_nodes_per_read: int | None = None  # None: no limit
+    max_nodes_per_write: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.timestamps not in TIMESTAMP_MODES:
+            raise ValueError(f"timestamps must be one of {', '.join(TIMESTAMP_MODES)}, got {self.timestamps!r}")
+        if not (math.isfinite(self.analog_deadband_pct) and 0 <= self.analog_deadband_pct < 100):
+            raise ValueError(f"analog deadband must be a percentage of range in [0, 100), got "
+                             f"{self.analog_deadband_pct}")
+        if self.analog_decimals is not None and not 0 <= self.analog_decimals <= 15:
+            raise ValueError(f"analog decimals must be 0..15, got {self.analog_decimals}")
+        for what, cap in (("max nodes per read", self.max_nodes_per_read),
+                          ("max nodes per write", self.max_nodes_per_write)):
+            if cap is not None and not 1 <= cap <= 2**32 - 1:
+                raise ValueError(f"{what} must be a UInt32 of at least 1, got {cap}")
+
+
 class _PlantAttributeService(AttributeService):
     """The server's Read/Write service, with the plant's rules for the Value of mapped tags."""
 
@@ -404,12 +442,22 @@ class _PlantAttributeService(AttributeService):
         self._tags = tags
 
     def read(self, params: ua.ReadParameters) -> list[ua.DataValue]:
+        limit = self._tags.habits.max_nodes_per_read
+        if limit and len(params.NodesToRead) > limit:
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
         results = super().read(params)
         wanted = params.TimestampsToReturn
         keep_source = wanted in (ua.TimestampsToReturn.Source, ua.TimestampsToReturn.Both)
         keep_server = wanted in (ua.TimestampsToReturn.Server, ua.TimestampsToReturn.Both)
         for i, rv in enumerate(params.NodesToRead):
-            if rv.AttributeId != ua.AttributeIds.Value or rv.NodeId not in self._tags._by_node:
+            if rv.AttributeId != ua.AttributeIds.Value:
+                continue
+            if rv.NodeId == _CURRENT_TIME and results[i].StatusCode.is_good():
+                now = datetime.now(UTC)  # the clock now, not asyncua's once-a-second copy of it
+                results[i] = ua.DataValue(ua.Variant(now, ua.VariantType.DateTime), _GOOD,
+                                          now if keep_source else None, now if keep_server else None)
+                continue
+            if rv.NodeId not in self._tags._by_node:
                 continue
             if rv.NodeId in self._tags._write_only:
                 results[i] = ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNotReadable))
@@ -424,6 +472,9 @@ class _PlantAttributeService(AttributeService):
         return results
 
     async def write(self, params: ua.WriteParameters, user: User = _ADMIN) -> list[ua.StatusCode]:
+        limit = self._tags.habits.max_nodes_per_write
+        if limit and len(params.NodesToWrite) > limit:
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
         results: list[ua.StatusCode] = []
         for wv in params.NodesToWrite:
             tag = self._tags._by_node.get(wv.NodeId) if wv.AttributeId == ua.AttributeIds.Value else None
@@ -441,6 +492,7 @@ class TagServer:
     security: None offers SecurityPolicy None with anonymous sessions (the local simulator);
     a ServerSecurity offers Basic256Sha256 only.
     on_write(signal, value): receives every accepted client write (bools as 0.0/1.0).
+    habits: how values are stamped and shaped, and the request limits (VendorHabits).
     """
 
     def __init__(
@@ -453,7 +505,9 @@ class TagServer:
         extra_signals: Iterable[SignalSpec] = (),
         application_uri: str | None = None,
         name: str | None = None,
+        habits: VendorHabits = VendorHabits(),
     ):
+        self.habits = habits
         url = urlparse(endpoint)
         if url.scheme != "opc.tcp" or not url.hostname:
             raise ValueError(f"endpoint {endpoint!r}: expected opc.tcp://HOST:PORT")
@@ -465,10 +519,13 @@ class TagServer:
         self.name = name or f"boiler-ai {tag_map.unit}"
         self.faults = Faults(self)
         self._tags: dict[str, _Tag] = {}
-        self._layout(tag_map, list(extra_signals))
+        extra_signals = list(extra_signals)
+        self._layout(tag_map, extra_signals)
+        self._own = {spec.name for spec in extra_signals}  # not the plant's: no deadband or rounding
         self._by_node: dict[ua.NodeId, _Tag] = {}
         self._write_only: set[ua.NodeId] = set()
-        self._latest: dict[str, tuple[bool | int | float, datetime]] = {}
+        # signal -> (value served, its source timestamp, when the server took it)
+        self._latest: dict[str, tuple[bool | int | float, datetime, datetime]] = {}
         self._ua: Server | None = None
         self._trust: _TrustList | None = None
         self._serving = False
@@ -600,21 +657,25 @@ class TagServer:
                 raise KeyError(f"publish: unknown tag {name!r} (not served: not in the tag map {self.tag_map.source})")
             converted.append((tag, _to_python(tag.spec, value)))
         source = datetime.fromtimestamp(source_ts, UTC)
+        server_ts = datetime.now(UTC)
+        on_change = self.habits.timestamps == "on-change"
+        changed = []
         for tag, value in converted:
-            self._latest[tag.spec.name] = (value, source)
+            name = tag.spec.name
+            previous = self._latest.get(name)
+            if tag.spec.data_type in _ANALOG and name not in self._own:
+                value = self._analog(tag.spec, value, None if previous is None else previous[0])
+            if on_change and previous is not None and previous[0] == value:
+                continue  # unchanged: keeps the stamps it has
+            self._latest[name] = (value, source, server_ts)
+            changed.append(tag)
         if self._ua is None:
             return  # recorded; served when the server is built
         aspace = self._ua.iserver.aspace
-        server_ts = datetime.now(UTC)
-        faults = self.faults.read
-        for tag, value in converted:
-            if tag.spec.name in faults:
-                dv = self._datavalue(tag, server_ts)
-                if dv is None:
-                    continue
-            else:
-                dv = ua.DataValue(ua.Variant(value, tag.vtype), _GOOD, source, server_ts)
-            await aspace.write_attribute_value(tag.nodeid, ua.AttributeIds.Value, dv)
+        for tag in changed:
+            dv = self._datavalue(tag, server_ts)
+            if dv is not None:
+                await aspace.write_attribute_value(tag.nodeid, ua.AttributeIds.Value, dv)
 
     def served(self, signal: str) -> Reading:
         """What a client reading `signal` gets now (NaN value when there is none, NaN timestamp when unset)."""
@@ -631,17 +692,32 @@ class TagServer:
 
     # -- internals
 
-    def _datavalue(self, tag: _Tag, server_ts: datetime) -> ua.DataValue | None:
-        """The DataValue to serve for `tag` through its fault; None while frozen (serve what is there)."""
+    def _analog(self, spec: SignalSpec, value: float, served: float | None) -> float:
+        """An analog as this server serves it: rounded, and held at the served value inside the deadband."""
+        decimals = self.habits.analog_decimals
+        if decimals is not None and math.isfinite(value):
+            value = round(value, decimals)
+        band = self.habits.analog_deadband_pct / 100 * (spec.hi - spec.lo)
+        if served is not None and band > 0 and math.isfinite(value) and math.isfinite(served) \
+                and abs(value - served) <= band:
+            return served
+        return value
+
+    def _datavalue(self, tag: _Tag, now: datetime) -> ua.DataValue | None:
+        """The DataValue to serve for `tag` through its fault; None while frozen (serve what is there).
+        A fault changes what is served now, so it carries the server timestamp `now`."""
         fault = self.faults.read.get(tag.spec.name)
         if fault is not None and fault.kind is FaultKind.FREEZE:
             return None
         latest = self._latest.get(tag.spec.name)
         if latest is None:
-            return ua.DataValue(ua.Variant(), _NO_VALUE_YET, None, server_ts)
-        value, source = latest
+            return ua.DataValue(ua.Variant(), _NO_VALUE_YET, None, now)
+        value, source, server_ts = latest
+        if self.habits.timestamps == "server-only":
+            source = None
         status = _GOOD
         if fault is not None:
+            server_ts = now
             if fault.kind is FaultKind.BAD_QUALITY:
                 # OPC UA Part 4 §7.7.1: with a Bad StatusCode the value is null.
                 return ua.DataValue(ua.Variant(), ua.StatusCode(fault.code), source, server_ts)
@@ -685,7 +761,8 @@ class TagServer:
             except Exception:
                 log.exception("OPC UA write of %r = %r: the plant refused it", spec.name, value)
                 return ua.StatusCodes.BadInternalError
-        self._latest[spec.name] = (variant.Value, datetime.now(UTC))
+        now = datetime.now(UTC)
+        self._latest[spec.name] = (variant.Value, now, now)
         await self._refresh(spec.name)
         return ua.StatusCodes.Good
 
@@ -710,6 +787,12 @@ class TagServer:
         for event in (CallbackType.PreRead, CallbackType.PreWrite):
             server.subscribe_server_callback(event, self._delay)
         await self._add_nodes(server)
+        limits = ua.WriteParameters(NodesToWrite=[
+            ua.WriteValue(NodeId=ua.NodeId(node), AttributeId=ua.AttributeIds.Value,
+                          Value=ua.DataValue(ua.Variant(cap or 0, ua.VariantType.UInt32)))
+            for node, cap in zip(_LIMITS, (self.habits.max_nodes_per_read, self.habits.max_nodes_per_write))])
+        for result in await server.iserver.isession.write(limits):
+            result.check()
         return server
 
     async def _secure(self, server: Server, security: ServerSecurity) -> None:

@@ -5,6 +5,10 @@ each simulated second it steps the unit, publishes every readable signal with th
 update as source timestamp, and forwards client writes to `unit.write`. Tests and the demo start it
 in-process and reach the server's fault injection through `.server.faults`.
 
+It can serve the way vendor DCS servers do (`VendorHabits`: no SourceTimestamp, timestamps only on
+change, rounded and deadbanded analogs, a MaxNodesPerRead/Write limit), so the daemon is tested against
+each habit, not only against this server's own.
+
 Besides the tag map's nodes the simulator serves a folder Objects/Simulator that a real DCS does not
 have (not in the tag map, so the daemon never sees it):
 - Simulator/OperatorAIEnable (Boolean, read/write): the operator's AI permissive on the DCS
@@ -30,8 +34,10 @@ from urllib.parse import urlparse
 
 from boiler_ai.plant.opcua_server import (
     DEFAULT_ENDPOINT,
+    TIMESTAMP_MODES,
     ServerSecurity,
     TagServer,
+    VendorHabits,
     certificate_path,
     make_certificate,
 )
@@ -105,6 +111,7 @@ class SimulatedUnitServer:
         duration_s: float | None = None,
         security: ServerSecurity | None = None,
         application_uri: str | None = None,
+        habits: VendorHabits = VendorHabits(),
     ):
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a positive number, got {speed}")
@@ -126,6 +133,7 @@ class SimulatedUnitServer:
             extra_signals=(OPERATOR_AI_ENABLE, SIM_TIME),
             application_uri=application_uri or f"urn:boiler-ai:server:{self.tag_map.unit}",
             name=f"boiler-ai simulated {self.tag_map.unit}",
+            habits=habits,
         )
         self._task: asyncio.Task[None] | None = None
         self.steps = 0
@@ -242,18 +250,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--password-file", type=Path, default=None, help="file holding that user's password")
     parser.add_argument("--ai-enable", action="store_true",
                         help="start with the operator's AI permissive on (else toggle Simulator/OperatorAIEnable)")
+    vendor = parser.add_argument_group("vendor server habits", "serve the way some DCS OPC UA servers do")
+    vendor.add_argument("--timestamps", choices=TIMESTAMP_MODES, default="source",
+                        help="source: stamp every value each step (default); server-only: no SourceTimestamp; "
+                             "on-change: a value keeps its timestamps until it changes")
+    vendor.add_argument("--analog-deadband", type=float, default=0.0, metavar="PCT",
+                        help="hold each analog until it moves more than PCT %% of its range (default 0)")
+    vendor.add_argument("--analog-decimals", type=int, default=None, metavar="N",
+                        help="round analogs to N decimals (default: full resolution)")
+    vendor.add_argument("--max-nodes-per-read", type=int, default=None, metavar="N",
+                        help="advertise and enforce MaxNodesPerRead: larger reads fail BadTooManyOperations")
+    vendor.add_argument("--max-nodes-per-write", type=int, default=None, metavar="N",
+                        help="the same for MaxNodesPerWrite")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         security = _security(args)
+        habits = VendorHabits(args.timestamps, args.analog_deadband, args.analog_decimals,
+                              args.max_nodes_per_read, args.max_nodes_per_write)
     except (SecurityError, ValueError) as exc:
         print(f"boiler-ai sim: {exc}", file=sys.stderr)
         return 2
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("asyncua").setLevel(logging.WARNING)  # it logs every request at INFO
-    return asyncio.run(_serve(args, security))
+    return asyncio.run(_serve(args, security, habits))
 
 
 def _security(args: argparse.Namespace) -> ServerSecurity | None:
@@ -269,7 +291,7 @@ def _security(args: argparse.Namespace) -> ServerSecurity | None:
     return ServerSecurity(args.pki, users=users)
 
 
-async def _serve(args: argparse.Namespace, security: ServerSecurity | None) -> int:
+async def _serve(args: argparse.Namespace, security: ServerSecurity | None, habits: VendorHabits) -> int:
     tag_map = load_tag_map(args.tag_map)
     application_uri = f"urn:boiler-ai:server:{tag_map.unit}"
     if security is not None and not certificate_path(security.pki, security.certificate_name).is_file():
@@ -284,7 +306,7 @@ async def _serve(args: argparse.Namespace, security: ServerSecurity | None) -> i
     unit.set_ai_enable(args.ai_enable)
     sim = SimulatedUnitServer(
         unit, tag_map=tag_map, endpoint=args.endpoint, speed=args.speed, duration_s=args.duration,
-        security=security, application_uri=application_uri,
+        security=security, application_uri=application_uri, habits=habits,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -294,9 +316,11 @@ async def _serve(args: argparse.Namespace, security: ServerSecurity | None) -> i
     try:
         await sim.start()
         log.info(
-            "serving %s on %s: %d tags, speed x%g, scenario %s, seed %d, security %s",
+            "serving %s on %s: %d tags, speed x%g, scenario %s, seed %d, security %s, timestamps %s, "
+            "analog deadband %g %%, analog decimals %s, max nodes per read %s, per write %s",
             tag_map.unit, sim.endpoint, len(tag_map.signals), sim.speed, unit.scenario.name, args.seed,
-            args.security,
+            args.security, habits.timestamps, habits.analog_deadband_pct, habits.analog_decimals,
+            habits.max_nodes_per_read or "unlimited", habits.max_nodes_per_write or "unlimited",
         )
         stepping = asyncio.create_task(_quietly(sim.wait()))  # a failure is logged and kept in sim.error
         await asyncio.wait({stepping, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import math
 import socket
+import struct
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from asyncua.common.callback import CallbackType
 from asyncua.common.utils import ServiceError
 from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
-from asyncua.ua.ua_binary import struct_to_binary
+from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -27,7 +28,6 @@ from rigs.stand_in_unit import StandInUnit
 
 from boiler_ai.plant.opcua_client import (
     STATUS_BAD_TYPE_MISMATCH,
-    STATUS_UNCERTAIN,
     VARIANT_TYPES,
     OpcUaConnectError,
     OpcUaPlantIO,
@@ -238,19 +238,41 @@ def test_malformed_node_in_tag_map_names_the_field(tag_map):
 
 def test_reading_quality_rules():
     now = datetime.now(UTC)
-    good = _reading(ua.DataValue(ua.Variant(True), SourceTimestamp=now, ServerTimestamp=now), 0.0)
-    assert good.value == 1.0 and good.status_code == 0 and good.source_ts == pytest.approx(now.timestamp())
-    # No source timestamp: age unknown, so Good turns Uncertain, stamped with the server time.
     server_ts = now - timedelta(seconds=5)
-    untimed = _reading(ua.DataValue(ua.Variant(3.5), ServerTimestamp=server_ts), 123.0)
-    assert untimed.status_code == STATUS_UNCERTAIN and untimed.quality is Quality.UNCERTAIN
-    assert untimed.value == 3.5 and untimed.source_ts == pytest.approx(server_ts.timestamp())
-    assert _reading(ua.DataValue(ua.Variant(3.5)), 123.0).source_ts == 123.0
+    good = _reading(ua.DataValue(ua.Variant(True), SourceTimestamp=now, ServerTimestamp=server_ts))
+    assert good.value == 1.0 and good.status_code == 0 and good.source_ts == pytest.approx(now.timestamp())
+    assert good.server_ts == pytest.approx(server_ts.timestamp())
+    # Timestamps are optional: a missing one is NaN and never lowers the quality the server gave.
+    untimed = _reading(ua.DataValue(ua.Variant(3.5), ServerTimestamp=server_ts))
+    assert untimed.status_code == 0 and untimed.quality is Quality.GOOD and untimed.value == 3.5
+    assert math.isnan(untimed.source_ts) and untimed.server_ts == pytest.approx(server_ts.timestamp())
+    bare = _reading(ua.DataValue(ua.Variant(3.5)))
+    assert bare.quality is Quality.GOOD and math.isnan(bare.source_ts) and math.isnan(bare.server_ts)
     # Not a number: NaN and Bad; a Bad status stays as the server said.
-    text = _reading(ua.DataValue(ua.Variant("hello"), SourceTimestamp=now), 0.0)
+    text = _reading(ua.DataValue(ua.Variant("hello"), SourceTimestamp=now))
     assert math.isnan(text.value) and text.status_code == STATUS_BAD_TYPE_MISMATCH
-    bad = _reading(ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadSensorFailure), SourceTimestamp=now), 0.0)
+    bad = _reading(ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadSensorFailure), SourceTimestamp=now))
     assert math.isnan(bad.value) and bad.status_code == ua.StatusCodes.BadSensorFailure
+
+
+def _datavalue_on_the_wire(value: float, source: datetime, source_pico: int, server: datetime, server_pico: int):
+    """A DataValue encoded as OPC 10000-6 5.2.2.17 orders it (as node-opcua sends it), decoded by asyncua."""
+    def ticks(stamp: datetime) -> bytes:
+        return struct.pack("<q", int((stamp - datetime(1601, 1, 1, tzinfo=UTC)).total_seconds() * 10_000_000))
+    body = (bytes([0x3D]) + bytes([ua.VariantType.Double.value]) + struct.pack("<d", value)
+            + ticks(source) + struct.pack("<H", source_pico) + ticks(server) + struct.pack("<H", server_pico))
+    return struct_from_binary(ua.DataValue, ua.utils.Buffer(body))
+
+
+def test_picosecond_fields_do_not_corrupt_the_timestamps_we_use():
+    source = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    server = source + timedelta(seconds=2)
+    dv = _datavalue_on_the_wire(3.25, source, 500, server, 700)
+    # asyncua 2.1.0 reads the fields in declaration order: the ServerTimestamp it gives is garbage
+    assert dv.SourceTimestamp == source and dv.ServerTimestamp != server
+    reading = _reading(dv)
+    assert reading.value == 3.25 and reading.quality is Quality.GOOD
+    assert reading.source_ts == source.timestamp() and math.isnan(reading.server_ts)  # not trusted
 
 
 def test_written_datavalue_carries_the_value_alone(test_map):
@@ -291,7 +313,7 @@ def test_batch_read_keeps_status_and_source_timestamps(server, test_map):
 
     snap, requests = run(scenario())
     assert snap.error is None
-    assert requests == [len(test_map.readable)]  # one Read request for the whole map
+    assert requests == [len(test_map.readable) + 1]  # one Read request for the whole map and the server clock
     assert set(snap.readings) == set(test_map.readable)
     o2 = snap.readings["o2_economiser_pct"]
     assert (o2.value, o2.status_code, o2.source_ts) == (3.25, 0, stamp.timestamp())
@@ -331,6 +353,7 @@ async def read_once(tag_map, endpoint):
 
 
 def test_write_sends_typed_variants_without_timestamps_and_reads_back(server, test_map):
+    """A request for AI mode: setpoints in one Write, AI_REQUEST and the heartbeat in a second one."""
     values = {test_map.manipulated[mv].ai_setpoint: 0.0 for mv in test_map.manipulated}
     values["o2_setpoint_bias_pct_ai_sp"] = -0.4
     values.update({"ai_request": 1.0, "ai_heartbeat": 4294967295.0, "test_float_sp": 1.5, "test_int_sp": -7})
@@ -347,9 +370,13 @@ def test_write_sends_typed_variants_without_timestamps_and_reads_back(server, te
     result, sent = run(scenario())
     assert result.ok, result.error
     assert result.status == {name: 0 for name in values}
-    assert result.read_back == values
-    assert len(sent) == 1  # one Write request
-    by_node = {w.NodeId.Identifier: w.Value for w in sent[0].NodesToWrite}
+    handshake = {"ai_request", "ai_heartbeat"}
+    assert result.read_back == {k: v for k, v in values.items() if k not in handshake}
+    assert len(sent) == 2  # two Write requests, the handshake last
+    identifier = {parse_node(test_map.signals[name].node)[1][2:]: name for name in values}
+    assert {identifier[w.NodeId.Identifier] for w in sent[1].NodesToWrite} == handshake
+    assert not handshake & {identifier[w.NodeId.Identifier] for w in sent[0].NodesToWrite}
+    by_node = {w.NodeId.Identifier: w.Value for request in sent for w in request.NodesToWrite}
     for name in values:
         dv = by_node[parse_node(test_map.signals[name].node)[1][2:]]
         assert dv.Value.VariantType == VARIANT_TYPES[test_map.signals[name].data_type]
@@ -489,15 +516,16 @@ def test_chunks_to_the_server_operation_limits(test_map):
 
         snap, result, problems, reads, writes = run(scenario(None))
         n = len(test_map.readable)
-        assert snap.error is None and len(snap.readings) == n
-        assert reads[: math.ceil(n / 20)] == [20] * (n // 20) + [n % 20]
+        assert snap.error is None and len(snap.readings) == n and snap.server_time is not None
+        m = n + 1  # and the server's clock, last
+        assert reads[: math.ceil(m / 20)] == [20] * (m // 20) + [m % 20]
         assert max(reads) <= 20  # the write's read-back and verify() are chunked too
         assert result.ok and result.read_back == values
         assert writes == [7, 7, 6]
         assert problems == []
         # Our own cap applies below the server's.
         snap, _, _, reads, _ = run(scenario(9))
-        assert snap.error is None and reads[: math.ceil(n / 9)] == [9] * (n // 9) + [n % 9]
+        assert snap.error is None and reads[: math.ceil(m / 9)] == [9] * (m // 9) + [m % 9]
     finally:
         srv.close()
 
@@ -678,7 +706,8 @@ def test_tag_server_cycle_with_faults(tag_map):
     assert all(r.quality is Quality.GOOD for r in clean.readings.values())
     assert clean.readings["unit_load_mw"].value == 350.0
     assert clean.readings["unit_load_mw"].source_ts == pytest.approx(measured, abs=1e-3)
-    assert written.ok and written.read_back == setpoints
+    handshake = ("ai_request", "ai_heartbeat")
+    assert written.ok and written.read_back == {k: v for k, v in setpoints.items() if k not in handshake}
     assert sorted(plant_writes[: len(setpoints)]) == sorted(setpoints.items())
     assert plant_writes[len(setpoints):] == [("ai_heartbeat", 18.0)]  # the rejected tag never reached the plant
     for name, value in setpoints.items():  # the server stamps what the daemon wrote
@@ -690,6 +719,38 @@ def test_tag_server_cycle_with_faults(tag_map):
     assert not rejected.ok and rejected.status["ai_heartbeat"] == 0
     assert rejected.status["sofa_damper_1_pct_ai_sp"] == ua.StatusCodes.BadNotWritable
     assert "sofa_damper_1_pct_ai_sp (BadNotWritable)" in rejected.error
+
+
+def test_ai_request_is_never_written_beside_a_rejected_setpoint(tag_map):
+    """One AI setpoint refused: AI_REQUEST=1 (and the heartbeat) never reach the DCS; dropping it does."""
+    from boiler_ai.plant.opcua_server import TagServer
+
+    plant_writes: list[tuple[str, float]] = []
+    setpoints = {tag_map.manipulated[mv].ai_setpoint: 0.5 for mv in tag_map.manipulated if "bias" in mv}
+    request = {**setpoints, "ai_request": 1.0, "ai_heartbeat": 5.0}
+
+    async def scenario():
+        plant = TagServer(tag_map, "opc.tcp://127.0.0.1:0", on_write=lambda s, v: plant_writes.append((s, v)))
+        async with plant as srv:
+            await srv.publish(served_values(tag_map), time.time())
+            srv.faults.reject_writes("feeder_c_bias_tph_ai_sp", ua.StatusCodes.BadOutOfRange)
+            io = OpcUaPlantIO(tag_map, srv.endpoint)
+            await io.connect()
+            try:
+                refused = await io.write(request)
+                release = await io.write({"ai_request": 0.0})
+                return refused, release, srv.served("ai_request")
+            finally:
+                await io.close()
+
+    refused, release, served = run(scenario())
+    assert not refused.ok
+    assert refused.status["feeder_c_bias_tph_ai_sp"] == ua.StatusCodes.BadOutOfRange
+    assert "ai_request" not in refused.status and "ai_heartbeat" not in refused.status
+    assert "not written: ai_request, ai_heartbeat" in refused.error
+    assert ("ai_request", 1.0) not in plant_writes and not any(name == "ai_heartbeat" for name, _ in plant_writes)
+    assert sorted(plant_writes[:-1]) == sorted((k, v) for k, v in setpoints.items() if k != "feeder_c_bias_tph_ai_sp")
+    assert release.ok and plant_writes[-1] == ("ai_request", 0.0) and served.value == 0.0
 
 
 def test_tag_server_slow_stopped_and_back(tag_map):

@@ -30,6 +30,7 @@ from rigs.stand_in_unit import StandInUnit
 from boiler_ai.plant.opcua_server import (
     ServerSecurity,
     TagServer,
+    VendorHabits,
     certificate_path,
     make_certificate,
     private_key_path,
@@ -219,6 +220,105 @@ def test_published_values_arrive_typed_good_and_timestamped(loop, plant, tag_map
 
     loop.run(check())
     assert server.served("unit_load_mw").value == pytest.approx(values["unit_load_mw"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Vendor habits: how other servers stamp, shape and limit
+
+
+def test_server_only_timestamps_send_no_source_timestamp(loop, tag_map):
+    async def check():
+        async with TagServer(tag_map, LOCAL, habits=VendorHabits(timestamps="server-only")) as server:
+            await server.publish(fake_values(tag_map, 1), time.time() - 30)
+            async with Client(server.endpoint) as client:
+                ns = await ns_index(client, tag_map)
+                took = time.time()
+                (load,) = await read_dvs(client, [node_of(tag_map, ns, "unit_load_mw")])
+                assert load.StatusCode.is_good() and load.SourceTimestamp is None
+                assert load.ServerTimestamp.timestamp() == pytest.approx(took, abs=5)  # when the server took it
+
+    loop.run(check())
+
+
+def test_on_change_keeps_the_stamps_of_an_unchanged_value(loop, tag_map):
+    async def check():
+        async with TagServer(tag_map, LOCAL, habits=VendorHabits(timestamps="on-change")) as server:
+            values = fake_values(tag_map, 1)
+            await server.publish(values, 1_700_000_000.0)
+            moved = {**values, "unit_load_mw": values["unit_load_mw"] + 1.0}
+            await server.publish(moved, 1_700_000_060.0)
+            async with Client(server.endpoint) as client:
+                ns = await ns_index(client, tag_map)
+                load, demand = await read_dvs(client, [node_of(tag_map, ns, n)
+                                                       for n in ("unit_load_mw", "unit_load_demand_mw")])
+                assert load.SourceTimestamp.timestamp() == 1_700_000_060.0
+                assert demand.SourceTimestamp.timestamp() == 1_700_000_000.0  # unchanged: stamped once
+
+    loop.run(check())
+
+
+def test_analogs_rounded_and_held_inside_the_deadband(loop, tag_map):
+    habits = VendorHabits(timestamps="on-change", analog_deadband_pct=1.0, analog_decimals=1)  # 7 MW of 0..700
+
+    async def check():
+        async with TagServer(tag_map, LOCAL, habits=habits) as server:
+            values = fake_values(tag_map, 1)
+            values["unit_load_mw"] = 500.04
+            await server.publish(values, 1_700_000_000.0)
+            first = server.served("unit_load_mw")
+            await server.publish({"unit_load_mw": 506.0}, 1_700_000_001.0)
+            within = server.served("unit_load_mw")
+            await server.publish({"unit_load_mw": 507.26}, 1_700_000_002.0)
+            beyond = server.served("unit_load_mw")
+            await server.publish({"ai_permissive": 1.0}, 1_700_000_003.0)  # not an analog: untouched
+            return first, within, beyond
+
+    first, within, beyond = loop.run(check())
+    assert (first.value, first.source_ts) == (500.0, 1_700_000_000.0)
+    assert (within.value, within.source_ts) == (500.0, 1_700_000_000.0)
+    assert (beyond.value, beyond.source_ts) == (507.3, 1_700_000_002.0)
+    with pytest.raises(ValueError, match="timestamps must be one of"):
+        VendorHabits(timestamps="sometimes")
+    with pytest.raises(ValueError, match="max nodes per read"):
+        VendorHabits(max_nodes_per_read=0)
+
+
+def test_max_nodes_per_read_is_advertised_and_enforced(loop, tag_map):
+    habits = VendorHabits(max_nodes_per_read=50, max_nodes_per_write=10)
+
+    async def check():
+        async with TagServer(tag_map, LOCAL, habits=habits) as server:
+            await server.publish(fake_values(tag_map, 1), time.time())
+            async with Client(server.endpoint) as client:
+                limits = ua.ObjectIds
+                read_cap = client.get_node(limits.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
+                write_cap = client.get_node(limits.Server_ServerCapabilities_OperationLimits_MaxNodesPerWrite)
+                assert (await read_cap.read_value(), await write_cap.read_value()) == (50, 10)
+                ns = await ns_index(client, tag_map)
+                nodes = [node_of(tag_map, ns, n) for n in tag_map.readable]
+                assert len(await read_dvs(client, nodes[:50])) == 50
+                with pytest.raises(ua.uaerrors.BadTooManyOperations):
+                    await read_dvs(client, nodes[:51])
+                setpoints = [node_of(tag_map, ns, tag_map.manipulated[mv].ai_setpoint) for mv in tag_map.manipulated]
+                with pytest.raises(ua.uaerrors.BadTooManyOperations):
+                    await client.uaclient.write_attributes(setpoints[:11], [plain(0.0, ua.VariantType.Double)] * 11,
+                                                           ua.AttributeIds.Value)
+
+    loop.run(check())
+
+
+def test_current_time_is_the_clock_at_the_read(loop, plant):
+    async def check():
+        async with Client(plant[0].endpoint) as client:
+            clock = ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime)
+            stamps = []
+            for _ in range(3):
+                (dv,) = await read_dvs(client, [clock])
+                stamps.append(dv.Value.Value.timestamp())
+                await asyncio.sleep(0.05)
+            assert stamps[0] < stamps[1] < stamps[2] and abs(stamps[2] - time.time()) < 1.0
+
+    loop.run(check())
 
 
 def test_subscribers_see_published_changes(loop, plant, tag_map):
