@@ -73,7 +73,7 @@ def corrupt(signal, reading_of):
     ("o2_economiser_pct", lambda r: Reading(math.nan, 0, r.source_ts), "not_finite"),
     ("main_steam_temp_c", lambda r: Reading(r.value, BAD_SENSOR, r.source_ts), "bad_quality"),
     ("drum_pressure_mpa", lambda r: Reading(35.0, 0, r.source_ts), "out_of_range"),
-    ("co_ppm", lambda r: Reading(r.value, 0, r.source_ts - 60.0), "stale"),
+    ("o2_economiser_pct", lambda r: Reading(r.value, 0, r.source_ts - 60.0), "stale"),
 ])
 def test_critical_input_fault_releases_in_the_same_cycle(rig, signal, reading_of, issue):
     rig.engage()

@@ -36,7 +36,7 @@ def test_good_values_pass(o2_nox):
     (Reading(3.5, UNCERTAIN, 100.0), v.UNCERTAIN_QUALITY),
     (Reading(math.nan, GOOD, 100.0), v.NOT_FINITE),
     (Reading(math.inf, GOOD, 100.0), v.NOT_FINITE),
-    (Reading(3.5, GOOD, 80.0), v.STALE),
+    (Reading(3.5, GOOD, 60.0), v.STALE),  # O2: stale_s 30
     (Reading(25.0, GOOD, 100.0), v.OUT_OF_RANGE),
     (Reading(-0.1, GOOD, 100.0), v.OUT_OF_RANGE),
 ])
@@ -86,8 +86,8 @@ def test_implausible_rate_of_change_then_accepts_a_real_step(o2_nox):
 
 def test_time_scale_stretches_timestamp_age(tag_map):
     fast = v.Validator([spec(tag_map, "o2_economiser_pct")], time_scale=60.0)
-    # 0.2 s of wall time is 12 plant seconds at 60x: older than stale_s = 10
-    out = fast.validate(Snapshot({"o2_economiser_pct": Reading(3.5, GOOD, 99.8)}, 100.0), 1.0)
+    # 0.6 s of wall time is 36 plant seconds at 60x: older than stale_s = 30
+    out = fast.validate(Snapshot({"o2_economiser_pct": Reading(3.5, GOOD, 99.4)}, 100.0), 1.0)
     assert out.issues == {"o2_economiser_pct": v.STALE}
 
 
@@ -108,3 +108,55 @@ def test_steady_booleans_and_setpoints_are_not_judged_stale(tag_map):
                                  "sa_damper_a_pct_dcs_sp": Reading(70.0, GOOD, 100.0 - week),
                                  "o2_economiser_pct": Reading(3.5, GOOD, 100.0 - week)}, 100.0), 1.0)
     assert out.issues == {"o2_economiser_pct": v.STALE}
+
+
+# --- timestamps as vendor servers send them ---------------------------------------------------
+
+
+def test_age_from_the_server_timestamp_where_there_is_no_source_timestamp(o2_nox):
+    fresh = Reading(3.5, GOOD, math.nan, 99.0)
+    out = o2_nox.validate(snap(100.0, o2_economiser_pct=fresh, nox_mg_nm3=300.0), 1.0)
+    assert out.healthy and out.values["o2_economiser_pct"] == 3.5  # Good stays Good: no downgrade
+    old = Reading(3.6, GOOD, math.nan, 60.0)
+    assert o2_nox.validate(snap(101.0, o2_economiser_pct=old, nox_mg_nm3=300.0), 1.0).issues == {
+        "o2_economiser_pct": v.STALE}
+    bare = Reading(3.7, GOOD, math.nan, math.nan)
+    assert o2_nox.validate(snap(102.0, o2_economiser_pct=bare, nox_mg_nm3=300.0), 1.0).issues == {
+        "o2_economiser_pct": v.NO_TIMESTAMP}
+
+
+def test_no_age_judged_where_stale_s_is_zero(tag_map):
+    assert spec(tag_map, "unit_load_demand_mw").stale_s == 0  # a computed setpoint, constant at steady load
+    validator = v.Validator([spec(tag_map, "unit_load_demand_mw"), spec(tag_map, "ai_enable")])
+    for t in (100.0, 5000.0):
+        out = validator.validate(Snapshot({"unit_load_demand_mw": Reading(600.0, GOOD, 1.0),  # stamped on change
+                                           "ai_enable": Reading(1.0, GOOD, math.nan, math.nan)}, t), 1.0)
+        assert out.healthy and not out.issues
+
+
+def test_age_is_judged_on_the_server_clock(o2_nox):
+    # the daemon's clock runs 1000 s ahead of the server's: ages come from the server's own clock
+    stamped = Reading(3.5, GOOD, 995.0)
+    out = o2_nox.validate(Snapshot({"o2_economiser_pct": stamped, "nox_mg_nm3": Reading(300.0, GOOD, 995.0)},
+                                   2000.0, server_time=1000.0), 1.0)
+    assert out.healthy
+
+
+def test_a_server_clock_that_stops_invalidates_every_input(o2_nox):
+    def at(k, clock):
+        return Snapshot({"o2_economiser_pct": Reading(3.5 + k / 1000, GOOD, clock),
+                         "nox_mg_nm3": Reading(300.0 + k, GOOD, clock)}, 100.0 + k, server_time=clock)
+
+    for k in range(5):
+        assert o2_nox.validate(at(k, 100.0 + k), 1.0).healthy
+    stall = int(v.SERVER_CLOCK_STALL_S)
+    for k in range(5, 5 + stall - 1):  # the clock stands at 104: tolerated for a while
+        assert o2_nox.validate(at(k, 104.0), 1.0).healthy
+    out = o2_nox.validate(at(5 + stall, 104.0), 1.0)
+    assert not out.healthy and "stalled" in out.snapshot_error
+    assert set(out.issues.values()) == {v.SERVER_CLOCK_STALLED} and out.critical_bad == ["o2_economiser_pct"]
+    state = o2_nox.state()
+    assert o2_nox.validate(at(6 + stall, 110.0), 1.0).healthy  # it moves again: alive
+    restored = v.Validator(o2_nox.specs)
+    restored.restore(state)  # replay resumes with the clock's track
+    assert not restored.validate(at(6 + stall, 104.0), 1.0).healthy
