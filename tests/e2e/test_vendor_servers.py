@@ -1,0 +1,159 @@
+"""The daemon against the simulator served the way vendor DCS servers serve (issue 10, item 3).
+
+Each case runs the real Daemon (OPC UA adapter, core, decision log) against the simulated unit at 20x
+real time, its server behaving like one vendor stack: no SourceTimestamp, timestamps only on change
+with rounded and deadbanded analogs, a MaxNodesPerRead limit of 50. In each it must engage and run
+closed loop, nothing outside the envelope written. And a setpoint the DCS refuses: AI_REQUEST=1 never
+reaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+from rigs.cycle_rig import follower_config, outside_envelope
+
+from boiler_ai.config import load_config
+from boiler_ai.daemon import Daemon, build_core, make_plant, open_recorder
+from boiler_ai.plant.opcua_server import VendorHabits
+from boiler_ai.sim.scenario import named_scenario
+from boiler_ai.sim.serve import SimulatedUnitServer
+from boiler_ai.sim.unit import ReferenceUnit
+
+pytestmark = pytest.mark.timeout(180)
+
+SPEED = 20.0
+PERIOD = 1.0 / SPEED  # wall seconds per daemon cycle (1 simulated second)
+CLOSED_LOOP_CYCLES = 90  # simulated seconds in AI mode: three times the longest stale_s of the map
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WritesSeen:
+    """The unit, recording every client write that reached it (the DCS's view of the daemon)."""
+
+    def __init__(self, unit: ReferenceUnit):
+        self.unit = unit
+        self.writes: list[tuple[str, float]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.unit, name)
+
+    @property
+    def t(self) -> float:
+        return self.unit.t
+
+    def write(self, signal: str, value: float) -> None:
+        self.writes.append((signal, value))
+        self.unit.write(signal, value)
+
+
+class VendorBench:
+    def __init__(self, tmp_path: Path, habits: VendorHabits):
+        self.endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
+        self.unit = WritesSeen(ReferenceUnit(named_scenario("steady_full_load", 0), seed=0))
+        self.sim = SimulatedUnitServer(self.unit, endpoint=self.endpoint, speed=SPEED, habits=habits)
+        self.config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop", time_scale=SPEED,
+                                      opcua={"endpoint": self.endpoint, "timeout_s": 0.5})
+        self.daemon: Daemon | None = None
+        self.records: list[dict] = []
+
+    async def __aenter__(self):
+        await self.sim.set_ai_enable(True)
+        await self.sim.start()
+        core = build_core(load_config(self.config))
+        self.daemon = Daemon(core, make_plant(core), open_recorder(core.config))
+        await self.daemon.plant.connect()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.daemon.plant.close()
+        self.daemon.recorder.close()
+        await self.sim.stop()
+
+    async def cycle(self) -> dict:
+        record = (await self.daemon.cycle()).record
+        self.records.append(record)
+        await asyncio.sleep(PERIOD)
+        return record
+
+    async def engage(self, limit: int = 80) -> None:
+        for _ in range(limit):
+            record = await self.cycle()
+            if record["mode"] == "active" and self.unit.dcs.ai_active:
+                return
+        raise AssertionError(f"not engaged in {limit} cycles: {self.records[-1]['events']}, "
+                             f"issues {self.records[-1]['inputs']['issue']}")
+
+
+def run(coro, timeout=150):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+HABITS = {
+    "source timestamps": VendorHabits(),
+    "server timestamps only": VendorHabits(timestamps="server-only"),
+    "timestamps on change, rounded and deadbanded": VendorHabits(timestamps="on-change", analog_decimals=2,
+                                                                 analog_deadband_pct=0.05),
+    "MaxNodesPerRead 50": VendorHabits(max_nodes_per_read=50),
+}
+
+
+@pytest.mark.parametrize("case", list(HABITS))
+def test_daemon_engages_and_runs_closed_loop(tmp_path, case):
+    habits = HABITS[case]
+
+    async def body():
+        async with VendorBench(tmp_path, habits) as bench:
+            await bench.engage()
+            for _ in range(CLOSED_LOOP_CYCLES):
+                record = await bench.cycle()
+                assert record["mode"] == "active" and record["release_reason"] is None, \
+                    (record["events"], record["inputs"]["issue"])
+                assert record["write"]["ok"] and record["written"] is not None
+            assert bench.unit.dcs.ai_active
+            link = bench.daemon.plant._link
+            for record in bench.records:
+                if record["written"] is not None:
+                    assert outside_envelope(bench.daemon.core.envelope, record) == [], record["seq"]
+            return bench.records, link
+
+    records, link = run(body())
+    last = records[-1]
+    assert last["server_time"] is not None
+    if habits.timestamps == "server-only":
+        sources = [ts for ts in last["inputs"]["source_ts"]]
+        assert all(ts != ts for ts in sources)  # NaN: no SourceTimestamp at all, and still Good
+        assert not any(code for code in last["inputs"]["status_code"])
+    if habits.max_nodes_per_read:
+        assert link.max_read == 50 and all(len(r.NodesToRead) <= 50 for r in link.read_requests)
+        assert len(link.read_requests) >= 2
+
+
+def test_ai_request_never_written_when_a_setpoint_is_rejected(tmp_path):
+    """The DCS refuses one AI setpoint from the start: the daemon asks to engage, the setpoints go first,
+    one is refused, so AI_REQUEST=1 is never written and the DCS never hands over."""
+
+    async def body():
+        async with VendorBench(tmp_path, VendorHabits()) as bench:
+            bench.sim.server.faults.reject_writes("sa_damper_c_pct_ai_sp")
+            for _ in range(60):
+                await bench.cycle()
+            return bench.records, bench.unit.writes, bench.unit.dcs.ai_active
+
+    records, writes, ai_active = run(body())
+    attempts = [r for r in records if r["write"] is not None and not r["write"]["ok"]]
+    assert attempts, "the daemon never tried to engage"
+    for record in attempts:
+        assert "sa_damper_c_pct_ai_sp (BadNotWritable)" in record["write"]["error"]
+        assert "not written: ai_request" in record["write"]["error"]
+        assert record["release_reason"] == "write_failed"
+    assert ("ai_request", 1.0) not in writes
+    assert not ai_active
