@@ -2,7 +2,9 @@
 
 Without --server: the config, the tag map, the envelope (and the guard's own reading of it), the
 model (pinned sha256, contract, fit to the tag map and shapes) and the security files. With
---server: also connect and check that every mapped node exists with the right type and access.
+--server: also connect, check that every mapped node exists with the right type and access, read every
+value once and report how the server stamps (timestamps missing, server-only, on change, picosecond
+fields, its clock) and what that means for the daemon.
 Exit 0 when all is well, 1 when the server check finds problems, 2 for a bad file.
 """
 
@@ -52,17 +54,21 @@ def run(args: argparse.Namespace) -> int:
         print("check: files OK (use --server to check the OPC UA server too)")
         return 0
 
-    async def verify() -> list[str]:
+    async def verify() -> tuple[list[str], list[str]]:
         plant = make_plant(core)
         try:
             await plant.connect()
-            return await plant.verify()
+            problems = await plant.verify()
+            lines, stamping = await plant.stamping()
+            return lines, problems + stamping
         except ConnectionError as exc:
-            return [f"cannot connect to {cfg.opcua.endpoint}: {exc}"]
+            return [], [f"cannot connect to {cfg.opcua.endpoint}: {exc}"]
         finally:
             await plant.close()
 
-    problems = asyncio.run(verify())
+    lines, problems = asyncio.run(verify())
+    for line in lines:
+        print(f"server {line}")
     for problem in problems:
         print(f"server: {problem}")
     print("check: server OK" if not problems else f"check: {len(problems)} problem(s) on the server")

@@ -607,6 +607,76 @@ class OpcUaPlantIO:
             return WriteResult(False, status=status, error="; ".join([*errors, error]))
         return WriteResult(not errors, status=status, read_back=read_back, error="; ".join(errors) or None)
 
+    async def stamping(self) -> tuple[list[str], list[str]]:
+        """For `boiler-ai check --server`: read every mapped value once and say how the server stamps
+        (SourceTimestamp missing, ServerTimestamp only, stamps older than the tag's stale_s as on-change
+        servers keep them, picosecond fields, its clock) and what the daemon makes of it.
+        Returns (report lines, problems); a problem is something that would keep the daemon from engaging."""
+        link = self._link
+        if link is None:
+            return [], [self._not_connected()]
+        try:
+            results = await self._read_values(link, link.read_requests)
+        except Exception as exc:  # reported as a problem, like any other
+            error = f"value read failed: {_describe(exc)}"
+            self._lost(link, error)
+            return [], [error]
+        read_time = time.time()
+        server_time = _server_time(results[-1])
+        now = server_time if server_time is not None else read_time
+        specs = self.tag_map.signals
+        server_only, neither, pico, old_judged, old_unjudged, not_good = [], [], [], [], [], []
+        for name, dv in zip(link.read_names, results):
+            reading = _reading(dv)
+            if dv.SourcePicoseconds is not None or dv.ServerPicoseconds is not None:
+                pico.append(name)
+            if reading.quality is not Quality.GOOD:
+                not_good.append(f"{name} ({_status_name(reading.status_code)})")
+            source, server = reading.source_ts, reading.server_ts
+            stamp = source if source == source else server
+            if source != source:
+                (server_only if server == server else neither).append(name)
+            if stamp != stamp:
+                continue
+            stale_s = specs[name].stale_s
+            if stale_s > 0 and now - stamp > stale_s:
+                old_judged.append(f"{name} ({now - stamp:.0f} s > stale_s {stale_s:g})")
+            elif stale_s == 0 and now - stamp > 60:
+                old_unjudged.append(name)
+        lines, problems = [], []
+        n = len(link.read_names)
+        if server_time is None:
+            problems.append("the server gives no ServerStatus/CurrentTime: the daemon judges ages against its "
+                            "own clock and cannot tell a stalled server from a steady plant")
+        else:
+            lines.append(f"clock: ServerStatus/CurrentTime read with the values; the server's clock is "
+                         f"{read_time - server_time:+.3f} s from ours (ages are judged on the server's clock)")
+        if not server_only and not neither:
+            lines.append(f"timestamps: all {n} values carry a SourceTimestamp")
+        if server_only:
+            lines.append(f"timestamps: {len(server_only)} of {n} values have no SourceTimestamp, only a "
+                         f"ServerTimestamp: their age is judged from it (quality is not lowered)")
+        if neither:
+            judged = [x for x in neither if specs[x].stale_s > 0]
+            lines.append(f"timestamps: {len(neither)} of {n} values have no timestamp at all"
+                         + (": their age is not judged (stale_s 0)" if not judged else ""))
+            problems += [f"{x}: no timestamp but stale_s {specs[x].stale_s:g}: the daemon reads it as "
+                         "no_timestamp (set stale_s 0 if its freshness cannot be shown)" for x in judged]
+        if pico:
+            lines.append(f"picoseconds: {len(pico)} of {n} values carry picosecond fields; asyncua 2.1.0 "
+                         "decodes their ServerTimestamp wrongly, so the daemon uses only their SourceTimestamp")
+            problems += [f"{x}: picosecond fields and no SourceTimestamp: its age cannot be judged"
+                         for x in pico if x in server_only and specs[x].stale_s > 0]
+        if old_unjudged:
+            lines.append(f"on change: {len(old_unjudged)} values with stale_s 0 carry stamps over 60 s old "
+                         f"(e.g. {', '.join(old_unjudged[:3])}): the server stamps on change, or they are "
+                         "steady; not judged")
+        problems += [f"{x}: timestamp older than its stale_s now: the server stamps on change or holds a "
+                     "deadband (raise stale_s or set 0 if the value may sit still), or its source is lost"
+                     for x in old_judged]
+        problems += [f"{x}: not Good now" for x in not_good]
+        return lines, problems
+
     async def verify(self) -> list[str]:
         """For `boiler-ai check --server`: every mapped node exists as a scalar Variable of the map's
         DataType, readable and writable (AccessLevel and UserAccessLevel) as the map says. Returns one

@@ -10,7 +10,11 @@ reaches it.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -157,3 +161,40 @@ def test_ai_request_never_written_when_a_setpoint_is_rejected(tmp_path):
         assert record["release_reason"] == "write_failed"
     assert ("ai_request", 1.0) not in writes
     assert not ai_active
+
+
+def check_server(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "boiler_ai", "check", str(config), "--server"],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_check_server_reports_how_the_server_stamps(tmp_path):
+    async def body():
+        results = {}
+        for habits in (VendorHabits(), VendorHabits(timestamps="server-only")):
+            endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
+            sim = SimulatedUnitServer(endpoint=endpoint, speed=1.0, habits=habits)
+            await sim.start()
+            try:
+                folder = tmp_path / habits.timestamps
+                folder.mkdir()
+                config = follower_config(folder, opcua={"endpoint": endpoint})
+                results[habits.timestamps] = await asyncio.to_thread(check_server, config)
+                if habits.timestamps == "source":
+                    # a must-move value whose stamp is old, as an on-change server or a dead source leaves it
+                    await sim.server.publish({"o2_economiser_pct": 3.5}, time.time() - 100)
+                    await sim.server.faults.freeze("o2_economiser_pct")
+                    results["old"] = await asyncio.to_thread(check_server, config)
+            finally:
+                await sim.stop()
+        return results
+
+    results = asyncio.run(asyncio.wait_for(body(), 150))
+    source, server_only, old = results["source"], results["server-only"], results["old"]
+    assert source.returncode == 0 and "check: server OK" in source.stdout, source.stdout + source.stderr
+    assert "values carry a SourceTimestamp" in source.stdout and "CurrentTime read with the values" in source.stdout
+    assert server_only.returncode == 0, server_only.stdout + server_only.stderr
+    assert "have no SourceTimestamp, only a ServerTimestamp: their age is judged from it" in server_only.stdout
+    assert old.returncode == 1
+    assert re.search(r"server: o2_economiser_pct \(1\d\d s > stale_s 30\): timestamp older than its stale_s now",
+                     old.stdout), old.stdout
