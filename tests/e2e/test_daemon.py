@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from rigs.cycle_rig import follower_config
-from test_fault_matrix import SPEED, free_port, until_engaged
+from rigs.served import SPEED, free_port, until_engaged
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Daemon, build_core, open_recorder

@@ -13,7 +13,6 @@ import asyncio
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from rigs.cycle_rig import follower_config, outside_envelope
+from rigs.served import SPEED, free_port, until_engaged
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Daemon, build_core, make_plant, open_recorder
@@ -29,15 +29,8 @@ from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.serve import SimulatedUnitServer
 from boiler_ai.sim.unit import ReferenceUnit
 
-SPEED = 20.0
 PERIOD = 1.0 / SPEED  # wall seconds per daemon cycle (1 simulated second)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SensorFaults:
@@ -124,14 +117,6 @@ class Bench:
         for record in self.records:
             if record["written"] is not None:
                 assert outside_envelope(core.envelope, record) == [], record["seq"]
-
-
-async def until_engaged(unit, timeout_s: float = 30.0) -> None:
-    """Wait until the simulated DCS uses the AI setpoints of a daemon running in another process."""
-    deadline = time.monotonic() + timeout_s
-    while not unit.dcs.ai_active and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert unit.dcs.ai_active, f"the daemon never engaged: {unit.dcs.reasons}"
 
 
 def issue_of(signal):

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from test_fault_matrix import free_port
+from rigs.served import free_port
 
 from boiler_ai.record.recorder import Recorder
 from boiler_ai.record.synthetic import synthetic_record

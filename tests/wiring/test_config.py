@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from rigs.cycle_rig import EXAMPLE, ROOT, follower_config
-from test_fault_matrix import free_port
+from rigs.served import free_port
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import build_core
