@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("boiler_ai.record.replay", "Replay a decision log through the controller core and compare"),
     "historian": ("boiler_ai.record.historian", "Subscribe to a unit's decisions and store each exactly once"),
     "export": ("boiler_ai.record.export", "Export logged decisions as a training dataset (Parquet or CSV)"),
+    "explain": ("boiler_ai.explain", "One decision in the plant's words: inputs, setpoints, limits, guard, mode"),
 }
 
 
