@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -410,7 +409,8 @@ def render(s: dict) -> str:
     if trust is None:
         lines += ["", "Model: did not run this cycle"]
     else:
-        spread = "no ensemble" if trust["spread"] is None else f"ensemble spread {_f(trust['spread'], 3)} of the allowed deviation"
+        spread = ("no ensemble" if trust["spread"] is None
+                  else f"ensemble spread {_f(trust['spread'], 3)} of the allowed deviation")
         ooe = trust["out_of_training_envelope"]
         lines += ["", f"Model trust: {spread}; " + (f"outside the training envelope: {', '.join(ooe)}" if ooe
                                                      else "every input inside the training envelope")]

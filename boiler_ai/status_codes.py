@@ -40,7 +40,8 @@ OTHER = Reason(999, "other", "Other reason: see the decision record", "Ask the c
 # guard, 5xx write and daemon.
 REASONS: tuple[Reason, ...] = (
     NONE,
-    Reason(101, "ai_enable_off", "AI not enabled on the faceplate", "Switch AI_ENABLE on to let the AI ask for control"),
+    Reason(101, "ai_enable_off", "AI not enabled on the faceplate",
+           "Switch AI_ENABLE on to let the AI ask for control"),
     Reason(102, "awaiting_operator_reenable", "Released: waiting for the operator to re-enable",
            "Check the release reason, then switch AI_ENABLE off and on"),
     Reason(103, "ai_enable_dropped", "Operator switched AI off", ""),
