@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "historian": ("boiler_ai.record.historian", "Subscribe to a unit's decisions and store each exactly once"),
     "export": ("boiler_ai.record.export", "Export logged decisions as a training dataset (Parquet or CSV)"),
     "explain": ("boiler_ai.explain", "One decision in the plant's words: inputs, setpoints, limits, guard, mode"),
+    "dashboard": ("boiler_ai.dashboard.app", "Serve a read-only live view of a unit's decisions (separate process)"),
 }
 
 

@@ -123,8 +123,9 @@ def _num(x) -> float | None:
 
 
 def _significant(x) -> bool:
+    """Large enough to show at the three decimals setpoints are printed with."""
     x = _num(x)
-    return x is not None and abs(x) > 1e-9
+    return x is not None and abs(x) >= 5e-4
 
 
 def _quality(code: int) -> str:
