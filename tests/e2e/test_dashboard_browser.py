@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from rigs.cycle_rig import follower_config
-from test_fault_matrix import SPEED, free_port
+from rigs.served import SPEED, free_port
 
 from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.serve import SimulatedUnitServer
