@@ -12,9 +12,9 @@ from rigs.cycle_rig import Rig, follower_config
 from boiler_ai.config import load_config
 from boiler_ai.control.projector import Projector
 from boiler_ai.daemon import build_core
-from boiler_ai.plant.types import Reading, Snapshot
+from boiler_ai.messages.plant import Reading, Snapshot
 from boiler_ai.record.log import DurableLog, iter_records
-from boiler_ai.record.replay import replay
+from boiler_ai.replay import replay
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,9 @@
+"""Facts more than one room needs, defined once: the config, the log and the daemon read them here."""
+
+from __future__ import annotations
+
+CONTROL_MODES = ("shadow", "closed_loop")  # the daemon config's `mode`
+FSYNC_POLICIES = ("every_record", "interval", "never")  # the durable log's `fsync`
+# Records the durable log may hold queued for its writer thread; one more is dropped (counted, and a
+# seq gap). 2000 is over half an hour at one cycle a second, and bounds the queue's memory to tens of MB.
+LOG_QUEUE_SIZE = 2000
