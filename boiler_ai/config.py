@@ -35,12 +35,13 @@ class OpcUaConfig:
 
 @dataclass(frozen=True)
 class SteppedConfig:
-    """`plant: {kind: stepped, scenario: NAME, seed: N}`: the simulated reference unit in process, stepped by
-    one cycle period per cycle as fast as it goes (no network, no waiting)."""
+    """`plant: {kind: stepped, scenario: NAME, seed: N, ai_enable: BOOL}`: the simulated reference unit in
+    process, stepped by one cycle period per cycle as fast as it goes (no network, no waiting)."""
 
     kind: ClassVar[str] = "stepped"
     scenario: str
     seed: int
+    ai_enable: bool  # the simulated operator's AI_ENABLE from the start (as `boiler-ai sim --ai-enable`)
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,8 @@ def _plant(f: Fields, base: Path) -> OpcUaConfig | SteppedConfig:
     if kind == "stepped":
         from boiler_ai.sim.scenario import SCENARIOS  # only a simulated plant needs the simulator
 
-        plant = SteppedConfig(scenario=f.string("scenario", choices=tuple(SCENARIOS)), seed=f.integer("seed", 0, lo=0))
+        plant = SteppedConfig(scenario=f.string("scenario", choices=tuple(SCENARIOS)), seed=f.integer("seed", 0, lo=0),
+                              ai_enable=f.boolean("ai_enable", False))
         f.done()
         return plant
     plant = OpcUaConfig(

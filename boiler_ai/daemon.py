@@ -237,6 +237,7 @@ def make_plant(core: Core) -> tuple[PlantIO, Pace]:
         from boiler_ai.sim.unit import ReferenceUnit
 
         unit = ReferenceUnit(named_scenario(plant.scenario, plant.seed), seed=plant.seed)
+        unit.set_ai_enable(plant.ai_enable)
         stepped = SteppedPlant(unit, core.tag_map, step_s=core.config.cycle_period_s)
         return stepped, Pace(stepped.clock, 0.0)
     from boiler_ai.plant.opcua_client import OpcUaPlantIO

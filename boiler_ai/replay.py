@@ -29,6 +29,7 @@ from boiler_ai.messages import (
     ABSENT_STATUS,
     EXTERNAL_REASONS,
     Event,
+    EventType,
     Outcome,
     Reading,
     Record,
@@ -140,8 +141,9 @@ def replay(records: Iterable[dict], core: Core) -> ReplayResult:
                 return ReplayResult(compared, first, record["seq"],
                                     Difference(record["seq"], "controller_state", state, controller.state(),
                                                record["events"], []), skipped)
-        external = [Event(e["type"], e["reason"], e["detail"])
-                    for e in record["events"] if e["reason"] in EXTERNAL_REASONS]
+        # what the daemon handed in (the core's own "released" event for the same reason is not)
+        external = [Event(e["type"], e["reason"], e["detail"]) for e in record["events"]
+                    if e["reason"] in EXTERNAL_REASONS and e["type"] == EventType.IMMEDIATE_DISABLE]
         decision = controller.step(snapshot_of(record), record["wall_time"], record["mono_time"], external, no_lap)
         result = write_result_of(record, core.tag_map)
         decision, _ = controller.finish(decision, result)

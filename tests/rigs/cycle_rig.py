@@ -31,7 +31,7 @@ def write_config(tmp: Path, model: Path, sha: str, **changes) -> Path:
     cfg["host"] = {"cpu_latency_limit_us": None}  # tests leave the machine's idle states alone
     cfg["engagement"].update(healthy_cycles_to_engage=3, arm_on_start=True)
     for key, value in changes.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and not (key == "plant" and "kind" in value):  # another kind: replace
             cfg[key].update(value)
         else:
             cfg[key] = value
