@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from boiler_ai.messages.settings import CONTROL_MODES, FSYNC_POLICIES, LOG_QUEUE_SIZE
+from boiler_ai.messages import settings
+from boiler_ai.messages.settings import CONTROL_MODES, FSYNC_POLICIES
 from boiler_ai.plant import security
 from boiler_ai.strict import ConfigError, Fields, load_yaml
 
@@ -195,12 +196,12 @@ def load_config(path: str | Path) -> DaemonConfig:
         publish_endpoint=rc.string("publish_endpoint", None),
         catchup_endpoint=rc.string("catchup_endpoint", None),
         fsync=rc.string("fsync", choices=FSYNC_POLICIES),
-        fsync_interval_ms=rc.integer("fsync_interval_ms", 200, lo=1),
-        segment_max_mb=rc.number("segment_max_mb", 64.0, lo=0.01),
-        segment_max_age_s=rc.number("segment_max_age_s", 3600.0, lo=1.0),
-        retention_days=rc.number("retention_days", 90.0, lo=0.0),
+        fsync_interval_ms=rc.integer("fsync_interval_ms", settings.LOG_FSYNC_INTERVAL_MS, lo=1),
+        segment_max_mb=rc.number("segment_max_mb", settings.LOG_SEGMENT_MAX_MB, lo=0.01),
+        segment_max_age_s=rc.number("segment_max_age_s", settings.LOG_SEGMENT_MAX_AGE_S, lo=1.0),
+        retention_days=rc.number("retention_days", settings.LOG_RETENTION_DAYS, lo=0.0),
         retention_max_mb=rc.number("retention_max_mb", None, lo=1.0),
-        queue_size=rc.integer("queue_size", LOG_QUEUE_SIZE, lo=1),
+        queue_size=rc.integer("queue_size", settings.LOG_QUEUE_SIZE, lo=1),
         state_every_cycles=rc.integer("state_every_cycles", 60, lo=1),
     )
     rc.done()

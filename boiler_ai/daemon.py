@@ -21,8 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import zmq
+
 from boiler_ai import __version__
-from boiler_ai.config import DaemonConfig, SteppedConfig, check_unit_matches, load_config
+from boiler_ai.config import DaemonConfig, RecordConfig, SteppedConfig, check_unit_matches, load_config
 from boiler_ai.control.cycle import Controller, ControllerSettings
 from boiler_ai.control.envelope import Envelope, load_envelope
 from boiler_ai.control.guard import Guard
@@ -85,11 +87,16 @@ def build_core(cfg: DaemonConfig) -> Core:
 
 
 def open_recorder(cfg: DaemonConfig) -> Recorder:
-    """The durable log (which publishes) and the catch-up service, as the config says: the one place the
-    config's units (MB, days) become the log's (bytes, seconds)."""
-    rc = cfg.record
+    """The durable log (which publishes) and the catch-up service, as the config says."""
+    return recorder_for(cfg.record, cfg.unit)
+
+
+def recorder_for(rc: RecordConfig, unit_id: str, *, context: zmq.Context | None = None) -> Recorder:
+    """A Recorder from the config's `record:` section: the one place the config's units (MB, days) become
+    the log's (bytes, seconds)."""
     mib = 1024 * 1024
-    return Recorder(rc.log_dir, cfg.unit, publish_endpoint=rc.publish_endpoint, catchup_endpoint=rc.catchup_endpoint,
+    return Recorder(rc.log_dir, unit_id, publish_endpoint=rc.publish_endpoint, catchup_endpoint=rc.catchup_endpoint,
+                    context=context,
                     fsync=rc.fsync, fsync_interval_ms=rc.fsync_interval_ms,
                     segment_max_bytes=int(rc.segment_max_mb * mib), segment_max_age_s=rc.segment_max_age_s,
                     retention_s=rc.retention_days * 86400.0 if rc.retention_days > 0 else None,

@@ -102,8 +102,8 @@ class Decision:
     release_reason: Annotated[Reason, OPEN] | None = field(metadata=doc("set on the cycle that drops AI_REQUEST"))
     heartbeat: UInt = field(metadata=doc("AI_HEARTBEAT value written this cycle"))
     controller_state: Json | None = field(metadata=doc(
-        "the core's resumable state (replay can start here); every state_every_cycles cycles, at start "
-        "and after a restore, else null"))
+        "the core's resumable state (replay can start here); every state_every_cycles cycles counting from "
+        "the daemon's start (so in its first record), else null"))
     # For the shell, not recorded: this cycle's one batch write (tag -> value; empty: write nothing),
     # and whether it carries AI setpoints (not only the handshake).
     writes: Mapping[str, float] = field(default_factory=dict, metadata={"wire": False})

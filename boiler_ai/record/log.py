@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Self
 
-from boiler_ai.messages import Record
-from boiler_ai.messages.settings import FSYNC_POLICIES, LOG_QUEUE_SIZE
+from boiler_ai.messages import Record, settings
+from boiler_ai.messages.settings import FSYNC_POLICIES
 from boiler_ai.record.schema import RecordError, decode, encode
 
 log = logging.getLogger("boiler_ai.record.log")
@@ -216,10 +216,13 @@ class DurableLog:
     A closed segment is always fsynced, so only the newest segment can be torn.
     """
 
-    def __init__(self, directory: str | Path, unit_id: str, *, fsync: str = "interval", fsync_interval_ms: int = 200,
-                 segment_max_bytes: int = 64 * 1024 * 1024, segment_max_age_s: float = 3600.0,
-                 retention_s: float | None = 90 * 86400.0, retention_max_bytes: int | None = None,
-                 queue_size: int = LOG_QUEUE_SIZE, publisher: Publisher | None = None, first_seq: int = 0,
+    def __init__(self, directory: str | Path, unit_id: str, *, fsync: str = "interval",
+                 fsync_interval_ms: int = settings.LOG_FSYNC_INTERVAL_MS,
+                 segment_max_bytes: int = int(settings.LOG_SEGMENT_MAX_MB * 1024 * 1024),
+                 segment_max_age_s: float = settings.LOG_SEGMENT_MAX_AGE_S,
+                 retention_s: float | None = settings.LOG_RETENTION_DAYS * 86400.0,
+                 retention_max_bytes: int | None = None,
+                 queue_size: int = settings.LOG_QUEUE_SIZE, publisher: Publisher | None = None, first_seq: int = 0,
                  clock: Callable[[], float] = time.time):
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")

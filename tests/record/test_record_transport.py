@@ -190,11 +190,12 @@ def test_endpoints_already_taken_fail_with_the_endpoint_named(tmp_path, ctx):
 
 def test_recorder_from_the_daemon_config(tmp_path, ctx):
     from boiler_ai.config import RecordConfig
+    from boiler_ai.daemon import recorder_for
 
     cfg = RecordConfig(log_dir=tmp_path / "log", publish_endpoint=ANY, catchup_endpoint=ANY, fsync="every_record",
                        fsync_interval_ms=200, segment_max_mb=0.05, segment_max_age_s=3600.0, retention_days=0.0,
                        retention_max_mb=1.0, queue_size=100, state_every_cycles=60)
-    with Recorder.from_config(cfg, "unit1", context=ctx) as recorder:
+    with recorder_for(cfg, "unit1", context=ctx) as recorder:
         assert recorder.log.fsync == "every_record" and recorder.log.retention_s is None
         assert recorder.log.retention_max_bytes == 1024 * 1024
         assert recorder.log.segment_max_bytes == int(0.05 * 1024 * 1024)

@@ -59,6 +59,11 @@ def test_host_section_is_optional(tmp_path):
     (lambda c: c["host"].update(cpu_latency_limit_us=-1), "host.cpu_latency_limit_us", "must be >= 0"),
     (lambda c: c["host"].update(cpu_latency_limit_us=2**31), "host.cpu_latency_limit_us", "must be <= 2000000000"),
     (lambda c: c["host"].update(cpu_latency_us=0), "host.cpu_latency_us", "unknown field"),
+    (lambda c: c.update(opcua=c.pop("plant")), "opcua", "moved: write it as `plant:` with `kind: opcua`"),
+    (lambda c: c["plant"].update(kind="modbus"), "plant.kind", "must be one of opcua, stepped"),
+    (lambda c: c.update(plant={"kind": "stepped", "scenario": "nowhere"}), "plant.scenario", "must be one of"),
+    (lambda c: c.update(plant={"kind": "stepped", "scenario": "demo", "endpoint": "opc.tcp://dcs:4840"}),
+     "plant.endpoint", "unknown field"),
 ])
 def test_config_errors_name_the_file_and_field(tmp_path, edit, field, words):
     path = edited(tmp_path, edit)
