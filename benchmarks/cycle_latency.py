@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import gc
 import json
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,20 @@ from boiler_ai.messages import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPUTE = ("validate", "observe", "infer", "project", "guard", "record")
+
+
+def wait_for_server(endpoint: str, timeout_s: float = 60.0) -> None:
+    """Until the simulator's OPC UA server accepts connections (it takes seconds on a loaded machine)."""
+    host, port = endpoint.removeprefix("opc.tcp://").rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def rss_mb() -> float:
@@ -106,7 +121,7 @@ def main() -> None:
                             str(args.speed), "--scenario", "steady_full_load", "--ai-enable"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(3.0)
+        wait_for_server(endpoint)
         with tempfile.TemporaryDirectory() as tmp:
             base = load_config(args.config)
             cfg = demo_config(base, endpoint, args.speed, Path(tmp))

@@ -201,11 +201,11 @@ class Daemon:
             # the write failed while in control: drop AI_REQUEST in the same cycle
             await self.plant.write(follow_up)
         stages.lap("write")
-        log_ = self.recorder.log
+        decision_log = self.recorder.log
         read_back = self.controller.read_back(result)
         stages.lap("record")
-        record = Record(log_.next_seq, self.core.origin, decision, Outcome(result, read_back, stages.timings()),
-                        log_.dropped_count, log_.publish_drop_count)
+        record = Record(decision_log.next_seq, self.core.origin, decision, Outcome(result, read_back, stages.timings()),
+                        decision_log.dropped_count, decision_log.publish_drop_count)
         self.recorder.append(record)
         self._report(record)
         return record

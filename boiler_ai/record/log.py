@@ -37,7 +37,7 @@ from typing import Protocol, Self
 
 from boiler_ai.messages import Record, settings
 from boiler_ai.messages.settings import FSYNC_POLICIES
-from boiler_ai.record.schema import RecordError, decode, encode
+from boiler_ai.record.schema import RecordError, decode, encode_record
 
 log = logging.getLogger("boiler_ai.record.log")
 
@@ -453,7 +453,7 @@ class DurableLog:
         frames = []
         for seq, wall_time, record in queued:
             try:
-                frames.append(Frame(seq, wall_time, encode(record.as_dict())))
+                frames.append(Frame(seq, wall_time, encode_record(record)))
             except (ValueError, TypeError) as exc:  # RecordError, or a value JSON cannot hold: a defect
                 self.encode_error = f"record seq {seq} cannot be encoded: {exc}"
                 self._drop(1, self.encode_error)

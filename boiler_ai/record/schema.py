@@ -530,12 +530,22 @@ def _place(holder: dict, entries: list, fragments: list[bytes]) -> None:
 
 def encode(record: Mapping) -> bytes:
     """In-memory record -> wire bytes (UTF-8 JSON). Does not validate: call validate() in tests."""
-    out = dict(record)
+    return _encode_owned(record, copy=True)
+
+
+def encode_record(record: messages.Record) -> bytes:
+    """A Record -> wire bytes: its fresh `as_dict()`, encoded without the copies `encode` makes."""
+    return _encode_owned(record.as_dict(), copy=False)
+
+
+def _encode_owned(record: Mapping, *, copy: bool) -> bytes:
+    out = dict(record) if copy else record
     fragments: list[bytes] = []
     for name, entries in _NESTED_PLAN.items():
         child = out.get(name)
         if isinstance(child, Mapping):
-            out[name] = holder = dict(child)  # a copy: the caller's record stays as it was
+            # the packed and memoised fields are replaced by markers: on a copy, so the caller's stays as it was
+            out[name] = holder = dict(child) if copy else child
             _place(holder, entries, fragments)
         elif any(packer is not None for _, packer, _, _ in entries):
             raise RecordError(name, "required mapping is missing")
