@@ -79,6 +79,14 @@ def test_every_listed_value_is_raised_somewhere_in_the_code(enum):
     assert not unused, f"{enum.__name__} lists values no code emits: {unused}"
 
 
+def test_the_operator_has_a_code_and_text_for_every_reason():
+    from boiler_ai import status_codes
+
+    missing = [r.value for r in Reason if r.value not in status_codes.BY_NAME]
+    assert not missing, f"boiler_ai/status_codes.py has no AI_REASON code for {missing}"
+    assert list(status_codes.MODE_CODES) == [m.value for m in Mode]
+
+
 def test_the_reference_documents_every_reason_and_projection_status():
     text = (ROOT / "docs" / "DECISION_RECORD.md").read_text()
     missing = [v.value for enum in (Reason, EventType, ProjectionStatus, Mode) for v in enum

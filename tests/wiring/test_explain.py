@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,7 +11,7 @@ from rigs.cycle_rig import Rig, follower_config
 from boiler_ai import status_codes
 from boiler_ai.cli import main
 from boiler_ai.explain import load_unit_files, read_record, render, story
-from boiler_ai.plant.types import Reading
+from boiler_ai.messages.plant import Reading
 from boiler_ai.record.catchup import CatchupService
 from boiler_ai.record.log import DurableLog
 
@@ -29,9 +30,9 @@ def logged(tmp_path_factory):
     rig.run(3)
 
     def bad_co(snapshot):
-        snapshot.readings = {**snapshot.readings, "co_ppm": Reading(snapshot.readings["co_ppm"].value, BAD_SENSOR,
-                                                                    snapshot.readings["co_ppm"].source_ts)}
-        return snapshot
+        co = snapshot.readings["co_ppm"]
+        return dataclasses.replace(snapshot, readings={**snapshot.readings,
+                                                       "co_ppm": Reading(co.value, BAD_SENSOR, co.source_ts)})
 
     rig.snapshot_hook = bad_co
     rig.run(2)
