@@ -1,4 +1,9 @@
+import os
 from pathlib import Path
+
+# trio (pulled in by selenium) registers a Hypothesis entry-point plugin that fails to load under pytest's
+# assertion rewriting when Hypothesis is first imported at the end of the session; we need no plugins.
+os.environ.setdefault("HYPOTHESIS_NO_PLUGINS", "1")
 
 import pytest
 

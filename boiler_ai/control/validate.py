@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from boiler_ai.messages.plant import Snapshot
 from boiler_ai.plant.tagmap import SignalSpec
-from boiler_ai.plant.types import Snapshot
 
 # Issue names are part of the decision record: add, never rename.
 READ_FAILED = "read_failed"
@@ -160,7 +160,8 @@ class Validator:
 
     def state(self) -> dict:
         state = {name: [t.last_good, t.since_good_s, t.unchanged_s, t.last_raw] for name, t in self._tracks.items()}
-        state[_SERVER_CLOCK] = [self._server_time, self._server_still_s]
+        if self._server_time is not None:  # only once a server gave its clock: older logs replay unchanged
+            state[_SERVER_CLOCK] = [self._server_time, self._server_still_s]
         return state
 
     def restore(self, state: dict) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from rigs.cycle_rig import follower_config, outside_envelope
+from rigs.served import SPEED, free_port, until_engaged
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Daemon, build_core, make_plant, open_recorder
@@ -29,15 +29,8 @@ from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.serve import SimulatedUnitServer
 from boiler_ai.sim.unit import ReferenceUnit
 
-SPEED = 20.0
 PERIOD = 1.0 / SPEED  # wall seconds per daemon cycle (1 simulated second)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SensorFaults:
@@ -67,7 +60,7 @@ class Bench:
         self.unit = SensorFaults(ReferenceUnit(named_scenario("steady_full_load", 0), seed=0))
         self.sim = SimulatedUnitServer(self.unit, endpoint=self.endpoint, speed=SPEED)
         self.config = follower_config(tmp_path, policy.pop("offsets", {"sa_damper_c_pct": 6.0}), mode="closed_loop",
-                                      time_scale=SPEED, opcua={"endpoint": self.endpoint, "timeout_s": 0.5}, **policy)
+                                      time_scale=SPEED, plant={"endpoint": self.endpoint, "timeout_s": 0.5}, **policy)
         self.daemon: Daemon | None = None
         self.records: list[dict] = []
 
@@ -79,7 +72,8 @@ class Bench:
         await self.sim.set_ai_enable(True)
         await self.sim.start()
         core = build_core(load_config(self.config))
-        self.daemon = Daemon(core, make_plant(core), open_recorder(core.config))
+        plant, pace = make_plant(core)
+        self.daemon = Daemon(core, plant, open_recorder(core.config), pace=pace)
         await self.daemon.plant.connect()
         return self
 
@@ -89,10 +83,10 @@ class Bench:
         await self.sim.stop()
 
     async def cycle(self) -> dict:
-        out = await self.daemon.cycle()
-        self.records.append(out.record)
+        record = (await self.daemon.cycle()).as_dict()
+        self.records.append(record)
         await asyncio.sleep(PERIOD)
-        return out.record
+        return record
 
     async def engage(self) -> None:
         for _ in range(80):
@@ -124,14 +118,6 @@ class Bench:
         for record in self.records:
             if record["written"] is not None:
                 assert outside_envelope(core.envelope, record) == [], record["seq"]
-
-
-async def until_engaged(unit, timeout_s: float = 30.0) -> None:
-    """Wait until the simulated DCS uses the AI setpoints of a daemon running in another process."""
-    deadline = time.monotonic() + timeout_s
-    while not unit.dcs.ai_active and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert unit.dcs.ai_active, f"the daemon never engaged: {unit.dcs.reasons}"
 
 
 def issue_of(signal):
@@ -271,7 +257,7 @@ def test_daemon_killed_the_dcs_watchdog_takes_over(tmp_path):
         await sim.set_ai_enable(True)
         await sim.start()
         config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop", time_scale=SPEED,
-                                 opcua={"endpoint": endpoint, "timeout_s": 0.5})
+                                 plant={"endpoint": endpoint, "timeout_s": 0.5})
         daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from rigs.cycle_rig import follower_config, outside_envelope
+from rigs.served import SPEED, free_port
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Daemon, build_core, make_plant, open_recorder
@@ -29,15 +29,8 @@ from boiler_ai.sim.unit import ReferenceUnit
 
 pytestmark = pytest.mark.timeout(180)
 
-SPEED = 20.0
 PERIOD = 1.0 / SPEED  # wall seconds per daemon cycle (1 simulated second)
 CLOSED_LOOP_CYCLES = 90  # simulated seconds in AI mode: three times the longest stale_s of the map
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class WritesSeen:
@@ -65,7 +58,7 @@ class VendorBench:
         self.unit = WritesSeen(ReferenceUnit(named_scenario("steady_full_load", 0), seed=0))
         self.sim = SimulatedUnitServer(self.unit, endpoint=self.endpoint, speed=SPEED, habits=habits)
         self.config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop", time_scale=SPEED,
-                                      opcua={"endpoint": self.endpoint, "timeout_s": 0.5})
+                                      plant={"endpoint": self.endpoint, "timeout_s": 0.5})
         self.daemon: Daemon | None = None
         self.records: list[dict] = []
 
@@ -73,7 +66,8 @@ class VendorBench:
         await self.sim.set_ai_enable(True)
         await self.sim.start()
         core = build_core(load_config(self.config))
-        self.daemon = Daemon(core, make_plant(core), open_recorder(core.config))
+        plant, pace = make_plant(core)
+        self.daemon = Daemon(core, plant, open_recorder(core.config), pace=pace)
         await self.daemon.plant.connect()
         return self
 
@@ -83,7 +77,7 @@ class VendorBench:
         await self.sim.stop()
 
     async def cycle(self) -> dict:
-        record = (await self.daemon.cycle()).record
+        record = (await self.daemon.cycle()).as_dict()
         self.records.append(record)
         await asyncio.sleep(PERIOD)
         return record
@@ -178,7 +172,7 @@ def test_check_server_reports_how_the_server_stamps(tmp_path):
             try:
                 folder = tmp_path / habits.timestamps
                 folder.mkdir()
-                config = follower_config(folder, opcua={"endpoint": endpoint})
+                config = follower_config(folder, plant={"endpoint": endpoint})
                 results[habits.timestamps] = await asyncio.to_thread(check_server, config)
                 if habits.timestamps == "source":
                     # a must-move value whose stamp is old, as an on-change server or a dead source leaves it
