@@ -118,7 +118,7 @@ class Daemon:
         snapshot = await self.plant.read()
         wall, mono = time.time(), time.monotonic()
         t_core = time.perf_counter_ns()
-        output = self.controller.step(snapshot, wall, mono, extra_events)
+        output = self.controller.step(snapshot, wall, mono, self._record_durable(extra_events))
         t_write = time.perf_counter_ns()
         result = await self.plant.write(output.writes) if output.writes else None
         follow_up = self.controller.finish(output, result)
@@ -135,6 +135,13 @@ class Daemon:
         self._last_record_us = output.record_build_us + (time.perf_counter_ns() - t_record) // 1000
         self._report(record)
         return output
+
+    def _record_durable(self, extra_events: list[Event] | None) -> list[Event] | None:
+        """No AI control without a durable record: while the log cannot persist records, release and stay out."""
+        why = self.recorder.log.not_durable
+        if why is None:
+            return extra_events
+        return [*(extra_events or ()), Event(EventType.IMMEDIATE_DISABLE, "record_not_durable", why)]
 
     def _report(self, record: dict) -> None:
         self.metrics.observe_cycle(record["mode"], record["release_reason"], record["timings_us"], record["heartbeat"],

@@ -447,6 +447,7 @@ class DurableLog:
         self._persist_marks()
         self.published_next = self._next_seq  # records below this are durable (per policy) and published
         self._apply_retention()
+        self._check_space()
         self._writer = threading.Thread(target=self._write_loop, name=f"decision-log-{unit_id}", daemon=True)
         self._writer.start()
 
@@ -873,19 +874,14 @@ class DurableLog:
         return written
 
     def _write_failed(self, frames: list[Frame], exc: OSError) -> None:
-        """Count the frames as lost and leave the segment (it may end in a partial frame) for a new one."""
+        """Count the frames as lost and leave the segment for a new one."""
         self.last_error = f"{exc.strerror or exc}"
         start = 0
         for k in range(1, len(frames) + 1):  # one gap per run of consecutive seqs
             if k == len(frames) or frames[k].seq != frames[k - 1].seq + 1:
                 self._drop(frames[start].seq, frames[k - 1].seq, "write_failed", f"write failed: {self.last_error}")
                 start = k
-        segment, self._segment = self._segment, None
-        if segment is not None:
-            try:
-                os.close(segment.fd)
-            except OSError:
-                pass
+        self._close_segment()  # synced: the frames written into it before the failure may still be unsynced
 
     def _check_live(self) -> None:
         """The live segment must be exactly what the writer wrote: another size means someone cut or grew it."""
@@ -948,7 +944,10 @@ class DurableLog:
         except OSError as exc:
             self._failed(f"cannot sync {segment.path.name}: {exc.strerror or exc}")
         finally:
-            os.close(segment.fd)
+            try:
+                os.close(segment.fd)
+            except OSError:
+                pass  # nothing left to lose: the fsync above said whether its data is safe
 
     def _sync(self, closing: bool) -> None:
         if self._segment is None or (self.fsync == "never" and not closing):
@@ -961,8 +960,9 @@ class DurableLog:
     def _failed(self, why: str) -> None:
         self.last_error = why
         self._failures += 1
+        if why != self._fault:  # each new trouble once, not once per cycle
+            log.error("decision log %s: %s", self.directory, why)
         self._fault = why
-        log.error("decision log %s: %s", self.directory, why)
 
     def _persist_marks(self) -> None:
         """Save the new gaps, then the high-water mark that covers them and every seq written."""

@@ -28,7 +28,7 @@ from boiler_ai.record.schema import ABSENT_STATUS
 # What a replay must reproduce. Timings and wall-clock fields naturally differ.
 COMPARED = ("mode", "transition", "events", "release_reason", "requested", "projected", "written",
             "u_prev", "u_dcs", "projection.status", "projection.active_constraints", "guard", "heartbeat", "policy")
-EXTERNAL_REASONS = ("daemon_stopping",)  # events the daemon adds from outside the core
+EXTERNAL_REASONS = ("daemon_stopping", "record_not_durable")  # events the daemon adds from outside the core
 
 
 @dataclass

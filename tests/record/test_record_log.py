@@ -431,3 +431,66 @@ def test_readers_resume_from_a_cursor(tmp_path):
         rest = [f.seq for _, _, f in log.frames_from(12, start=(path, end))]
         assert rest == list(range(12, 30))
     assert decode(frames[0][2].payload)["seq"] == 0
+
+
+def test_not_durable_from_a_failed_write_until_a_write_is_synced_again(tmp_path, monkeypatch):
+    real_writev = os.writev
+    with DurableLog(tmp_path, "unit1", fsync="interval", fsync_interval_ms=20) as log:
+        fill(log, 2)
+        log.flush()
+        assert log.not_durable is None
+        monkeypatch.setattr(os, "writev", lambda fd, parts: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+        fill(log, 1, seed=1)
+        log.flush()
+        assert "Input/output error" in log.not_durable
+        fill(log, 1, seed=2)  # still failing: still not durable
+        log.flush()
+        assert "Input/output error" in log.not_durable
+        monkeypatch.setattr(os, "writev", real_writev)
+        fill(log, 1, seed=3)
+        log.flush()
+        assert log.not_durable is None
+    assert [(g["first"], g["last"], g["reason"]) for g in read_gaps(tmp_path)] == [(2, 2, "write_failed"),
+                                                                                   (3, 3, "write_failed")]
+
+
+def test_not_durable_when_fsync_fails(tmp_path, monkeypatch):
+    with DurableLog(tmp_path, "unit1", fsync="every_record") as log:
+        fill(log, 1)
+        log.flush()
+        monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+        fill(log, 1, seed=1)
+        log.flush()
+        assert "fsync failed: Input/output error" in log.not_durable
+        monkeypatch.undo()
+
+
+def test_not_durable_while_the_file_system_is_short_of_the_reserve(tmp_path):
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    with DurableLog(tmp_path, "unit1", min_free_bytes=free * 2) as log:
+        fill(log, 1)
+        log.flush()
+        assert "kB free on the log's file system, below the" in log.not_durable
+        log.min_free_bytes = 0
+        fill(log, 1)
+        log.flush()
+        assert log.not_durable is None
+    assert [r["seq"] for r in iter_records(tmp_path)] == [0, 1]  # the reserve is for records still to come
+
+
+def test_not_durable_when_the_writer_makes_no_progress(tmp_path):
+    stalled = Collector()
+    with DurableLog(tmp_path, "unit1", fsync="never", publisher=stalled, max_lag_s=0.2) as log:
+        fill(log, 1)
+        log.flush()
+        stalled.gate.clear()  # the writer hangs (a disk that stopped answering)
+        fill(log, 2, seed=1)
+        assert log.not_durable is None  # behind, but not yet by the bound
+        time.sleep(0.4)
+        assert "no progress for" in log.not_durable
+        stalled.gate.set()
+        assert log.flush(10)
+        assert log.not_durable is None
+        time.sleep(0.3)
+        fill(log, 1, seed=2)  # after an idle spell, a new record does not count the idle time as lag
+        assert log.not_durable is None
