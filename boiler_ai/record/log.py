@@ -379,8 +379,9 @@ class DurableLog:
 
     fsync: "every_record" (nothing is published before it is on disk; the writer groups the records
     queued meanwhile into one fsync), "interval" (fsync at most every fsync_interval_ms; records are
-    published after the fsync that covers them) or "never" (the OS decides; for tests and benchmarks).
-    A closed segment is always fsynced.
+    published after the fsync that covers them) or "never" (the OS decides: after a power loss, records
+    already published may be lost and, the high-water mark being unsynced too, their seqs reused; for
+    tests and benchmarks). A closed segment is always fsynced.
 
     Health (`not_durable`): records are not persisting when a write, fsync or the high-water mark
     failed and no write has succeeded since, when the queue overflowed, when the file system has
@@ -441,8 +442,12 @@ class DurableLog:
             self._high_water = _HighWater(self.directory / HIGH_WATER, fsync != "never")
         except OSError as exc:
             raise LogError(f"{self.directory}: cannot create the log directory ({exc.strerror or exc})") from exc
-        self._gaps = read_gaps(self.directory)
-        self.log_id, self._next_seq = self._recover(first_seq)
+        try:
+            self._gaps = read_gaps(self.directory)
+            self.log_id, self._next_seq = self._recover(first_seq)
+        except BaseException:
+            self._high_water.close()
+            raise
         self._consumed_next = self._hw_saved = self._next_seq
         self._persist_marks()
         self.published_next = self._next_seq  # records below this are durable (per policy) and published
@@ -630,13 +635,15 @@ class DurableLog:
             next_seq = mark[1]
         return log_id, next_seq
 
-    def _repair(self, path: Path, detected: str, *, tail_upto: int | None = None,
+    def _repair(self, path: Path, detected: str, *, tail_upto: int | None = None, expect_last: int | None = None,
                 why: str = "") -> tuple[dict, int | None, Path | None] | None:
         """Check one segment; if damaged, quarantine its bytes with a report and keep every intact frame.
 
         Returns (header, last intact seq or None, report path or None), or None when nothing in the
         file was readable (it is then in quarantine). `tail_upto`: the highest seq the damaged end
         may have held (the newest segment: from the high-water mark; a closed one: up to the next).
+        `expect_last`: the seq the writer knows it wrote last into this segment; ending earlier, even
+        on a frame boundary, is damage.
         """
         with open(path, "rb", buffering=1 << 20) as f:  # the usual case: intact, read through once
             header = read_header(f)
@@ -646,12 +653,18 @@ class DurableLog:
                 end, last = f.tell(), None
                 for end, frame in _scan(f, end):
                     last = frame.seq
-                if end == os.fstat(f.fileno()).st_size:
+                if end == os.fstat(f.fileno()).st_size and (expect_last is None
+                                                            or (last is not None and last >= expect_last)):
                     return header, last, None
         data = path.read_bytes()
         found = survey(data)
         header = found.header
         last = found.frames[-1][2].seq if found.frames else None
+        if expect_last is not None and (last is None or last < expect_last) \
+                and not (found.damaged and found.damaged[-1][1] == found.size):
+            found.damaged.append((found.size, found.size))  # cut on a frame boundary: the frames after it are gone
+        if not found.damaged:
+            return header, last, None
         first_seq = int(_SEGMENT_NAME.match(path.name).group(1))
         if header is None and not found.frames:  # e.g. torn while the segment was being created
             self._quarantine(path, data, found, detected, why or "no segment header and no intact frame", [],
@@ -899,7 +912,7 @@ class DurableLog:
         segment = self._segment
         self._close_segment()
         try:
-            self._repair(segment.path, detected, tail_upto=segment.last_seq, why=why)
+            self._repair(segment.path, detected, tail_upto=segment.last_seq, expect_last=segment.last_seq, why=why)
         except OSError as exc:
             self.last_error = f"{exc.strerror or exc}"
             log.error("decision log %s: cannot repair %s: %s", self.directory, segment.path, self.last_error)

@@ -149,7 +149,8 @@ def store_records(path):
         store.close()
 
 
-def test_truncation_while_running_is_found_before_the_next_write(tmp_path):
+@pytest.mark.parametrize("into_next_frame", [100, 0], ids=["mid-frame", "on a frame boundary"])
+def test_truncation_while_running_is_found_before_the_next_write(tmp_path, into_next_frame):
     rng = random.Random(1)
     with DurableLog(tmp_path, "unit1", fsync="every_record", scrub_interval_s=None) as log:
         feed(log, rng, 20)
@@ -157,7 +158,7 @@ def test_truncation_while_running_is_found_before_the_next_write(tmp_path):
         segment = list_segments(tmp_path)[-1][1]
         frames = [(end, f.seq) for _, end, f in iter_frames(tmp_path)]
         with open(segment, "r+b") as f:
-            f.truncate(frames[-3][0] + 100)  # the last two frames gone, 100 bytes of the next left
+            f.truncate(frames[-3][0] + into_next_frame)  # the last two frames gone
         feed(log, rng, 5)
         log.flush()
         assert len(list_segments(tmp_path)) == 2  # the writer left the damaged segment for a new one

@@ -13,8 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from boiler_ai.record.log import (FRAME, QUARANTINE, DurableLog, LogError, iter_frames, iter_records, list_segments,
-                                  read_gaps)
+from boiler_ai.record.log import (
+    FRAME,
+    QUARANTINE,
+    DurableLog,
+    LogError,
+    iter_frames,
+    iter_records,
+    list_segments,
+    read_gaps,
+)
 from boiler_ai.record.schema import decode, validate
 from boiler_ai.record.synthetic import signal_names, synthetic_record
 
