@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from rigs.cycle_rig import follower_config
-from test_fault_matrix import SPEED, free_port, until_engaged
+from rigs.served import SPEED, free_port, until_engaged
 
 from boiler_ai.record.log import iter_frames, list_segments, read_gaps
 from boiler_ai.sim.scenario import named_scenario
