@@ -12,7 +12,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from boiler_ai.config import load_config
+from boiler_ai.config import OpcUaConfig, load_config
 from boiler_ai.host import CpuLatencyLimit
 from boiler_ai.strict import ConfigError
 
@@ -29,11 +29,12 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     core = build_core(cfg)
-    if cfg.opcua.security.secured:
+    opcua = cfg.plant if isinstance(cfg.plant, OpcUaConfig) else None
+    if opcua is not None and opcua.security.secured:
         try:  # certificates readable, valid, matching the application URI
-            load_credentials(cfg.opcua.security)
+            load_credentials(opcua.security)
         except SecurityError as exc:
-            raise ConfigError(cfg.source, "opcua.security", str(exc)) from None
+            raise ConfigError(cfg.source, "plant.security", str(exc)) from None
     tm = core.tag_map
     policy = core.controller.policy
     print(f"config      {cfg.source}  (hash {core.controller.settings.config_hash[:16]}...)")
@@ -41,24 +42,27 @@ def run(args: argparse.Namespace) -> int:
     print(f"tag map     {tm.source}: {len(tm.signals)} tags, {len(tm.readable)} read, {len(tm.writable)} written")
     print(f"model       {cfg.model_path}: {policy.model_id}, sha256 {cfg.model_sha256[:16]}... "
           f"{len(policy.input_signals)} inputs")
-    print(f"opcua       {cfg.opcua.endpoint}  security {cfg.opcua.security.policy}")
+    if opcua is not None:
+        print(f"plant       OPC UA {opcua.endpoint}  security {opcua.security.policy}")
+    else:
+        print(f"plant       stepped simulated unit, scenario {cfg.plant.scenario}, seed {cfg.plant.seed}")
     print(f"decision log {cfg.record.log_dir}")
     with CpuLatencyLimit(cfg.cpu_latency_limit_us) as limit:  # try it as the daemon will, then let go
         latency = ("left to the OS" if limit.limit_us is None else f"{limit.limit_us} us, granted" if limit.held
                    else f"{limit.limit_us} us, NOT granted ({limit.error}): see deploy/99-boiler-ai-cpu-latency.rules")
     print(f"host        cpu latency limit {latency}")
     print(core.envelope.describe())
-    if not args.server:
-        print("check: files OK (use --server to check the OPC UA server too)")
+    if not args.server or opcua is None:
+        print("check: files OK" + (" (use --server to check the OPC UA server too)" if opcua is not None else ""))
         return 0
 
     async def verify() -> list[str]:
-        plant = make_plant(core)
+        plant, _ = make_plant(core)
         try:
             await plant.connect()
             return await plant.verify()
         except ConnectionError as exc:
-            return [f"cannot connect to {cfg.opcua.endpoint}: {exc}"]
+            return [f"cannot connect to {opcua.endpoint}: {exc}"]
         finally:
             await plant.close()
 

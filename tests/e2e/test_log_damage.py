@@ -56,7 +56,7 @@ def test_live_segment_truncated_mid_run_then_daemon_restarted(tmp_path: Path):
         await sim.set_ai_enable(True)
         await sim.start()
         config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop", time_scale=SPEED,
-                                 opcua={"endpoint": endpoint, "timeout_s": 0.5},
+                                 plant={"endpoint": endpoint, "timeout_s": 0.5},
                                  record={"publish_endpoint": pub, "catchup_endpoint": catchup, "fsync": "interval"})
         log_dir, db = tmp_path / "log", tmp_path / "historian.sqlite"
         historian = subprocess.Popen([sys.executable, "-m", "boiler_ai", "historian", "--unit", "reference_unit",

@@ -17,10 +17,10 @@ from rigs.cycle_rig import follower_config
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Daemon, build_core
+from boiler_ai.plant.stepped import SteppedPlant
 from boiler_ai.record.log import iter_records, read_gaps
 from boiler_ai.record.recorder import Recorder
 from boiler_ai.sim.scenario import named_scenario
-from boiler_ai.sim.stepped import SteppedPlant
 from boiler_ai.sim.unit import ReferenceUnit
 
 SIZE = "600k"
@@ -66,7 +66,7 @@ class Unit:
 
 async def run_cycles(daemon: Daemon, records: list[dict], until, limit: int) -> dict:
     for _ in range(limit):
-        record = (await daemon.cycle()).record
+        record = (await daemon.cycle()).as_dict()
         records.append(record)
         daemon.recorder.log.flush(5)  # the writer has taken this record before the next cycle starts
         if until(record):

@@ -21,7 +21,7 @@ from boiler_ai.record.historian import Historian
 from boiler_ai.record.log import QUARANTINE, DurableLog, iter_frames, list_segments, read_gaps
 from boiler_ai.record.recorder import Recorder
 from boiler_ai.record.store import SqliteStore
-from boiler_ai.record.synthetic import signal_names, synthetic_record
+from boiler_ai.record.synthetic import signal_names, stamped, synthetic_record
 
 SIGNALS = signal_names(30)
 
@@ -44,7 +44,7 @@ def feed(log: DurableLog, rng: random.Random, n: int) -> None:
     """n cycles' records, a few milliseconds apart."""
     for _ in range(n):
         seq = log.next_seq
-        log.append(synthetic_record(rng, cycle=seq, wall_time=1.7e9 + seq, signals=SIGNALS))
+        log.append(stamped(log, synthetic_record(rng, cycle=seq, wall_time=1.7e9 + seq, signals=SIGNALS)))
         time.sleep(0.002)
 
 
