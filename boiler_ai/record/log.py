@@ -274,7 +274,8 @@ def iter_frames(directory: str | Path, from_seq: int = 0, *, stop_seq: int | Non
                             return
                         if frame.seq >= from_seq:
                             yield path, end, frame
-                if end < os.fstat(f.fileno()).st_size and not (newest and _beyond(f, end, stop_seq)):
+                size = os.fstat(f.fileno()).st_size
+                if end < size and not (newest and _beyond(f, end, size, stop_seq)):
                     log.warning("%s: damaged data at offset %d; reading on from the next intact frame", path, end)
                     f.seek(end)
                     data = f.read()
@@ -292,13 +293,16 @@ def iter_frames(directory: str | Path, from_seq: int = 0, *, stop_seq: int | Non
         offset = None
 
 
-def _beyond(f, offset: int, stop_seq: int | None) -> bool:
-    """True if the frame at `offset` is at or past stop_seq: a live writer's tail, not damage."""
-    if stop_seq is None:
-        return False
+def _beyond(f, offset: int, size: int, stop_seq: int | None) -> bool:
+    """True if the frame at `offset` is a live writer's tail, not damage: at or past stop_seq, or not complete yet."""
     f.seek(offset)
     head = f.read(FRAME.size)
-    return len(head) < FRAME.size or FRAME.unpack(head)[2] >= stop_seq
+    if len(head) < FRAME.size:
+        return True
+    length, _, seq, _ = FRAME.unpack(head)
+    if stop_seq is not None and seq >= stop_seq:
+        return True
+    return 0 < length <= MAX_PAYLOAD and offset + FRAME.size + length > size
 
 
 def iter_records(directory: str | Path, from_seq: int = 0) -> Iterator[dict]:
