@@ -23,21 +23,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from boiler_ai.messages.plant import Snapshot
+from boiler_ai.messages.plant import InputIssue, Snapshot
 from boiler_ai.plant.tagmap import SignalSpec
 
-# Issue names are part of the decision record: add, never rename.
-READ_FAILED = "read_failed"
-MISSING = "missing"
-BAD_QUALITY = "bad_quality"
-UNCERTAIN_QUALITY = "uncertain_quality"
-STALE = "stale"
-NOT_FINITE = "not_finite"
-OUT_OF_RANGE = "out_of_range"
-RATE_OF_CHANGE = "rate_of_change"
-FROZEN = "frozen"
-NO_TIMESTAMP = "no_timestamp"
-SERVER_CLOCK_STALLED = "server_clock_stalled"
+# Issue names (messages.InputIssue) are part of the decision record: add, never rename.
 
 # Plant seconds the server's clock may stand still before the server counts as stalled: a server
 # refreshes CurrentTime at least once a second (asyncua's own does exactly that).
@@ -85,7 +74,7 @@ class Validator:
         if error is not None:
             for track in self._tracks.values():
                 track.since_good_s += dt
-            issue = READ_FAILED if snapshot.error is not None else SERVER_CLOCK_STALLED
+            issue = InputIssue.READ_FAILED if snapshot.error is not None else InputIssue.SERVER_CLOCK_STALLED
             return Validation({}, {s.name: issue for s in self.specs}, [],
                               [s.name for s in self.specs if s.critical], error)
         values: dict[str, float] = {}
@@ -130,32 +119,32 @@ class Validator:
     def _check(self, spec: SignalSpec, track: _Track, reading, now: float, dt: float) -> str | None:
         # on the hot path: plain comparisons, no property lookups (about 100 signals per cycle)
         if reading is None:
-            return MISSING
+            return InputIssue.MISSING
         severity = reading.status_code & _SEVERITY
         if severity:
-            return BAD_QUALITY if severity & _BAD else UNCERTAIN_QUALITY
+            return InputIssue.BAD_QUALITY if severity & _BAD else InputIssue.UNCERTAIN_QUALITY
         value = reading.value
         if value != value or value in _INFINITE:
-            return NOT_FINITE
+            return InputIssue.NOT_FINITE
         if spec.stale_s > 0:
             stamp = reading.source_ts
             if stamp != stamp:  # no SourceTimestamp: the server's stamp says when it last had the value
                 stamp = reading.server_ts
                 if stamp != stamp:
-                    return NO_TIMESTAMP
+                    return InputIssue.NO_TIMESTAMP
             if (now - stamp) * self.time_scale > spec.stale_s:
-                return STALE
+                return InputIssue.STALE
         if not spec.lo <= value <= spec.hi:
-            return OUT_OF_RANGE
+            return InputIssue.OUT_OF_RANGE
         previous = track.last_raw
         track.last_raw = value
         if spec.frozen_s is not None:
             track.unchanged_s = track.unchanged_s + dt if value == previous else 0.0
             if track.unchanged_s >= spec.frozen_s:
-                return FROZEN
+                return InputIssue.FROZEN
         if (spec.max_rate_per_s is not None and track.last_good is not None and dt > 0
                 and abs(value - track.last_good) / max(dt, track.since_good_s + dt) > spec.max_rate_per_s):
-            return RATE_OF_CHANGE
+            return InputIssue.RATE_OF_CHANGE
         return None
 
     def state(self) -> dict:

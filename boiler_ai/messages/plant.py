@@ -13,6 +13,22 @@ from boiler_ai.messages.wire import UInt, doc
 ABSENT_STATUS = 0x80000000
 
 
+class InputIssue(enum.StrEnum):
+    """Why validation did not take a reading this cycle (the decision record's `inputs.issue`)."""
+
+    READ_FAILED = "read_failed"  # the batch read failed as a whole
+    MISSING = "missing"  # absent from the read
+    BAD_QUALITY = "bad_quality"
+    UNCERTAIN_QUALITY = "uncertain_quality"
+    STALE = "stale"  # timestamp (source, else server) older than the tag's stale_s
+    NOT_FINITE = "not_finite"
+    OUT_OF_RANGE = "out_of_range"
+    RATE_OF_CHANGE = "rate_of_change"
+    FROZEN = "frozen"  # has not moved for longer than a live signal can
+    NO_TIMESTAMP = "no_timestamp"  # must be fresh (stale_s > 0) but came with neither timestamp
+    SERVER_CLOCK_STALLED = "server_clock_stalled"  # the server's clock (ServerStatus/CurrentTime) stopped
+
+
 class Quality(enum.IntEnum):
     """OPC UA StatusCode severity (the top two bits of the code)."""
 
