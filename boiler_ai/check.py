@@ -1,18 +1,27 @@
 """`boiler-ai check CONFIG [--server]`: validate everything the daemon would load, before it runs.
 
 Without --server: the config, the tag map, the envelope (and the guard's own reading of it), the
-model (pinned sha256, contract, fit to the tag map and shapes) and the security files. With
---server: also connect and check that every mapped node exists with the right type and access.
-Exit 0 when all is well, 1 when the server check finds problems, 2 for a bad file.
+model (pinned sha256, contract, fit to the tag map, action units and cycle period, shapes), the
+security files, and this host: the decision-log directory can be created and written, the metrics,
+publish and catch-up addresses can be bound (all at once, so two settings on one port collide here
+too), the OPC UA server's host name resolves. `run` makes the same host checks (`preflight`) before
+its first cycle. With --server: also connect and check that every mapped node exists with the right
+type and access. Exit 0 when all is well, 1 when the server check finds problems, 2 for a bad setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from boiler_ai.config import load_config
+from boiler_ai.config import DaemonConfig, load_config
+from boiler_ai.errors import CannotListen, FileAccessError, UnknownHost
 from boiler_ai.host import CpuLatencyLimit
 from boiler_ai.strict import ConfigError
 
@@ -29,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     core = build_core(cfg)
+    preflight(cfg)
+    resolve_server(cfg)
     if cfg.opcua.security.secured:
         try:  # certificates readable, valid, matching the application URI
             load_credentials(cfg.opcua.security)
@@ -42,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"model       {cfg.model_path}: {policy.model_id}, sha256 {cfg.model_sha256[:16]}... "
           f"{len(policy.input_signals)} inputs")
     print(f"opcua       {cfg.opcua.endpoint}  security {cfg.opcua.security.policy}")
-    print(f"decision log {cfg.record.log_dir}")
+    print(f"decision log {cfg.record.log_dir}  (writable)")
+    listening = [a for a in (cfg.metrics_listen, cfg.record.publish_endpoint, cfg.record.catchup_endpoint) if a]
+    print(f"listen      {', '.join(listening) or 'nothing'}  (free on this host)")
     with CpuLatencyLimit(cfg.cpu_latency_limit_us) as limit:  # try it as the daemon will, then let go
         latency = ("left to the OS" if limit.limit_us is None else f"{limit.limit_us} us, granted" if limit.held
                    else f"{limit.limit_us} us, NOT granted ({limit.error}): see deploy/99-boiler-ai-cpu-latency.rules")
@@ -67,3 +80,77 @@ def run(args: argparse.Namespace) -> int:
         print(f"server: {problem}")
     print("check: server OK" if not problems else f"check: {len(problems)} problem(s) on the server")
     return 0 if not problems else 1
+
+
+def preflight(cfg: DaemonConfig) -> None:
+    """What `run` would meet on this host before its first cycle; the first problem is raised, typed,
+    naming the config file and field."""
+    writable_directory(cfg.record.log_dir, f"{cfg.source}: record.log_dir")
+    with ExitStack() as held:  # every address held until all are bound
+        if cfg.metrics_address is not None:
+            held.enter_context(_tcp_listening(*cfg.metrics_address, f"{cfg.source}: metrics.listen"))
+        for field, endpoint, kind in (("publish_endpoint", cfg.record.publish_endpoint, "XPUB"),
+                                      ("catchup_endpoint", cfg.record.catchup_endpoint, "ROUTER")):
+            if endpoint is not None:
+                held.enter_context(_zmq_bound(endpoint, kind, f"{cfg.source}: record.{field}"))
+
+
+def resolve_server(cfg: DaemonConfig) -> None:
+    """The OPC UA server's host name resolves here (`run` would otherwise retry it forever)."""
+    url = urlsplit(cfg.opcua.endpoint)
+    try:
+        socket.getaddrinfo(url.hostname, url.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UnknownHost(f"{cfg.source}: opcua.endpoint: host {url.hostname!r} does not resolve on this machine "
+                          f"({exc.strerror})") from None
+
+
+def writable_directory(directory: Path, what: str) -> None:
+    """`directory` exists and takes new files, or can be created: tried with a temporary file, not
+    judged from permission bits (root passes those, a read-only or full file system does not)."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FileAccessError(f"{what}: {existing} is not a directory, so {directory} cannot be created")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        doing = "write in" if existing == directory else f"create {directory} in"
+        raise FileAccessError(f"{what}: cannot {doing} {existing} ({exc.strerror or exc})") from None
+
+
+@contextmanager
+def _tcp_listening(host: str, port: int, what: str) -> Iterator[None]:
+    """Listen on every address `host` resolves to, as the daemon's metrics server will."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CannotListen(f"{what}: {host!r} is not an address of this host ({exc.strerror})") from None
+    with ExitStack() as sockets:
+        for family, kind, proto, _, address in infos:
+            sock = sockets.enter_context(socket.socket(family, kind, proto))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+            try:
+                sock.bind(address)
+                sock.listen()
+            except OSError as exc:
+                raise CannotListen(f"{what}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+        yield
+
+
+@contextmanager
+def _zmq_bound(endpoint: str, kind: str, what: str) -> Iterator[None]:
+    import zmq
+
+    sock = zmq.Context.instance().socket(getattr(zmq, kind))
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise CannotListen(f"{what}: cannot bind {endpoint} ({exc.strerror})") from None
+        yield
+    finally:
+        sock.close(linger=0)

@@ -18,6 +18,10 @@ class CannotListen(ExpectedError):
     """An address the command must listen on cannot be bound (in use, or not an address of this host)."""
 
 
+class UnknownHost(ExpectedError):
+    """A host name that does not resolve on this machine."""
+
+
 class FileAccessError(ExpectedError):
     """A file that cannot be read, or a directory that cannot be created or written."""
 
