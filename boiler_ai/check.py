@@ -15,13 +15,13 @@ import argparse
 import asyncio
 import socket
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from boiler_ai.addresses import tcp_listening, zmq_bound
 from boiler_ai.config import DaemonConfig, load_config
-from boiler_ai.errors import CannotListen, FileAccessError, UnknownHost
+from boiler_ai.errors import FileAccessError, UnknownHost
 from boiler_ai.host import CpuLatencyLimit
 from boiler_ai.strict import ConfigError
 
@@ -88,11 +88,11 @@ def preflight(cfg: DaemonConfig) -> None:
     writable_directory(cfg.record.log_dir, f"{cfg.source}: record.log_dir")
     with ExitStack() as held:  # every address held until all are bound
         if cfg.metrics_address is not None:
-            held.enter_context(_tcp_listening(*cfg.metrics_address, f"{cfg.source}: metrics.listen"))
+            held.enter_context(tcp_listening(*cfg.metrics_address, f"{cfg.source}: metrics.listen"))
         for field, endpoint, kind in (("publish_endpoint", cfg.record.publish_endpoint, "XPUB"),
                                       ("catchup_endpoint", cfg.record.catchup_endpoint, "ROUTER")):
             if endpoint is not None:
-                held.enter_context(_zmq_bound(endpoint, kind, f"{cfg.source}: record.{field}"))
+                held.enter_context(zmq_bound(endpoint, kind, f"{cfg.source}: record.{field}"))
 
 
 def resolve_server(cfg: DaemonConfig) -> None:
@@ -119,38 +119,3 @@ def writable_directory(directory: Path, what: str) -> None:
     except OSError as exc:
         doing = "write in" if existing == directory else f"create {directory} in"
         raise FileAccessError(f"{what}: cannot {doing} {existing} ({exc.strerror or exc})") from None
-
-
-@contextmanager
-def _tcp_listening(host: str, port: int, what: str) -> Iterator[None]:
-    """Listen on every address `host` resolves to, as the daemon's metrics server will."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise CannotListen(f"{what}: {host!r} is not an address of this host ({exc.strerror})") from None
-    with ExitStack() as sockets:
-        for family, kind, proto, _, address in infos:
-            sock = sockets.enter_context(socket.socket(family, kind, proto))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
-            try:
-                sock.bind(address)
-                sock.listen()
-            except OSError as exc:
-                raise CannotListen(f"{what}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-        yield
-
-
-@contextmanager
-def _zmq_bound(endpoint: str, kind: str, what: str) -> Iterator[None]:
-    import zmq
-
-    sock = zmq.Context.instance().socket(getattr(zmq, kind))
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            raise CannotListen(f"{what}: cannot bind {endpoint} ({exc.strerror})") from None
-        yield
-    finally:
-        sock.close(linger=0)

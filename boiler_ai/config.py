@@ -12,8 +12,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from boiler_ai.addresses import listen_address, opc_endpoint, zmq_endpoint
 from boiler_ai.plant import security
-from boiler_ai.strict import ConfigError, Fields, listen_address, load_yaml, opc_endpoint, zmq_endpoint
+from boiler_ai.strict import ConfigError, Fields, load_yaml
 
 CONTROL_MODES = ("shadow", "closed_loop")
 FSYNC = ("every_record", "interval", "never")

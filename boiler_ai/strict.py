@@ -7,10 +7,8 @@ unknown keys are typos until proven otherwise, and a missing limit is not a defa
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -23,7 +21,7 @@ class ConfigError(ExpectedError, ValueError):
     def __init__(self, source: str | Path, field: str, message: str):
         self.source = str(source)
         self.field = field
-        super().__init__(f"{source}: {field or '<top>'}: {message}")
+        super().__init__(f"{source}: {field}: {message}" if field else f"{source}: {message}")
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -81,49 +79,6 @@ def _refuse_duplicate_keys(path: Path, loader: yaml.SafeLoader, node: yaml.Node,
                 raise ConfigError(path, label, f"duplicate key {key!r} at {at} (first at {was}): "
                                                "YAML would silently keep the second; remove one")
             _refuse_duplicate_keys(path, loader, value_node, label, seen)
-
-
-_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):([0-9]+)")
-
-
-def _port(text: str) -> int:
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is outside 1..65535")
-    return port
-
-
-def listen_address(text: str) -> tuple[str, int]:
-    """(host, port) from "HOST:PORT" or "[IPv6]:PORT"; ValueError saying what is wrong."""
-    match = _HOST_PORT.fullmatch(text)
-    if match is None:
-        raise ValueError(f"expected HOST:PORT, e.g. 127.0.0.1:9108, got {text!r}")
-    return match[1].strip("[]"), _port(match[2])
-
-
-def zmq_endpoint(text: str) -> str:
-    """A ZeroMQ endpoint the record path can bind or connect: tcp://HOST:PORT or ipc://PATH."""
-    transport, sep, address = text.partition("://")
-    # a wildcard port ("*") would change at every start: subscribers need a fixed one
-    if not sep or transport not in ("tcp", "ipc") or not address or (transport == "tcp"
-                                                                      and not _HOST_PORT.fullmatch(address)):
-        raise ValueError(f"expected tcp://HOST:PORT or ipc://PATH, got {text!r}")
-    if transport == "tcp":
-        listen_address(address)
-    return text
-
-
-def opc_endpoint(text: str) -> str:
-    """An OPC UA endpoint URL, opc.tcp://HOST:PORT[/PATH]."""
-    try:
-        url = urlsplit(text)
-        port = url.port
-    except ValueError as exc:
-        raise ValueError(f"expected opc.tcp://HOST:PORT[/PATH], got {text!r} ({exc})") from None
-    if url.scheme != "opc.tcp" or not url.hostname or port is None:
-        raise ValueError(f"expected opc.tcp://HOST:PORT[/PATH], got {text!r}")
-    _port(str(port))
-    return text
 
 
 class Fields:
@@ -206,7 +161,7 @@ class Fields:
         return lo, hi
 
     def address(self, key: str, parse, default: Any = ...):
-        """A network address checked by `parse` (listen_address, zmq_endpoint, opc_endpoint): a malformed
+        """A network address checked by `parse` (boiler_ai.addresses): a malformed
         one fails here, naming the field, rather than in a retry loop at run time."""
         value = self.string(key, default)
         if value is default and default is not ...:

@@ -19,8 +19,10 @@ import time
 
 import zmq
 
+from boiler_ai.addresses import zmq_endpoint
 from boiler_ai.record.publisher import unpack_header
 from boiler_ai.record.store import Lost, Row, Store, open_store
+from boiler_ai.strict import ConfigError
 
 log = logging.getLogger("boiler_ai.record.historian")
 
@@ -275,6 +277,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for option, endpoint in (("--pub", args.pub), ("--catchup", args.catchup)):
+        try:
+            zmq_endpoint(endpoint)
+        except ValueError as exc:
+            raise ConfigError("command line", option, str(exc)) from None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

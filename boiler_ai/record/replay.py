@@ -21,6 +21,7 @@ from pathlib import Path
 
 from boiler_ai.config import load_config
 from boiler_ai.control.engagement import Event, EventType
+from boiler_ai.errors import FileAccessError, UnknownUnit
 from boiler_ai.plant.types import Reading, Snapshot, WriteResult
 from boiler_ai.record.log import iter_records
 from boiler_ai.record.schema import ABSENT_STATUS
@@ -119,6 +120,9 @@ def replay(records: Iterable[dict], core) -> ReplayResult:
 
     controller.clock_ns = fake_clock
     for record in records:
+        if record["unit_id"] != controller.settings.unit_id:
+            raise UnknownUnit(f"seq {record['seq']} is a record of unit {record['unit_id']!r}, "
+                              f"the config is for unit {controller.settings.unit_id!r}")
         if not started:
             if record["controller_state"] is None:
                 skipped += 1
@@ -163,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     core = build_core(cfg)
+    if not args.log_dir.is_dir():
+        raise FileAccessError(f"{args.log_dir}: not a decision log directory")
     result = replay(records_in(args.log_dir, args.from_seq, args.to_seq), core)
     if result.compared == 0 and result.difference is None:
         print(f"replay: no record with controller state in {args.log_dir} from seq {args.from_seq}", file=sys.stderr)
