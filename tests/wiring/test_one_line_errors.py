@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 from rigs.cycle_rig import ROOT, follower_config
+from rigs.served import free_port
 
-from boiler_ai.demo import free_port
 from boiler_ai.record.log import DurableLog
 from boiler_ai.record.store import SqliteStore
 from boiler_ai.record.synthetic import signal_names, synthetic_record

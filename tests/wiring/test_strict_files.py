@@ -18,13 +18,13 @@ import onnx
 import pytest
 import yaml
 from rigs.cycle_rig import ROOT, follower_config
+from rigs.served import free_port
 
 from boiler_ai.check import preflight
 from boiler_ai.config import load_config
 from boiler_ai.control.guard import Guard
 from boiler_ai.control.model_contract import ModelContract, write_contract
 from boiler_ai.daemon import build_core
-from boiler_ai.demo import free_port
 from boiler_ai.errors import CannotListen, FileAccessError
 from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.strict import ConfigError, load_yaml
