@@ -11,9 +11,11 @@ install:
 demo: install
 	$(PYTHON) -m boiler_ai demo
 
-# Everything the tests need (PostgreSQL for the historian tests comes from Debian's packages), lint, then the suite.
+# Everything the tests need (PostgreSQL for the historian tests and headless Chromium for the dashboard's browser
+# test come from Debian's packages), lint, then the suite.
 test:
 	$(PIP) -e '.[dev,train]'
 	$(PYTHON) -m ruff check .
 	bash tests/start_postgres.sh
+	bash tests/install_chromium.sh
 	$(PYTHON) -m pytest -p no:cacheprovider -n 2 --dist loadfile tests

@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import gc
 import json
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,10 +35,24 @@ import numpy as np
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Daemon, build_core, cpu_latency_limit, make_plant, open_recorder
 from boiler_ai.demo import demo_config, free_port
+from boiler_ai.messages import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("read", "validate", "observe", "infer", "project", "guard", "write", "record")
 COMPUTE = ("validate", "observe", "infer", "project", "guard", "record")
+
+
+def wait_for_server(endpoint: str, timeout_s: float = 60.0) -> None:
+    """Until the simulator's OPC UA server accepts connections (it takes seconds on a loaded machine)."""
+    host, port = endpoint.removeprefix("opc.tcp://").rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def rss_mb() -> float:
@@ -50,7 +65,8 @@ def rss_mb() -> float:
 async def measure(cfg, cycles: int, speed: float) -> tuple[list[dict], str]:
     """Per-cycle timings, and what became of the config's CPU latency limit."""
     core = build_core(cfg)
-    daemon = Daemon(core, make_plant(core), open_recorder(cfg))
+    plant, pace = make_plant(core)
+    daemon = Daemon(core, plant, open_recorder(cfg), pace=pace)
     await daemon.plant.connect()
     gc.collect()
     gc.freeze()  # as run_daemon does
@@ -68,11 +84,10 @@ async def cycle_at_period(daemon: Daemon, cycles: int, speed: float, timings: li
         next_start = time.monotonic()
         for _ in range(cycles):
             started = time.perf_counter_ns()
-            out = await daemon.cycle()
+            record = await daemon.cycle()
             total_us = (time.perf_counter_ns() - started) / 1000
-            # the record stage of this cycle is stamped into the next record; measure it here
-            t = dict(out.record["timings_us"], record=daemon._last_record_us, total=total_us,
-                     mode=out.record["mode"])
+            t = {stage: getattr(record.outcome.timings, stage) for stage in STAGES}
+            t.update(total=total_us, mode=record.decision.mode.value)
             timings.append(t)
             next_start += period
             await asyncio.sleep(max(0.0, next_start - time.monotonic()))
@@ -106,7 +121,7 @@ def main() -> None:
                             str(args.speed), "--scenario", "steady_full_load", "--ai-enable"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(3.0)
+        wait_for_server(endpoint)
         with tempfile.TemporaryDirectory() as tmp:
             base = load_config(args.config)
             cfg = demo_config(base, endpoint, args.speed, Path(tmp))

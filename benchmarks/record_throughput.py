@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from boiler_ai.messages import Record  # noqa: E402
+from boiler_ai.messages.wire import from_wire  # noqa: E402
 from boiler_ai.record.recorder import Recorder  # noqa: E402
 from boiler_ai.record.schema import encode  # noqa: E402
 from boiler_ai.record.synthetic import mv_names, signal_names, synthetic_record  # noqa: E402
@@ -94,7 +96,14 @@ print(count, flush=True)
 """
 
 
-def one_run(records: list[dict], warmup: list[dict], work: Path) -> dict:
+def append(recorder: Recorder, record: Record) -> None:
+    """As the daemon appends: a new Record around this cycle's parts, stamped with the log's seq and counters."""
+    log = recorder.log
+    recorder.append(Record(log.next_seq, record.origin, record.decision, record.outcome, log.dropped_count,
+                           log.publish_drop_count))
+
+
+def one_run(records: list[Record], warmup: list[Record], work: Path) -> dict:
     # Queues deep enough for the whole burst: every record is really sent to the subscriber, none
     # dropped at a full queue (a drop costs less than a send and would flatter the figure).
     with Recorder(work / "log", "unit1", publish_endpoint=ANY, catchup_endpoint=ANY, fsync="interval",
@@ -106,11 +115,11 @@ def one_run(records: list[dict], warmup: list[dict], work: Path) -> dict:
             reader.stdout.readline()
             time.sleep(0.5)  # the subscription travels to the publisher (ZeroMQ's slow joiner)
             for record in warmup:
-                recorder.append(record)
+                append(recorder, record)
             recorder.log.flush()
             cpu0, start = time.process_time(), time.perf_counter()
             for record in records:
-                recorder.append(record)
+                append(recorder, record)
             appended = time.perf_counter()
             recorder.log.flush()
             published = time.perf_counter()
@@ -149,11 +158,12 @@ def main() -> int:
     signals, mvs = signal_names(args.signals), mv_names(args.mvs)
     # A daemon appends the record it has just built, still in the CPU cache: cycle through a pool of
     # 16 different records rather than 20 000 prebuilt ones (which would measure cache misses).
-    pool = [synthetic_record(rng, cycle=i, wall_time=1.7e9 + i, signals=signals, mvs=mvs, nan_input=i == 0)
+    pool = [from_wire(Record, {**synthetic_record(rng, cycle=i, wall_time=1.7e9 + i, signals=signals, mvs=mvs,
+                                                  nan_input=i == 0), "seq": 0})
             for i in range(16)]
     build = [pool[i % len(pool)] for i in range(args.records + 500)]
     warmup, records = build[:500], build[500:]
-    size = len(encode({**records[0], "seq": 0, "log_dropped_count": 0, "publish_drop_count": 0}))
+    size = len(encode(records[0].as_dict()))
     print(f"{args.records} records of {size} bytes ({args.signals} inputs, {args.mvs} MVs), "
           f"best of {args.repeat} runs, fsync interval 200 ms")
     runs = []

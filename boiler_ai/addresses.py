@@ -14,6 +14,7 @@ from contextlib import ExitStack, contextmanager
 from urllib.parse import urlsplit
 
 from boiler_ai.errors import CannotListen
+from boiler_ai.strict import ConfigError
 
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):([0-9]+)")
 
@@ -43,6 +44,17 @@ def zmq_endpoint(text: str) -> str:
     if transport == "tcp":
         listen_address(address)
     return text
+
+
+def endpoint_options(**options: str | None) -> None:
+    """Command-line ZeroMQ endpoints (option name with `_` for `-`, e.g. catchup=...): a malformed one
+    is a one-line error naming the option, not a library traceback or a retry loop."""
+    for name, value in options.items():
+        if value is not None:
+            try:
+                zmq_endpoint(value)
+            except ValueError as exc:
+                raise ConfigError("command line", f"--{name.replace('_', '-')}", str(exc)) from None
 
 
 def opc_endpoint(text: str) -> str:

@@ -25,9 +25,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("boiler_ai.check", "Validate a daemon config, tag map, envelope and model (and the server)"),
     "sim": ("boiler_ai.sim.serve", "Serve the simulated reference unit over OPC UA"),
     "efficiency": ("boiler_ai.sim.efficiency_cli", "Boiler efficiency by the heat-loss method from a test sheet"),
-    "replay": ("boiler_ai.record.replay", "Replay a decision log through the controller core and compare"),
+    "replay": ("boiler_ai.replay", "Replay a decision log through the controller core and compare"),
     "historian": ("boiler_ai.record.historian", "Subscribe to a unit's decisions and store each exactly once"),
     "export": ("boiler_ai.record.export", "Export logged decisions as a training dataset (Parquet or CSV)"),
+    "explain": ("boiler_ai.explain", "One decision in the plant's words: inputs, setpoints, limits, guard, mode"),
+    "dashboard": ("boiler_ai.dashboard.app", "Serve a read-only live view of a unit's decisions (separate process)"),
 }
 
 

@@ -11,23 +11,39 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from boiler_ai.addresses import listen_address, opc_endpoint, zmq_endpoint
+from boiler_ai.messages import settings
+from boiler_ai.messages.settings import CONTROL_MODES, FSYNC_POLICIES
 from boiler_ai.plant import security
 from boiler_ai.strict import ConfigError, Fields, load_yaml
 
-CONTROL_MODES = ("shadow", "closed_loop")
-FSYNC = ("every_record", "interval", "never")
+PLANT_KINDS = ("opcua", "stepped")
 PM_QOS_MAX_US = 2_000_000_000  # the largest CPU latency request Linux accepts
 
 
 @dataclass(frozen=True)
 class OpcUaConfig:
+    """`plant: {kind: opcua, ...}`: the unit's DCS over OPC UA."""
+
+    kind: ClassVar[str] = "opcua"
     endpoint: str
     timeout_s: float
     max_nodes_per_read: int | None
     max_nodes_per_write: int | None
     security: security.SecuritySettings
+
+
+@dataclass(frozen=True)
+class SteppedConfig:
+    """`plant: {kind: stepped, scenario: NAME, seed: N, ai_enable: BOOL}`: the simulated reference unit in
+    process, stepped by one cycle period per cycle as fast as it goes (no network, no waiting)."""
+
+    kind: ClassVar[str] = "stepped"
+    scenario: str
+    seed: int
+    ai_enable: bool  # the simulated operator's AI_ENABLE from the start (as `boiler-ai sim --ai-enable`)
 
 
 @dataclass(frozen=True)
@@ -70,7 +86,7 @@ class DaemonConfig:
     mode: str
     cycle_period_s: float
     time_scale: float  # plant seconds per wall second: 1 unless a simulator drives time (never from a file)
-    opcua: OpcUaConfig
+    plant: OpcUaConfig | SteppedConfig
     engagement: EngagementConfig
     policy: PolicyConfig
     record: RecordConfig
@@ -124,6 +140,26 @@ def _security(f: Fields, base: Path) -> security.SecuritySettings:
     return settings
 
 
+def _plant(f: Fields, base: Path) -> OpcUaConfig | SteppedConfig:
+    kind = f.string("kind", choices=PLANT_KINDS)
+    if kind == "stepped":
+        from boiler_ai.sim.scenario import SCENARIOS  # only a simulated plant needs the simulator
+
+        plant = SteppedConfig(scenario=f.string("scenario", choices=tuple(SCENARIOS)), seed=f.integer("seed", 0, lo=0),
+                              ai_enable=f.boolean("ai_enable", False))
+        f.done()
+        return plant
+    plant = OpcUaConfig(
+        endpoint=f.address("endpoint", opc_endpoint),
+        timeout_s=f.number("timeout_s", 2.0, lo=0.05),
+        max_nodes_per_read=f.integer("max_nodes_per_read", None, lo=1),
+        max_nodes_per_write=f.integer("max_nodes_per_write", None, lo=1),
+        security=_security(f.mapping("security", {"policy": "None"}), base),
+    )
+    f.done()
+    return plant
+
+
 def load_config(path: str | Path) -> DaemonConfig:
     path = Path(path).resolve()
     base = path.parent
@@ -136,15 +172,10 @@ def load_config(path: str | Path) -> DaemonConfig:
         raise model.error("sha256", "expected 64 lowercase hex digits (sha256sum of the .onnx file)")
     model.done()
 
-    op = top.mapping("opcua")
-    opcua = OpcUaConfig(
-        endpoint=op.address("endpoint", opc_endpoint),
-        timeout_s=op.number("timeout_s", 2.0, lo=0.05),
-        max_nodes_per_read=op.integer("max_nodes_per_read", None, lo=1),
-        max_nodes_per_write=op.integer("max_nodes_per_write", None, lo=1),
-        security=_security(op.mapping("security", {"policy": "None"}), base),
-    )
-    op.done()
+    if top.has("opcua"):
+        raise top.error("opcua", "moved: write it as `plant:` with `kind: opcua` and the same keys "
+                                 "(plant: {kind: opcua, endpoint: ..., timeout_s: ..., security: ...})")
+    plant = _plant(top.mapping("plant"), base)
 
     en = top.mapping("engagement")
     engagement = EngagementConfig(
@@ -167,13 +198,13 @@ def load_config(path: str | Path) -> DaemonConfig:
         log_dir=_path(rc, "log_dir", base, must_exist=False),
         publish_endpoint=rc.address("publish_endpoint", zmq_endpoint, None),
         catchup_endpoint=rc.address("catchup_endpoint", zmq_endpoint, None),
-        fsync=rc.string("fsync", choices=FSYNC),
-        fsync_interval_ms=rc.integer("fsync_interval_ms", 200, lo=1),
-        segment_max_mb=rc.number("segment_max_mb", 64.0, lo=0.01),
-        segment_max_age_s=rc.number("segment_max_age_s", 3600.0, lo=1.0),
-        retention_days=rc.number("retention_days", 90.0, lo=0.0),
+                fsync=rc.string("fsync", choices=FSYNC_POLICIES),
+        fsync_interval_ms=rc.integer("fsync_interval_ms", settings.LOG_FSYNC_INTERVAL_MS, lo=1),
+        segment_max_mb=rc.number("segment_max_mb", settings.LOG_SEGMENT_MAX_MB, lo=0.01),
+        segment_max_age_s=rc.number("segment_max_age_s", settings.LOG_SEGMENT_MAX_AGE_S, lo=1.0),
+        retention_days=rc.number("retention_days", settings.LOG_RETENTION_DAYS, lo=0.0),
         retention_max_mb=rc.number("retention_max_mb", None, lo=1.0),
-        queue_size=rc.integer("queue_size", 2000, lo=1),
+        queue_size=rc.integer("queue_size", settings.LOG_QUEUE_SIZE, lo=1),
         state_every_cycles=rc.integer("state_every_cycles", 60, lo=1),
     )
     if record.publish_endpoint is not None and record.publish_endpoint == record.catchup_endpoint:
@@ -201,7 +232,7 @@ def load_config(path: str | Path) -> DaemonConfig:
         mode=top.string("mode", choices=CONTROL_MODES),
         cycle_period_s=top.number("cycle_period_s", lo=0.01),
         time_scale=_time_scale(top),
-        opcua=opcua,
+        plant=plant,
         engagement=engagement,
         policy=policy,
         record=record,

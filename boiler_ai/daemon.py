@@ -1,9 +1,11 @@
-"""`boiler-ai run CONFIG`: the long-running controller daemon for one unit.
+"""`boiler-ai run CONFIG`: the long-running controller daemon for one unit (the shell around the core).
 
-Each cycle: one batch read, the pure controller core, one batch write (AI setpoints, AI_REQUEST,
-AI_HEARTBEAT) with read-back, then the decision record to the durable log (which publishes it).
-SIGTERM or SIGINT release control through the normal path (AI_REQUEST dropped, DCS confirmation
-awaited for a few cycles), flush the log, and exit.
+Each cycle: one batch read, the pure controller core (a `Decision`), one batch write (AI setpoints,
+AI_REQUEST, AI_HEARTBEAT) with read-back (the `Outcome`, with every stage's time), then the `Record`
+(stamped with the log's next seq) to the durable log, which publishes it. SIGTERM or SIGINT release
+control through the normal path (AI_REQUEST dropped, DCS confirmation awaited for a few cycles),
+flush the log, and exit. The plant is the config's: a DCS over OPC UA, paced by the wall clock, or
+the simulated unit stepped in process, as fast as it goes (`plant: {kind: stepped}`).
 """
 
 from __future__ import annotations
@@ -15,25 +17,42 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from boiler_ai.config import DaemonConfig, check_unit_matches, load_config
-from boiler_ai.control.cycle import Controller, ControllerSettings, CycleOutput
-from boiler_ai.control.engagement import Event, EventType, Mode
+import zmq
+
+from boiler_ai import __version__
+from boiler_ai.config import DaemonConfig, RecordConfig, SteppedConfig, check_unit_matches, load_config
+from boiler_ai.control.cycle import Controller, ControllerSettings
 from boiler_ai.control.envelope import Envelope, load_envelope
 from boiler_ai.control.guard import Guard
 from boiler_ai.control.policy import PolicyRunner
 from boiler_ai.control.projector import Projector
 from boiler_ai.host import CpuLatencyLimit
 from boiler_ai.logs import event, setup_logging
+from boiler_ai.messages import (
+    STAGES,
+    Event,
+    EventType,
+    Mode,
+    ModelRef,
+    Origin,
+    Outcome,
+    Reason,
+    Record,
+    StageTimings,
+)
 from boiler_ai.metrics import Metrics, serve_metrics
 from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.plant.types import PlantIO
+from boiler_ai.preflight import preflight
 from boiler_ai.record.recorder import Recorder
 from boiler_ai.strict import ConfigError
+
+SOFTWARE = f"boiler-ai {__version__}"
 
 log = logging.getLogger("boiler_ai.daemon")
 
@@ -48,9 +67,10 @@ class Core:
     tag_map: TagMap
     envelope: Envelope
     controller: Controller
+    origin: Origin  # who decides: the same in every record of this run
 
 
-def build_core(cfg: DaemonConfig, clock_ns=time.perf_counter_ns) -> Core:
+def build_core(cfg: DaemonConfig) -> Core:
     tag_map = load_tag_map(cfg.tag_map)
     check_unit_matches(cfg, tag_map.unit)
     envelope = load_envelope(cfg.envelope, tag_map)
@@ -64,32 +84,85 @@ def build_core(cfg: DaemonConfig, clock_ns=time.perf_counter_ns) -> Core:
         max_spread=cfg.policy.max_spread,
         out_of_depth_hold_s=cfg.policy.out_of_depth_hold_s, state_every_cycles=cfg.record.state_every_cycles,
         model_id=policy.model_id, model_sha256=cfg.model_sha256, config_hash=cfg.config_hash())
-    controller = Controller(settings, tag_map, envelope, Projector(envelope), Guard(cfg.envelope, tag_map),
-                            policy, clock_ns)
-    return Core(cfg, tag_map, envelope, controller)
+    controller = Controller(settings, tag_map, envelope, Projector(envelope), Guard(cfg.envelope, tag_map), policy)
+    origin = Origin(cfg.unit, cfg.cycle_period_s, ModelRef(policy.model_id, cfg.model_sha256),
+                    tuple(controller.mv_names), settings.config_hash, SOFTWARE)
+    return Core(cfg, tag_map, envelope, controller, origin)
 
 
 def open_recorder(cfg: DaemonConfig) -> Recorder:
     """The durable log (which publishes) and the catch-up service, as the config says."""
-    return Recorder.from_config(cfg.record, cfg.unit)
+    return recorder_for(cfg.record, cfg.unit)
+
+
+def recorder_for(rc: RecordConfig, unit_id: str, *, context: zmq.Context | None = None) -> Recorder:
+    """A Recorder from the config's `record:` section: the one place the config's units (MB, days) become
+    the log's (bytes, seconds)."""
+    mib = 1024 * 1024
+    return Recorder(rc.log_dir, unit_id, publish_endpoint=rc.publish_endpoint, catchup_endpoint=rc.catchup_endpoint,
+                    context=context,
+                    fsync=rc.fsync, fsync_interval_ms=rc.fsync_interval_ms,
+                    segment_max_bytes=int(rc.segment_max_mb * mib), segment_max_age_s=rc.segment_max_age_s,
+                    retention_s=rc.retention_days * 86400.0 if rc.retention_days > 0 else None,
+                    retention_max_bytes=None if rc.retention_max_mb is None else int(rc.retention_max_mb * mib),
+                    queue_size=rc.queue_size)
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How the daemon keeps time: `now()` gives the (wall, monotonic) times handed to the core, and
+    cycles start `period_s` wall seconds apart (0: each as soon as the last is done)."""
+
+    now: Callable[[], tuple[float, float]]
+    period_s: float
+
+    @classmethod
+    def wall_clock(cls, cfg: DaemonConfig) -> Pace:
+        return cls(lambda: (time.time(), time.monotonic()), cfg.cycle_period_s / cfg.time_scale)
+
+
+class StageClock:
+    """Times the cycle's stages: `lap(stage)` adds the time since the previous lap to that stage."""
+
+    __slots__ = ("_last", "_ns")
+
+    def __init__(self) -> None:
+        self._ns = dict.fromkeys(STAGES, 0)
+        self._last = 0
+
+    def start(self) -> None:
+        for stage in self._ns:
+            self._ns[stage] = 0
+        self._last = time.perf_counter_ns()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter_ns()
+        self._ns[stage] += now - self._last
+        self._last = now
+
+    def timings(self) -> StageTimings:
+        ns = self._ns
+        return StageTimings(ns["read"] // 1000, ns["validate"] // 1000, ns["observe"] // 1000, ns["infer"] // 1000,
+                            ns["project"] // 1000, ns["guard"] // 1000, ns["write"] // 1000, ns["record"] // 1000)
 
 
 class Daemon:
-    """Runs the cycle against a PlantIO at the configured period until asked to stop."""
+    """Runs the cycle against a PlantIO at the pace's period until asked to stop."""
 
-    def __init__(self, core: Core, plant: PlantIO, recorder: Recorder, metrics: Metrics | None = None):
+    def __init__(self, core: Core, plant: PlantIO, recorder: Recorder, metrics: Metrics | None = None,
+                 pace: Pace | None = None):
         self.core = core
         self.controller = core.controller
         self.plant = plant
         self.recorder = recorder
         self.metrics = metrics or Metrics(core.config.unit)
+        self.pace = pace or Pace.wall_clock(core.config)
+        self.stages = StageClock()
         self.overruns = 0
         self.active_cycles = 0
-        self._last_record_us = 0
 
     async def run(self, stop: asyncio.Event, max_cycles: int | None = None) -> None:
-        cfg = self.core.config
-        period = cfg.cycle_period_s / cfg.time_scale  # wall seconds per cycle
+        period = self.pace.period_s  # wall seconds per cycle
         next_start = time.monotonic()
         cycles = 0
         while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
@@ -103,6 +176,9 @@ class Daemon:
                     await self.plant.write({self.core.tag_map.handshake["ai_request"]: 0.0})
                 raise
             cycles += 1
+            if period <= 0:
+                await asyncio.sleep(0)  # free-running: let signals and the metrics endpoint in
+                continue
             next_start += period
             delay = next_start - time.monotonic()
             if delay < 0:
@@ -116,45 +192,45 @@ class Daemon:
                 pass
         await self.release_and_stop(period)
 
-    async def cycle(self, extra_events: list[Event] | None = None) -> CycleOutput:
-        t_read = time.perf_counter_ns()
+    async def cycle(self, extra_events: Sequence[Event] = ()) -> Record:
+        stages = self.stages
+        stages.start()
         snapshot = await self.plant.read()
-        wall, mono = time.time(), time.monotonic()
-        t_core = time.perf_counter_ns()
-        output = self.controller.step(snapshot, wall, mono, extra_events)
-        t_write = time.perf_counter_ns()
-        result = await self.plant.write(output.writes) if output.writes else None
-        follow_up = self.controller.finish(output, result)
+        stages.lap("read")
+        wall, mono = self.pace.now()
+        decision = self.controller.step(snapshot, wall, mono, extra_events, stages.lap)
+        result = await self.plant.write(decision.writes) if decision.writes else None
+        decision, follow_up = self.controller.finish(decision, result)
         if follow_up:
             # the write failed while in control: drop AI_REQUEST in the same cycle
             await self.plant.write(follow_up)
-        t_record = time.perf_counter_ns()
-        record = output.record
-        timings = record["timings_us"]
-        timings["read"] = (t_core - t_read) // 1000
-        timings["write"] = (t_record - t_write) // 1000
-        timings["record"] = self._last_record_us
+        stages.lap("write")
+        decision_log = self.recorder.log
+        read_back = self.controller.read_back(result)
+        stages.lap("record")
+        record = Record(decision_log.next_seq, self.core.origin, decision, Outcome(result, read_back, stages.timings()),
+                        decision_log.dropped_count, decision_log.publish_drop_count)
         self.recorder.append(record)
-        self._last_record_us = output.record_build_us + (time.perf_counter_ns() - t_record) // 1000
         self._report(record)
-        return output
+        return record
 
-    def _report(self, record: dict) -> None:
-        self.metrics.observe_cycle(record["mode"], record["release_reason"], record["timings_us"], record["heartbeat"],
-                                   record["log_dropped_count"], record["publish_drop_count"])
-        self.active_cycles += record["mode"] == "active"
-        if record["transition"] is not None:
-            reasons = [f'{e["type"]}:{e["reason"]}' for e in record["events"] if e["type"] != "soft_disable"]
-            event(log, logging.INFO if record["release_reason"] is None else logging.WARNING,
-                  f'mode {record["transition"]["from"]} -> {record["transition"]["to"]}',
-                  unit=record["unit_id"], seq=record["seq"], release_reason=record["release_reason"],
+    def _report(self, record: Record) -> None:
+        decision = record.decision
+        self.metrics.observe_cycle(decision.mode, decision.release_reason, record.outcome.timings, decision.heartbeat,
+                                   record.log_dropped_count, record.publish_drop_count)
+        self.active_cycles += decision.mode is Mode.ACTIVE
+        if decision.transition is not None:
+            reasons = [f"{e.type}:{e.reason}" for e in decision.events if e.type is not EventType.SOFT_DISABLE]
+            event(log, logging.INFO if decision.release_reason is None else logging.WARNING,
+                  f"mode {decision.transition.from_} -> {decision.transition.to}",
+                  unit=record.origin.unit_id, seq=record.seq, release_reason=decision.release_reason,
                   events=reasons)
 
     async def release_and_stop(self, period: float) -> None:
         """Hand control back through the normal cycle path, then flush the log."""
         if self.controller.engagement.mode in (Mode.ACTIVE, Mode.RELEASING):
             for _ in range(STOP_CONFIRM_CYCLES):
-                await self.cycle([Event(EventType.IMMEDIATE_DISABLE, "daemon_stopping", "stop requested")])
+                await self.cycle([Event(EventType.IMMEDIATE_DISABLE, Reason.DAEMON_STOPPING, "stop requested")])
                 if self.controller.engagement.mode is Mode.DISABLED:
                     break
                 await asyncio.sleep(period)
@@ -163,12 +239,23 @@ class Daemon:
               mode=self.controller.engagement.mode.value, overruns=self.overruns)
 
 
-def make_plant(core: Core) -> PlantIO:
+def make_plant(core: Core) -> tuple[PlantIO, Pace]:
+    """The config's plant and how the daemon keeps time with it."""
+    plant = core.config.plant
+    if isinstance(plant, SteppedConfig):
+        from boiler_ai.plant.stepped import SteppedPlant
+        from boiler_ai.sim.scenario import named_scenario
+        from boiler_ai.sim.unit import ReferenceUnit
+
+        unit = ReferenceUnit(named_scenario(plant.scenario, plant.seed), seed=plant.seed)
+        unit.set_ai_enable(plant.ai_enable)
+        stepped = SteppedPlant(unit, core.tag_map, step_s=core.config.cycle_period_s)
+        return stepped, Pace(stepped.clock, 0.0)
     from boiler_ai.plant.opcua_client import OpcUaPlantIO
 
-    op = core.config.opcua
-    return OpcUaPlantIO(core.tag_map, op.endpoint, security=op.security, timeout_s=op.timeout_s,
-                        max_nodes_per_read=op.max_nodes_per_read, max_nodes_per_write=op.max_nodes_per_write)
+    return (OpcUaPlantIO(core.tag_map, plant.endpoint, security=plant.security, timeout_s=plant.timeout_s,
+                         max_nodes_per_read=plant.max_nodes_per_read, max_nodes_per_write=plant.max_nodes_per_write),
+            Pace.wall_clock(core.config))
 
 
 @contextmanager
@@ -184,15 +271,16 @@ def cpu_latency_limit(cfg: DaemonConfig) -> Iterator[CpuLatencyLimit]:
         yield limit
 
 
-async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cycles: int | None = None) -> Daemon:
+async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cycles: int | None = None,
+                     pace: Pace | None = None) -> Daemon:
     cfg = core.config
     recorder = open_recorder(cfg)
     metrics_server = None
     try:
-        daemon = Daemon(core, plant, recorder)
+        daemon = Daemon(core, plant, recorder, pace=pace)
         if cfg.metrics_address is not None:
             metrics_server = await serve_metrics(daemon.metrics, *cfg.metrics_address)
-        event(log, logging.INFO, "starting", unit=cfg.unit, mode=cfg.mode, endpoint=cfg.opcua.endpoint,
+        event(log, logging.INFO, "starting", unit=cfg.unit, mode=cfg.mode, plant=_describe(cfg),
               model=core.controller.settings.model_id, model_sha256=cfg.model_sha256,
               config_hash=core.controller.settings.config_hash, log_dir=str(cfg.record.log_dir),
               next_seq=recorder.log.next_seq, cycle_period_s=cfg.cycle_period_s, time_scale=cfg.time_scale)
@@ -216,20 +304,31 @@ async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cyc
         recorder.close()
 
 
+def _describe(cfg: DaemonConfig) -> str:
+    plant = cfg.plant
+    if isinstance(plant, SteppedConfig):
+        return f"stepped simulated unit, scenario {plant.scenario}, seed {plant.seed}"
+    return plant.endpoint
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="daemon config YAML (see deploy/examples/)")
+    parser.add_argument("--sim-hours", type=float, default=None,
+                        help="stop after this many simulated hours of cycles (any plant; meant for a stepped one)")
+    parser.add_argument("--max-cycles", type=int, default=None, help="stop after this many cycles")
     parser.add_argument("--sim-speed", type=float, default=None, metavar="N",
                         help="the OPC UA server is boiler-ai's simulated unit at N x real time (boiler-ai sim "
                              "--speed N): rates, ages and holds in its simulated seconds. Never against a plant.")
 
 
 def run(args: argparse.Namespace) -> int:
-    from boiler_ai.check import preflight
-
     cfg = load_config(args.config)
     if args.sim_speed is not None:
         if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
             raise ConfigError("command line", "--sim-speed", f"expected a positive number, got {args.sim_speed}")
+        if isinstance(cfg.plant, SteppedConfig):
+            raise ConfigError("command line", "--sim-speed", "a stepped plant keeps its own simulated time: "
+                                                            "it is for the OPC UA simulator (boiler-ai sim)")
         cfg = replace(cfg, time_scale=args.sim_speed)
     setup_logging(cfg.log_level)
     preflight(cfg)
@@ -241,7 +340,13 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_daemon(core, make_plant(core), stop)
+        plant, pace = make_plant(core)
+        await run_daemon(core, plant, stop, max_cycles=max_cycles, pace=pace)
+
+    max_cycles = args.max_cycles
+    if args.sim_hours is not None:
+        cycles = round(args.sim_hours * 3600.0 / cfg.cycle_period_s)
+        max_cycles = cycles if max_cycles is None else min(max_cycles, cycles)
 
     asyncio.run(main())
     return 0

@@ -76,7 +76,7 @@ def demo_config(base: DaemonConfig, endpoint: str, speed: float, log_dir: Path) 
     return dataclasses.replace(
         base, mode="closed_loop", time_scale=speed,
         engagement=dataclasses.replace(base.engagement, arm_on_start=True),
-        opcua=dataclasses.replace(base.opcua, endpoint=endpoint),
+        plant=dataclasses.replace(base.plant, endpoint=endpoint),
         record=dataclasses.replace(base.record, log_dir=log_dir, publish_endpoint=None, catchup_endpoint=None,
                                    fsync="never"),
         metrics_listen=None, cpu_latency_limit_us=None)
@@ -89,13 +89,14 @@ async def run_with_daemon(cfg: DaemonConfig, scenario: str, seed: int, minutes: 
     from boiler_ai.sim.unit import ReferenceUnit
 
     meter = KpiMeter(ReferenceUnit(scenario=named_scenario(scenario, seed), seed=seed))
-    sim = SimulatedUnitServer(meter, endpoint=cfg.opcua.endpoint, speed=speed, duration_s=minutes * 60)
+    sim = SimulatedUnitServer(meter, endpoint=cfg.plant.endpoint, speed=speed, duration_s=minutes * 60)
     await sim.set_ai_enable(True)
     await sim.start()
     core = build_core(cfg)
     stop = asyncio.Event()
     try:
-        daemon_task = asyncio.create_task(run_daemon(core, make_plant(core), stop))
+        plant, pace = make_plant(core)
+        daemon_task = asyncio.create_task(run_daemon(core, plant, stop, pace=pace))
         await sim.wait()
         stop.set()
         daemon = await daemon_task

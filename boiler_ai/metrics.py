@@ -7,7 +7,7 @@ from collections import Counter, deque
 
 import numpy as np
 
-_MODES = ("disabled", "shadow", "active", "releasing")
+from boiler_ai.messages import STAGES, Mode, StageTimings
 
 
 class Metrics:
@@ -16,13 +16,13 @@ class Metrics:
         self.cycles = 0
         self.mode = "disabled"
         self.releases: Counter[str] = Counter()
-        self.stage_us: dict[str, deque[float]] = {}
+        self.stage_us: dict[str, deque[float]] = {stage: deque(maxlen=window) for stage in STAGES}
         self.window = window
         self.heartbeat = 0
         self.log_dropped = 0  # records the durable log could not keep
         self.publish_dropped = 0  # records not sent live (catch-up still serves them)
 
-    def observe_cycle(self, mode: str, release_reason: str | None, timings_us: dict[str, float],
+    def observe_cycle(self, mode: str, release_reason: str | None, timings: StageTimings,
                       heartbeat: int, log_dropped: int, publish_dropped: int) -> None:
         self.cycles += 1
         self.log_dropped, self.publish_dropped = log_dropped, publish_dropped
@@ -30,8 +30,8 @@ class Metrics:
         self.heartbeat = heartbeat
         if release_reason:
             self.releases[release_reason] += 1
-        for stage, us in timings_us.items():
-            self.stage_us.setdefault(stage, deque(maxlen=self.window)).append(us)
+        for stage, samples in self.stage_us.items():
+            samples.append(getattr(timings, stage))
 
     def render(self) -> str:
         u = f'unit="{self.unit_id}"'
@@ -42,7 +42,7 @@ class Metrics:
             "# HELP boiler_ai_mode Engagement mode (1 for the current one).",
             "# TYPE boiler_ai_mode gauge",
         ]
-        out += [f'boiler_ai_mode{{{u},mode="{m}"}} {int(m == self.mode)}' for m in _MODES]
+        out += [f'boiler_ai_mode{{{u},mode="{m}"}} {int(m == self.mode)}' for m in Mode]
         out += ["# HELP boiler_ai_releases_total Hand-backs to the DCS, by reason.",
                 "# TYPE boiler_ai_releases_total counter"]
         out += [f'boiler_ai_releases_total{{{u},reason="{r}"}} {n}' for r, n in sorted(self.releases.items())]
@@ -56,6 +56,8 @@ class Metrics:
                 "# HELP boiler_ai_stage_seconds Cycle stage durations over the recent window.",
                 "# TYPE boiler_ai_stage_seconds summary"]
         for stage, samples in sorted(self.stage_us.items()):
+            if not samples:
+                continue
             data = np.fromiter(samples, float)
             for q in (0.5, 0.99):
                 seconds = np.quantile(data, q) / 1e6

@@ -1,4 +1,4 @@
-"""Engagement state machine (DESIGN.md section 5): who is in control, and why.
+"""Engagement state machine (docs/ARCHITECTURE.md): who is in control, and why.
 
 The daemon never takes control; the DCS lends it. States:
   disabled   not requesting; the DCS runs on its own loops (in closed-loop mode we still compute and log)
@@ -14,53 +14,7 @@ healthy for `healthy_cycles_to_engage` cycles in a row. The same holds at start 
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-
-
-class Mode(str, enum.Enum):
-    DISABLED = "disabled"
-    SHADOW = "shadow"
-    ACTIVE = "active"
-    RELEASING = "releasing"
-
-
-class EventType(str, enum.Enum):
-    NO_ENTRY = "no_entry"  # cannot engage now
-    SOFT_DISABLE = "soft_disable"  # degraded but still allowed for a grace period
-    IMMEDIATE_DISABLE = "immediate_disable"  # release this cycle
-    ENGAGED = "engaged"
-    RELEASED = "released"
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    type: EventType
-    reason: str  # stable machine name, e.g. "critical_input_invalid", "ai_enable_dropped"
-    detail: str = ""  # the signal or figure behind it
-
-    def as_dict(self) -> dict:
-        return {"type": self.type.value, "reason": self.reason, "detail": self.detail}
-
-
-@dataclass(frozen=True, slots=True)
-class Handshake:
-    """The DCS's side of the handshake as read this cycle (None: not readable this cycle)."""
-
-    ai_enable: bool | None
-    ai_permissive: bool | None
-    ai_active: bool | None
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    previous: Mode
-    mode: Mode
-    release_reason: str | None  # set on the cycle that drops AI_REQUEST
-
-    @property
-    def changed(self) -> bool:
-        return self.previous is not self.mode
+from boiler_ai.messages.engagement import Event, EventType, Handshake, Mode, Reason, Transition
 
 
 class Engagement:
@@ -129,7 +83,7 @@ class Engagement:
         blocked = next((e for e in events if e.type is EventType.NO_ENTRY), None)
         return None if blocked is None else (blocked.reason, blocked.detail)
 
-    def _release_reason(self, handshake: Handshake, events: list[Event]) -> str | None:
+    def _release_reason(self, handshake: Handshake, events: list[Event]) -> Reason | None:
         if handshake.ai_enable is False:
             events.append(Event(EventType.IMMEDIATE_DISABLE, "ai_enable_dropped", "operator"))
         if handshake.ai_permissive is False:
@@ -147,7 +101,7 @@ class Engagement:
         first = next((e for e in events if e.type is EventType.IMMEDIATE_DISABLE), None)
         return None if first is None else first.reason
 
-    def _release(self, previous: Mode, reason: str, events: list[Event]) -> Transition:
+    def _release(self, previous: Mode, reason: Reason, events: list[Event]) -> Transition:
         self.mode = Mode.RELEASING
         self.healthy_cycles = 0
         self.armed = False
@@ -159,7 +113,7 @@ class Engagement:
         previous = self.mode
         events.append(Event(EventType.IMMEDIATE_DISABLE, "write_failed", detail))
         if self.mode is Mode.ACTIVE:
-            return self._release(previous, "write_failed", events)
+            return self._release(previous, Reason.WRITE_FAILED, events)
         return Transition(previous, self.mode, None)
 
     def state(self) -> dict:

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
+from boiler_ai.messages.record import GuardVerdict
 from boiler_ai.plant.tagmap import TagMap
 from boiler_ai.strict import ConfigError, Fields, load_yaml
 
 _RELATIONS = ("equal", "at_most", "at_least")
 _BASES = ("setpoint", "deviation_from_dcs")
-
-
-@dataclass(frozen=True, slots=True)
-class GuardVerdict:
-    ok: bool
-    violations: tuple[str, ...]
 
 
 class Guard:

@@ -122,7 +122,7 @@ class PolicyRunner:
             self._binding.bind_ortvalue_output(contract.spread_output, self._bound[2])
 
         # Envelope bounds pushed through the same scaling as the inputs, so the check runs on the
-        # model's own (float32) input values with no per-cycle unscaling; rounding is monotonic, so a
+        # model's own (float32) input values with no per-cycle unscaling; rounding keeps the order, so a
         # value inside [lo, hi] is never flagged. Each cycle checks only its own row, as it enters the
         # history; the answer is every input flagged in any row still in the history.
         lo = np.array([p[0] for p in contract.training_envelope])

@@ -26,7 +26,6 @@ the idle wait pays that overhead several times over. The rare QP path uses numpy
 
 from __future__ import annotations
 
-import enum
 import math
 import time
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ import daqp
 import numpy as np
 
 from boiler_ai.control.envelope import Envelope
+from boiler_ai.messages.record import ProjectionStatus
 
 SOLVER_INF = 1e30  # DAQP's infinity; np.inf makes it return NaN with a "solved" flag
 SOLVER_OPTIMAL = 1
@@ -45,13 +45,6 @@ ACTIVE_MULTIPLIER = 1e-12  # a constraint binds when its multiplier is above rou
 _EQUALITY, _INEQUALITY = 5, 0  # DAQP constraint sense flags
 _LO_NAMES = ("min", "rate_down", "deviation_low")
 _HI_NAMES = ("max", "rate_up", "deviation_high")
-
-
-class ProjectionStatus(str, enum.Enum):
-    OK = "ok"  # the request already fits the envelope
-    CLIPPED = "clipped"  # moved to the closest point that fits
-    HOLD = "hold"  # nothing fits; the last applied setpoints still do: hold them
-    RELEASE = "release"  # nothing fits, not even the last applied setpoints: hand back to the DCS
 
 
 @dataclass(frozen=True, slots=True)

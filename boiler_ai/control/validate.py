@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from boiler_ai.messages.plant import Snapshot
 from boiler_ai.plant.tagmap import SignalSpec
-from boiler_ai.plant.types import Snapshot
 
 # Issue names are part of the decision record: add, never rename.
 READ_FAILED = "read_failed"

@@ -1,10 +1,11 @@
-"""The plant room: the PlantIO interface, tag maps, and the OPC UA client adapter and tag server.
+"""The plant room: the PlantIO interface and its implementations (OPC UA client, stepped simulated unit),
+tag maps, and the OPC UA tag server.
 
 Only opcua_client.py and opcua_server.py import the OPC UA library; importing this package does not,
-so the controller core and the tools use the types and the tag map without a network stack.
+so the controller core and the tools use the tag map without a network stack.
 """
 
 from boiler_ai.plant.tagmap import SignalSpec, TagMap, load_tag_map
-from boiler_ai.plant.types import PlantIO, Quality, Reading, Snapshot, WriteResult
+from boiler_ai.plant.types import PlantIO
 
-__all__ = ["PlantIO", "Quality", "Reading", "SignalSpec", "Snapshot", "TagMap", "WriteResult", "load_tag_map"]
+__all__ = ["PlantIO", "SignalSpec", "TagMap", "load_tag_map"]

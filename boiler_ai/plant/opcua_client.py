@@ -27,6 +27,7 @@ from asyncua.client.ua_client import UaClientState
 from asyncua.crypto import uacrypto
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
+from boiler_ai.messages.plant import Quality, Reading, Snapshot, WriteResult
 from boiler_ai.plant.security import (
     SecurityError,
     SecuritySettings,
@@ -34,7 +35,6 @@ from boiler_ai.plant.security import (
     thumbprint,
 )
 from boiler_ai.plant.tagmap import SignalSpec, TagMap
-from boiler_ai.plant.types import Quality, Reading, Snapshot, WriteResult
 from boiler_ai.strict import ConfigError
 
 log = logging.getLogger(__name__)

@@ -61,10 +61,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from boiler_ai.messages.plant import Quality, Reading
 from boiler_ai.plant.opcua_client import INTEGER_LIMITS, VARIANT_TYPES
 from boiler_ai.plant.security import certificate_uris
 from boiler_ai.plant.tagmap import SignalSpec, TagMap
-from boiler_ai.plant.types import Quality, Reading
 
 log = logging.getLogger(__name__)
 

@@ -1,63 +1,17 @@
-"""Values as they cross the plant boundary, independent of the protocol that carried them."""
+"""The plant interface: what the daemon needs from the plant, whatever carries the values.
+
+The values themselves (Snapshot, Reading, WriteResult) are messages (boiler_ai.messages.plant).
+"""
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
 from typing import Protocol
 
-
-class Quality(enum.IntEnum):
-    """OPC UA StatusCode severity (the top two bits of the code)."""
-
-    GOOD = 0
-    UNCERTAIN = 1
-    BAD = 2
-
-    @classmethod
-    def from_status_code(cls, code: int) -> Quality:
-        severity = (code >> 30) & 0b11
-        return cls.GOOD if severity == 0 else cls.UNCERTAIN if severity == 1 else cls.BAD
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One tag as read: value (bools as 0.0/1.0), the raw StatusCode, the source timestamp (epoch s)."""
-
-    value: float
-    status_code: int
-    source_ts: float
-
-    @property
-    def quality(self) -> Quality:
-        return Quality.from_status_code(self.status_code)
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """Every mapped readable tag from one batch read, keyed by logical signal name.
-
-    `error` is set when the read failed as a whole (connection lost, session invalid, timeout):
-    then `readings` is empty and every input counts as invalid for the cycle.
-    """
-
-    readings: dict[str, Reading]
-    read_time: float  # wall time (epoch s) when the read returned
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class WriteResult:
-    """Outcome of one batch write: per-tag StatusCode and what the DCS holds afterwards."""
-
-    ok: bool
-    status: dict[str, int] = field(default_factory=dict)  # signal -> StatusCode of its write
-    read_back: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
+from boiler_ai.messages.plant import Snapshot, WriteResult
 
 
 class PlantIO(Protocol):
-    """What the daemon needs from the plant. The OPC UA adapter is one implementation."""
+    """The OPC UA adapter (opcua_client.py) and the stepped simulated unit (stepped.py) implement it."""
 
     async def connect(self) -> None: ...
 

@@ -19,10 +19,9 @@ import time
 
 import zmq
 
-from boiler_ai.addresses import zmq_endpoint
+from boiler_ai.addresses import endpoint_options
 from boiler_ai.record.publisher import unpack_header
 from boiler_ai.record.store import Lost, Row, Store, open_store
-from boiler_ai.strict import ConfigError
 
 log = logging.getLogger("boiler_ai.record.historian")
 
@@ -100,7 +99,7 @@ class CatchupClient:
 
 
 class Historian:
-    def __init__(self, store: Store, unit_id: str, pub_endpoint: str, catchup_endpoint: str, *,
+    def __init__(self, store: Store, unit_id: str, pub_endpoint: str | None, catchup_endpoint: str, *,
                  context: zmq.Context | None = None, batch: int = 2000, commit_interval_s: float = 0.25,
                  poll_s: float = 2.0, timeout_s: float = 5.0):
         self.store = store
@@ -127,11 +126,13 @@ class Historian:
     def run(self, stop: threading.Event) -> None:
         """Store records until `stop` is set (a long backfill stops between batches too)."""
         self._stop = stop
-        sub = self.context.socket(zmq.SUB)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RCVHWM, 100000)
-        sub.setsockopt(zmq.SUBSCRIBE, self.topic)
-        sub.connect(self.pub_endpoint)
+        sub = None  # without a PUB endpoint (a dashboard on catch-up only) the log is polled every poll_s
+        if self.pub_endpoint is not None:
+            sub = self.context.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt(zmq.RCVHWM, 100000)
+            sub.setsockopt(zmq.SUBSCRIBE, self.topic)
+            sub.connect(self.pub_endpoint)
         try:
             max_seq, self.log_id = self.store.resume_point(self.unit_id)
             self.next_seq = None if max_seq is None else max_seq + 1
@@ -139,7 +140,10 @@ class Historian:
             last_live = time.monotonic()
             self._catch_up()
             while not stop.is_set():
-                if sub.poll(100):
+                if sub is None:
+                    stop.wait(self.poll_s)
+                    self._catch_up()
+                elif sub.poll(100):
                     for _ in range(self.batch):
                         try:
                             frames = sub.recv_multipart(zmq.NOBLOCK)
@@ -155,7 +159,8 @@ class Historian:
                     self._commit()
         finally:
             self._commit()
-            sub.close(linger=0)
+            if sub is not None:
+                sub.close(linger=0)
             self.client.close()
             log.info("historian %s: stopped at seq %s, %d stored this run, %d lost seqs recorded",
                      self.unit_id, None if self.next_seq is None else self.next_seq - 1, self.stored, self.lost_count)
@@ -277,11 +282,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for option, endpoint in (("--pub", args.pub), ("--catchup", args.catchup)):
-        try:
-            zmq_endpoint(endpoint)
-        except ValueError as exc:
-            raise ConfigError("command line", option, str(exc)) from None
+    endpoint_options(pub=args.pub, catchup=args.catchup)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

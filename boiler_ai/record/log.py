@@ -11,10 +11,10 @@ last segment may end in a torn frame: reopening finds the last frame whose CRC c
 everything before it, moves the torn bytes aside to `<segment>.torn-<offset>` (never silently
 dropped) and truncates. The log then continues in a new segment with the next seq.
 
-The control cycle only stamps and enqueues (`append`); a writer thread encodes, writes, fsyncs per
-policy and then publishes, so a subscriber never sees a record the log could still lose, and the
-encoding (the largest cost of recording) is off the cycle's critical path. If the bounded queue
-is full the record is dropped, counted, logged and stamped into the next record
+The control cycle only enqueues (`append`) a record it has stamped itself; a writer thread encodes,
+writes, fsyncs per policy and then publishes, so a subscriber never sees a record the log could
+still lose, and the encoding (the largest cost of recording) is off the cycle's critical path. If the bounded queue
+is full the record is dropped, counted, logged and counted in the next record
 (`log_dropped_count`); its seq stays consumed, so the gap is visible everywhere.
 """
 
@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Self
 
-from boiler_ai.record.schema import RecordError, decode, encode
+from boiler_ai.messages import Record, settings
+from boiler_ai.messages.settings import FSYNC_POLICIES
+from boiler_ai.record.schema import RecordError, decode, encode_record
 
 log = logging.getLogger("boiler_ai.record.log")
 
-FSYNC_POLICIES = ("every_record", "interval", "never")
 MAGIC = b"BAIDLOG1"
 _HEADER_LEN = struct.Struct(">I")
 FRAME = struct.Struct(">IIQd")  # payload length, crc32, seq, wall_time
@@ -215,10 +216,13 @@ class DurableLog:
     A closed segment is always fsynced, so only the newest segment can be torn.
     """
 
-    def __init__(self, directory: str | Path, unit_id: str, *, fsync: str = "interval", fsync_interval_ms: int = 200,
-                 segment_max_bytes: int = 64 * 1024 * 1024, segment_max_age_s: float = 3600.0,
-                 retention_s: float | None = 90 * 86400.0, retention_max_bytes: int | None = None,
-                 queue_size: int = 10000, publisher: Publisher | None = None, first_seq: int = 0,
+    def __init__(self, directory: str | Path, unit_id: str, *, fsync: str = "interval",
+                 fsync_interval_ms: int = settings.LOG_FSYNC_INTERVAL_MS,
+                 segment_max_bytes: int = int(settings.LOG_SEGMENT_MAX_MB * 1024 * 1024),
+                 segment_max_age_s: float = settings.LOG_SEGMENT_MAX_AGE_S,
+                 retention_s: float | None = settings.LOG_RETENTION_DAYS * 86400.0,
+                 retention_max_bytes: int | None = None,
+                 queue_size: int = settings.LOG_QUEUE_SIZE, publisher: Publisher | None = None, first_seq: int = 0,
                  clock: Callable[[], float] = time.time):
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
@@ -239,7 +243,7 @@ class DurableLog:
         self._last_alarm = -1e18
         self._cond = threading.Condition()
         self._append_lock = threading.Lock()
-        self._pending: list[tuple[int, float, dict]] = []  # (seq, wall_time, record), encoded by the writer
+        self._pending: list[tuple[int, float, Record]] = []  # (seq, wall_time, record), encoded by the writer
         self.encode_error: str | None = None
         self._enqueued = 0
         self._processed = 0
@@ -266,23 +270,24 @@ class DurableLog:
     def publish_drop_count(self) -> int:
         return self.publisher.drop_count if self.publisher is not None else 0
 
-    def append(self, record: dict) -> int:
-        """Stamp seq and the loss counters into `record` and queue it; never blocks on I/O.
+    def append(self, record: Record) -> int:
+        """Queue `record` for the writer thread; never blocks on I/O. Returns its seq.
 
-        The writer thread encodes it later, so the caller must not change `record` afterwards.
-        Returns the record's seq. A full queue drops the record (counted, logged, stamped into the
-        next record). A record the writer cannot encode is a defect: it is counted as dropped and
-        the next `append` raises LogError naming its seq and field, so a daemon stops deciding
-        things it cannot record.
+        The caller stamps the record (it is immutable; the log never edits it): `seq` must be this
+        log's `next_seq` (there is one writer), the loss counters `dropped_count` and
+        `publish_drop_count` as they stand. A full queue drops the record (counted, logged, and in
+        the counter of the next record); its seq stays consumed. A record the writer cannot encode
+        is a defect: it is counted as dropped and the next `append` raises LogError naming its seq
+        and field, so a daemon stops deciding things it cannot record.
         """
         with self._append_lock:
             if self.encode_error is not None:
                 raise LogError(f"{self.directory}: {self.encode_error}")
             seq = self._next_seq
-            record["seq"] = seq
-            record["log_dropped_count"] = self.dropped_count
-            record["publish_drop_count"] = self.publish_drop_count
-            wall_time = record.get("wall_time")
+            if record.seq != seq:
+                raise LogError(f"{self.directory}: record stamped seq {record.seq}, the log's next is {seq} "
+                               "(one writer stamps log.next_seq)")
+            wall_time = record.decision.wall_time
             if not isinstance(wall_time, (int, float)) or isinstance(wall_time, bool):
                 raise RecordError("wall_time", f"expected a number, got {wall_time!r}")
             self._next_seq = seq + 1
@@ -444,11 +449,11 @@ class DurableLog:
                     break
         self._close_segment()
 
-    def _encode(self, queued: list[tuple[int, float, dict]]) -> list[Frame]:
+    def _encode(self, queued: list[tuple[int, float, Record]]) -> list[Frame]:
         frames = []
         for seq, wall_time, record in queued:
             try:
-                frames.append(Frame(seq, wall_time, encode(record)))
+                frames.append(Frame(seq, wall_time, encode_record(record)))
             except (ValueError, TypeError) as exc:  # RecordError, or a value JSON cannot hold: a defect
                 self.encode_error = f"record seq {seq} cannot be encoded: {exc}"
                 self._drop(1, self.encode_error)

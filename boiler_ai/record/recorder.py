@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import zmq
 
+from boiler_ai.messages import Record
 from boiler_ai.record.catchup import CatchupService
 from boiler_ai.record.log import DurableLog
 from boiler_ai.record.publisher import Publisher
-
-if TYPE_CHECKING:
-    from boiler_ai.config import RecordConfig
 
 
 class Recorder:
@@ -36,19 +33,7 @@ class Recorder:
             self.log.close()
             raise
 
-    @classmethod
-    def from_config(cls, cfg: RecordConfig, unit_id: str, *, context: zmq.Context | None = None) -> Recorder:
-        return cls(cfg.log_dir, unit_id, publish_endpoint=cfg.publish_endpoint,
-                   catchup_endpoint=cfg.catchup_endpoint, context=context, fsync=cfg.fsync,
-                   fsync_interval_ms=cfg.fsync_interval_ms,
-                   segment_max_bytes=int(cfg.segment_max_mb * 1024 * 1024),
-                   segment_max_age_s=cfg.segment_max_age_s,
-                   retention_s=cfg.retention_days * 86400.0 if cfg.retention_days > 0 else None,
-                   retention_max_bytes=(None if cfg.retention_max_mb is None
-                                        else int(cfg.retention_max_mb * 1024 * 1024)),
-                   queue_size=cfg.queue_size)
-
-    def append(self, record: dict) -> int:
+    def append(self, record: Record) -> int:
         return self.log.append(record)
 
     def close(self) -> None:

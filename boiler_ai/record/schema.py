@@ -1,8 +1,9 @@
 """The decision record: one per control cycle, versioned, documented in docs/DECISION_RECORD.md.
 
-The daemon builds a record as a plain dict (the in-memory form). `encode` turns it into the wire
-form: one UTF-8 JSON object, the same bytes in the durable log, on the PUB socket, from the catch-up
-service and in the historian's database. Two rules make the wire form exact and readable anywhere:
+The record is a message (boiler_ai.messages.Record); this schema is generated from its types, and
+`Record.as_dict()` is its in-memory form. `encode` turns that dict into the wire form: one UTF-8
+JSON object, the same bytes in the durable log, on the PUB socket, from the catch-up service and in
+the historian's database. Two rules make the wire form exact and readable anywhere:
 
 - Bulk numbers (per-input values and timestamps, per-MV actions) are packed arrays: base64 of
   little-endian IEEE-754 float64 (or uint32 for StatusCodes). NaN and inf survive bit for bit, and
@@ -12,30 +13,30 @@ service and in the historian's database. Two rules make the wire form exact and 
   (plain JSON has no such numbers). Finite floats are written by `repr`, which round-trips exactly.
 
 Fields are never changed or removed, only added (a new version): tests/data holds the frozen v1 field
-list and a test compares it with this module.
+list and a test compares it with this module; docs/decision_record.v1.schema.json is `json_schema()`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import enum
 import json
 import math
-import operator
 import secrets
 import struct
+import typing
 from collections.abc import Iterator, Mapping, Sequence
-from types import SimpleNamespace
 from typing import Any
 
-SCHEMA_VERSION = 1
+from boiler_ai import messages
+from boiler_ai.messages import ABSENT_STATUS, SCHEMA_VERSION, STAGES, wire  # noqa: F401 - the record room's names
 
-MODES = ("disabled", "shadow", "active", "releasing")
-EVENT_TYPES = ("no_entry", "soft_disable", "immediate_disable", "engaged", "released")
-STAGES = ("read", "validate", "observe", "infer", "project", "guard", "write", "record")
+MODES = tuple(m.value for m in messages.Mode)
+EVENT_TYPES = tuple(t.value for t in messages.EventType)
+REASONS = tuple(r.value for r in messages.Reason)
 NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-# StatusCode given to a signal that is absent from the batch read (its issue says missing/read_failed).
-ABSENT_STATUS = 0x80000000
 
 
 class RecordError(ValueError):
@@ -298,82 +299,78 @@ class Opaque(Type):
 
 
 # ---------------------------------------------------------------------------------------------
-# Version 1.
+# Version 1, generated from the messages (boiler_ai.messages.record.Record and its parts): their
+# field annotations say the wire type, their metadata the reference text.
 
-MODE = Enum(MODES)
-ACTION = Nullable(F64)
-_ACTION_DOC = "per MV in `mvs` order"
 
-RECORD = Obj({
-    "schema_version": Field(Int(), "always 1 for this version"),
-    "unit_id": Field(Str(), "the unit (also the PUB topic)"),
-    "seq": Field(Int(), "monotonic per unit, never reused; a gap means a record was lost (set by the log)"),
-    "wall_time": Field(Num(finite=True), "cycle start, epoch seconds (UTC)"),
-    "mono_time": Field(Num(finite=True), "cycle start, monotonic seconds of the daemon's host"),
-    "cycle_period_s": Field(Num(finite=True), "configured cycle period, seconds"),
-    "read_time": Field(Nullable(Num(finite=True)), "epoch seconds when the batch read returned"),
-    "read_error": Field(Nullable(Str()), "why the batch read failed as a whole, else null"),
-    "mode": Field(MODE, "engagement state after this cycle"),
-    "events": Field(ListOf(Obj({
-        "type": Field(Str(), "no_entry | soft_disable | immediate_disable | engaged | released (more may be added)"),
-        "reason": Field(Str(), "stable machine name, e.g. critical_input_invalid"),
-        "detail": Field(Str(), "the signal or figure behind it; may be empty"),
-    })), "this cycle's typed events, in the order raised"),
-    "transition": Field(Nullable(Obj({
-        "from": Field(MODE, "mode before this cycle"),
-        "to": Field(MODE, "mode after this cycle"),
-    })), "set when the mode changed this cycle"),
-    "inputs": Field(Obj({
-        "signals": Field(ListOf(Str()), "logical signal names, in tag-map order; every array below follows it"),
-        "value": Field(F64, "value as read (NaN when absent from the read)"),
-        "source_ts": Field(F64, "source timestamp, epoch seconds (NaN when absent)"),
-        "status_code": Field(U32, f"OPC UA StatusCode as read ({ABSENT_STATUS:#x} when absent)"),
-        "issue": Field(MapOf(Str()), "signal -> validation issue, only for signals that failed a check"),
-        "held": Field(MapOf(Num()), "signal -> last good value used instead (non-critical signals on hold)"),
-    }), "every mapped readable signal; valid = not in `issue`; value used = value if valid, else `held`"),
-    "model": Field(Obj({
-        "id": Field(Str(), "model id (models/<id>/)"),
-        "sha256": Field(Hex64(), "sha256 of policy.onnx"),
-    }), "the policy that ran"),
-    "policy": Field(Nullable(Obj({
-        "spread": Field(Nullable(Num()), "ensemble spread, in units of allowed deviation; null without ensemble"),
-        "out_of_training_envelope": Field(ListOf(Str()), "inputs outside the model's training envelope"),
-    })), "how far to trust the answer; null when the policy did not run"),
-    "mvs": Field(ListOf(Str()), "manipulated variables, in tag-map order; every action array follows it"),
-    "requested": Field(ACTION, f"action asked by the policy, {_ACTION_DOC}; null when the policy did not run"),
-    "projected": Field(ACTION, f"action after projection into the envelope, {_ACTION_DOC}"),
-    "written": Field(ACTION, f"AI setpoints written, {_ACTION_DOC}; null when nothing was written"),
-    "u_prev": Field(ACTION, f"previous applied action the rate limits start from, {_ACTION_DOC}"),
-    "u_dcs": Field(ACTION, f"the DCS's own setpoints this cycle, {_ACTION_DOC}"),
-    "read_back": Field(ACTION, f"AI setpoints the DCS holds after the write, {_ACTION_DOC}"),
-    "projection": Field(Nullable(Obj({
-        "status": Field(Str(), "solver outcome, e.g. optimal, clipped, infeasible_hold, infeasible_release"),
-        "active_constraints": Field(ListOf(Str()), "names of the envelope rows at their limit"),
-        "solve_us": Field(Int(), "projector time, microseconds"),
-    })), "null when nothing was projected"),
-    "guard": Field(Nullable(Obj({
-        "ok": Field(Bool(), "true: accept; false: block the whole write and release"),
-        "violations": Field(ListOf(Str()), "what the guard found, one line each"),
-    })), "null when nothing was guarded"),
-    "write": Field(Nullable(Obj({
-        "ok": Field(Bool(), "the batch write as a whole succeeded"),
-        "status": Field(MapOf(Int()), "signal -> StatusCode of its write"),
-        "error": Field(Nullable(Str()), "why it failed, else null"),
-    })), "null when no write was attempted"),
-    "release_reason": Field(Nullable(Str()), "set on the cycle that drops AI_REQUEST"),
-    "heartbeat": Field(Int(), "AI_HEARTBEAT value written this cycle"),
-    "timings_us": Field(Obj({stage: Field(Int(), "microseconds; 0 when skipped" if stage != "record"
-                                          else "microseconds of the previous cycle's record stage")
-                             for stage in STAGES}), "time spent in each stage of this cycle"),
-    "config_hash": Field(Hex64(), "sha256 of the daemon config and every file it brings in"),
-    "software": Field(Str(), "the daemon's software version (and commit when known), e.g. boiler-ai 0.1.0"),
-    "controller_state": Field(Nullable(Opaque()), "the core's resumable state (replay can start here); "
-                                                  "every state_every_cycles cycles, else null"),
-    "log_dropped_count": Field(Int(), "records the durable log could not keep since the daemon started (queue "
-                                      "full or write failed; each left a seq gap; set by the log)"),
-    "publish_drop_count": Field(Int(), "records not published because a subscriber was full, since start "
-                                       "(set by the log; catch-up still serves them)"),
-})
+class OpenEnum(Str):
+    """A string whose values this version lists; a later version may list more (readers must accept them)."""
+
+    def __init__(self, values: Sequence[str]):
+        self.values = tuple(values)
+
+    def check(self, value, path):
+        if value not in self.values:
+            raise RecordError(path, f"must be one of {', '.join(self.values)}, got {value!r}")
+
+    def wire_schema(self):
+        return {"type": "string", "enum": list(self.values)}
+
+
+_TAGGED = {"finite_number": lambda: Num(finite=True), "number": Num, "uint": Int, "sha256_hex": Hex64,
+           "f64_array": lambda: F64, "u32_array": lambda: U32, "opaque": Opaque}
+
+
+def type_of(hint: Any) -> Type:
+    """The schema type of a message field's annotation (boiler_ai.messages.wire says how they read)."""
+    bare, tags, nullable = wire.unwrap(hint)
+    node: Type
+    tagged = [t for t in tags if t in _TAGGED]
+    if tagged:
+        node = _TAGGED[tagged[0]]()
+    elif dataclasses.is_dataclass(bare):
+        node = object_of(bare)
+    elif isinstance(bare, type) and issubclass(bare, enum.Enum):
+        values = [m.value for m in bare]
+        node = OpenEnum(values) if wire.OPEN in tags else Enum(values)
+    elif bare is str:
+        node = Str()
+    elif bare is bool:
+        node = Bool()
+    elif typing.get_origin(bare) in (Mapping, dict):
+        node = MapOf(type_of(typing.get_args(bare)[1]))
+    elif wire.is_sequence(bare):
+        node = ListOf(type_of(typing.get_args(bare)[0]))
+    else:
+        raise TypeError(f"no wire type for {hint!r}")
+    return Nullable(node) if nullable else node
+
+
+def object_of(cls: type, fields: dict[str, Field] | None = None) -> Obj:
+    """The wire object of a message: its fields (inlined messages' fields at the same level)."""
+    fields = {} if fields is None else fields
+    for name, attr, hint, f in wire.wire_fields(cls):
+        if name is None:
+            object_of(wire.unwrap(hint)[0], fields)
+        else:
+            fields[name] = Field(type_of(hint), f.metadata.get("doc", ""))
+    return Obj(fields)
+
+
+def _record_type() -> Obj:
+    record = object_of(messages.Record)
+    for path, hint, text in messages.record.DERIVED:
+        *parents, leaf = path.split(".")
+        holder = record
+        for part in parents:
+            node = holder.fields[part].type
+            holder = node.inner if isinstance(node, Nullable) else node
+        holder.fields[leaf] = Field(type_of(hint), text)
+    # the version first, as readers look for it first
+    return Obj({"schema_version": record.fields.pop("schema_version"), **record.fields})
+
+
+RECORD = _record_type()
 
 # Fields the durable log stamps in append(); a record handed to append() need not carry them.
 STAMPED = ("seq", "log_dropped_count", "publish_drop_count")
@@ -533,12 +530,22 @@ def _place(holder: dict, entries: list, fragments: list[bytes]) -> None:
 
 def encode(record: Mapping) -> bytes:
     """In-memory record -> wire bytes (UTF-8 JSON). Does not validate: call validate() in tests."""
-    out = dict(record)
+    return _encode_owned(record, copy=True)
+
+
+def encode_record(record: messages.Record) -> bytes:
+    """A Record -> wire bytes: its fresh `as_dict()`, encoded without the copies `encode` makes."""
+    return _encode_owned(record.as_dict(), copy=False)
+
+
+def _encode_owned(record: Mapping, *, copy: bool) -> bytes:
+    out = dict(record) if copy else record
     fragments: list[bytes] = []
     for name, entries in _NESTED_PLAN.items():
         child = out.get(name)
         if isinstance(child, Mapping):
-            out[name] = holder = dict(child)  # a copy: the caller's record stays as it was
+            # the packed and memoised fields are replaced by markers: on a copy, so the caller's stays as it was
+            out[name] = holder = dict(child) if copy else child
             _place(holder, entries, fragments)
         elif any(packer is not None for _, packer, _, _ in entries):
             raise RecordError(name, "required mapping is missing")
@@ -614,26 +621,6 @@ def decode(payload: bytes | str) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers for the daemon (building) and for readers (expanding the packed arrays).
-
-
-# A signal absent from the readings, and the three per-input arrays taken from every reading in one
-# C-level pass each: this runs on the control cycle, for about a hundred signals.
-_ABSENT_READING = SimpleNamespace(value=math.nan, source_ts=math.nan, status_code=ABSENT_STATUS)
-_READING_FIELDS = (operator.attrgetter("value"), operator.attrgetter("source_ts"), operator.attrgetter("status_code"))
-
-
-def inputs_block(signals: Sequence[str], readings: Mapping[str, Any], issues: Mapping[str, str],
-                 held: Mapping[str, float]) -> dict:
-    """Build `inputs` from readings with .value/.status_code/.source_ts (boiler_ai.plant.types.Reading).
-
-    `signals` is every mapped readable signal in tag-map order; one absent from `readings` is recorded
-    as value NaN, source_ts NaN, status ABSENT_STATUS (its issue should say missing or read_failed).
-    `signals`, `issues` and `held` are kept as given, not copied: the caller must not change them later.
-    """
-    present = [readings.get(name, _ABSENT_READING) for name in signals]
-    value, source_ts, status = (list(map(get, present)) for get in _READING_FIELDS)
-    return {"signals": signals, "value": value, "source_ts": source_ts, "status_code": status,
-            "issue": issues, "held": held}
 
 
 def action_list(mvs: Sequence[str], action: Mapping[str, float] | None) -> list[float] | None:

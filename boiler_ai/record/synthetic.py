@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import random
 
-from boiler_ai.record.schema import ABSENT_STATUS, SCHEMA_VERSION, STAGES
+from boiler_ai.messages import ABSENT_STATUS, SCHEMA_VERSION, STAGES, Record
+from boiler_ai.messages.wire import from_wire
 
 _MEASUREMENTS = ("o2_pct", "co_ppm", "nox_mg_nm3", "main_steam_temp_c", "reheat_steam_temp_c", "drum_pressure_mpa",
                  "feeder_flow_t_h", "mill_outlet_temp_c", "sa_damper_pos_pct", "flue_gas_temp_c")
@@ -72,8 +73,8 @@ def synthetic_record(rng: random.Random, *, unit_id: str = "unit1", wall_time: f
         "u_prev": u_dcs,
         "u_dcs": u_dcs,
         "read_back": projected if active else None,
-        "projection": {"status": "optimal", "active_constraints": ["o2_min"] if cycle % 3 == 0 else [],
-                       "solve_us": rng.randrange(5, 40)},
+        "projection": {"status": "clipped" if cycle % 3 == 0 else "ok",
+                       "active_constraints": ["o2_min"] if cycle % 3 == 0 else [], "solve_us": rng.randrange(5, 40)},
         "guard": {"ok": True, "violations": []},
         "write": {"ok": True, "status": {f"{mv}_ai_sp": 0 for mv in mvs}, "error": None} if active else None,
         "release_reason": None,
@@ -83,3 +84,9 @@ def synthetic_record(rng: random.Random, *, unit_id: str = "unit1", wall_time: f
         "software": "boiler-ai 0.1.0",
         "controller_state": controller_state,
     }
+
+
+def stamped(log, record: dict) -> Record:
+    """A record dict as the single writer hands it to `log`: stamped with its next seq and loss counters."""
+    return from_wire(Record, {**record, "seq": log.next_seq, "log_dropped_count": log.dropped_count,
+                              "publish_drop_count": log.publish_drop_count})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from rigs.cycle_rig import Rig, follower_config, outside_envelope
 
 from boiler_ai.control.policy import Inference
-from boiler_ai.plant.types import Reading
+from boiler_ai.messages.plant import Reading
 from boiler_ai.record.schema import validate
 
 BAD_SENSOR = 0x808B0000
@@ -64,8 +65,7 @@ def corrupt(signal, reading_of):
     def hook(snapshot):
         readings = dict(snapshot.readings)
         readings[signal] = reading_of(readings[signal])
-        snapshot.readings = readings
-        return snapshot
+        return dataclasses.replace(snapshot, readings=readings)
     return hook
 
 
@@ -154,7 +154,7 @@ def test_operator_disable_releases_in_the_same_cycle_and_needs_re_enable(rig):
 
 
 def test_read_failure_releases(rig):
-    from boiler_ai.plant.types import Snapshot
+    from boiler_ai.messages.plant import Snapshot
 
     rig.engage()
     rig.snapshot_hook = lambda s: Snapshot({}, s.read_time, error="BadSessionIdInvalid")

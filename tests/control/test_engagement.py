@@ -1,6 +1,7 @@
 """Engagement state machine: the operator and the DCS always win."""
 
-from boiler_ai.control.engagement import Engagement, Event, EventType, Handshake, Mode
+from boiler_ai.control.engagement import Engagement
+from boiler_ai.messages import Event, EventType, Handshake, Mode
 
 OK = Handshake(ai_enable=True, ai_permissive=True, ai_active=False)
 GRANTED = Handshake(ai_enable=True, ai_permissive=True, ai_active=True)

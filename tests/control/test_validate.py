@@ -5,7 +5,7 @@ import math
 import pytest
 
 from boiler_ai.control import validate as v
-from boiler_ai.plant.types import Reading, Snapshot
+from boiler_ai.messages.plant import Reading, Snapshot
 
 GOOD = 0
 BAD_SENSOR = 0x808B0000  # BadSensorFailure

@@ -19,11 +19,11 @@ from rigs.served import SPEED, free_port, until_engaged
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Daemon, build_core, open_recorder
+from boiler_ai.plant.stepped import SteppedPlant
 from boiler_ai.record.log import iter_records
 from boiler_ai.record.store import open_store
 from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.serve import SimulatedUnitServer
-from boiler_ai.sim.stepped import SteppedPlant
 from boiler_ai.sim.unit import ReferenceUnit
 
 
@@ -37,7 +37,7 @@ def test_run_publishes_serves_metrics_and_releases_on_sigterm(tmp_path: Path):
         await sim.set_ai_enable(True)
         await sim.start()
         config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop",
-                                 opcua={"endpoint": endpoint, "timeout_s": 0.5},
+                                 plant={"endpoint": endpoint, "timeout_s": 0.5},
                                  record={"publish_endpoint": pub, "catchup_endpoint": catchup, "fsync": "interval"},
                                  metrics={"listen": metrics})
         db = tmp_path / "historian.sqlite"

@@ -61,7 +61,7 @@ class Bench:
         self.unit = SensorFaults(ReferenceUnit(named_scenario("steady_full_load", 0), seed=0))
         self.sim = SimulatedUnitServer(self.unit, endpoint=self.endpoint, speed=SPEED)
         self.config = follower_config(tmp_path, policy.pop("offsets", {"sa_damper_c_pct": 6.0}), mode="closed_loop",
-                                      opcua={"endpoint": self.endpoint, "timeout_s": 0.5}, **policy)
+                                      plant={"endpoint": self.endpoint, "timeout_s": 0.5}, **policy)
         self.daemon: Daemon | None = None
         self.records: list[dict] = []
 
@@ -73,7 +73,8 @@ class Bench:
         await self.sim.set_ai_enable(True)
         await self.sim.start()
         core = build_core(replace(load_config(self.config), time_scale=SPEED))  # the simulator drives time
-        self.daemon = Daemon(core, make_plant(core), open_recorder(core.config))
+        plant, pace = make_plant(core)
+        self.daemon = Daemon(core, plant, open_recorder(core.config), pace=pace)
         await self.daemon.plant.connect()
         return self
 
@@ -83,10 +84,10 @@ class Bench:
         await self.sim.stop()
 
     async def cycle(self) -> dict:
-        out = await self.daemon.cycle()
-        self.records.append(out.record)
+        record = (await self.daemon.cycle()).as_dict()
+        self.records.append(record)
         await asyncio.sleep(PERIOD)
-        return out.record
+        return record
 
     async def engage(self) -> None:
         for _ in range(80):
@@ -257,7 +258,7 @@ def test_daemon_killed_the_dcs_watchdog_takes_over(tmp_path):
         await sim.set_ai_enable(True)
         await sim.start()
         config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop",
-                                 opcua={"endpoint": endpoint, "timeout_s": 0.5})
+                                 plant={"endpoint": endpoint, "timeout_s": 0.5})
         daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config), "--sim-speed", str(SPEED)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from rigs.stand_in_unit import StandInUnit
 
+from boiler_ai.messages.plant import Quality
 from boiler_ai.plant.opcua_client import (
     STATUS_BAD_TYPE_MISMATCH,
     STATUS_UNCERTAIN,
@@ -37,7 +38,6 @@ from boiler_ai.plant.opcua_client import (
 )
 from boiler_ai.plant.security import SecurityError, SecuritySettings
 from boiler_ai.plant.tagmap import SignalSpec, TagMap
-from boiler_ai.plant.types import Quality
 from boiler_ai.strict import ConfigError
 
 pytestmark = pytest.mark.timeout(120)

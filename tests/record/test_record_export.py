@@ -12,7 +12,7 @@ from boiler_ai.cli import main
 from boiler_ai.record.export import export, parse_time, records_from
 from boiler_ai.record.log import DurableLog, iter_frames
 from boiler_ai.record.store import SqliteStore
-from boiler_ai.record.synthetic import signal_names, synthetic_record
+from boiler_ai.record.synthetic import signal_names, stamped, synthetic_record
 from boiler_ai.strict import ConfigError
 
 SIGNALS = signal_names(12)
@@ -28,7 +28,7 @@ def logged(tmp_path):
     with DurableLog(directory, "unit1", fsync="never") as log:
         for i in range(40):
             record = synthetic_record(rng, cycle=i, wall_time=T0 + i, signals=SIGNALS, nan_input=i % 5 == 0)
-            log.append(record)
+            log.append(stamped(log, record))
             records.append(record)
     return directory, records
 

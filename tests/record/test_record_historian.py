@@ -19,7 +19,7 @@ from boiler_ai.record.log import DurableLog, iter_frames
 from boiler_ai.record.recorder import Recorder
 from boiler_ai.record.schema import decode
 from boiler_ai.record.store import SqliteStore, open_store
-from boiler_ai.record.synthetic import signal_names, synthetic_record
+from boiler_ai.record.synthetic import signal_names, stamped, synthetic_record
 
 ROOT = Path(__file__).resolve().parents[2]
 ANY = "tcp://127.0.0.1:*"
@@ -101,7 +101,8 @@ def test_historian_killed_mid_run_ends_with_every_record_exactly_once(tmp_path, 
                 for i in range(RUN):
                     if i == 3000:
                         killed.wait(60)
-                    recorder.append(synthetic_record(rng, cycle=i, wall_time=1.7e9 + i, signals=SIGNALS))
+                    record = synthetic_record(rng, cycle=i, wall_time=1.7e9 + i, signals=SIGNALS)
+                    recorder.append(stamped(recorder.log, record))
                     if i % 200 == 199:
                         time.sleep(0.03)
 
@@ -179,13 +180,13 @@ def test_seqs_the_log_never_had_are_recorded_as_lost_not_waited_for(tmp_path):
     store = SqliteStore(tmp_path / "h.sqlite")
     rng = random.Random(1)
     try:
-        log.append(synthetic_record(rng, cycle=0, signals=SIGNALS))
+        log.append(stamped(log, synthetic_record(rng, cycle=0, signals=SIGNALS)))
         time.sleep(0.3)
         for i in range(1, 10):  # 1-3 queue, 4-9 are dropped
-            log.append(synthetic_record(rng, cycle=i, signals=SIGNALS))
+            log.append(stamped(log, synthetic_record(rng, cycle=i, signals=SIGNALS)))
         stall.gate.set()
         log.flush(10)
-        log.append(synthetic_record(rng, cycle=10, signals=SIGNALS))
+        log.append(stamped(log, synthetic_record(rng, cycle=10, signals=SIGNALS)))
         log.flush(10)
         historian = Historian(store, "unit1", "tcp://127.0.0.1:1", service.endpoint, context=ctx, poll_s=0.2)
         stop, thread, errors = run_in_thread(historian)
@@ -213,7 +214,7 @@ def test_a_log_that_disagrees_with_the_store_is_refused_not_mixed(tmp_path, stor
     try:
         with Recorder(tmp_path / "log", "unit1", publish_endpoint=ANY, catchup_endpoint=ANY,
                       context=ctx) as recorder:
-            recorder.append(synthetic_record(random.Random(0), signals=SIGNALS))
+            recorder.append(stamped(recorder.log, synthetic_record(random.Random(0), signals=SIGNALS)))
             store.save("unit1", stored_log or recorder.log.log_id, [(stored_seq, 1.7e9, "{}")], [])
             historian = Historian(store, "unit1", recorder.publisher.endpoint, recorder.catchup.endpoint,
                                   context=ctx)

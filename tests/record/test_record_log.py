@@ -14,7 +14,7 @@ import pytest
 
 from boiler_ai.record.log import FRAME, DurableLog, LogError, iter_frames, iter_records, list_segments
 from boiler_ai.record.schema import decode, validate
-from boiler_ai.record.synthetic import signal_names, synthetic_record
+from boiler_ai.record.synthetic import signal_names, stamped, synthetic_record
 
 ROOT = Path(__file__).resolve().parents[2]
 SIGNALS = signal_names(30)
@@ -27,7 +27,7 @@ def record(rng: random.Random, cycle: int, wall_time: float = 1.7e9) -> dict:
 def fill(log: DurableLog, n: int, seed: int = 0, wall_time: float = 1.7e9) -> list[int]:
     rng = random.Random(seed)
     start = log.next_seq
-    return [log.append(record(rng, start + i, wall_time)) for i in range(n)]
+    return [log.append(stamped(log, record(rng, start + i, wall_time))) for i in range(n)]
 
 
 def assert_consistent(records: list[dict]) -> None:
@@ -160,13 +160,14 @@ def test_segment_torn_while_being_created_is_dropped(tmp_path):
 CHILD = """
 import random, sys
 from boiler_ai.record.log import DurableLog
-from boiler_ai.record.synthetic import signal_names, synthetic_record
+from boiler_ai.record.synthetic import signal_names, stamped, synthetic_record
 log = DurableLog(sys.argv[1], "unit1", fsync="never", segment_max_bytes=150_000)
 rng, first = random.Random(int(sys.argv[2])), log.next_seq
 print(first, flush=True)
 i = 0
 while True:
-    log.append(synthetic_record(rng, cycle=first + i, wall_time=1.7e9 + first + i, signals=signal_names(30)))
+    record = synthetic_record(rng, cycle=first + i, wall_time=1.7e9 + first + i, signals=signal_names(30))
+    log.append(stamped(log, record))
     i += 1
 """
 
@@ -258,7 +259,7 @@ def test_overflow_is_counted_logged_and_recorded_never_silent(tmp_path, caplog):
         assert "dropped" in caplog.text and "queue full" in caplog.text
         stalled.gate.set()
         assert log.flush(10)
-        last = log.append(record(random.Random(2), 99))
+        last = log.append(stamped(log, record(random.Random(2), 99)))
     assert seqs == list(range(23)) and last == 23
     records = list(iter_records(tmp_path))
     kept = [r["seq"] for r in records]
@@ -275,11 +276,11 @@ def test_record_the_writer_cannot_encode_is_counted_and_stops_further_appends(tm
         fill(log, 2)
         broken = record(random.Random(1), 2)
         broken["inputs"]["value"][0] = "not a number"
-        log.append(broken)
+        log.append(stamped(log, broken))
         log.flush()
         assert log.dropped_count == 1
         with pytest.raises(LogError, match=r"record seq 2 cannot be encoded: decision record field inputs\.value"):
-            log.append(record(random.Random(2), 3))
+            log.append(stamped(log, record(random.Random(2), 3)))
     assert [r["seq"] for r in iter_records(tmp_path)] == [0, 1]
     assert "record seq 2 cannot be encoded" in caplog.text
 

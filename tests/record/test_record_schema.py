@@ -138,7 +138,7 @@ def test_repeated_fields_follow_changes():
     (lambda r: r["inputs"]["status_code"].__setitem__(4, 2**32), "inputs.status_code[4]"),
     (lambda r: r["inputs"]["issue"].update(no_such_signal="stale"), "inputs.issue.no_such_signal"),
     (lambda r: r.update(requested=[1.0]), "requested"),
-    (lambda r: r["events"].append({"type": "engaged", "reason": "x"}), "events[1].detail"),
+    (lambda r: r["events"].append({"type": "engaged", "reason": "requesting_ai_mode"}), "events[1].detail"),
     (lambda r: r["model"].update(sha256="ABC"), "model.sha256"),
     (lambda r: r["timings_us"].update(infer=1.5), "timings_us.infer"),
     (lambda r: r.update(typo_field=1), "typo_field"),
@@ -194,13 +194,14 @@ def test_helpers_expand_the_packed_arrays():
 
 
 def test_inputs_block_from_readings():
-    from boiler_ai.plant.types import Reading
+    from boiler_ai.control.cycle import inputs_of
+    from boiler_ai.messages.plant import Reading
 
-    block = schema.inputs_block(["o2_pct", "co_ppm", "nox"], {"o2_pct": Reading(3.1, 0, 100.0),
-                                                              "nox": Reading(math.nan, 0x80000000, 99.0)},
-                                {"co_ppm": "missing", "nox": "bad_quality"}, {"nox": 310.0})
-    assert block["value"][0] == 3.1 and math.isnan(block["value"][1]) and math.isnan(block["value"][2])
-    assert block["status_code"] == [0, schema.ABSENT_STATUS, 0x80000000]
+    block = inputs_of(["o2_pct", "co_ppm", "nox"], {"o2_pct": Reading(3.1, 0, 100.0),
+                                                    "nox": Reading(math.nan, 0x80000000, 99.0)},
+                      {"co_ppm": "missing", "nox": "bad_quality"}, {"nox": 310.0})
+    assert block.value[0] == 3.1 and math.isnan(block.value[1]) and math.isnan(block.value[2])
+    assert block.status_code == [0, schema.ABSENT_STATUS, 0x80000000]
     assert schema.action_list(["a", "b"], {"b": 2.0, "a": 1.0}) == [1.0, 2.0]
     assert schema.action_list(["a"], None) is None
 

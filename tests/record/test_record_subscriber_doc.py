@@ -12,7 +12,7 @@ from pathlib import Path
 from rigs.served import free_port
 
 from boiler_ai.record.recorder import Recorder
-from boiler_ai.record.synthetic import synthetic_record
+from boiler_ai.record.synthetic import stamped, synthetic_record
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "DECISION_RECORD.md"
 
@@ -30,13 +30,13 @@ def test_documented_subscriber_backfills_then_follows_live(tmp_path):
     with Recorder(tmp_path / "log", "reference_unit", publish_endpoint=pub, catchup_endpoint=catchup,
                   fsync="never") as recorder:
         for k in range(30):  # before the subscriber starts: it must backfill these
-            recorder.append(synthetic_record(rng, unit_id="reference_unit", cycle=k))
+            recorder.append(stamped(recorder.log, synthetic_record(rng, unit_id="reference_unit", cycle=k)))
         recorder.log.flush(5)
         subscriber = subprocess.Popen([sys.executable, "-u", "-c", code], stdout=subprocess.PIPE, text=True)
         try:
             time.sleep(1.5)
             for k in range(30, 60):  # live
-                recorder.append(synthetic_record(rng, unit_id="reference_unit", cycle=k))
+                recorder.append(stamped(recorder.log, synthetic_record(rng, unit_id="reference_unit", cycle=k)))
                 time.sleep(0.01)
             recorder.log.flush(5)
             lines = []

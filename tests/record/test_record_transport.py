@@ -14,7 +14,7 @@ from boiler_ai.record.log import DurableLog, iter_frames
 from boiler_ai.record.publisher import Publisher, unpack_header
 from boiler_ai.record.recorder import Recorder
 from boiler_ai.record.schema import decode
-from boiler_ai.record.synthetic import signal_names, synthetic_record
+from boiler_ai.record.synthetic import signal_names, stamped, synthetic_record
 
 ANY = "tcp://127.0.0.1:*"
 SIGNALS = signal_names(20)
@@ -62,7 +62,7 @@ def wait_for_subscription(recorder, sub, timeout=5.0):
     """Publish until the subscription is live (ZeroMQ's slow joiner); return what arrived."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        recorder.append(records(1, start=recorder.log.next_seq)[0])
+        recorder.append(stamped(recorder.log, records(1, start=recorder.log.next_seq)[0]))
         if sub.poll(100):
             return
     raise AssertionError("subscription never became live")
@@ -77,7 +77,7 @@ def test_live_messages_carry_topic_header_and_the_logged_bytes(tmp_path, ctx):
             sub.recv_multipart()
         first = recorder.log.next_seq
         for r in records(5, seed=1, start=first):
-            recorder.append(r)
+            recorder.append(stamped(recorder.log, r))
         got = [sub.recv_multipart() for _ in range(5)]
     logged = {f.seq: f for _, _, f in iter_frames(tmp_path)}
     for i, (topic, header, payload) in enumerate(got):
@@ -105,14 +105,14 @@ def test_catchup_serves_from_a_seq_and_reports_what_the_log_lacks(tmp_path, ctx)
     service = CatchupService(log, ANY, context=ctx, max_records=3)
     try:
         for r in records(2):
-            log.append(r)
+            log.append(stamped(log, r))
         time.sleep(0.3)  # the writer takes seqs 0-1 and stalls; 2-5 queue; 6-9 are dropped
         for r in records(8, seed=1, start=2):
-            log.append(r)
+            log.append(stamped(log, r))
         stall.gate.set()
         log.flush(10)
         for r in records(2, seed=2, start=10):
-            log.append(r)
+            log.append(stamped(log, r))
         log.flush(10)
 
         head, frames = request(ctx, service.endpoint, {"op": "info", "id": "a"})
@@ -166,13 +166,13 @@ def test_full_subscriber_queue_never_blocks_and_drops_are_counted(tmp_path, ctx)
         time.sleep(0.01)
     with DurableLog(tmp_path, "unit1", fsync="never", publisher=publisher) as log:
         for r in records(300):
-            log.append(r)
+            log.append(stamped(log, r))
         assert log.flush(20)
         drops = publisher.drop_count
         assert drops > 0
-        later = records(1, start=300)[0]
+        later = stamped(log, records(1, start=300)[0])
         log.append(later)
-    assert later["publish_drop_count"] == drops  # the count travels in the next record
+    assert later.publish_drop_count == drops  # the count travels in the next record
     assert len(list(iter_frames(tmp_path))) == 301  # dropped live, never from the log
     sub.close()
 
@@ -190,16 +190,17 @@ def test_endpoints_already_taken_fail_with_the_endpoint_named(tmp_path, ctx):
 
 def test_recorder_from_the_daemon_config(tmp_path, ctx):
     from boiler_ai.config import RecordConfig
+    from boiler_ai.daemon import recorder_for
 
     cfg = RecordConfig(log_dir=tmp_path / "log", publish_endpoint=ANY, catchup_endpoint=ANY, fsync="every_record",
                        fsync_interval_ms=200, segment_max_mb=0.05, segment_max_age_s=3600.0, retention_days=0.0,
                        retention_max_mb=1.0, queue_size=100, state_every_cycles=60)
-    with Recorder.from_config(cfg, "unit1", context=ctx) as recorder:
+    with recorder_for(cfg, "unit1", context=ctx) as recorder:
         assert recorder.log.fsync == "every_record" and recorder.log.retention_s is None
         assert recorder.log.retention_max_bytes == 1024 * 1024
         assert recorder.log.segment_max_bytes == int(0.05 * 1024 * 1024)
         for r in records(30):
-            recorder.append(r)
+            recorder.append(stamped(recorder.log, r))
         recorder.log.flush(10)
         head, frames = request(ctx, recorder.catchup.endpoint, {"op": "fetch", "from_seq": 25, "max_records": 10})
         assert head["seqs"] == [25, 26, 27, 28, 29]

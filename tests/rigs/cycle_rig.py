@@ -10,9 +10,10 @@ from rigs.policies import follower
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Core, build_core
+from boiler_ai.messages import Outcome, Record, StageTimings
+from boiler_ai.plant.stepped import SteppedPlant
 from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.sim.scenario import named_scenario
-from boiler_ai.sim.stepped import SteppedPlant
 from boiler_ai.sim.unit import ReferenceUnit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +31,7 @@ def write_config(tmp: Path, model: Path, sha: str, **changes) -> Path:
     cfg["host"] = {"cpu_latency_limit_us": None}  # tests leave the machine's idle states alone
     cfg["engagement"].update(healthy_cycles_to_engage=3, arm_on_start=True)
     for key, value in changes.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and not (key == "plant" and "kind" in value):  # another kind: replace
             cfg[key].update(value)
         else:
             cfg[key] = value
@@ -59,19 +60,23 @@ class Rig:
         self.snapshot_hook = None  # optional: Snapshot -> Snapshot (fault injection without a server)
 
     def cycle(self) -> dict:
+        """One cycle as the daemon runs it (without timing it); returns the record's wire dict."""
         snapshot = self.plant.snapshot()
         if self.snapshot_hook is not None:
             snapshot = self.snapshot_hook(snapshot)
-        out = self.controller.step(snapshot, self.plant.now, self.unit.t)
-        result = self.plant.apply(out.writes) if out.writes else None
-        follow_up = self.controller.finish(out, result)
+        decision = self.controller.step(snapshot, self.plant.now, self.unit.t)
+        result = self.plant.apply(decision.writes) if decision.writes else None
+        decision, follow_up = self.controller.finish(decision, result)
         if follow_up:
             self.plant.apply(follow_up)
-        self.records.append(out.record)
+        seq = self.log.next_seq if self.log is not None else len(self.records)
+        record = Record(seq, self.core.origin, decision,
+                        Outcome(result, self.controller.read_back(result), StageTimings()))
         if self.log is not None:
-            self.log.append(out.record)
+            self.log.append(record)
+        self.records.append(record.as_dict())
         self.unit.step(1.0)
-        return out.record
+        return self.records[-1]
 
     def run(self, cycles: int) -> list[dict]:
         return [self.cycle() for _ in range(cycles)]

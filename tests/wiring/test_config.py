@@ -52,13 +52,18 @@ def test_host_section_is_optional(tmp_path):
      "expected an integer"),
     (lambda c: c["model"].update(sha256="abc"), "model.sha256", "64 lowercase hex"),
     (lambda c: c.update(tag_map="/nonexistent/unit.yaml"), "tag_map", "file not found"),
-    (lambda c: c["opcua"].update(endpoint="http://dcs:4840"), "opcua.endpoint", "opc.tcp://"),
-    (lambda c: c["opcua"].update(security={"policy": "Basic256Sha256", "mode": "SignAndEncrypt"}),
-     "opcua.security.certificate", "required field is missing"),
+    (lambda c: c["plant"].update(endpoint="http://dcs:4840"), "plant.endpoint", "opc.tcp://"),
+    (lambda c: c["plant"].update(security={"policy": "Basic256Sha256", "mode": "SignAndEncrypt"}),
+     "plant.security.certificate", "required field is missing"),
     (lambda c: c["record"].update(fsync="sometimes"), "record.fsync", "must be one of"),
     (lambda c: c["host"].update(cpu_latency_limit_us=-1), "host.cpu_latency_limit_us", "must be >= 0"),
     (lambda c: c["host"].update(cpu_latency_limit_us=2**31), "host.cpu_latency_limit_us", "must be <= 2000000000"),
     (lambda c: c["host"].update(cpu_latency_us=0), "host.cpu_latency_us", "unknown field"),
+    (lambda c: c.update(opcua=c.pop("plant")), "opcua", "moved: write it as `plant:` with `kind: opcua`"),
+    (lambda c: c["plant"].update(kind="modbus"), "plant.kind", "must be one of opcua, stepped"),
+    (lambda c: c.update(plant={"kind": "stepped", "scenario": "nowhere"}), "plant.scenario", "must be one of"),
+    (lambda c: c.update(plant={"kind": "stepped", "scenario": "demo", "endpoint": "opc.tcp://dcs:4840"}),
+     "plant.endpoint", "unknown field"),
 ])
 def test_config_errors_name_the_file_and_field(tmp_path, edit, field, words):
     path = edited(tmp_path, edit)
@@ -115,14 +120,14 @@ def test_check_server_verifies_every_node(tmp_path):
         sim = SimulatedUnitServer(endpoint=endpoint, speed=1.0)
         await sim.start()
         try:
-            good = follower_config(tmp_path, opcua={"endpoint": endpoint})
+            good = follower_config(tmp_path, plant={"endpoint": endpoint})
             ok = await asyncio.to_thread(check, good, "--server")
             # a tag map naming a node the server does not have
             tag_map = (ROOT / "opc" / "reference_unit.yaml").read_text().replace(
                 's=FlueGas.CO"', 's=FlueGas.COAnalyser"')
             (tmp_path / "map.yaml").write_text(tag_map)
             (tmp_path / "bad").mkdir()
-            bad = follower_config(tmp_path / "bad", opcua={"endpoint": endpoint}, tag_map=str(tmp_path / "map.yaml"))
+            bad = follower_config(tmp_path / "bad", plant={"endpoint": endpoint}, tag_map=str(tmp_path / "map.yaml"))
             missing = await asyncio.to_thread(check, bad, "--server")
         finally:
             await sim.stop()

@@ -20,7 +20,7 @@ from rigs.served import free_port
 
 from boiler_ai.record.log import DurableLog
 from boiler_ai.record.store import SqliteStore
-from boiler_ai.record.synthetic import signal_names, synthetic_record
+from boiler_ai.record.synthetic import signal_names, stamped, synthetic_record
 
 SHEET = ROOT / "deploy" / "examples" / "performance_test_sheet.yaml"
 CANNOT_CREATE = "/proc/boiler-ai-test"  # root may write anywhere but here
@@ -51,7 +51,7 @@ def log_of_unit1(tmp_path) -> Path:
     rng = random.Random(1)
     with DurableLog(directory, "unit1", fsync="never") as log:
         for i in range(3):
-            log.append(synthetic_record(rng, cycle=i, wall_time=1.7e9 + i, signals=signal_names(4)))
+            log.append(stamped(log, synthetic_record(rng, cycle=i, wall_time=1.7e9 + i, signals=signal_names(4))))
     return directory
 
 
@@ -97,8 +97,8 @@ CASES = [
     ("run-missing-model", lambda t, f: ["run", edited(t, model={"path": str(t / "gone.onnx"), "sha256": "0" * 64})],
      "model.path: file not found"),
     ("run-unknown-unit", lambda t, f: ["run", edited(t, unit="unit_7")], "'unit_7' but the tag map"),
-    ("run-malformed-endpoint", lambda t, f: ["run", config(t, opcua={"endpoint": "opc.tcp://dcs:48x0"})],
-     "opcua.endpoint: expected opc.tcp://HOST:PORT"),
+    ("run-malformed-endpoint", lambda t, f: ["run", config(t, plant={"endpoint": "opc.tcp://dcs:48x0"})],
+     "plant.endpoint: expected opc.tcp://HOST:PORT"),
     # check
     ("check-missing-config", lambda t, f: ["check", t / "absent.yaml"], "absent.yaml: cannot read file"),
     ("check-catchup-port-in-use",
@@ -153,6 +153,19 @@ CASES = [
     ("export-unknown-unit-in-database",
      lambda t, f: ["export", store_of_unit1(t), "-o", t / "out.csv", "--unit", "unit9"],
      "--unit 'unit9': not in this database (units: unit1)"),
+    # explain
+    ("explain-missing-log", lambda t, f: ["explain", "latest", "--log", t / "no-log"], "not a decision log directory"),
+    ("explain-missing-config", lambda t, f: ["explain", "latest", "--log", f["log"], "--config", t / "absent.yaml"],
+     "absent.yaml: cannot read file"),
+    ("explain-malformed-endpoint", lambda t, f: ["explain", "3", "--catchup", "tcp://dcs"],
+     "--catchup: expected tcp://HOST:PORT"),
+    # dashboard
+    ("dashboard-port-in-use", lambda t, f: ["dashboard", "--log", f["log"], "--port", f["port"]],
+     "cannot listen on 127.0.0.1:{port}"),
+    ("dashboard-missing-log", lambda t, f: ["dashboard", "--log", t / "no-log", "--port", free_port()],
+     "not a decision log directory"),
+    ("dashboard-malformed-endpoint", lambda t, f: ["dashboard", "--catchup", "tcp://dcs", "--port", free_port()],
+     "--catchup: expected tcp://HOST:PORT"),
     # efficiency
     ("efficiency-missing-sheet", lambda t, f: ["efficiency", t / "absent.yaml"], "absent.yaml: cannot read file"),
     ("efficiency-sheet-is-a-directory", lambda t, f: ["efficiency", t], "cannot read file (Is a directory)"),

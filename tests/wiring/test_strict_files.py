@@ -20,13 +20,13 @@ import yaml
 from rigs.cycle_rig import ROOT, follower_config
 from rigs.served import free_port
 
-from boiler_ai.check import preflight
 from boiler_ai.config import load_config
 from boiler_ai.control.guard import Guard
 from boiler_ai.control.model_contract import ModelContract, write_contract
 from boiler_ai.daemon import build_core
 from boiler_ai.errors import CannotListen, FileAccessError
 from boiler_ai.plant.tagmap import load_tag_map
+from boiler_ai.preflight import preflight
 from boiler_ai.strict import ConfigError, load_yaml
 
 ENVELOPE = ROOT / "constraints" / "reference_unit.yaml"
@@ -101,9 +101,9 @@ def test_a_config_file_cannot_scale_time(tmp_path):
 
 
 @pytest.mark.parametrize("section, key, value, words", [
-    ("opcua", "endpoint", "opc.tcp://dcs-01:48x0", "expected opc.tcp://HOST:PORT"),
-    ("opcua", "endpoint", "opc.tcp://:4840", "expected opc.tcp://HOST:PORT"),
-    ("opcua", "endpoint", "opc.tcp://dcs-01", "expected opc.tcp://HOST:PORT"),
+    ("plant", "endpoint", "opc.tcp://dcs-01:48x0", "expected opc.tcp://HOST:PORT"),
+    ("plant", "endpoint", "opc.tcp://:4840", "expected opc.tcp://HOST:PORT"),
+    ("plant", "endpoint", "opc.tcp://dcs-01", "expected opc.tcp://HOST:PORT"),
     ("metrics", "listen", "9108", "expected HOST:PORT"),
     ("metrics", "listen", "127.0.0.1:99999", "port 99999 is outside 1..65535"),
     ("record", "publish_endpoint", "tcp://127.0.0.1", "expected tcp://HOST:PORT or ipc://PATH"),
@@ -198,7 +198,7 @@ def test_a_model_built_for_another_cycle_period_is_refused(tmp_path):
 
 
 def test_check_reports_an_unresolvable_opcua_host(tmp_path):
-    config = follower_config(tmp_path, opcua={"endpoint": "opc.tcp://no-such-dcs.invalid:4840"})
+    config = follower_config(tmp_path, plant={"endpoint": "opc.tcp://no-such-dcs.invalid:4840"})
     done = subprocess.run([sys.executable, "-m", "boiler_ai", "check", str(config)], capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == 2 and "opcua.endpoint: host 'no-such-dcs.invalid' does not resolve" in done.stderr
+    assert done.returncode == 2 and "plant.endpoint: host 'no-such-dcs.invalid' does not resolve" in done.stderr

@@ -6,7 +6,10 @@ ones field by field. Identical code and config reproduce every decision exactly;
 the first differing decision is reported with what differs and the events on both sides.
 
 Replay starts at the first record of the range that carries `controller_state` (the daemon stamps
-it every `state_every_cycles` cycles), so it can begin in the middle of a months-long log.
+it every `state_every_cycles` cycles, counting from its start), so it can begin in the middle of a
+months-long log. A record whose state says cycle 0 is a daemon's first after a (re)start: the replay
+restores that state too, as the daemon started afresh there. Every other state on the way is compared
+with the replayed controller's, so a difference in state shows even before it changes a decision.
 """
 
 from __future__ import annotations
@@ -20,16 +23,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from boiler_ai.config import load_config
-from boiler_ai.control.engagement import Event, EventType
+from boiler_ai.control.cycle import no_lap
+from boiler_ai.daemon import Core, build_core
 from boiler_ai.errors import FileAccessError, UnknownUnit
-from boiler_ai.plant.types import Reading, Snapshot, WriteResult
+from boiler_ai.messages import (
+    ABSENT_STATUS,
+    EXTERNAL_REASONS,
+    Event,
+    EventType,
+    Outcome,
+    Reading,
+    Record,
+    Snapshot,
+    StageTimings,
+    WriteResult,
+)
 from boiler_ai.record.log import iter_records
-from boiler_ai.record.schema import ABSENT_STATUS
 
 # What a replay must reproduce. Timings and wall-clock fields naturally differ.
 COMPARED = ("mode", "transition", "events", "release_reason", "requested", "projected", "written",
             "u_prev", "u_dcs", "projection.status", "projection.active_constraints", "guard", "heartbeat", "policy")
-EXTERNAL_REASONS = ("daemon_stopping",)  # events the daemon adds from outside the core
 
 
 @dataclass
@@ -107,33 +120,39 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def replay(records: Iterable[dict], core) -> ReplayResult:
-    """Replay `records` (in seq order) through `core` (boiler_ai.daemon.Core, freshly built)."""
+def replay(records: Iterable[dict], core: Core) -> ReplayResult:
+    """Replay `records` (in seq order) through `core` (freshly built from the config)."""
     controller = core.controller
     compared = skipped = 0
     first = last = None
     started = False
-    clock = iter(())
-
-    def fake_clock() -> int:
-        return next(clock, 0)
-
-    controller.clock_ns = fake_clock
+    no_timings = StageTimings()
     for record in records:
         if record["unit_id"] != controller.settings.unit_id:
             raise UnknownUnit(f"seq {record['seq']} is a record of unit {record['unit_id']!r}, "
                               f"the config is for unit {controller.settings.unit_id!r}")
+        state = record["controller_state"]
         if not started:
-            if record["controller_state"] is None:
+            if state is None:
                 skipped += 1
                 continue
-            controller.restore(record["controller_state"])
+            controller.restore(state)
             started = True
-        external = [Event(EventType(e["type"]), e["reason"], e["detail"])
-                    for e in record["events"] if e["reason"] in EXTERNAL_REASONS]
-        output = controller.step(snapshot_of(record), record["wall_time"], record["mono_time"], external or None)
-        controller.finish(output, write_result_of(record, core.tag_map))
-        replayed = output.record
+        elif state is not None:
+            if state["cycle"] == 0:
+                controller.restore(state)  # the daemon restarted here, with a fresh controller
+            elif not _same(state, controller.state()):
+                return ReplayResult(compared, first, record["seq"],
+                                    Difference(record["seq"], "controller_state", state, controller.state(),
+                                               record["events"], []), skipped)
+        # what the daemon handed in (the core's own "released" event for the same reason is not)
+        external = [Event(e["type"], e["reason"], e["detail"]) for e in record["events"]
+                    if e["reason"] in EXTERNAL_REASONS and e["type"] == EventType.IMMEDIATE_DISABLE]
+        decision = controller.step(snapshot_of(record), record["wall_time"], record["mono_time"], external, no_lap)
+        result = write_result_of(record, core.tag_map)
+        decision, _ = controller.finish(decision, result)
+        outcome = Outcome(result, controller.read_back(result), no_timings)
+        replayed = Record(record["seq"], core.origin, decision, outcome).as_dict()
         for field in COMPARED:
             logged_value, replayed_value = _get(record, field), _get(replayed, field)
             if not _same(logged_value, replayed_value):
@@ -163,8 +182,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boiler_ai.daemon import build_core
-
     cfg = load_config(args.config)
     core = build_core(cfg)
     if not args.log_dir.is_dir():

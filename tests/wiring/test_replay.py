@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +14,9 @@ from rigs.cycle_rig import Rig, follower_config
 from boiler_ai.config import load_config
 from boiler_ai.control.projector import Projector
 from boiler_ai.daemon import build_core
-from boiler_ai.plant.types import Reading, Snapshot
+from boiler_ai.messages.plant import Reading, Snapshot
 from boiler_ai.record.log import DurableLog, iter_records
-from boiler_ai.record.replay import replay
+from boiler_ai.replay import replay
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +99,41 @@ def test_replay_command_line(recorded_hour):
                            "--from-seq", "3000", "--json"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert '"identical": true' in done.stdout.splitlines()[-1]
+
+
+def test_a_log_written_before_the_messages_room_replays_across_a_daemon_restart(tmp_path):
+    """tests/data/decision_log_v1 was written by the code before the typed records (make_log.py there says
+    how): two daemon runs in one log. It still decodes, and replays identically through the restart."""
+    from rigs.cycle_rig import ROOT, write_config
+
+    data = Path(__file__).resolve().parents[1] / "data" / "decision_log_v1"
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    with gzip.open(data / "00000000000000000000.seg.gz") as packed:
+        (log_dir / "00000000000000000000.seg").write_bytes(packed.read())
+    records = list(iter_records(log_dir))
+    restarts = [r["seq"] for r in records if r["controller_state"] is not None and r["controller_state"]["cycle"] == 0]
+    assert len(records) == 22 and restarts == [0, 12]
+    assert {r["mode"] for r in records[12:]} == {"disabled", "active"}  # engaged again after the restart
+    config = write_config(tmp_path, ROOT / "models" / "bootstrap-bc-v1" / "policy.onnx",
+                          "e502e01fcac04dc69216a83eb7eb671ddc657048f003ba4ba5c2e949091b0ee5", mode="closed_loop",
+                          record={"state_every_cycles": 10})
+    result = replay(iter_records(log_dir), build_core(load_config(config)))
+    assert result.difference is None, result.difference.describe()
+    assert result.compared == 22
+
+
+def test_a_state_that_differs_is_reported_before_it_changes_a_decision(recorded_hour):
+    config, log_dir, _ = recorded_hour
+    core = build_core(load_config(config))
+    records = iter_records(log_dir)
+
+    def altered():
+        for record in records:
+            if record["seq"] == 120:  # a logged state with a heartbeat the controller never had
+                record["controller_state"] = {**record["controller_state"], "heartbeat": 7}
+            yield record
+
+    result = replay(altered(), core)
+    assert result.difference is not None and result.difference.seq == 120
+    assert result.difference.field == "controller_state" and result.compared == 120

@@ -1,0 +1,15 @@
+"""Facts more than one room needs, defined once: the config, the log and the daemon read them here."""
+
+from __future__ import annotations
+
+CONTROL_MODES = ("shadow", "closed_loop")  # the daemon config's `mode`
+FSYNC_POLICIES = ("every_record", "interval", "never")  # the durable log's `fsync`
+# The durable log's defaults, in the config's units (the daemon config's `record:` section and the log
+# itself both take them from here).
+# Records the log may hold queued for its writer thread; one more is dropped (counted, and a seq gap).
+# 2000 is over half an hour at one cycle a second, and bounds the queue's memory to tens of MB.
+LOG_QUEUE_SIZE = 2000
+LOG_FSYNC_INTERVAL_MS = 200
+LOG_SEGMENT_MAX_MB = 64.0
+LOG_SEGMENT_MAX_AGE_S = 3600.0
+LOG_RETENTION_DAYS = 90.0
