@@ -198,7 +198,7 @@ class Daemon:
         snapshot = await self.plant.read()
         stages.lap("read")
         wall, mono = self.pace.now()
-        decision = self.controller.step(snapshot, wall, mono, extra_events, stages.lap)
+        decision = self.controller.step(snapshot, wall, mono, self._record_durable(extra_events), stages.lap)
         result = await self.plant.write(decision.writes) if decision.writes else None
         decision, follow_up = self.controller.finish(decision, result)
         if follow_up:
@@ -213,6 +213,13 @@ class Daemon:
         self.recorder.append(record)
         self._report(record)
         return record
+
+    def _record_durable(self, extra_events: Sequence[Event]) -> Sequence[Event]:
+        """No AI control without a durable record: while the log cannot persist records, release and stay out."""
+        why = self.recorder.log.not_durable
+        if why is None:
+            return extra_events
+        return [*extra_events, Event(EventType.IMMEDIATE_DISABLE, Reason.RECORD_NOT_DURABLE, why)]
 
     def _report(self, record: Record) -> None:
         decision = record.decision

@@ -69,6 +69,8 @@ REASONS: tuple[Reason, ...] = (
     Reason(404, "no_safe_action", "No checked action to write", ""),
     Reason(501, "write_failed", "Writing the AI setpoints failed", "Check the OPC UA link and write permissions"),
     Reason(502, "daemon_stopping", "AI software stopping", ""),
+    Reason(503, "record_not_durable", "Decisions cannot be recorded: AI kept off",
+           "Check the decision log's disk (free space, errors); the AI may be re-enabled once records are kept"),
     OTHER,
 )
 BY_NAME: dict[str, Reason] = {r.name: r for r in REASONS}

@@ -15,19 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from boiler_ai.messages.plant import Snapshot
+from boiler_ai.messages.plant import InputIssue, Snapshot
 from boiler_ai.plant.tagmap import SignalSpec
 
-# Issue names are part of the decision record: add, never rename.
-READ_FAILED = "read_failed"
-MISSING = "missing"
-BAD_QUALITY = "bad_quality"
-UNCERTAIN_QUALITY = "uncertain_quality"
-STALE = "stale"
-NOT_FINITE = "not_finite"
-OUT_OF_RANGE = "out_of_range"
-RATE_OF_CHANGE = "rate_of_change"
-FROZEN = "frozen"
+# Issue names (messages.InputIssue) are part of the decision record: add, never rename.
 
 _SEVERITY = 0xC0000000  # StatusCode severity bits: 00 Good, 01 Uncertain, 1x Bad
 _BAD = 0x80000000
@@ -67,7 +58,7 @@ class Validator:
         if snapshot.error is not None:
             for track in self._tracks.values():
                 track.since_good_s += dt
-            return Validation({}, {s.name: READ_FAILED for s in self.specs}, [],
+            return Validation({}, {s.name: InputIssue.READ_FAILED for s in self.specs}, [],
                               [s.name for s in self.specs if s.critical], snapshot.error)
         values: dict[str, float] = {}
         issues: dict[str, str] = {}
@@ -97,26 +88,26 @@ class Validator:
     def _check(self, spec: SignalSpec, track: _Track, reading, read_time: float, dt: float) -> str | None:
         # on the hot path: plain comparisons, no property lookups (about 100 signals per cycle)
         if reading is None:
-            return MISSING
+            return InputIssue.MISSING
         severity = reading.status_code & _SEVERITY
         if severity:
-            return BAD_QUALITY if severity & _BAD else UNCERTAIN_QUALITY
+            return InputIssue.BAD_QUALITY if severity & _BAD else InputIssue.UNCERTAIN_QUALITY
         value = reading.value
         if value != value or value in _INFINITE:
-            return NOT_FINITE
+            return InputIssue.NOT_FINITE
         if spec.stale_s > 0 and (read_time - reading.source_ts) * self.time_scale > spec.stale_s:
-            return STALE
+            return InputIssue.STALE
         if not spec.lo <= value <= spec.hi:
-            return OUT_OF_RANGE
+            return InputIssue.OUT_OF_RANGE
         previous = track.last_raw
         track.last_raw = value
         if spec.frozen_s is not None:
             track.unchanged_s = track.unchanged_s + dt if value == previous else 0.0
             if track.unchanged_s >= spec.frozen_s:
-                return FROZEN
+                return InputIssue.FROZEN
         if (spec.max_rate_per_s is not None and track.last_good is not None and dt > 0
                 and abs(value - track.last_good) / max(dt, track.since_good_s + dt) > spec.max_rate_per_s):
-            return RATE_OF_CHANGE
+            return InputIssue.RATE_OF_CHANGE
         return None
 
     def state(self) -> dict:

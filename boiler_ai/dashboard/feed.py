@@ -81,12 +81,13 @@ class Timeline:
             newest = self.start_seq - 1
         return (None if newest is None or newest < 0 else newest), self.log_id
 
-    def save(self, unit_id: str, log_id: str, rows, lost) -> None:
+    def save(self, unit_id: str, log_id: str, rows, lost) -> list[int]:
         self.log_id = log_id or self.log_id
         for first, last, _ in lost:
             self.lost += last - first + 1
         for seq, wall_time, text in rows:
             self.add(seq, text.encode("utf-8") if isinstance(text, str) else text)
+        return []  # nothing kept, so no conflict to find
 
     # --- feeding ------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The messages room: every typed, frozen value that crosses a room boundary. Stdlib only.
 
 engagement  Mode, EventType, Reason (the one table of reasons), Event, Handshake, Transition
-plant       Quality, Reading, Snapshot, WriteResult (what a PlantIO reads and writes)
+plant       Quality, Reading, Snapshot, WriteResult (what a PlantIO reads and writes), InputIssue
 record      Decision (the core's), Outcome (the shell's), Origin, Record (what the log frames) and
             their parts; SCHEMA_VERSION and the stage names
 settings    facts shared by several rooms: log defaults and fsync policies, control modes
@@ -9,7 +9,7 @@ wire        how a message maps to its wire dict; the annotations the record sche
 """
 
 from boiler_ai.messages.engagement import EXTERNAL_REASONS, Event, EventType, Handshake, Mode, Reason, Transition
-from boiler_ai.messages.plant import ABSENT_STATUS, Quality, Reading, Snapshot, WriteResult
+from boiler_ai.messages.plant import ABSENT_STATUS, InputIssue, Quality, Reading, Snapshot, WriteResult
 from boiler_ai.messages.record import (
     SCHEMA_VERSION,
     STAGES,
@@ -29,7 +29,7 @@ from boiler_ai.messages.record import (
 
 __all__ = [
     "ABSENT_STATUS", "EXTERNAL_REASONS", "SCHEMA_VERSION", "STAGES", "Decision", "Event", "EventType", "GuardVerdict",
-    "Handshake", "Inputs", "Mode", "ModeChange", "ModelRef", "Origin", "Outcome", "PolicyCheck", "ProjectionResult",
-    "ProjectionStatus", "Quality", "Reading", "Reason", "Record", "Snapshot", "StageTimings", "Transition",
-    "WriteResult",
+    "Handshake", "InputIssue", "Inputs", "Mode", "ModeChange", "ModelRef", "Origin", "Outcome", "PolicyCheck",
+    "ProjectionResult", "ProjectionStatus", "Quality", "Reading", "Reason", "Record", "Snapshot", "StageTimings",
+    "Transition", "WriteResult",
 ]

@@ -59,10 +59,11 @@ class Reason(enum.StrEnum):
     # the write and the daemon
     WRITE_FAILED = "write_failed"
     DAEMON_STOPPING = "daemon_stopping"
+    RECORD_NOT_DURABLE = "record_not_durable"  # the decision log cannot persist records (the detail says why)
 
 
 # Reasons raised from outside the core (by the daemon); a replay feeds them back in.
-EXTERNAL_REASONS = frozenset({Reason.DAEMON_STOPPING})
+EXTERNAL_REASONS = frozenset({Reason.DAEMON_STOPPING, Reason.RECORD_NOT_DURABLE})
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,20 @@ from boiler_ai.messages.wire import UInt, doc
 ABSENT_STATUS = 0x80000000
 
 
+class InputIssue(enum.StrEnum):
+    """Why validation did not take a reading this cycle (the decision record's `inputs.issue`)."""
+
+    READ_FAILED = "read_failed"  # the batch read failed as a whole
+    MISSING = "missing"  # absent from the read
+    BAD_QUALITY = "bad_quality"
+    UNCERTAIN_QUALITY = "uncertain_quality"
+    STALE = "stale"  # source timestamp too old
+    NOT_FINITE = "not_finite"
+    OUT_OF_RANGE = "out_of_range"
+    RATE_OF_CHANGE = "rate_of_change"
+    FROZEN = "frozen"  # has not moved for longer than a live signal can
+
+
 class Quality(enum.IntEnum):
     """OPC UA StatusCode severity (the top two bits of the code)."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from boiler_ai.messages.engagement import Event, Mode, Reason
-from boiler_ai.messages.plant import ABSENT_STATUS, WriteResult
+from boiler_ai.messages.plant import ABSENT_STATUS, InputIssue, WriteResult
 from boiler_ai.messages.wire import OPEN, Finite, Floats, Json, Number, Sha256, StatusCodes, UInt, doc
 
 SCHEMA_VERSION = 1
@@ -66,7 +66,8 @@ class Inputs:
     value: Floats = field(metadata=doc("value as read (NaN when absent from the read)"))
     source_ts: Floats = field(metadata=doc("source timestamp, epoch seconds (NaN when absent)"))
     status_code: StatusCodes = field(metadata=doc(f"OPC UA StatusCode as read ({ABSENT_STATUS:#x} when absent)"))
-    issue: Mapping[str, str] = field(metadata=doc("signal -> validation issue, only for signals that failed a check"))
+    issue: Mapping[str, Annotated[InputIssue, OPEN]] = field(metadata=doc(
+        "signal -> validation issue, only for signals that failed a check"))
     held: Mapping[str, Number] = field(metadata=doc(
         "signal -> last good value used instead (non-critical signals on hold)"))
 

@@ -13,3 +13,9 @@ LOG_FSYNC_INTERVAL_MS = 200
 LOG_SEGMENT_MAX_MB = 64.0
 LOG_SEGMENT_MAX_AGE_S = 3600.0
 LOG_RETENTION_DAYS = 90.0
+# Health of the log (not configurable yet): below this much free space the log says records are not
+# durable, so the daemon hands control back while records still fit; a writer with records waiting
+# and no progress for this long is stalled; a pass re-reading the whole log starts this often.
+LOG_MIN_FREE_MB = 16.0
+LOG_MAX_LAG_S = 3.0
+LOG_SCRUB_INTERVAL_S = 600.0

@@ -7,11 +7,14 @@ first, as REQ does). A request is one JSON frame:
 The reply is a JSON header frame, then one frame per record (the payload, byte for byte as logged):
   {"ok": true, "id": <echoed>, "unit_id": "...", "log_id": "...", "first_seq": oldest seq in the log
    or null, "next_seq": one past the newest record that can be served, "seqs": [seq of each frame],
-   "wall_times": [wall_time of each frame]}
+   "wall_times": [wall_time of each frame], "lost": [[first, last, reason], ...]}
   {"ok": false, "id": <echoed>, "error": "..."}
 Records are served only once they are durable and published (seq < next_seq). A fetch returns the
 records with seq >= from_seq in seq order; if the first has seq > from_seq, the seqs in between are
-not in the log (dropped at overflow, or removed by retention) and never will be.
+not in the log and never will be. `lost` lists the gaps the log noted (with the reason: queue_full,
+write_failed, encode_failed, damaged_segment, missing_at_restart) that overlap the seqs from
+from_seq to the last one served (to next_seq when none is); seqs missing without a noted gap were
+removed by retention.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class CatchupService:
         head = {"ok": True, "id": rid, "unit_id": self.log.unit_id, "log_id": self.log.log_id}
         next_seq = self.log.published_next
         if op == "info":
-            head.update(first_seq=self.log.first_seq(), next_seq=next_seq, seqs=[], wall_times=[])
+            head.update(first_seq=self.log.first_seq(), next_seq=next_seq, seqs=[], wall_times=[], lost=[])
             return [json.dumps(head).encode()]
         if op != "fetch":
             return [json.dumps({"ok": False, "id": rid, "error": f"unknown op {op!r} (info, fetch)"}).encode()]
@@ -106,5 +109,7 @@ class CatchupService:
             self._cursor = (frame.seq + 1, path, end)
             if len(seqs) >= limit or size >= self.max_bytes:
                 break
-        head.update(first_seq=self.log.first_seq(), next_seq=next_seq, seqs=seqs, wall_times=wall_times)
+        upto = seqs[-1] if seqs else next_seq - 1
+        head.update(first_seq=self.log.first_seq(), next_seq=next_seq, seqs=seqs, wall_times=wall_times,
+                    lost=self.log.gaps_between(from_seq, upto))
         return [json.dumps(head).encode(), *payloads]

@@ -3,9 +3,11 @@
 Live records come from the daemon's PUB socket; whatever the stream missed (the historian was down,
 a queue was full, the network dropped) is fetched from the catch-up service, which serves the
 durable log. Records are stored in seq order, so the store always holds every seq from its first
-to max(seq) except the ranges recorded in `lost_ranges` (seqs the log itself no longer has).
-On start the historian resumes from max(seq) + 1; the (unit_id, seq) primary key makes a repeated
-insert a no-op, so a crash at any moment neither loses nor duplicates a record.
+to max(seq) except the ranges recorded in `lost_ranges` (seqs the log itself does not have, with the
+reason the log noted for them). On start the historian resumes from max(seq) + 1; the (unit_id, seq)
+primary key makes a repeated insert a no-op, so a crash at any moment neither loses nor duplicates a
+record. It never stores two different records for one seq: a different record offered for a stored
+seq is kept out (the first one stays), put in the `conflicts` table and reported as an error.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from boiler_ai.record.store import Lost, Row, Store, open_store
 
 log = logging.getLogger("boiler_ai.record.historian")
 
-LOST_REASON = "absent_from_log"  # dropped at the source (queue overflow, write failure) or removed by retention
+LOST_REASON = "absent_from_log"  # not in the log, and the log noted no reason: removed by retention
 
 
 class HistorianError(RuntimeError):
@@ -115,6 +117,7 @@ class Historian:
         self.log_id: str | None = None
         self.stored = 0
         self.lost_count = 0
+        self.conflict_count = 0
         self._rows: list[Row] = []
         self._lost: list[Lost] = []
         self._last_commit = time.monotonic()
@@ -162,8 +165,9 @@ class Historian:
             if sub is not None:
                 sub.close(linger=0)
             self.client.close()
-            log.info("historian %s: stopped at seq %s, %d stored this run, %d lost seqs recorded",
-                     self.unit_id, None if self.next_seq is None else self.next_seq - 1, self.stored, self.lost_count)
+            log.info("historian %s: stopped at seq %s, %d stored this run, %d lost seqs recorded, %d conflicts",
+                     self.unit_id, None if self.next_seq is None else self.next_seq - 1, self.stored, self.lost_count,
+                     self.conflict_count)
 
     def _live(self, frames: list[bytes]) -> None:
         if len(frames) != 3 or frames[0] != self.topic:  # ZeroMQ matches topics by prefix
@@ -228,9 +232,10 @@ class Historian:
             seqs = head["seqs"]
             if self.next_seq is None:  # an empty store starts from the oldest record the log has
                 self.next_seq = seqs[0] if seqs else head["next_seq"]
+            noted = head.get("lost", [])
             if not seqs:
                 if head["next_seq"] > self.next_seq:  # nothing left below the log's end: those seqs are gone
-                    self._lose(self.next_seq, head["next_seq"] - 1)
+                    self._lose(self.next_seq, head["next_seq"] - 1, noted)
                     self.next_seq = head["next_seq"]
                 return
             sent = None
@@ -242,7 +247,7 @@ class Historian:
             rows = self._rows
             for seq, wall_time, payload in zip(seqs, head["wall_times"], payloads):
                 if seq > self.next_seq:  # the log skips these: they will never come
-                    self._lose(self.next_seq, seq - 1)
+                    self._lose(self.next_seq, seq - 1, noted)
                 rows.append((seq, wall_time, payload.decode("utf-8")))
                 self.next_seq = seq + 1
             if len(rows) >= self.batch:
@@ -251,18 +256,38 @@ class Historian:
     def _fetch(self, from_seq: int) -> dict:
         return {"op": "fetch", "from_seq": from_seq, "max_records": self.batch}
 
-    def _lose(self, first: int, last: int) -> None:
-        log.warning("historian %s: seqs %d..%d are not in the daemon's log (dropped at the source or removed by "
-                    "retention); recorded in lost_ranges", self.unit_id, first, last)
-        self._lost.append((first, last, LOST_REASON))
+    def _lose(self, first: int, last: int, noted: list) -> None:
+        """Record seqs first..last as lost, with the reasons the log noted for them (`noted`: [first, last, reason])."""
+        reason = ",".join(sorted({r for a, b, r in noted if a <= last and b >= first})) or LOST_REASON
+        log.warning("historian %s: seqs %d..%d are not in the daemon's log (%s); recorded in lost_ranges",
+                    self.unit_id, first, last, reason)
+        self._lost.append((first, last, reason))
         self.lost_count += last - first + 1
 
     def _commit(self) -> None:
         if self._rows or self._lost:
-            self.store.save(self.unit_id, self.log_id or "", self._rows, self._lost)
-            self.stored += len(self._rows)
+            conflicts = self.store.save(self.unit_id, self.log_id or "", self._rows, self._lost)
+            self.stored += len(self._rows) - len(conflicts)
             self._rows, self._lost = [], []
+            if conflicts:
+                self.conflict_count += len(conflicts)
+                log.error("historian %s: CONFLICT: %d record(s) differ from the ones already stored for the same seq "
+                          "(seqs %s): the stored ones are kept, the others are in the conflicts table. The unit's "
+                          "log has reused seqs or been replaced; find out why before trusting this history.",
+                          self.unit_id, len(conflicts), _ranges(conflicts))
         self._last_commit = time.monotonic()
+
+
+def _ranges(seqs: list[int]) -> str:
+    """'3..5, 9' for [3, 4, 5, 9]."""
+    out, start = [], None
+    for i, seq in enumerate(seqs):
+        if start is None:
+            start = seq
+        if i + 1 == len(seqs) or seqs[i + 1] != seq + 1:
+            out.append(str(start) if start == seq else f"{start}..{seq}")
+            start = None
+    return ", ".join(out)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

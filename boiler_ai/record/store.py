@@ -7,6 +7,8 @@ Tables (the same in both):
                                                seqs the unit's log no longer holds (dropped at the
                                                source, or removed by retention before we got them)
   sources(unit_id, log_id, updated_at)         which log the seqs belong to
+  conflicts(unit_id, seq, record, noted_at)    a record offered for a seq already stored with different
+                                               content: never stored in decisions (the first stays)
 Everything a batch brings (records, lost ranges, log id) is committed in one transaction, so after
 a crash the store resumes from max(seq) with nothing half-written.
 """
@@ -29,14 +31,18 @@ class Store(Protocol):
     def resume_point(self, unit_id: str) -> tuple[int | None, str | None]:
         """(max seq stored, log id) for the unit, or (None, None) when nothing is stored yet."""
 
-    def save(self, unit_id: str, log_id: str, rows: Sequence[Row], lost: Sequence[Lost]) -> None:
-        """Store rows (ignoring any already there) and lost ranges, in one transaction."""
+    def save(self, unit_id: str, log_id: str, rows: Sequence[Row], lost: Sequence[Lost]) -> list[int]:
+        """Store rows and lost ranges in one transaction. A row whose seq is stored already is skipped when
+        identical, else put in `conflicts`; returns the seqs of those conflicts."""
 
     def units(self) -> list[str]: ...
 
     def count(self, unit_id: str) -> int: ...
 
     def lost_ranges(self, unit_id: str) -> list[Lost]: ...
+
+    def conflicts(self, unit_id: str) -> list[tuple[int, str]]:
+        """(seq, record offered and refused) for every conflict, in seq order."""
 
     def records(self, unit_id: str, start: float | None, end: float | None) -> Iterator[tuple[int, str]]:
         """(seq, record text) with start <= wall_time < end, in seq order."""
@@ -60,6 +66,8 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS lost_ranges (unit_id TEXT NOT NULL, first_seq {int} NOT NULL, last_seq {int} NOT NULL,"
     " reason TEXT NOT NULL, noted_at {real} NOT NULL, PRIMARY KEY (unit_id, first_seq))",
     "CREATE TABLE IF NOT EXISTS sources (unit_id TEXT PRIMARY KEY, log_id TEXT NOT NULL, updated_at {real} NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS conflicts (unit_id TEXT NOT NULL, seq {int} NOT NULL, record TEXT NOT NULL,"
+    " noted_at {real} NOT NULL)",
 )
 
 
@@ -98,6 +106,11 @@ class _SqlStore:
         out = [tuple(r) for r in cur.fetchall()]
         return out
 
+    def conflicts(self, unit_id):
+        cur = self.conn.execute(self._sql("SELECT seq, record FROM conflicts WHERE unit_id = ? ORDER BY seq, noted_at"),
+                                (unit_id,))
+        return [tuple(r) for r in cur.fetchall()]
+
     def records(self, unit_id, start, end):
         sql = "SELECT seq, record FROM decisions WHERE unit_id = ?"
         args: list = [unit_id]
@@ -112,15 +125,32 @@ class _SqlStore:
     def _stream(self, sql: str, args: list) -> Iterator[tuple[int, str]]:
         raise NotImplementedError
 
-    def _write_batch(self, cur, unit_id, log_id, rows, lost) -> None:
-        """One batch's statements, idempotent on (unit_id, seq): the caller wraps them in one transaction."""
+    def _write_batch(self, cur, unit_id, log_id, rows, lost) -> list[int]:
+        """One batch's statements, idempotent on (unit_id, seq): the caller wraps them in one transaction.
+
+        Rows for seqs already stored (none, unless a batch is repeated or the log reused seqs) are
+        found with one range query: identical ones are skipped, different ones go to `conflicts`.
+        """
+        stored = {}
+        if rows:
+            seqs = [seq for seq, _, _ in rows]
+            found = cur.execute(self._sql("SELECT seq, record FROM decisions WHERE unit_id = ? AND seq >= ?"
+                                          " AND seq <= ?"), (unit_id, min(seqs), max(seqs))).fetchall()
+            stored = dict(found)
+        conflicts = [(seq, text) for seq, _, text in rows if seq in stored and stored[seq] != text]
+        if stored:
+            rows = [row for row in rows if row[0] not in stored]
         cur.executemany(self._sql("INSERT INTO decisions VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"),
                         [(unit_id, seq, wall, text) for seq, wall, text in rows])
+        if conflicts:
+            cur.executemany(self._sql("INSERT INTO conflicts VALUES (?, ?, ?, ?)"),
+                            [(unit_id, seq, text, time.time()) for seq, text in conflicts])
         cur.executemany(self._sql("INSERT INTO lost_ranges VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
                         [(unit_id, a, b, why, time.time()) for a, b, why in lost])
         cur.execute(self._sql("INSERT INTO sources VALUES (?, ?, ?) ON CONFLICT (unit_id) DO UPDATE"
                               " SET log_id = excluded.log_id, updated_at = excluded.updated_at"),
                     (unit_id, log_id, time.time()))
+        return [seq for seq, _ in conflicts]
 
     def close(self):
         self.conn.close()
@@ -152,11 +182,12 @@ class SqliteStore(_SqlStore):
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._write_batch(conn, unit_id, log_id, rows, lost)
+            conflicts = self._write_batch(conn, unit_id, log_id, rows, lost)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        return conflicts
 
     def _stream(self, sql, args):
         yield from self.conn.execute(sql, args)
@@ -180,7 +211,7 @@ class PostgresStore(_SqlStore):
 
     def save(self, unit_id, log_id, rows, lost):
         with self.conn.transaction(), self.conn.cursor() as cur:
-            self._write_batch(cur, unit_id, log_id, rows, lost)
+            return self._write_batch(cur, unit_id, log_id, rows, lost)
 
     def _stream(self, sql, args):
         # A named (server-side) cursor streams a large export instead of loading it whole.

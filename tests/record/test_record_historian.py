@@ -1,5 +1,6 @@
 """The historian stores every record exactly once, across its own SIGKILL, in SQLite and PostgreSQL."""
 
+import logging
 import os
 import random
 import signal
@@ -195,7 +196,7 @@ def test_seqs_the_log_never_had_are_recorded_as_lost_not_waited_for(tmp_path):
         thread.join(10)
         assert not errors
         assert [s for s, _ in store.records("unit1", None, None)] == [0, 1, 2, 3, 10]
-        assert store.lost_ranges("unit1") == [(4, 9, LOST_REASON)]
+        assert store.lost_ranges("unit1") == [(4, 9, "queue_full")]  # with the reason the log noted
         assert store.resume_point("unit1") == (10, log.log_id)
     finally:
         service.close()
@@ -227,6 +228,58 @@ def test_a_log_that_disagrees_with_the_store_is_refused_not_mixed(tmp_path, stor
     finally:
         store.close()
         ctx.destroy(linger=0)
+
+
+def test_seqs_retention_removed_are_lost_without_a_noted_reason(tmp_path):
+    ctx = zmq.Context()
+    now = [0.0]
+    log = DurableLog(tmp_path / "log", "unit1", fsync="never", segment_max_age_s=10, retention_s=15,
+                     clock=lambda: now[0])
+    service = CatchupService(log, ANY, context=ctx)
+    store = SqliteStore(tmp_path / "h.sqlite")
+    rng = random.Random(1)
+    try:
+        for i in range(8):  # one segment every two records; the oldest ones age out
+            log.append(stamped(log, synthetic_record(rng, cycle=i, signals=SIGNALS)))
+            log.flush(10)
+            now[0] += 6
+        store.save("unit1", log.log_id, [(0, 1.7e9, "{}")], [])  # stored before the historian went away
+        historian = Historian(store, "unit1", "tcp://127.0.0.1:1", service.endpoint, context=ctx, poll_s=0.2)
+        stop, thread, errors = run_in_thread(historian)
+        wait_for(lambda: store.lost_ranges("unit1") or errors, 20, "the backfill")
+        stop.set()
+        thread.join(10)
+        assert not errors
+        first = log.first_seq()
+        assert first > 1 and store.lost_ranges("unit1") == [(1, first - 1, LOST_REASON)]
+    finally:
+        service.close()
+        log.close()
+        store.close()
+        ctx.destroy(linger=0)
+
+
+def test_a_different_record_for_a_stored_seq_is_kept_out_and_reported(tmp_path, db, caplog):
+    """Two different records for one seq: the first stays, the second goes to `conflicts`, an error is logged."""
+    db_url, unit = db
+    store = open_store(db_url)
+    try:
+        assert store.save(unit, "log1", [(0, 1.7e9, '{"a": 1}'), (1, 1.7e9, '{"a": 2}')], []) == []
+        assert store.save(unit, "log1", [(1, 1.7e9, '{"a": 2}'), (2, 1.7e9, '{"a": 3}')], []) == []  # a repeat
+        assert store.save(unit, "log1", [(2, 1.7e9, '{"b": 3}'), (3, 1.7e9, '{"a": 4}')], []) == [2]
+        assert list(store.records(unit, None, None)) == [(0, '{"a": 1}'), (1, '{"a": 2}'), (2, '{"a": 3}'),
+                                                         (3, '{"a": 4}')]
+        assert store.conflicts(unit) == [(2, '{"b": 3}')]
+        historian = Historian(store, unit, "tcp://127.0.0.1:1", "tcp://127.0.0.1:1")
+        historian._rows = [(3, 1.7e9, '{"c": 4}'), (4, 1.7e9, '{"a": 5}')]
+        historian.log_id = "log1"
+        with caplog.at_level(logging.ERROR):
+            historian._commit()
+        assert "CONFLICT: 1 record(s)" in caplog.text and "seqs 3)" in caplog.text
+        assert historian.conflict_count == 1 and historian.stored == 1
+        assert store.count(unit) == 5
+    finally:
+        store.close()
 
 
 def test_historian_command_exits_cleanly_when_told(tmp_path):

@@ -1,5 +1,6 @@
 """Durable decision log: framing, crash recovery, rotation, retention, fsync policies, overflow."""
 
+import json
 import logging
 import os
 import random
@@ -12,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from boiler_ai.record.log import FRAME, DurableLog, LogError, iter_frames, iter_records, list_segments
+from boiler_ai.record.log import (
+    FRAME,
+    QUARANTINE,
+    DurableLog,
+    LogError,
+    iter_frames,
+    iter_records,
+    list_segments,
+    read_gaps,
+)
 from boiler_ai.record.schema import decode, validate
 from boiler_ai.record.synthetic import signal_names, stamped, synthetic_record
 
@@ -123,11 +133,32 @@ def _garbage_tail(path, offsets):
         f.write(os.urandom(3000))
 
 
+def _flip_a_middle_frame(path, offsets):
+    with open(path, "r+b") as f:
+        f.seek(offsets[5] + FRAME.size + 50)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
+def _tear_the_length_field_of_a_middle_frame(path, offsets):
+    with open(path, "r+b") as f:
+        f.seek(offsets[5])
+        f.write(b"\xff\xff")
+
+
+def _report(directory: Path) -> dict:
+    reports = list((directory / QUARANTINE).glob("*.json"))
+    assert len(reports) == 1, reports
+    return json.loads(reports[0].read_text())
+
+
 @pytest.mark.parametrize("tear, intact", [
     (_tear_mid_payload, 19), (_tear_mid_header, 19), (_flip_a_payload_byte, 19),
     (_zero_filled_tail, 20), (_garbage_tail, 20),
 ])
-def test_torn_tail_is_cut_and_set_aside_with_nothing_before_it_lost(tmp_path, tear, intact, caplog):
+def test_damaged_end_is_cut_and_quarantined_and_seq_continues_after_the_highest_written(tmp_path, tear, intact,
+                                                                                        caplog):
     with DurableLog(tmp_path, "unit1", fsync="every_record") as log:
         fill(log, 20)
     path = _last_segment(tmp_path)
@@ -135,16 +166,74 @@ def test_torn_tail_is_cut_and_set_aside_with_nothing_before_it_lost(tmp_path, te
     offsets = _frame_offsets(path)
     assert len(offsets) == 20
     tear(path, offsets)
+    damaged = path.read_bytes()
     with caplog.at_level(logging.WARNING), DurableLog(tmp_path, "unit1") as log:
-        assert log.next_seq == intact  # the log ends at the last intact record
+        assert log.next_seq == 20  # never a seq that was written before, even one the damage took
         fill(log, 5, seed=9)
     records = list(iter_records(tmp_path))
-    assert [r["seq"] for r in records] == list(range(intact)) + list(range(intact, intact + 5))
+    assert [r["seq"] for r in records] == list(range(intact)) + list(range(20, 25))
     cut = offsets[intact] if intact < 20 else len(before)
-    assert path.read_bytes() == before[:cut]  # every byte before the tear is untouched
-    aside = list(tmp_path.glob("*.torn-*"))
-    assert len(aside) == 1 and aside[0].name == f"{path.name}.torn-{cut}"
-    assert "torn tail" in caplog.text
+    assert path.read_bytes() == before[:cut]  # every byte before the damage is untouched
+    report = _report(tmp_path)
+    assert report["kept"] == "tail" and report["kept_from_offset"] == cut and report["detected"] == "restart"
+    assert report["damaged_ranges"] == [[cut, len(damaged)]]
+    assert report["recovered"] == {"count": intact, "first_seq": 0, "last_seq": intact - 1}
+    assert (tmp_path / QUARANTINE / report["quarantined"]).read_bytes() == damaged[cut:]
+    lost = [[19, 19]] if intact == 19 else []
+    assert report["lost_seqs"] == lost
+    assert [[g["first"], g["last"], g["reason"]] for g in read_gaps(tmp_path)] == [[*r, "damaged_segment"]
+                                                                                   for r in lost]
+    assert "damaged" in caplog.text
+
+
+@pytest.mark.parametrize("damage", [_flip_a_middle_frame, _tear_the_length_field_of_a_middle_frame])
+def test_intact_records_after_a_damaged_frame_are_kept_at_restart(tmp_path, damage):
+    with DurableLog(tmp_path, "unit1", fsync="every_record") as log:
+        fill(log, 20)
+    path = _last_segment(tmp_path)
+    offsets = _frame_offsets(path)
+    damage(path, offsets)
+    original = path.read_bytes()
+    with DurableLog(tmp_path, "unit1") as log:
+        assert log.next_seq == 20
+        fill(log, 2, seed=3)
+    assert [r["seq"] for r in iter_records(tmp_path)] == [s for s in range(22) if s != 5]
+    report = _report(tmp_path)
+    assert report["kept"] == "whole" and report["lost_seqs"] == [[5, 5]]
+    assert report["damaged_ranges"] == [[offsets[5], offsets[6]]]
+    assert report["recovered"] == {"count": 19, "first_seq": 0, "last_seq": 19}
+    # the quarantined file is the segment exactly as found; the segment now holds only intact frames
+    assert (tmp_path / QUARANTINE / report["quarantined"]).read_bytes() == original
+    assert path.read_bytes() == original[:offsets[5]] + original[offsets[6]:]
+    assert [(g["first"], g["last"], g["reason"]) for g in read_gaps(tmp_path)] == [(5, 5, "damaged_segment")]
+
+
+def test_seq_continues_after_the_high_water_mark_when_the_live_segment_lost_its_end(tmp_path):
+    """The issue's case, with the daemon down: `truncate -s -3000` on the newest segment."""
+    with DurableLog(tmp_path, "unit1", fsync="interval", fsync_interval_ms=10) as log:
+        fill(log, 40)
+    path = _last_segment(tmp_path)
+    offsets = _frame_offsets(path)
+    subprocess.run(["truncate", "-s", "-3000", str(path)], check=True)
+    kept = sum(1 for o in offsets if o + 3000 <= path.stat().st_size) - 0
+    with DurableLog(tmp_path, "unit1") as log:
+        assert log.next_seq == 40
+        fill(log, 3, seed=1)
+    seqs = [r["seq"] for r in iter_records(tmp_path)]
+    survivors = [s for s in range(40) if s in seqs]
+    assert seqs == survivors + [40, 41, 42] and len(survivors) >= kept - 1 > 0
+    assert [(g["first"], g["last"]) for g in read_gaps(tmp_path)] == [(len(survivors), 39)]
+
+
+def test_seq_continues_after_the_high_water_mark_when_every_segment_is_gone(tmp_path):
+    with DurableLog(tmp_path, "unit1", fsync="every_record") as log:
+        fill(log, 5)
+        log_id = log.log_id
+    for _, path in list_segments(tmp_path):
+        path.unlink()
+    with DurableLog(tmp_path, "unit1") as log:
+        assert (log.log_id, log.next_seq) == (log_id, 5)
+    assert [(g["first"], g["last"], g["reason"]) for g in read_gaps(tmp_path)] == [(0, 4, "missing_at_restart")]
 
 
 def test_segment_torn_while_being_created_is_dropped(tmp_path):
@@ -192,8 +281,12 @@ def test_writer_killed_while_appending_reopens_to_a_valid_log(tmp_path):
     records = list(iter_records(tmp_path))
     assert len(records) > 100, "the child did not get to append"
     assert records[-1]["seq"] == next_seq - 1
-    assert starts[1] > 0 and starts == sorted(starts)  # each restart continued after the last intact record
-    assert_consistent(records)
+    assert starts[1] > 0 and starts == sorted(starts)  # each restart continued after the highest seq written
+    seqs = [r["seq"] for r in records]
+    assert seqs == sorted(set(seqs))
+    # every seq missing (dropped when the queue overflowed, or lost in a kill) is noted with a reason
+    noted = {s for g in read_gaps(tmp_path) for s in range(g["first"], g["last"] + 1)}
+    assert set(range(seqs[-1] + 1)) - set(seqs) <= noted
     for r in records[:: max(1, len(records) // 50)]:
         validate(r)
 
@@ -330,7 +423,7 @@ def test_fsync_policies_publish_only_what_is_durable(tmp_path):
     assert collector.seqs == list(range(5)) and log.published_next == 5
 
 
-def test_damaged_frame_in_an_older_segment_skips_the_rest_of_that_segment_only(tmp_path, caplog):
+def test_a_reader_resynchronises_after_a_damaged_frame_in_an_older_segment(tmp_path, caplog):
     with DurableLog(tmp_path, "unit1", segment_max_bytes=40_000, fsync="never") as log:
         fill(log, 30)
     first = list_segments(tmp_path)[0][1]
@@ -338,7 +431,7 @@ def test_damaged_frame_in_an_older_segment_skips_the_rest_of_that_segment_only(t
     _flip_a_payload_byte(first, offsets[:3])  # damage the third frame of the oldest segment
     with caplog.at_level(logging.WARNING):
         seqs = [r["seq"] for r in iter_records(tmp_path)]
-    assert seqs[:2] == [0, 1] and seqs[2] == len(offsets) and seqs[-1] == 29
+    assert seqs == [s for s in range(30) if s != 2]  # only the damaged frame is missing
     assert "damaged" in caplog.text
 
 
@@ -351,3 +444,66 @@ def test_readers_resume_from_a_cursor(tmp_path):
         rest = [f.seq for _, _, f in log.frames_from(12, start=(path, end))]
         assert rest == list(range(12, 30))
     assert decode(frames[0][2].payload)["seq"] == 0
+
+
+def test_not_durable_from_a_failed_write_until_a_write_is_synced_again(tmp_path, monkeypatch):
+    real_writev = os.writev
+    with DurableLog(tmp_path, "unit1", fsync="interval", fsync_interval_ms=20) as log:
+        fill(log, 2)
+        log.flush()
+        assert log.not_durable is None
+        monkeypatch.setattr(os, "writev", lambda fd, parts: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+        fill(log, 1, seed=1)
+        log.flush()
+        assert "Input/output error" in log.not_durable
+        fill(log, 1, seed=2)  # still failing: still not durable
+        log.flush()
+        assert "Input/output error" in log.not_durable
+        monkeypatch.setattr(os, "writev", real_writev)
+        fill(log, 1, seed=3)
+        log.flush()
+        assert log.not_durable is None
+    assert [(g["first"], g["last"], g["reason"]) for g in read_gaps(tmp_path)] == [(2, 2, "write_failed"),
+                                                                                   (3, 3, "write_failed")]
+
+
+def test_not_durable_when_fsync_fails(tmp_path, monkeypatch):
+    with DurableLog(tmp_path, "unit1", fsync="every_record") as log:
+        fill(log, 1)
+        log.flush()
+        monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+        fill(log, 1, seed=1)
+        log.flush()
+        assert "fsync failed: Input/output error" in log.not_durable
+        monkeypatch.undo()
+
+
+def test_not_durable_while_the_file_system_is_short_of_the_reserve(tmp_path):
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    with DurableLog(tmp_path, "unit1", min_free_bytes=free * 2) as log:
+        fill(log, 1)
+        log.flush()
+        assert "kB free on the log's file system, below the" in log.not_durable
+        log.min_free_bytes = 0
+        fill(log, 1)
+        log.flush()
+        assert log.not_durable is None
+    assert [r["seq"] for r in iter_records(tmp_path)] == [0, 1]  # the reserve is for records still to come
+
+
+def test_not_durable_when_the_writer_makes_no_progress(tmp_path):
+    stalled = Collector()
+    with DurableLog(tmp_path, "unit1", fsync="never", publisher=stalled, max_lag_s=0.2) as log:
+        fill(log, 1)
+        log.flush()
+        stalled.gate.clear()  # the writer hangs (a disk that stopped answering)
+        fill(log, 2, seed=1)
+        assert log.not_durable is None  # behind, but not yet by the bound
+        time.sleep(0.4)
+        assert "no progress for" in log.not_durable
+        stalled.gate.set()
+        assert log.flush(10)
+        assert log.not_durable is None
+        time.sleep(0.3)
+        fill(log, 1, seed=2)  # after an idle spell, a new record does not count the idle time as lag
+        assert log.not_durable is None

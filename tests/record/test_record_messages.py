@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from boiler_ai.messages import Event, EventType, Mode, ProjectionStatus, Reason, Record
+from boiler_ai.messages import Event, EventType, InputIssue, Mode, ProjectionStatus, Reason, Record
 from boiler_ai.messages.wire import from_wire
 from boiler_ai.record import schema
 from boiler_ai.record.schema import decode, encode, validate
@@ -48,6 +48,7 @@ def test_the_published_schema_lists_exactly_the_message_enums():
     assert event["reason"]["enum"] == [r.value for r in Reason]
     assert props["release_reason"]["anyOf"][0]["enum"] == [r.value for r in Reason]
     assert props["mode"]["enum"] == [m.value for m in Mode]
+    assert props["inputs"]["properties"]["issue"]["additionalProperties"]["enum"] == [i.value for i in InputIssue]
     projection = props["projection"]["anyOf"][0]["properties"]
     assert projection["status"]["enum"] == [s.value for s in ProjectionStatus]
 
@@ -72,7 +73,7 @@ def _used_names() -> tuple[set[str], set[str]]:
     return attributes, strings
 
 
-@pytest.mark.parametrize("enum", [Reason, EventType, ProjectionStatus, Mode])
+@pytest.mark.parametrize("enum", [Reason, EventType, ProjectionStatus, Mode, InputIssue])
 def test_every_listed_value_is_raised_somewhere_in_the_code(enum):
     attributes, strings = _used_names()
     unused = [m.value for m in enum if f"{enum.__name__}.{m.name}" not in attributes and m.value not in strings]
@@ -89,7 +90,7 @@ def test_the_operator_has_a_code_and_text_for_every_reason():
 
 def test_the_reference_documents_every_reason_and_projection_status():
     text = (ROOT / "docs" / "DECISION_RECORD.md").read_text()
-    missing = [v.value for enum in (Reason, EventType, ProjectionStatus, Mode) for v in enum
+    missing = [v.value for enum in (Reason, EventType, ProjectionStatus, Mode, InputIssue) for v in enum
                if f"`{v.value}`" not in text]
     assert not missing, f"docs/DECISION_RECORD.md does not name {missing}"
     for never_emitted in ("optimal", "infeasible_hold", "infeasible_release"):
