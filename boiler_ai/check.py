@@ -1,11 +1,14 @@
 """`boiler-ai check CONFIG [--server]`: validate everything the daemon would load, before it runs.
 
 Without --server: the config, the tag map, the envelope (and the guard's own reading of it), the
-model (pinned sha256, contract, fit to the tag map and shapes) and the security files. With
+model (pinned sha256, contract, fit to the tag map, action units and cycle period, shapes), the
+security files, and this host: the decision-log directory can be created and written, the metrics,
+publish and catch-up addresses can be bound (all at once, so two settings on one port collide here
+too), the OPC UA server's host name resolves (boiler_ai/preflight.py, which `run` uses too). With
 --server: also connect, check that every mapped node exists with the right type and access, read every
 value once and report how the server stamps (timestamps missing, server-only, on change, picosecond
 fields, its clock) and what that means for the daemon.
-Exit 0 when all is well, 1 when the server check finds problems, 2 for a bad file.
+Exit 0 when all is well, 1 when the server check finds problems, 2 for a bad setting.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from boiler_ai.config import OpcUaConfig, load_config
 from boiler_ai.host import CpuLatencyLimit
+from boiler_ai.preflight import preflight, resolve_server
 from boiler_ai.strict import ConfigError
 
 
@@ -31,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     core = build_core(cfg)
+    preflight(cfg)
+    resolve_server(cfg)
     opcua = cfg.plant if isinstance(cfg.plant, OpcUaConfig) else None
     if opcua is not None and opcua.security.secured:
         try:  # certificates readable, valid, matching the application URI
@@ -48,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"plant       OPC UA {opcua.endpoint}  security {opcua.security.policy}")
     else:
         print(f"plant       stepped simulated unit, scenario {cfg.plant.scenario}, seed {cfg.plant.seed}")
-    print(f"decision log {cfg.record.log_dir}")
+    print(f"decision log {cfg.record.log_dir}  (writable)")
+    listening = [a for a in (cfg.metrics_listen, cfg.record.publish_endpoint, cfg.record.catchup_endpoint) if a]
+    print(f"listen      {', '.join(listening) or 'nothing'}  (free on this host)")
     with CpuLatencyLimit(cfg.cpu_latency_limit_us) as limit:  # try it as the daemon will, then let go
         latency = ("left to the OS" if limit.limit_us is None else f"{limit.limit_us} us, granted" if limit.held
                    else f"{limit.limit_us} us, NOT granted ({limit.error}): see deploy/99-boiler-ai-cpu-latency.rules")
@@ -77,3 +85,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"server: {problem}")
     print("check: server OK" if not problems else f"check: {len(problems)} problem(s) on the server")
     return 0 if not problems else 1
+

@@ -2,6 +2,12 @@
 
 A subcommand module provides `add_arguments(parser)` and `run(args) -> int`; it is imported only
 when its subcommand is used, so `boiler-ai efficiency` does not pay for ONNX Runtime or asyncua.
+
+Failures an operator can fix end here, for every command alike: one line on stderr naming the
+file, field, address or package, exit code 2, no traceback. They are raised as the types in
+boiler_ai.errors (ConfigError among them); a missing package and an operating-system error that
+no check turned into such a type yet are reported the same way. Anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import importlib
 import sys
 
 from boiler_ai import __version__
-from boiler_ai.strict import ConfigError
+from boiler_ai.errors import EXIT_CODE, ExpectedError, MissingExtra
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("boiler_ai.demo", "Run the simulated unit with the daemon, then under the DCS alone; compare"),
@@ -49,17 +55,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"boiler-ai: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, summary = SUBCOMMANDS[command]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"boiler-ai {command}", description=summary)
-    module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
     try:
+        module = importlib.import_module(module_name)
+        parser = argparse.ArgumentParser(prog=f"boiler-ai {command}", description=summary)
+        module.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
         return int(module.run(args) or 0)
-    except ConfigError as exc:
-        print(f"boiler-ai {command}: {exc}", file=sys.stderr)
-        return 2
+    except ExpectedError as exc:
+        return _fail(command, str(exc))
+    except ModuleNotFoundError as exc:
+        return _fail(command, str(_missing_package(exc, command)))
+    except OSError as exc:
+        return _fail(command, _os_error(exc))
     except KeyboardInterrupt:
         return 130
+
+
+# the optional packages, by the extra of setup.cfg that installs them
+EXTRAS = {"pyarrow": "parquet", "psycopg": "postgres", "torch": "train", "onnxscript": "train"}
+
+
+def _missing_package(exc: ModuleNotFoundError, command: str) -> MissingExtra | ExpectedError:
+    module = (exc.name or "").partition(".")[0]
+    if module in EXTRAS:
+        return MissingExtra(f"boiler-ai {command}", EXTRAS[module], module)
+    return ExpectedError(f"the Python package {module or exc.name!r} is not installed: reinstall boiler-ai "
+                         "(pip install boiler-ai)")
+
+
+def _os_error(exc: OSError) -> str:
+    """One line naming the file or address an unforeseen operating-system error is about."""
+    what = exc.filename if exc.filename is not None else ""
+    if exc.strerror and what:
+        return f"{what}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+def _fail(command: str, message: str) -> int:
+    line = "; ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(f"boiler-ai {command}: {line}", file=sys.stderr)
+    return EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from boiler_ai.addresses import listen_address, opc_endpoint, zmq_endpoint
 from boiler_ai.messages import settings
 from boiler_ai.messages.settings import CONTROL_MODES, FSYNC_POLICIES
 from boiler_ai.plant import security
@@ -84,7 +85,7 @@ class DaemonConfig:
     model_sha256: str
     mode: str
     cycle_period_s: float
-    time_scale: float  # plant seconds per wall second; != 1 only against an accelerated simulator
+    time_scale: float  # plant seconds per wall second: 1 unless a simulator drives time (never from a file)
     plant: OpcUaConfig | SteppedConfig
     engagement: EngagementConfig
     policy: PolicyConfig
@@ -92,6 +93,10 @@ class DaemonConfig:
     metrics_listen: str | None  # "host:port" for the Prometheus endpoint, or None
     log_level: str
     cpu_latency_limit_us: int | None  # PM QoS limit held while running (boiler_ai.host); None: the OS decides
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        return None if self.metrics_listen is None else listen_address(self.metrics_listen)
 
     def config_hash(self) -> str:
         """sha256 over this file and every file it brings in, so a record names its exact setup."""
@@ -145,14 +150,12 @@ def _plant(f: Fields, base: Path) -> OpcUaConfig | SteppedConfig:
         f.done()
         return plant
     plant = OpcUaConfig(
-        endpoint=f.string("endpoint"),
+        endpoint=f.address("endpoint", opc_endpoint),
         timeout_s=f.number("timeout_s", 2.0, lo=0.05),
         max_nodes_per_read=f.integer("max_nodes_per_read", None, lo=1),
         max_nodes_per_write=f.integer("max_nodes_per_write", None, lo=1),
         security=_security(f.mapping("security", {"policy": "None"}), base),
     )
-    if not plant.endpoint.startswith("opc.tcp://"):
-        raise f.error("endpoint", f"expected opc.tcp://host:port, got {plant.endpoint!r}")
     f.done()
     return plant
 
@@ -193,9 +196,9 @@ def load_config(path: str | Path) -> DaemonConfig:
     rc = top.mapping("record")
     record = RecordConfig(
         log_dir=_path(rc, "log_dir", base, must_exist=False),
-        publish_endpoint=rc.string("publish_endpoint", None),
-        catchup_endpoint=rc.string("catchup_endpoint", None),
-        fsync=rc.string("fsync", choices=FSYNC_POLICIES),
+        publish_endpoint=rc.address("publish_endpoint", zmq_endpoint, None),
+        catchup_endpoint=rc.address("catchup_endpoint", zmq_endpoint, None),
+                fsync=rc.string("fsync", choices=FSYNC_POLICIES),
         fsync_interval_ms=rc.integer("fsync_interval_ms", settings.LOG_FSYNC_INTERVAL_MS, lo=1),
         segment_max_mb=rc.number("segment_max_mb", settings.LOG_SEGMENT_MAX_MB, lo=0.01),
         segment_max_age_s=rc.number("segment_max_age_s", settings.LOG_SEGMENT_MAX_AGE_S, lo=1.0),
@@ -204,10 +207,12 @@ def load_config(path: str | Path) -> DaemonConfig:
         queue_size=rc.integer("queue_size", settings.LOG_QUEUE_SIZE, lo=1),
         state_every_cycles=rc.integer("state_every_cycles", 60, lo=1),
     )
+    if record.publish_endpoint is not None and record.publish_endpoint == record.catchup_endpoint:
+        raise rc.error("catchup_endpoint", f"{record.catchup_endpoint} is also the publish_endpoint: give each its own")
     rc.done()
 
     metrics = top.mapping("metrics", {"listen": None})
-    metrics_listen = metrics.string("listen", None)
+    metrics_listen = metrics.address("listen", _listen, None)
     metrics.done()
 
     host = top.mapping("host", {})
@@ -226,7 +231,7 @@ def load_config(path: str | Path) -> DaemonConfig:
         model_sha256=sha,
         mode=top.string("mode", choices=CONTROL_MODES),
         cycle_period_s=top.number("cycle_period_s", lo=0.01),
-        time_scale=top.number("time_scale", 1.0, lo=0.001),
+        time_scale=_time_scale(top),
         plant=plant,
         engagement=engagement,
         policy=policy,
@@ -237,6 +242,23 @@ def load_config(path: str | Path) -> DaemonConfig:
     )
     top.done()
     return cfg
+
+
+def _listen(text: str) -> str:
+    listen_address(text)  # a malformed address fails here, naming metrics.listen
+    return text
+
+
+def _time_scale(top: Fields) -> float:
+    """A config file runs against a plant whose time is real: `time_scale` (which multiplies every rate
+    limit, age and hold per wall second) is for a simulator driving time, set by the demo and the tests
+    (`boiler-ai run --sim-speed`), never by a file the daemon may run at a plant with."""
+    scale = top.number("time_scale", 1.0, lo=0.001)
+    if scale != 1.0:
+        raise top.error("time_scale", f"{scale:g} would multiply every rate limit by {scale:g} against a real-time "
+                                      "DCS: only a simulator drives time (boiler-ai demo; boiler-ai run --sim-speed "
+                                      "N against boiler-ai sim --speed N); remove it")
+    return scale
 
 
 def check_unit_matches(cfg: DaemonConfig, tag_map_unit: str) -> None:

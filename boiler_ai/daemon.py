@@ -14,11 +14,12 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import zmq
@@ -47,7 +48,9 @@ from boiler_ai.messages import (
 from boiler_ai.metrics import Metrics, serve_metrics
 from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.plant.types import PlantIO
+from boiler_ai.preflight import preflight
 from boiler_ai.record.recorder import Recorder
+from boiler_ai.strict import ConfigError
 
 SOFTWARE = f"boiler-ai {__version__}"
 
@@ -72,7 +75,8 @@ def build_core(cfg: DaemonConfig) -> Core:
     check_unit_matches(cfg, tag_map.unit)
     envelope = load_envelope(cfg.envelope, tag_map)
     policy = PolicyRunner(cfg.model_path, tag_map=tag_map, expected_sha256=cfg.model_sha256,
-                          mv_names=list(tag_map.manipulated), envelope_margin=cfg.policy.training_envelope_margin)
+                          mv_names=list(tag_map.manipulated), envelope_margin=cfg.policy.training_envelope_margin,
+                          cycle_period_s=cfg.cycle_period_s, cycle_period_from=str(cfg.source))
     settings = ControllerSettings(
         unit_id=cfg.unit, closed_loop=cfg.mode == "closed_loop", cycle_period_s=cfg.cycle_period_s,
         time_scale=cfg.time_scale, healthy_cycles_to_engage=cfg.engagement.healthy_cycles_to_engage,
@@ -281,13 +285,12 @@ async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cyc
     metrics_server = None
     try:
         daemon = Daemon(core, plant, recorder, pace=pace)
-        if cfg.metrics_listen:
-            host, _, port = cfg.metrics_listen.rpartition(":")
-            metrics_server = await serve_metrics(daemon.metrics, host or "127.0.0.1", int(port))
+        if cfg.metrics_address is not None:
+            metrics_server = await serve_metrics(daemon.metrics, *cfg.metrics_address)
         event(log, logging.INFO, "starting", unit=cfg.unit, mode=cfg.mode, plant=_describe(cfg),
               model=core.controller.settings.model_id, model_sha256=cfg.model_sha256,
               config_hash=core.controller.settings.config_hash, log_dir=str(cfg.record.log_dir),
-              next_seq=recorder.log.next_seq, cycle_period_s=cfg.cycle_period_s)
+              next_seq=recorder.log.next_seq, cycle_period_s=cfg.cycle_period_s, time_scale=cfg.time_scale)
         try:
             await plant.connect()
         except ConnectionError as exc:
@@ -320,11 +323,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim-hours", type=float, default=None,
                         help="stop after this many simulated hours of cycles (any plant; meant for a stepped one)")
     parser.add_argument("--max-cycles", type=int, default=None, help="stop after this many cycles")
+    parser.add_argument("--sim-speed", type=float, default=None, metavar="N",
+                        help="the OPC UA server is boiler-ai's simulated unit at N x real time (boiler-ai sim "
+                             "--speed N): rates, ages and holds in its simulated seconds. Never against a plant.")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    if args.sim_speed is not None:
+        if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
+            raise ConfigError("command line", "--sim-speed", f"expected a positive number, got {args.sim_speed}")
+        if isinstance(cfg.plant, SteppedConfig):
+            raise ConfigError("command line", "--sim-speed", "a stepped plant keeps its own simulated time: "
+                                                            "it is for the OPC UA simulator (boiler-ai sim)")
+        cfg = replace(cfg, time_scale=args.sim_speed)
     setup_logging(cfg.log_level)
+    preflight(cfg)
     core = build_core(cfg)
     event(log, logging.INFO, "effective envelope", envelope=core.envelope.describe())
 

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import socket
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from boiler_ai.config import DaemonConfig, load_config
+from boiler_ai.strict import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
@@ -153,8 +155,16 @@ def run(args: argparse.Namespace) -> int:
     from boiler_ai.logs import setup_logging
 
     setup_logging("warning")
+    from boiler_ai.sim.scenario import SCENARIOS
+
     started = time.monotonic()
     base = load_config(args.config)
+    if args.scenario not in SCENARIOS:
+        raise ConfigError("command line", "--scenario", f"unknown scenario {args.scenario!r} "
+                                                        f"(known: {', '.join(SCENARIOS)})")
+    for option, value in (("--minutes", args.minutes), ("--speed", args.speed)):
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError("command line", option, f"expected a positive number, got {value:g}")
     with tempfile.TemporaryDirectory(prefix="boiler-ai-demo-") as tmp:
         cfg = demo_config(base, f"opc.tcp://127.0.0.1:{free_port()}", args.speed, Path(tmp) / "log")
         print(f"running the daemon against the simulated unit ({args.minutes:g} min at {args.speed:g}x) ...",

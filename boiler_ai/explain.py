@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from boiler_ai import status_codes
+from boiler_ai.addresses import endpoint_options
 from boiler_ai.strict import ConfigError
 
 # StatusCode severity: the top two bits.
@@ -491,6 +492,7 @@ def parse_seq(text: str) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     seq = parse_seq(args.seq)
+    endpoint_options(catchup=args.catchup)
     files = load_unit_files(args.config)
     record = read_record(seq, log_dir=args.log, catchup=args.catchup, timeout_s=args.timeout_s)
     s = story(record, files)

@@ -25,6 +25,7 @@ from pathlib import Path
 from boiler_ai.config import load_config
 from boiler_ai.control.cycle import no_lap
 from boiler_ai.daemon import Core, build_core
+from boiler_ai.errors import FileAccessError, UnknownUnit
 from boiler_ai.messages import (
     ABSENT_STATUS,
     EXTERNAL_REASONS,
@@ -129,6 +130,9 @@ def replay(records: Iterable[dict], core: Core) -> ReplayResult:
     started = False
     no_timings = StageTimings()
     for record in records:
+        if record["unit_id"] != controller.settings.unit_id:
+            raise UnknownUnit(f"seq {record['seq']} is a record of unit {record['unit_id']!r}, "
+                              f"the config is for unit {controller.settings.unit_id!r}")
         state = record["controller_state"]
         if not started:
             if state is None:
@@ -182,6 +186,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     core = build_core(cfg)
+    if not args.log_dir.is_dir():
+        raise FileAccessError(f"{args.log_dir}: not a decision log directory")
     result = replay(records_in(args.log_dir, args.from_seq, args.to_seq), core)
     if result.compared == 0 and result.difference is None:
         print(f"replay: no record with controller state in {args.log_dir} from seq {args.from_seq}", file=sys.stderr)

@@ -12,31 +12,73 @@ from typing import Any
 
 import yaml
 
+from boiler_ai.errors import ExpectedError
 
-class ConfigError(ValueError):
+
+class ConfigError(ExpectedError, ValueError):
     """A configuration or data file is wrong. The message names the file and the field."""
 
     def __init__(self, source: str | Path, field: str, message: str):
         self.source = str(source)
         self.field = field
-        super().__init__(f"{source}: {field or '<top>'}: {message}")
+        super().__init__(f"{source}: {field}: {message}" if field else f"{source}: {message}")
 
 
 def load_yaml(path: str | Path) -> dict:
+    """The one reader of every YAML file boiler-ai takes (daemon configs, tag maps, envelopes, test
+    sheets; the guard's own reading of the envelope too). A key given twice in one mapping is an
+    error naming both lines: YAML would keep the second silently, even when it is the looser limit."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read file ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start})") from None
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is not None:
+            _refuse_duplicate_keys(path, loader, node, "", set())
+        data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(path, "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from exc
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(path, "", f"not valid YAML: {where}{problem}") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(path, "", "expected a mapping at the top level")
     return data
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _refuse_duplicate_keys(path: Path, loader: yaml.SafeLoader, node: yaml.Node, where: str, seen: set[int]) -> None:
+    if id(node) in seen:  # an alias: its anchor was checked already
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(path, loader, item, f"{where}[{i}]", seen)
+    elif isinstance(node, yaml.MappingNode):
+        first_seen: dict = {}  # key -> where it first appears
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE or not isinstance(key_node, yaml.ScalarNode):
+                continue  # merged keys may be overridden by design; other keys PyYAML refuses itself
+            key = loader.construct_object(key_node)
+            label = f"{where}.{key}" if where else str(key)
+            mark = key_node.start_mark
+            first = first_seen.setdefault(key, mark)
+            if first is not mark:
+                at, was = f"line {mark.line + 1}", f"line {first.line + 1}"
+                if first.line == mark.line:
+                    at, was = f"{at}, column {mark.column + 1}", f"{was}, column {first.column + 1}"
+                raise ConfigError(path, label, f"duplicate key {key!r} at {at} (first at {was}): "
+                                               "YAML would silently keep the second; remove one")
+            _refuse_duplicate_keys(path, loader, value_node, label, seen)
 
 
 class Fields:
@@ -117,6 +159,17 @@ class Fields:
         if lo > hi:
             raise self.error(key, f"lo {lo} is above hi {hi}")
         return lo, hi
+
+    def address(self, key: str, parse, default: Any = ...):
+        """A network address checked by `parse` (boiler_ai.addresses): a malformed
+        one fails here, naming the field, rather than in a retry loop at run time."""
+        value = self.string(key, default)
+        if value is default and default is not ...:
+            return value
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
 
     def mapping(self, key: str, default: Any = ...) -> Fields:
         value = self.raw(key, default)

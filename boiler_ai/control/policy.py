@@ -54,8 +54,11 @@ SPAN_FLOOR = 0.2  # training spans count as at least this fraction of the physic
 
 class PolicyRunner:
     def __init__(self, model_path: str | Path, *, tag_map: TagMap, expected_sha256: str,
-                 mv_names: Sequence[str], envelope_margin: float = 0.05):
+                 mv_names: Sequence[str], envelope_margin: float = 0.05, cycle_period_s: float | None = None,
+                 cycle_period_from: str = "the daemon config"):
         """`mv_names`: the order of the returned actions (the tag map's manipulated variables, in any order).
+        `cycle_period_s`: the period the runner will be stepped at (set in `cycle_period_from`); a model
+        whose history was built at another period is refused. None: not compared (offline tools).
         `envelope_margin`: tolerance outside the training envelope, as a fraction of each input's
         training span, that span taken as at least a fifth of the signal's physical range (tag map): a
         signal the DCS held tight in training (main steam temperature within a few degC, a bias always 0)
@@ -86,6 +89,10 @@ class PolicyRunner:
             raise ModelError(path, "", f"not a loadable ONNX model ({type(exc).__name__}: {first_line(exc)})") from None
         contract = ModelContract.from_metadata(dict(session.get_modelmeta().custom_metadata_map), path)
         _check_fit(path, contract, session, tag_map)
+        if cycle_period_s is not None and not math.isclose(contract.cycle_period_s, cycle_period_s, rel_tol=1e-9):
+            raise ModelError(path, "cycle_period_s",
+                             f"the model's history is {contract.cycle_period_s:g} s per cycle, but {cycle_period_from} "
+                             f"runs {cycle_period_s:g} s cycles (its cycle_period_s): retrain or change the period")
         self.contract = contract
         self.mv_names = tuple(mv_names)
         self._session = session
@@ -223,6 +230,15 @@ def _check_fit(path: Path, contract: ModelContract, session: ort.InferenceSessio
         raise ModelError(path, "action_names", "must be exactly the manipulated variables of the tag map "
                          f"{tag_map.source}; missing: {', '.join(missing) or 'none'}; "
                          f"not manipulated there: {', '.join(extra) or 'none'}")
+
+    wrong_units = [(mv, unit, tag_map.manipulated[mv].ai_setpoint)
+                   for mv, unit in zip(contract.action_names, contract.action_units)
+                   if unit.strip() != tag_map.signals[tag_map.manipulated[mv].ai_setpoint].unit.strip()]
+    if wrong_units:
+        mv, unit, tag = wrong_units[0]
+        more = f" (and {len(wrong_units) - 1} more)" if len(wrong_units) > 1 else ""
+        raise ModelError(path, "action_units", f"{mv} is in {unit!r}, but the tag map {tag_map.source} writes {tag} "
+                         f"in {tag_map.signals[tag].unit!r}{more}: the model was trained for other units")
 
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].name != contract.input_name:

@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from boiler_ai import status_codes
+from boiler_ai.addresses import endpoint_options, tcp_listening
 from boiler_ai.dashboard.feed import DEFAULT_TRENDS, CatchupFeed, LogFeed, Timeline, check_source
 from boiler_ai.explain import UnitFiles, load_unit_files, plain, render, story
 from boiler_ai.record.schema import decode
@@ -181,6 +182,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ConfigError("command line", "--hours", f"expected a number of hours in (0, 48], got {args.hours}")
     if args.pub and not args.catchup:
         raise ConfigError("command line", "--pub", "needs --catchup (the log fills what the live stream misses)")
+    endpoint_options(catchup=args.catchup, pub=args.pub)
+    with tcp_listening(args.host, args.port, f"--host/--port {args.host}:{args.port}"):
+        pass  # free: uvicorn would log its own error and exit 1
 
 
 def run(args: argparse.Namespace) -> int:

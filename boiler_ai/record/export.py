@@ -11,11 +11,13 @@ Source: a durable log directory, a historian's SQLite file, or a PostgreSQL DSN.
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+from boiler_ai.errors import FileAccessError, MissingExtra, UnknownUnit
 from boiler_ai.record.log import iter_frames
 from boiler_ai.record.schema import decode
 from boiler_ai.record.store import is_postgres, open_store
@@ -48,18 +50,21 @@ def records_from(source: str, unit: str | None, start: float | None, end: float 
         for _, _, frame in iter_frames(source):
             if (start is None or frame.wall_time >= start) and (end is None or frame.wall_time < end):
                 record = decode(frame.payload)
-                if unit is None or record.get("unit_id") == unit:
-                    yield record
+                if unit is not None and record.get("unit_id") != unit:  # a log holds one unit
+                    raise UnknownUnit(f"{source}: --unit {unit!r}: this log is unit {record.get('unit_id')!r}")
+                yield record
         return
     if not is_postgres(source) and not Path(source).is_file():
         raise ConfigError(source, "", "not a log directory, a SQLite file or a postgresql:// DSN")
     store = open_store(source)
     try:
+        units = store.units()
         if unit is None:
-            units = store.units()
             if len(units) != 1:
                 raise ConfigError(source, "--unit", f"the database holds units {units}: choose one with --unit")
             unit = units[0]
+        elif unit not in units:
+            raise UnknownUnit(f"{source}: --unit {unit!r}: not in this database (units: {', '.join(units) or 'none'})")
         for _, text in store.records(unit, start, end):
             yield decode(text)
     finally:
@@ -67,29 +72,25 @@ def records_from(source: str, unit: str | None, start: float | None, end: float 
 
 
 class _Table:
-    """Rows gathered column by column, handed to a pyarrow writer in chunks."""
+    """Rows gathered column by column, handed to the writer in chunks."""
 
     def __init__(self, signals: list[str], mvs: list[str], actions: bool):
-        import pyarrow as pa  # optional dependency: only export needs it
-
-        self.pa = pa
         self.signals, self.mvs = signals, (mvs if actions else [])
-        fields = [("unit_id", pa.string()), ("seq", pa.int64()), ("wall_time", pa.float64()),
-                  ("time", pa.timestamp("us", tz="UTC")), ("mode", pa.string()), ("model_id", pa.string()),
-                  ("release_reason", pa.string())]
+        fields = [("unit_id", "string"), ("seq", "int"), ("wall_time", "float"), ("time", "time"),
+                  ("mode", "string"), ("model_id", "string"), ("release_reason", "string")]
         for name in signals:
-            fields += [(name, pa.float64()), (f"{name}.valid", pa.bool_())]
+            fields += [(name, "float"), (f"{name}.valid", "bool")]
         for mv in self.mvs:
-            fields += [(f"{mv}.{column}", pa.float64()) for column, _ in ACTIONS]
-        self.schema = pa.schema(fields)
-        self.columns: dict[str, list] = {name: [] for name in self.schema.names}
+            fields += [(f"{mv}.{column}", "float") for column, _ in ACTIONS]
+        self.fields = fields
+        self.columns: dict[str, list] = {name: [] for name, _ in fields}
 
     def add(self, record: dict) -> None:
         c = self.columns
         c["unit_id"].append(record["unit_id"])
         c["seq"].append(record["seq"])
         c["wall_time"].append(record["wall_time"])
-        c["time"].append(int(round(record["wall_time"] * 1e6)))
+        c["time"].append(int(round(record["wall_time"] * 1e6)))  # microseconds since the epoch, UTC
         c["mode"].append(record["mode"])
         c["model_id"].append(record["model"]["id"])
         c["release_reason"].append(record["release_reason"])
@@ -111,17 +112,18 @@ class _Table:
     def __len__(self) -> int:
         return len(self.columns["seq"])
 
-    def take(self):
-        batch = self.pa.record_batch([self.pa.array(self.columns[n], type=f.type)
-                                      for n, f in zip(self.schema.names, self.schema)], schema=self.schema)
-        for values in self.columns.values():
-            values.clear()
-        return batch
+    def take(self) -> dict[str, list]:
+        taken = self.columns
+        self.columns = {name: [] for name, _ in self.fields}
+        return taken
 
 
 def export(records: Iterable[dict], out: Path, fmt: str, *, signals: list[str] | None = None,
            actions: bool = True) -> int:
     """Write the records as a dataset; returns the number of rows. Columns come from the first record."""
+    writer_class = _ParquetWriter if fmt == "parquet" else _CsvWriter
+    if fmt == "parquet":
+        _ParquetWriter.require()  # before reading a months-long log only to fail at the end
     iterator = iter(records)
     first = next(iterator, None)
     if first is None:
@@ -134,8 +136,11 @@ def export(records: Iterable[dict], out: Path, fmt: str, *, signals: list[str] |
         raise ConfigError("command line", "--signals", f"{unknown[0]!r} is not in the records "
                                                       f"(known: {', '.join(known)})")
     table = _Table(signals, list(first["mvs"]), actions)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer = _writer(out, fmt, table.schema)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        writer = writer_class(out, table.fields)
+    except OSError as exc:
+        raise FileAccessError(f"{out}: cannot write the output ({exc.strerror or exc})") from None
     rows = 0
     try:
         table.add(first)
@@ -143,23 +148,72 @@ def export(records: Iterable[dict], out: Path, fmt: str, *, signals: list[str] |
             table.add(record)
             if len(table) >= CHUNK_ROWS:
                 rows += len(table)
-                writer.write_batch(table.take())
+                writer.write(table.take())
         rows += len(table)
         if len(table):
-            writer.write_batch(table.take())
+            writer.write(table.take())
     finally:
         writer.close()
     return rows
 
 
-def _writer(out: Path, fmt: str, schema):
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+class _CsvWriter:
+    """Plain CSV with the standard library: a header row, then one row per cycle. Floats in their
+    shortest exact form (nan, inf as Python writes them), booleans true/false, times ISO 8601 UTC,
+    an empty field for null."""
 
-        return pq.ParquetWriter(out, schema, compression="zstd")
-    import pyarrow.csv as pacsv
+    def __init__(self, out: Path, fields: list[tuple[str, str]]):
+        self._file = open(out, "w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._file)
+        self._kinds = [kind for _, kind in fields]
+        self._csv.writerow(name for name, _ in fields)
 
-    return pacsv.CSVWriter(out, schema)
+    @staticmethod
+    def _text(value, kind: str) -> str:
+        if value is None:
+            return ""
+        if kind == "bool":
+            return "true" if value else "false"
+        if kind == "time":
+            seconds, micros = divmod(value, 1_000_000)
+            when = datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=micros)
+            return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return repr(value) if kind == "float" else str(value)
+
+    def write(self, columns: dict[str, list]) -> None:
+        kinds = self._kinds
+        self._csv.writerows([self._text(v, k) for v, k in zip(row, kinds)] for row in zip(*columns.values()))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _ParquetWriter:
+    """Parquet through pyarrow (the `parquet` extra), zstd-compressed, typed columns."""
+
+    @staticmethod
+    def require():
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise MissingExtra("export to Parquet", "parquet", "pyarrow") from None
+        return pa, pq
+
+    def __init__(self, out: Path, fields: list[tuple[str, str]]):
+        pa, pq = self.require()
+        types = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(),
+                 "time": pa.timestamp("us", tz="UTC"), "bool": pa.bool_()}
+        self.pa = pa
+        self.schema = pa.schema([(name, types[kind]) for name, kind in fields])
+        self._writer = pq.ParquetWriter(out, self.schema, compression="zstd")
+
+    def write(self, columns: dict[str, list]) -> None:
+        arrays = [self.pa.array(columns[field.name], type=field.type) for field in self.schema]
+        self._writer.write_batch(self.pa.record_batch(arrays, schema=self.schema))
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ import time
 
 import zmq
 
+from boiler_ai.addresses import endpoint_options
 from boiler_ai.record.publisher import unpack_header
 from boiler_ai.record.store import Lost, Row, Store, open_store
 
@@ -306,6 +307,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    endpoint_options(pub=args.pub, catchup=args.catchup)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from boiler_ai.errors import FileAccessError, MissingExtra
+
 Row = tuple[int, float, str]  # seq, wall_time, record (JSON text)
 Lost = tuple[int, int, str]  # first_seq, last_seq, reason
 
@@ -157,6 +159,12 @@ class _SqlStore:
 class SqliteStore(_SqlStore):
     def __init__(self, path: Path):
         self.path = path
+        try:
+            self._open(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise FileAccessError(f"{path}: cannot open it as a SQLite store ({exc})") from None
+
+    def _open(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open each write transaction ourselves (BEGIN IMMEDIATE).
         self.conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
@@ -189,7 +197,10 @@ class PostgresStore(_SqlStore):
     ph = "%s"
 
     def __init__(self, dsn: str):
-        import psycopg  # optional dependency: only PostgreSQL users need it
+        try:
+            import psycopg  # optional dependency: only PostgreSQL users need it
+        except ImportError:
+            raise MissingExtra("a PostgreSQL store", "postgres", "psycopg") from None
 
         self.dsn = dsn
         # Autocommit: reads take no transaction; save() opens a real one with conn.transaction().

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
+from boiler_ai.addresses import opc_endpoint, tcp_listening
 from boiler_ai.plant.opcua_server import (
     DEFAULT_ENDPOINT,
     TIMESTAMP_MODES,
@@ -45,6 +46,7 @@ from boiler_ai.plant.security import SecurityError, read_password
 from boiler_ai.plant.tagmap import SignalSpec, TagMap, load_tag_map
 from boiler_ai.sim.scenario import SCENARIOS, Scenario, named_scenario
 from boiler_ai.sim.unit import ReferenceUnit, default_tag_map_path
+from boiler_ai.strict import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +267,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        url = urlparse(opc_endpoint(args.endpoint))
+    except ValueError as exc:
+        raise ConfigError("command line", "--endpoint", str(exc)) from None
+    with tcp_listening(url.hostname, url.port, f"--endpoint {args.endpoint}"):
+        pass  # free: asyncua would log a traceback of its own before failing
     try:
         security = _security(args)
         habits = VendorHabits(args.timestamps, args.analog_deadband, args.analog_decimals,

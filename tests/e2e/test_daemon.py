@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def test_run_publishes_serves_metrics_and_releases_on_sigterm(tmp_path: Path):
         sim = SimulatedUnitServer(unit, endpoint=endpoint, speed=SPEED)
         await sim.set_ai_enable(True)
         await sim.start()
-        config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop", time_scale=SPEED,
+        config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop",
                                  plant={"endpoint": endpoint, "timeout_s": 0.5},
                                  record={"publish_endpoint": pub, "catchup_endpoint": catchup, "fsync": "interval"},
                                  metrics={"listen": metrics})
@@ -43,7 +44,7 @@ def test_run_publishes_serves_metrics_and_releases_on_sigterm(tmp_path: Path):
         historian = subprocess.Popen([sys.executable, "-m", "boiler_ai", "historian", "--unit", "reference_unit",
                                       "--pub", pub, "--catchup", catchup, "--db", str(db), "--poll-s", "0.5"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config)],
+        daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config), "--sim-speed", str(SPEED)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             await until_engaged(unit)
@@ -89,7 +90,7 @@ def test_run_publishes_serves_metrics_and_releases_on_sigterm(tmp_path: Path):
 
 def test_a_bug_in_the_cycle_releases_and_stops_the_daemon(tmp_path: Path):
     """An unexpected exception is not a plant fault to ride through: drop AI_REQUEST and exit non-zero."""
-    core = build_core(load_config(follower_config(tmp_path, mode="closed_loop", time_scale=1000.0)))
+    core = build_core(replace(load_config(follower_config(tmp_path, mode="closed_loop")), time_scale=1000.0))
     unit = ReferenceUnit(named_scenario("steady_full_load", 0), seed=0)
     unit.set_ai_enable(True)
 

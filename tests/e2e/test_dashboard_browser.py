@@ -103,10 +103,10 @@ def test_dashboard_shows_live_mode_trends_and_an_explanation(tmp_path, browser, 
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
     pub, catchup, port = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", free_port()
     sim = SimulatedUnit(endpoint)
-    config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop", time_scale=SPEED,
+    config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop",
                              plant={"endpoint": endpoint, "timeout_s": 0.5},
                              record={"publish_endpoint": pub, "catchup_endpoint": catchup, "fsync": "interval"})
-    daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config)],
+    daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config), "--sim-speed", str(SPEED)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     dashboard = subprocess.Popen([sys.executable, "-m", "boiler_ai", "dashboard", "--catchup", catchup, "--pub", pub,
                                   "--config", str(config), "--port", str(port)],

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ class Bench:
         self.unit = SensorFaults(ReferenceUnit(named_scenario("steady_full_load", 0), seed=0))
         self.sim = SimulatedUnitServer(self.unit, endpoint=self.endpoint, speed=SPEED)
         self.config = follower_config(tmp_path, policy.pop("offsets", {"sa_damper_c_pct": 6.0}), mode="closed_loop",
-                                      time_scale=SPEED, plant={"endpoint": self.endpoint, "timeout_s": 0.5}, **policy)
+                                      plant={"endpoint": self.endpoint, "timeout_s": 0.5}, **policy)
         self.daemon: Daemon | None = None
         self.records: list[dict] = []
 
@@ -71,7 +72,7 @@ class Bench:
     async def __aenter__(self):
         await self.sim.set_ai_enable(True)
         await self.sim.start()
-        core = build_core(load_config(self.config))
+        core = build_core(replace(load_config(self.config), time_scale=SPEED))  # the simulator drives time
         plant, pace = make_plant(core)
         self.daemon = Daemon(core, plant, open_recorder(core.config), pace=pace)
         await self.daemon.plant.connect()
@@ -256,9 +257,9 @@ def test_daemon_killed_the_dcs_watchdog_takes_over(tmp_path):
         sim = SimulatedUnitServer(unit, endpoint=endpoint, speed=SPEED)
         await sim.set_ai_enable(True)
         await sim.start()
-        config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop", time_scale=SPEED,
+        config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop",
                                  plant={"endpoint": endpoint, "timeout_s": 0.5})
-        daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config)],
+        daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config), "--sim-speed", str(SPEED)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             await until_engaged(unit)

@@ -55,7 +55,7 @@ def test_live_segment_truncated_mid_run_then_daemon_restarted(tmp_path: Path):
         sim = SimulatedUnitServer(unit, endpoint=endpoint, speed=SPEED)
         await sim.set_ai_enable(True)
         await sim.start()
-        config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop", time_scale=SPEED,
+        config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop",
                                  plant={"endpoint": endpoint, "timeout_s": 0.5},
                                  record={"publish_endpoint": pub, "catchup_endpoint": catchup, "fsync": "interval"})
         log_dir, db = tmp_path / "log", tmp_path / "historian.sqlite"
@@ -65,8 +65,8 @@ def test_live_segment_truncated_mid_run_then_daemon_restarted(tmp_path: Path):
         daemons = []
 
         def start_daemon():
-            daemons.append(subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config)],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+            daemons.append(subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config), "--sim-speed",
+                                             str(SPEED)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
 
         def stop_daemon():
             daemons[-1].send_signal(signal.SIGTERM)

@@ -10,12 +10,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "boiler_ai"
 
 # room -> rooms it may import (besides itself and third-party libraries). `strict` (the strict YAML field
-# reader), `status_codes` (the operator's code and text for each reason) and the package's own `__init__`
-# (the version) are ground floor like the messages.
-GROUND = {"messages", "strict", "status_codes", "__init__"}
+# reader), `status_codes` (the operator's code and text for each reason), `errors` (the expected-failure
+# types every command prints as one line), `addresses` (network addresses parsed and probed) and the
+# package's own `__init__` (the version) are ground floor like the messages.
+GROUND = {"messages", "strict", "status_codes", "errors", "addresses", "__init__"}
 ALLOWED = {
     "messages": set(),
-    "strict": set(),
+    "errors": set(),
+    "addresses": {"errors", "strict"},
+    "strict": {"errors"},
     "status_codes": set(),
     "__init__": set(),
     "plant": {"messages", "strict"},
@@ -23,8 +26,8 @@ ALLOWED = {
     "control": {"messages", "strict"},
     "record": {"messages", "strict"},
 }
-WIRING = {"config", "daemon", "cli", "check", "demo", "replay", "explain", "dashboard", "metrics", "host", "logs",
-          "__main__"}
+WIRING = {"config", "daemon", "cli", "check", "preflight", "demo", "replay", "explain", "dashboard", "metrics", "host",
+          "logs", "__main__"}
 # Known crossings, each a module -> module pair with the reason it stays for now.
 EXCEPTIONS = {
     # The core is built from the tag map's signal specs; it reads them at construction, never after.
