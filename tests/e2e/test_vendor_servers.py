@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ class VendorBench:
         self.endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
         self.unit = WritesSeen(ReferenceUnit(named_scenario("steady_full_load", 0), seed=0))
         self.sim = SimulatedUnitServer(self.unit, endpoint=self.endpoint, speed=SPEED, habits=habits)
-        self.config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop", time_scale=SPEED,
+        self.config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop",
                                       plant={"endpoint": self.endpoint, "timeout_s": 0.5})
         self.daemon: Daemon | None = None
         self.records: list[dict] = []
@@ -65,7 +66,7 @@ class VendorBench:
     async def __aenter__(self):
         await self.sim.set_ai_enable(True)
         await self.sim.start()
-        core = build_core(load_config(self.config))
+        core = build_core(replace(load_config(self.config), time_scale=SPEED))  # the simulator drives time
         plant, pace = make_plant(core)
         self.daemon = Daemon(core, plant, open_recorder(core.config), pace=pace)
         await self.daemon.plant.connect()
