@@ -109,7 +109,8 @@ def tradeoffs(load_mw: float) -> dict:
                 "carbon_in_fly_ash_pct_pt": round(a.fire.carbon_in_fly_ash_pct - b.fire.carbon_in_fly_ash_pct, 3),
                 "efficiency_pct_pt": round(a.efficiency_pct - b.efficiency_pct, 3),
                 "heat_rate_pct": pct(a.heat_rate_kj_kwh, b.heat_rate_kj_kwh),
-                "main_steam_c": round(a.main_steam_c - b.main_steam_c, 2), "reheat_c": round(a.reheat_c - b.reheat_c, 2)}
+                "main_steam_c": round(a.main_steam_c - b.main_steam_c, 2),
+                "reheat_c": round(a.reheat_c - b.reheat_c, 2)}
 
     return {
         "load_mw": load_mw,
