@@ -28,7 +28,8 @@ from boiler_ai.strict import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
-KPIS = ("efficiency_pct", "efficiency_lhv_pct", "nox_mg_nm3", "co_ppm", "o2_pct", "spray_tph")
+KPIS = ("efficiency_pct", "efficiency_lhv_pct", "heat_rate_kj_kwh", "nox_mg_nm3", "co_ppm", "o2_pct", "spray_tph",
+        "rh_spray_tph")
 
 
 class KpiMeter:
@@ -125,9 +126,11 @@ def run_dcs_alone(scenario: str, seed: int, minutes: float) -> dict:
 
 def render(ai: dict, dcs: dict, args) -> str:
     rows = [("boiler efficiency, HHV (%)", "efficiency_pct", 2),
-            ("boiler efficiency, LHV (%)", "efficiency_lhv_pct", 2), ("excess O2, dry (%)", "o2_pct", 2),
+            ("boiler efficiency, LHV (%)", "efficiency_lhv_pct", 2),
+            ("unit heat rate (kJ/kWh net of fans)", "heat_rate_kj_kwh", 0), ("excess O2, dry (%)", "o2_pct", 2),
             ("NOx before SCR (mg/Nm3 @6% O2)", "nox_mg_nm3", 0),
-            ("CO (ppm)", "co_ppm", 0), ("spray flow, all stages (t/h)", "spray_tph", 1)]
+            ("CO (ppm)", "co_ppm", 0), ("spray flow, all stages (t/h)", "spray_tph", 1),
+            ("  of which reheat spray (t/h)", "rh_spray_tph", 1)]
     lines = [f"boiler-ai demo: scenario {args.scenario!r}, seed {args.seed}, {args.minutes:g} simulated minutes "
              f"at {args.speed:g}x",
              f"{'':34}{'AI (daemon)':>14}{'DCS alone':>14}{'difference':>14}"]
