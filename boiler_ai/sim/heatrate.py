@@ -24,8 +24,9 @@ REHEAT_TEMP_HR_PCT_PER_C = 0.022
 RH_SPRAY_HR_PCT_PER_PCT = 0.15
 SH_SPRAY_HR_PCT_PER_PCT = 0.03
 FAN_RATED_MW = {"fd": 3.6, "pa": 4.8, "id": 7.0}
-# Rated-load flows the fan powers refer to (the unit on the design coal at 600 MW, 8 % leakage).
-FD_RATED_TPH, PA_RATED_TPH, ID_RATED_M3 = 1880.0, 445.0, 2640.0 * (273.15 + 128.5) / 273.15
+# Rated-load flows the fan powers refer to (the unit on the design coal at 600 MW, 8 % leakage): the
+# ID fan's as t/h at 0 degC-equivalent volume.
+FD_RATED_TPH, PA_RATED_TPH, ID_RATED_M3 = 1840.0, 530.0, 2575.0 * (273.15 + 127.0) / 273.15
 
 
 @dataclass(frozen=True, slots=True)
