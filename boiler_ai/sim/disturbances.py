@@ -43,7 +43,7 @@ class Disturbances:
     coal_volatile_pt: float = 2.0  # std of volatile matter daf, percentage points (tau 4 h)
     lab_composite_h: float = 8.0  # the lab analyses one composite sample per shift ...
     lab_delay_h: float = 4.0  # ... and reports it this long after the shift ends
-    flame_wander: float = 0.08  # std of the fireball's height wandering (0-1 = level A-F; tau 90 s)
+    flame_wander: float = 0.085  # std of the fireball's height wandering (0-1 = level A-F; tau 90 s)
     windbox_drift_pct: float = 3.0  # std of each burner level's secondary-air imbalance drift (tau 6 h)
     slag_growth: bool = True  # slag grows with FEGT and ash (False: the scenario's fixed rate)
     slag_shedding_per_h: float = 0.6  # rate of shedding events at full slag (fewer with less slag)
