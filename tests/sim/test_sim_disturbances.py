@@ -165,8 +165,11 @@ def test_ambient_and_humidity_follow_the_day_and_the_weather():
 
 
 def test_airheater_leakage_biases_the_corrected_exit_gas_reading_and_costs_fan_power():
-    tight = ReferenceUnit(steady(1200.0, noise=False, disturbances=replace(NO_DISTURBANCES, airheater_leakage_pct=4.0)))
-    leaky = ReferenceUnit(steady(1200.0, noise=False, disturbances=replace(NO_DISTURBANCES, airheater_leakage_pct=12.0)))
+    def with_leakage(pct: float) -> ReferenceUnit:
+        d = replace(NO_DISTURBANCES, airheater_leakage_pct=pct)
+        return ReferenceUnit(steady(1200.0, noise=False, disturbances=d))
+
+    tight, leaky = with_leakage(4.0), with_leakage(12.0)
     run(tight, 900.0)
     run(leaky, 900.0)
     # The DCS corrects for its design leakage (7 %): more leakage reads low, less reads high.
