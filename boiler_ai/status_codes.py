@@ -6,7 +6,8 @@ AI_STATUS is the engagement mode. AI_REASON is why the AI is not doing all it co
 the last release (kept until the AI engages again, so the operator sees why it dropped even after
 the cycle that dropped it), else of a hold this cycle (a non-critical input on its last good value,
 the model unsure, the envelope holding), else of what keeps it from engaging; 0 when nothing does.
-Codes are never renumbered; new reasons get new codes. Standard library only: the controller core,
+Codes are never renumbered; a new reason in boiler_ai.messages.Reason gets a new code here (a test
+holds the two together). Standard library only: the controller core,
 the dashboard and the simulator's DCS emulation all read it.
 """
 
@@ -53,7 +54,6 @@ REASONS: tuple[Reason, ...] = (
     Reason(108, "not_enough_healthy_cycles", "Waiting for enough healthy cycles before engaging", ""),
     Reason(109, "requesting_ai_mode", "AI asking the DCS for control", ""),
     Reason(110, "dcs_confirmed", "DCS confirmed the hand-back", ""),
-    Reason(111, "mv_handed_back", "One or more MVs handed back to the DCS by the operator", ""),
     Reason(201, "read_failed", "Cannot read the plant (OPC UA connection)", "Check the OPC UA link to the DCS"),
     Reason(202, "critical_input_invalid", "Critical measurement bad, stale or out of range",
            "Check the instrument named in the record"),
