@@ -59,6 +59,8 @@ REASONS: tuple[Reason, ...] = (
            "Check the instrument named in the record"),
     Reason(203, "holding_last_good", "Non-critical measurement bad: holding its last good value",
            "Check the instrument; the AI releases if it does not recover"),
+    Reason(300, "observe_mode", "Observe mode: recording the unit's history, no model",
+           "Train a model for this unit (training/README.md), then run it in shadow mode"),
     Reason(301, "policy_history_filling", "Model filling its input history", ""),
     Reason(302, "model_output_not_finite", "Model output invalid", "Call the control engineer"),
     Reason(303, "model_out_of_depth_holding", "Plant outside the model's experience: holding setpoints", ""),
