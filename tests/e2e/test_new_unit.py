@@ -52,7 +52,7 @@ def observe_config(tmp_path: Path, endpoint: str) -> Path:
     config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
     config.update(tag_map=str(ROOT / "opc" / "example_330mw.yaml"),
                   envelope=str(ROOT / "constraints" / "example_330mw.yaml"),
-                  cycle_period_s=1.0, time_scale=SPEED, metrics={"listen": None})
+                  cycle_period_s=1.0, metrics={"listen": None})
     config["plant"]["endpoint"] = endpoint
     config["record"].update(log_dir=str(tmp_path / "log"), publish_endpoint=None, catchup_endpoint=None)
     path = tmp_path / "example_330mw.yaml"
@@ -81,7 +81,8 @@ def test_new_unit_from_tag_map_to_observe_history_to_dataset(tmp_path: Path):
             assert "model       none (mode observe)" in check.stdout
             assert "check: server OK" in check.stdout and "next: run this config (mode: observe)" in check.stdout
 
-            daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config)],
+            daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config),
+                                       "--sim-speed", str(SPEED)],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 await asyncio.sleep(6.0)  # about 24 simulated seconds
