@@ -13,6 +13,7 @@ import math
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -85,7 +86,10 @@ def test_new_unit_from_tag_map_to_observe_history_to_dataset(tmp_path: Path):
                                        "--sim-speed", str(SPEED)],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
-                await asyncio.sleep(6.0)  # about 24 simulated seconds
+                # until about 12 cycles are logged (a loaded machine takes a while to start the daemon)
+                deadline = time.monotonic() + 90
+                while len(list(iter_records(tmp_path / "log"))) < 12 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)
             finally:
                 daemon.send_signal(signal.SIGTERM)
                 out, err = await asyncio.to_thread(daemon.communicate, timeout=30)
