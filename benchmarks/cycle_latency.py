@@ -13,7 +13,15 @@ medians over the windows (each window's figures are printed too, and the pooled 
 Last line: a JSON object with "compute_p99_ms", "cycle_p99_ms" (medians over windows) and "rss_mb"
 (this daemon process's resident memory at the end).
 
+With --dashboard it measures what a dashboard costs the control loop: runs alternate without and with
+a `boiler-ai dashboard` process following the daemon (PUB and catch-up, as at a plant) and a busy
+client polling the dashboard's status and trend as fast as it answers; both kinds of run serve
+records on PUB and catch-up. Alternating pairs (--pairs) keep the neighbours' noise out of the
+comparison; the last line then adds "dashboard": the medians over the runs of each kind and the
+change of the cycle and compute p99 in percent.
+
     python benchmarks/cycle_latency.py [--cycles 2600] [--window 500] [--speed 20] [--config CONFIG]
+    python benchmarks/cycle_latency.py --dashboard [--pairs 2]
 """
 
 from __future__ import annotations
@@ -23,11 +31,13 @@ import asyncio
 import dataclasses
 import gc
 import json
+import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +114,112 @@ def percentiles(values) -> tuple[float, float]:
     return float(np.percentile(data, 50)), float(np.percentile(data, 99))
 
 
+def busy_client(url: str, stop_file: Path) -> None:
+    """Poll the dashboard's status and trend back to back until stop_file exists (run in its own process)."""
+    after, polls = -1, 0
+    while not stop_file.exists():
+        try:
+            urllib.request.urlopen(url + "api/status", timeout=5).read()
+            trend = json.loads(urllib.request.urlopen(f"{url}api/trend?after={after}", timeout=5).read())
+            after = trend["seq"][-1] if trend["seq"] else after
+            polls += 1
+        except OSError:
+            time.sleep(0.1)  # not up yet
+    stop_file.with_suffix(".polls").write_text(str(polls))
+
+
+def run_once(args, endpoint: str, dashboard: bool | None) -> tuple[list[dict], str, int]:
+    """One measured daemon run; with dashboard (True or False) the daemon serves PUB and catch-up and,
+    when True, a dashboard follows it under a busy client. Returns timings, CPU limit state, polls."""
+    extra: list[subprocess.Popen] = []
+    polls = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        base = load_config(args.config)
+        cfg = demo_config(base, endpoint, args.speed, Path(tmp))
+        record = dataclasses.replace(cfg.record, fsync="interval")
+        if dashboard is not None:
+            pub, catchup = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+            record = dataclasses.replace(record, publish_endpoint=pub, catchup_endpoint=catchup)
+        cfg = dataclasses.replace(cfg, record=record, cpu_latency_limit_us=None if args.no_cpu_latency_limit
+                                  else base.cpu_latency_limit_us)
+        stop_file = Path(tmp) / "stop"
+        try:
+            if dashboard:
+                port = free_port()
+                # The dashboard lowers its own priority; the client stands in for a browser on another
+                # machine, so it runs at the same low priority (and on its own core with --dashboard-cpu).
+                def pin():
+                    if args.dashboard_cpu is not None:
+                        os.sched_setaffinity(0, {args.dashboard_cpu})
+                extra.append(subprocess.Popen(
+                    [sys.executable, "-m", "boiler_ai", "dashboard", "--catchup", catchup, "--pub", pub,
+                     "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin))
+                extra.append(subprocess.Popen(
+                    [sys.executable, __file__, "--busy-client", f"http://127.0.0.1:{port}/", str(stop_file)],
+                    preexec_fn=lambda: (pin(), os.nice(10))))
+            timings, latency = asyncio.run(measure(cfg, args.cycles, args.speed))
+        finally:
+            stop_file.touch()
+            for process in extra[::-1]:
+                if process.args[-1] == str(stop_file):
+                    process.wait(30)
+                else:
+                    process.terminate()
+                    process.wait(30)
+            if dashboard:
+                polls = int(stop_file.with_suffix(".polls").read_text() or 0)
+    return timings, latency, polls
+
+
+def summarise(timings: list[dict], window: int) -> tuple[list[dict], list[list[dict]], dict]:
+    for t in timings:
+        t["compute"] = sum(t[s] for s in COMPUTE)
+    measured = timings[WARM_UP:]
+    windows = [measured[i:i + window] for i in range(0, len(measured) - window + 1, window)]
+    summary = {}
+    for stage in STAGES + ("compute", "total"):
+        per_window = [percentiles([t[stage] for t in w]) for w in windows]
+        summary[stage] = (float(np.median([w[0] for w in per_window])), float(np.median([w[1] for w in per_window])),
+                          per_window)
+    return measured, windows, summary
+
+
+def compare_with_dashboard(args, endpoint: str) -> None:
+    if args.dashboard_cpu is not None:  # the daemon (this process) off the dashboard's core, in both kinds of run
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - {args.dashboard_cpu} or {args.dashboard_cpu})
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    for pair in range(args.pairs):
+        for with_dashboard in (False, True):
+            timings, latency, polls = run_once(args, endpoint, with_dashboard)
+            measured, windows, summary = summarise(timings, args.window)
+            figures = {"compute_p99_ms": summary["compute"][1], "cycle_p99_ms": summary["total"][1],
+                       "cycle_p50_ms": summary["total"][0], "polls": polls, "seconds": len(timings) / args.speed}
+            runs[with_dashboard].append(figures)
+            print(f"pair {pair + 1} {'with' if with_dashboard else 'without'} dashboard: cycle p50 "
+                  f"{figures['cycle_p50_ms']:.3f} ms, p99 {figures['cycle_p99_ms']:.3f} ms, compute p99 "
+                  f"{figures['compute_p99_ms']:.3f} ms" + (f", {polls} client polls "
+                                                            f"({polls / figures['seconds']:.0f}/s)"
+                                                            if with_dashboard else "")
+                  + f"; CPU latency limit {latency}", flush=True)
+    med = {k: {f: float(np.median([r[f] for r in runs[k]])) for f in ("cycle_p99_ms", "compute_p99_ms",
+                                                                        "cycle_p50_ms")} for k in runs}
+    change = {f: 100.0 * (med[True][f] - med[False][f]) / med[False][f] for f in ("cycle_p99_ms", "compute_p99_ms")}
+    print(f"median over {args.pairs} runs each: cycle p99 {med[False]['cycle_p99_ms']:.3f} ms without, "
+          f"{med[True]['cycle_p99_ms']:.3f} ms with a dashboard polled by a busy client "
+          f"({change['cycle_p99_ms']:+.1f} %); compute p99 {change['compute_p99_ms']:+.1f} %")
+    print(json.dumps({"dashboard": {
+        "without": {k: round(v, 3) for k, v in med[False].items()},
+        "with": {k: round(v, 3) for k, v in med[True].items()},
+        "cycle_p99_change_pct": round(change["cycle_p99_ms"], 1),
+        "compute_p99_change_pct": round(change["compute_p99_ms"], 1),
+        "pairs": args.pairs, "cycles_per_run": args.cycles - WARM_UP, "dashboard_cpu": args.dashboard_cpu,
+        "client_polls_per_s": round(float(np.median([r["polls"] / r["seconds"] for r in runs[True]])), 1)}}))
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--busy-client":
+        busy_client(sys.argv[2], Path(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=2600)
     parser.add_argument("--window", type=int, default=500, help="cycles per window (medians are taken over windows)")
@@ -112,7 +227,15 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "deploy" / "examples" / "reference_unit.yaml")
     parser.add_argument("--no-cpu-latency-limit", action="store_true",
                         help="ignore the config's host.cpu_latency_limit_us (measure with the OS's idle states)")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="compare runs without and with a dashboard under a busy client (alternating pairs)")
+    parser.add_argument("--pairs", type=int, default=2, help="with --dashboard: pairs of runs")
+    parser.add_argument("--dashboard-cpu", type=int, default=-1,
+                        help="with --dashboard: a CPU for the dashboard and its client, the daemon on the others "
+                             "(default -1: no pinning)")
     args = parser.parse_args()
+    if args.dashboard_cpu is not None and args.dashboard_cpu < 0:
+        args.dashboard_cpu = None
     if args.cycles - WARM_UP < args.window:
         parser.error(f"--cycles must be at least {WARM_UP} + --window")
 
@@ -122,30 +245,21 @@ def main() -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_server(endpoint)
-        with tempfile.TemporaryDirectory() as tmp:
-            base = load_config(args.config)
-            cfg = demo_config(base, endpoint, args.speed, Path(tmp))
-            cfg = dataclasses.replace(cfg, record=dataclasses.replace(cfg.record, fsync="interval"),
-                                      cpu_latency_limit_us=None if args.no_cpu_latency_limit
-                                      else base.cpu_latency_limit_us)
-            timings, latency = asyncio.run(measure(cfg, args.cycles, args.speed))
+        if args.dashboard:
+            compare_with_dashboard(args, endpoint)
+            return
+        timings, latency, _ = run_once(args, endpoint, None)
     finally:
         sim.terminate()
         sim.wait(10)
-    for t in timings:
-        t["compute"] = sum(t[s] for s in COMPUTE)
-    measured = timings[WARM_UP:]
-    windows = [measured[i:i + args.window] for i in range(0, len(measured) - args.window + 1, args.window)]
+    measured, windows, summary = summarise(timings, args.window)
     active = sum(t["mode"] == "active" for t in measured) / len(measured)
     print(f"{len(measured)} cycles measured ({active:.0%} in AI mode) in {len(windows)} windows of {args.window}, "
           f"speed {args.speed:g}x, {args.config.name}, CPU latency limit {latency}")
     print(f"{'stage':10}{'p50 ms':>10}{'p99 ms':>10}   median over windows; p99 of each window")
-    summary = {}
     for stage in STAGES + ("compute", "total"):
-        per_window = [percentiles([t[stage] for t in w]) for w in windows]
-        summary[stage] = (float(np.median([w[0] for w in per_window])), float(np.median([w[1] for w in per_window])))
         print(f"{stage:10}{summary[stage][0]:>10.3f}{summary[stage][1]:>10.3f}   "
-              + " ".join(f"{w[1]:.3f}" for w in per_window))
+              + " ".join(f"{w[1]:.3f}" for w in summary[stage][2]))
     pooled = {stage: percentiles([t[stage] for t in measured])[1] for stage in ("compute", "total")}
     print(f"pooled over all {len(measured)} cycles: compute p99 {pooled['compute']:.3f} ms, "
           f"cycle p99 {pooled['total']:.3f} ms")

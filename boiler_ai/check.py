@@ -18,9 +18,19 @@ import asyncio
 from pathlib import Path
 
 from boiler_ai.config import OpcUaConfig, load_config
+from boiler_ai.control.model_contract import ModelError
 from boiler_ai.host import CpuLatencyLimit
 from boiler_ai.preflight import preflight, resolve_server
 from boiler_ai.strict import ConfigError
+
+# The road for a unit without a model of its own (training/README.md has the steps in full).
+NO_MODEL_NEXT = (
+    "next: run this config (mode: observe) so the unit records its own history from today; run the step\n"
+    "      tests of training/README.md; train on `boiler-ai export` of that history; then commission the\n"
+    "      model in mode: shadow before closed_loop")
+NO_MODEL_ROAD = (
+    "  this model does not fit this unit. A unit without a model of its own: remove model: and set\n"
+    "  mode: observe to record its history, then train one for it (training/README.md)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from boiler_ai.plant.security import SecurityError, load_credentials
 
     cfg = load_config(args.config)
-    core = build_core(cfg)
+    try:
+        core = build_core(cfg)
+    except ModelError as exc:
+        if exc.field in ("input_signals", "action_names"):  # a model of another unit: say what to do instead
+            exc.args = (f"{exc.args[0]}\n{NO_MODEL_ROAD}",)
+        raise
     preflight(cfg)
     resolve_server(cfg)
     opcua = cfg.plant if isinstance(cfg.plant, OpcUaConfig) else None
@@ -48,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"config      {cfg.source}  (hash {core.controller.settings.config_hash[:16]}...)")
     print(f"unit        {cfg.unit}  mode {cfg.mode}  cycle {cfg.cycle_period_s} s")
     print(f"tag map     {tm.source}: {len(tm.signals)} tags, {len(tm.readable)} read, {len(tm.writable)} written")
-    print(f"model       {cfg.model_path}: {policy.model_id}, sha256 {cfg.model_sha256[:16]}... "
-          f"{len(policy.input_signals)} inputs")
+    if policy is None:
+        print(f"model       none (mode {cfg.mode}): reads, validates and records; never writes")
+    else:
+        print(f"model       {cfg.model_path}: {policy.model_id}, sha256 {cfg.model_sha256[:16]}... "
+              f"{len(policy.input_signals)} inputs")
     if opcua is not None:
         print(f"plant       OPC UA {opcua.endpoint}  security {opcua.security.policy}")
     else:
@@ -64,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     print(core.envelope.describe())
     if not args.server or opcua is None:
         print("check: files OK" + (" (use --server to check the OPC UA server too)" if opcua is not None else ""))
+        if policy is None:
+            print(NO_MODEL_NEXT)
         return 0
 
     async def verify() -> tuple[list[str], list[str]]:
@@ -84,5 +104,7 @@ def run(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"server: {problem}")
     print("check: server OK" if not problems else f"check: {len(problems)} problem(s) on the server")
+    if policy is None and not problems:
+        print(NO_MODEL_NEXT)
     return 0 if not problems else 1
 

@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("boiler_ai.record.export", "Export logged decisions as a training dataset (Parquet or CSV)"),
     "explain": ("boiler_ai.explain", "One decision in the plant's words: inputs, setpoints, limits, guard, mode"),
     "dashboard": ("boiler_ai.dashboard.app", "Serve a read-only live view of a unit's decisions (separate process)"),
+    "report": ("boiler_ai.report", "Trends, AI on against off, benefit and releases as one HTML file"),
 }
 
 

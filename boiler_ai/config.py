@@ -81,8 +81,8 @@ class DaemonConfig:
     unit: str
     tag_map: Path
     envelope: Path
-    model_path: Path
-    model_sha256: str
+    model_path: Path | None  # None only in observe mode
+    model_sha256: str | None
     mode: str
     cycle_period_s: float
     time_scale: float  # plant seconds per wall second: 1 unless a simulator drives time (never from a file)
@@ -102,7 +102,8 @@ class DaemonConfig:
         """sha256 over this file and every file it brings in, so a record names its exact setup."""
         digest = hashlib.sha256()
         for path in (self.source, self.tag_map, self.envelope, self.model_path):
-            digest.update(path.read_bytes())
+            if path is not None:
+                digest.update(path.read_bytes())
         return digest.hexdigest()
 
 
@@ -160,17 +161,30 @@ def _plant(f: Fields, base: Path) -> OpcUaConfig | SteppedConfig:
     return plant
 
 
-def load_config(path: str | Path) -> DaemonConfig:
-    path = Path(path).resolve()
-    base = path.parent
-    top = Fields(path, "", load_yaml(path))
-
+def _model(top: Fields, base: Path, mode: str) -> tuple[Path | None, str | None]:
+    """The pinned model; observe mode runs without one (and refuses one, so nobody thinks it runs)."""
+    if mode == "observe":
+        if top.has("model"):
+            raise top.error("model", "observe mode runs no model: remove model:, or choose mode: shadow")
+        return None, None
+    if not top.has("model"):
+        raise top.error("model", "required field is missing (a unit without a model yet runs mode: observe)")
     model = top.mapping("model")
     model_path = _path(model, "path", base)
     sha = model.string("sha256")
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise model.error("sha256", "expected 64 lowercase hex digits (sha256sum of the .onnx file)")
     model.done()
+    return model_path, sha
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    path = Path(path).resolve()
+    base = path.parent
+    top = Fields(path, "", load_yaml(path))
+
+    mode = top.string("mode", choices=CONTROL_MODES)
+    model_path, sha = _model(top, base, mode)
 
     if top.has("opcua"):
         raise top.error("opcua", "moved: write it as `plant:` with `kind: opcua` and the same keys "
@@ -229,7 +243,7 @@ def load_config(path: str | Path) -> DaemonConfig:
         envelope=_path(top, "envelope", base),
         model_path=model_path,
         model_sha256=sha,
-        mode=top.string("mode", choices=CONTROL_MODES),
+        mode=mode,
         cycle_period_s=top.number("cycle_period_s", lo=0.01),
         time_scale=_time_scale(top),
         plant=plant,

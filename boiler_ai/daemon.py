@@ -56,6 +56,9 @@ SOFTWARE = f"boiler-ai {__version__}"
 
 log = logging.getLogger("boiler_ai.daemon")
 
+# What an observe-mode record names as its model: no model, no file hash (docs/DECISION_RECORD.md)
+NO_MODEL_ID = "none"
+NO_MODEL_SHA256 = "0" * 64
 STOP_CONFIRM_CYCLES = 10  # cycles to wait for the DCS to confirm AI_ACTIVE false at shutdown
 
 
@@ -74,18 +77,20 @@ def build_core(cfg: DaemonConfig) -> Core:
     tag_map = load_tag_map(cfg.tag_map)
     check_unit_matches(cfg, tag_map.unit)
     envelope = load_envelope(cfg.envelope, tag_map)
-    policy = PolicyRunner(cfg.model_path, tag_map=tag_map, expected_sha256=cfg.model_sha256,
-                          mv_names=list(tag_map.manipulated), envelope_margin=cfg.policy.training_envelope_margin,
-                          cycle_period_s=cfg.cycle_period_s, cycle_period_from=str(cfg.source))
+    policy = None if cfg.model_path is None else PolicyRunner(
+        cfg.model_path, tag_map=tag_map, expected_sha256=cfg.model_sha256, mv_names=list(tag_map.manipulated),
+        envelope_margin=cfg.policy.training_envelope_margin,
+        cycle_period_s=cfg.cycle_period_s, cycle_period_from=str(cfg.source))
+    model = ModelRef(NO_MODEL_ID, NO_MODEL_SHA256) if policy is None else ModelRef(policy.model_id, cfg.model_sha256)
     settings = ControllerSettings(
         unit_id=cfg.unit, closed_loop=cfg.mode == "closed_loop", cycle_period_s=cfg.cycle_period_s,
         time_scale=cfg.time_scale, healthy_cycles_to_engage=cfg.engagement.healthy_cycles_to_engage,
         grant_timeout_cycles=cfg.engagement.grant_timeout_cycles, arm_on_start=cfg.engagement.arm_on_start,
         max_spread=cfg.policy.max_spread,
         out_of_depth_hold_s=cfg.policy.out_of_depth_hold_s, state_every_cycles=cfg.record.state_every_cycles,
-        model_id=policy.model_id, model_sha256=cfg.model_sha256, config_hash=cfg.config_hash())
+        model_id=model.id, model_sha256=model.sha256, config_hash=cfg.config_hash())
     controller = Controller(settings, tag_map, envelope, Projector(envelope), Guard(cfg.envelope, tag_map), policy)
-    origin = Origin(cfg.unit, cfg.cycle_period_s, ModelRef(policy.model_id, cfg.model_sha256),
+    origin = Origin(cfg.unit, cfg.cycle_period_s, model,
                     tuple(controller.mv_names), settings.config_hash, SOFTWARE)
     return Core(cfg, tag_map, envelope, controller, origin)
 

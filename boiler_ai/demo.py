@@ -5,6 +5,13 @@
    closed loop; the operator enables AI mode at the start.
 3. The same scenario and seed then run under the DCS alone (stepping API, no OPC UA).
 4. A summary compares efficiency, NOx, CO, spray, process-limit violations and releases by reason.
+5. With `--log-dir`, the daemon's decision log is kept there and `boiler-ai report` is written beside
+   it (report.html in the same folder); without it the log goes to a temporary folder. The DCS-alone
+   run is then served over OPC UA too, with the daemon in observe mode recording it into the same log,
+   so the report has the same scenario with the AI on and off to compare.
+
+When this machine cannot keep the speed asked (the daemon's cycles overrun their period, or the
+simulator falls behind), the comparison measures the machine rather than the AI: the demo says so.
 
 Both runs are measured on the simulator's true (noise-free) performance, sampled every simulated second.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib.util
 import json
 import math
 import socket
@@ -21,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 
 from boiler_ai.config import DaemonConfig, load_config
@@ -28,7 +37,10 @@ from boiler_ai.strict import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
-KPIS = ("efficiency_pct", "efficiency_lhv_pct", "nox_mg_nm3", "co_ppm", "o2_pct", "spray_tph")
+# Above this share of overrunning cycles (or of simulated time lost), the run does not show the AI's effect
+OVERRUN_WARN_SHARE = 0.05
+KPIS = ("efficiency_pct", "efficiency_lhv_pct", "heat_rate_kj_kwh", "nox_mg_nm3", "co_ppm", "o2_pct", "spray_tph",
+        "rh_spray_tph")
 
 
 class KpiMeter:
@@ -90,7 +102,7 @@ async def run_with_daemon(cfg: DaemonConfig, scenario: str, seed: int, minutes: 
 
     meter = KpiMeter(ReferenceUnit(scenario=named_scenario(scenario, seed), seed=seed))
     sim = SimulatedUnitServer(meter, endpoint=cfg.plant.endpoint, speed=speed, duration_s=minutes * 60)
-    await sim.set_ai_enable(True)
+    await sim.set_ai_enable(cfg.mode != "observe")
     await sim.start()
     core = build_core(cfg)
     stop = asyncio.Event()
@@ -125,9 +137,11 @@ def run_dcs_alone(scenario: str, seed: int, minutes: float) -> dict:
 
 def render(ai: dict, dcs: dict, args) -> str:
     rows = [("boiler efficiency, HHV (%)", "efficiency_pct", 2),
-            ("boiler efficiency, LHV (%)", "efficiency_lhv_pct", 2), ("excess O2, dry (%)", "o2_pct", 2),
+            ("boiler efficiency, LHV (%)", "efficiency_lhv_pct", 2),
+            ("unit heat rate (kJ/kWh net of fans)", "heat_rate_kj_kwh", 0), ("excess O2, dry (%)", "o2_pct", 2),
             ("NOx before SCR (mg/Nm3 @6% O2)", "nox_mg_nm3", 0),
-            ("CO (ppm)", "co_ppm", 0), ("spray flow, all stages (t/h)", "spray_tph", 1)]
+            ("CO (ppm)", "co_ppm", 0), ("spray flow, all stages (t/h)", "spray_tph", 1),
+            ("  of which reheat spray (t/h)", "rh_spray_tph", 1)]
     lines = [f"boiler-ai demo: scenario {args.scenario!r}, seed {args.seed}, {args.minutes:g} simulated minutes "
              f"at {args.speed:g}x",
              f"{'':34}{'AI (daemon)':>14}{'DCS alone':>14}{'difference':>14}"]
@@ -139,7 +153,36 @@ def render(ai: dict, dcs: dict, args) -> str:
     releases = ", ".join(f"{reason} x{n}" for reason, n in sorted(ai["releases"].items())) or "none"
     lines.append(f"releases to the DCS by reason: {releases}")
     lines.append(f"daemon cycles {ai['cycles']}, cycle overruns {ai['overruns']}, simulator lag {ai['sim_lag_s']} s")
+    warning = speed_warning(ai, args)
+    if warning:
+        lines.append(f"WARNING: {warning}")
     return "\n".join(lines)
+
+
+def speed_warning(ai: dict, args) -> str | None:
+    """Why the comparison does not hold when this machine could not keep the speed asked, else None."""
+    overrun_share = ai["overruns"] / max(ai["cycles"], 1)
+    lag_share = ai["sim_lag_s"] * args.speed / max(args.minutes * 60, 1)  # simulated seconds lost
+    if overrun_share <= OVERRUN_WARN_SHARE and lag_share <= OVERRUN_WARN_SHARE:
+        return None
+    return (f"this machine could not keep {args.speed:g}x: {ai['overruns']} of {ai['cycles']} daemon cycles overran "
+            f"their period and the simulator lost {ai['sim_lag_s']} s; the AI ran on late data, so this comparison "
+            f"is not meaningful. Run with a lower --speed.")
+
+
+def write_demo_report(log_dir: Path, minutes: float) -> Path:
+    """`boiler-ai report` of the demo's log, beside it; needs the report extra (matplotlib). Its blocks are
+    shortened so a short demo still has several on each side."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return Path("not written: the report needs matplotlib (pip install 'boiler-ai[report]')")
+    from boiler_ai.report import default_options, write_report
+
+    out = log_dir / "report.html"
+    opts = default_options()
+    opts.block_s = min(opts.block_s, max(30.0, minutes * 60 / 8))
+    opts.settle_s = min(opts.settle_s, opts.block_s)
+    write_report(str(log_dir), out, opts)
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +192,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--config", type=Path, default=EXAMPLE_CONFIG, help="daemon config to start from")
     parser.add_argument("--json", action="store_true", help="also print the summary as one JSON object, last line")
+    parser.add_argument("--log-dir", type=Path,
+                        help="keep the daemon's decision log in this folder and write report.html beside it "
+                             "(default: a temporary folder, deleted)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,14 +211,28 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--minutes", args.minutes), ("--speed", args.speed)):
         if not (math.isfinite(value) and value > 0):
             raise ConfigError("command line", option, f"expected a positive number, got {value:g}")
-    with tempfile.TemporaryDirectory(prefix="boiler-ai-demo-") as tmp:
-        cfg = demo_config(base, f"opc.tcp://127.0.0.1:{free_port()}", args.speed, Path(tmp) / "log")
+    kept = args.log_dir is not None
+    with (nullcontext(str(args.log_dir)) if kept else tempfile.TemporaryDirectory(prefix="boiler-ai-demo-")) as tmp:
+        log_dir = Path(tmp) if kept else Path(tmp) / "log"
+        cfg = demo_config(base, f"opc.tcp://127.0.0.1:{free_port()}", args.speed, log_dir)
         print(f"running the daemon against the simulated unit ({args.minutes:g} min at {args.speed:g}x) ...",
               file=sys.stderr, flush=True)
         ai = asyncio.run(run_with_daemon(cfg, args.scenario, args.seed, args.minutes, args.speed))
+    warning = speed_warning(ai, args)
+    if warning:
+        print(f"boiler-ai demo: WARNING: {warning}", file=sys.stderr, flush=True)
     print("running the same scenario under the DCS alone ...", file=sys.stderr, flush=True)
-    dcs = run_dcs_alone(args.scenario, args.seed, args.minutes)
+    if kept:  # recorded by the daemon in observe mode, for the report's AI-off periods
+        observe = dataclasses.replace(cfg, mode="observe", model_path=None, model_sha256=None,
+                                      plant=dataclasses.replace(cfg.plant,
+                                                                endpoint=f"opc.tcp://127.0.0.1:{free_port()}"))
+        dcs = asyncio.run(run_with_daemon(observe, args.scenario, args.seed, args.minutes, args.speed))
+    else:
+        dcs = run_dcs_alone(args.scenario, args.seed, args.minutes)
     print(render(ai, dcs, args))
+    if kept:
+        print(f"decision log: {log_dir}")
+        print(f"report: {write_demo_report(log_dir, args.minutes)}")
     print(f"(wall time {time.monotonic() - started:.0f} s)")
     if args.json:
         print(json.dumps({"scenario": args.scenario, "seed": args.seed, "minutes": args.minutes, "speed": args.speed,

@@ -6,7 +6,8 @@ AI_STATUS is the engagement mode. AI_REASON is why the AI is not doing all it co
 the last release (kept until the AI engages again, so the operator sees why it dropped even after
 the cycle that dropped it), else of a hold this cycle (a non-critical input on its last good value,
 the model unsure, the envelope holding), else of what keeps it from engaging; 0 when nothing does.
-Codes are never renumbered; new reasons get new codes. Standard library only: the controller core,
+Codes are never renumbered; a new reason in boiler_ai.messages.Reason gets a new code here (a test
+holds the two together). Standard library only: the controller core,
 the dashboard and the simulator's DCS emulation all read it.
 """
 
@@ -53,12 +54,13 @@ REASONS: tuple[Reason, ...] = (
     Reason(108, "not_enough_healthy_cycles", "Waiting for enough healthy cycles before engaging", ""),
     Reason(109, "requesting_ai_mode", "AI asking the DCS for control", ""),
     Reason(110, "dcs_confirmed", "DCS confirmed the hand-back", ""),
-    Reason(111, "mv_handed_back", "One or more MVs handed back to the DCS by the operator", ""),
     Reason(201, "read_failed", "Cannot read the plant (OPC UA connection)", "Check the OPC UA link to the DCS"),
     Reason(202, "critical_input_invalid", "Critical measurement bad, stale or out of range",
            "Check the instrument named in the record"),
     Reason(203, "holding_last_good", "Non-critical measurement bad: holding its last good value",
            "Check the instrument; the AI releases if it does not recover"),
+    Reason(300, "observe_mode", "Observe mode: recording the unit's history, no model",
+           "Train a model for this unit (training/README.md), then run it in shadow mode"),
     Reason(301, "policy_history_filling", "Model filling its input history", ""),
     Reason(302, "model_output_not_finite", "Model output invalid", "Call the control engineer"),
     Reason(303, "model_out_of_depth_holding", "Plant outside the model's experience: holding setpoints", ""),

@@ -84,14 +84,15 @@ class Controller:
     """The controller core for one unit. Holds all state that a replay must reproduce."""
 
     def __init__(self, settings: ControllerSettings, tag_map: TagMap, envelope: Envelope,
-                 projector: Projector, guard: Guard, policy: PolicyRunner):
+                 projector: Projector, guard: Guard, policy: PolicyRunner | None):
         self.settings = settings
         self.tag_map = tag_map
         self.envelope = envelope
         self.projector = projector
         self.guard = guard
         self.policy = policy
-        self._policy_inputs = frozenset(policy.input_signals)
+        # No policy: observe mode. Read, validate and record the unit's history; never engage or write.
+        self._policy_inputs = frozenset(policy.input_signals) if policy is not None else frozenset()
         self.mv_names = list(tag_map.manipulated)
         self._readable = tag_map.readable
         self.validator = Validator([tag_map.signals[n] for n in self._readable], settings.time_scale)
@@ -99,6 +100,8 @@ class Controller:
                                      healthy_cycles_to_engage=settings.healthy_cycles_to_engage,
                                      grant_timeout_cycles=settings.grant_timeout_cycles,
                                      arm_on_start=settings.arm_on_start)
+        if policy is None:
+            self.engagement.mode = Mode.DISABLED  # nothing is computed, so there is nothing to shadow
         self.hs = tag_map.handshake
         self._dcs_tags = [tag_map.manipulated[n].dcs_setpoint for n in self.mv_names]
         self.ai_tags = [tag_map.manipulated[n].ai_setpoint for n in self.mv_names]
@@ -224,6 +227,9 @@ class Controller:
     def _observe(self, values: dict[str, float], events: list[Event]) -> bool:
         """Feed this cycle's inputs to the policy's history; True when it can infer."""
         policy = self.policy
+        if policy is None:
+            events.append(Event(EventType.NO_ENTRY, Reason.OBSERVE_MODE, "no model: reading and recording only"))
+            return False
         if not self._policy_inputs <= values.keys():
             policy.reset()  # a gap in the history would feed the model a picture that never existed
             return False
@@ -285,13 +291,14 @@ class Controller:
 
     def state(self) -> dict:
         return {"validator": self.validator.state(), "engagement": self.engagement.state(),
-                "policy": self.policy.state(), "heartbeat": self.heartbeat, "cycle": self.cycle,
-                "out_of_depth_s": self.out_of_depth_s}
+                "policy": None if self.policy is None else self.policy.state(), "heartbeat": self.heartbeat,
+                "cycle": self.cycle, "out_of_depth_s": self.out_of_depth_s}
 
     def restore(self, state: dict) -> None:
         self.validator.restore(state["validator"])
         self.engagement.restore(state["engagement"])
-        self.policy.restore(state["policy"])
+        if self.policy is not None:
+            self.policy.restore(state["policy"])
         self.heartbeat = state["heartbeat"]
         self.cycle = state["cycle"]
         self.out_of_depth_s = state["out_of_depth_s"]

@@ -16,6 +16,7 @@ import base64
 import binascii
 import ipaddress
 import logging
+import os
 import secrets
 import threading
 import time
@@ -143,6 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trend", default=",".join(DEFAULT_TRENDS),
                         help="signals to trend, comma-separated (default: %(default)s)")
     parser.add_argument("--poll-s", type=float, default=0.5, help="how often to look for new decisions without PUB")
+    parser.add_argument("--nice", type=int, default=10, help="CPU priority increment (default %(default)s: on the "
+                                                             "edge box the control loop comes first)")
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
 
 
@@ -192,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_arguments(args)
+    if args.nice:
+        os.nice(args.nice)
     password = _password(args.password_file)
     files = load_unit_files(args.config)
     training = {}
@@ -213,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     worker.start()
     config = uvicorn.Config(create_app(timeline, feed, files, password), host=args.host, port=args.port,
                             ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, log_level=args.log_level,
-                            access_log=False, lifespan="off")
+                            access_log=False, lifespan="off", timeout_graceful_shutdown=2)  # browsers hold connections
     scheme = "https" if args.tls_cert else "http"
     print(f"boiler-ai dashboard: {scheme}://{args.host}:{args.port}/ following {feed.describe()}", flush=True)
     try:

@@ -36,6 +36,7 @@ class Reason(enum.StrEnum):
     CRITICAL_INPUT_INVALID = "critical_input_invalid"
     HOLDING_LAST_GOOD = "holding_last_good"  # a non-critical input on hold
     # model
+    OBSERVE_MODE = "observe_mode"  # no model configured: read, validate and record only
     POLICY_HISTORY_FILLING = "policy_history_filling"
     MODEL_OUTPUT_NOT_FINITE = "model_output_not_finite"
     MODEL_OUT_OF_DEPTH = "model_out_of_depth"

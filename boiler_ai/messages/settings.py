@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-CONTROL_MODES = ("shadow", "closed_loop")  # the daemon config's `mode`
+# the daemon config's `mode`; observe: read, validate and record only, no model and no writes (a new unit)
+CONTROL_MODES = ("observe", "shadow", "closed_loop")
 FSYNC_POLICIES = ("every_record", "interval", "never")  # the durable log's `fsync`
 # The durable log's defaults, in the config's units (the daemon config's `record:` section and the log
 # itself both take them from here).

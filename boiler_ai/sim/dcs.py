@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from boiler_ai.sim import steam
 from boiler_ai.sim.coal import DESIGN_COAL, stoichiometry
-from boiler_ai.sim.fireside import N_LEVELS
+from boiler_ai.sim.fireside import N_LEVELS, TILT_RANGE_DEG
 from boiler_ai.sim.mills import FEEDER_MAX_TPH, FEEDER_MIN_TPH, MILLS, MillBank, MillStatus
 
 FEEDER_BIAS = tuple(f"feeder_{m}_bias_tph" for m in MILLS)
@@ -27,8 +27,11 @@ SA_DAMPER = tuple(f"sa_damper_{m}_pct" for m in MILLS)
 SOFA_DAMPER = ("sofa_damper_1_pct", "sofa_damper_2_pct")
 O2_BIAS = "o2_setpoint_bias_pct"
 SPRAY_VALVE = ("sh_spray_1_valve_pct", "sh_spray_2_valve_pct", "rh_spray_valve_pct")
+# Every setpoint the DCS itself drives, in this order. Which of them the AI may set is the tag map's
+# `manipulated` list (opc/reference_unit.yaml), not this tuple: the rest stay DCS-only loops.
 MV_NAMES: tuple[str, ...] = FEEDER_BIAS + SA_DAMPER + SOFA_DAMPER + (O2_BIAS,) + SPRAY_VALVE
 I_FEEDER, I_SA, I_SOFA, I_O2, I_SPRAY = 0, 6, 12, 14, 15
+# Physical travel of each actuator setpoint; an AI setpoint is further limited to its tag's range.
 MV_RANGE = {**{n: (-10.0, 10.0) for n in FEEDER_BIAS}, O2_BIAS: (-2.0, 2.0),
             **{n: (0.0, 100.0) for n in SA_DAMPER + SOFA_DAMPER + SPRAY_VALVE}}
 
@@ -43,8 +46,13 @@ KICKER_MILL_S, KICKER_STORAGE, KICKER_TAU_S = 90.0, 0.5, 30.0  # boiler energy k
 KICKER_MAX_TPH = 25.0
 O2_TRIM_PI = (0.02, 45.0)  # air fraction per % O2
 SPRAY_PI = ((2.0, 80.0), (3.0, 60.0), (6.0, 150.0))  # valve % per degC: SH stage 1, SH stage 2, RH
+TILT_PI = (1.5, 150.0)  # burner tilt degrees per degC of hot reheat below its set point
 FUEL_RATE_TPH_S = 0.25  # fuel master rate limit, 15 t/h per minute
 AIR_LEAD = 0.1
+CO_OVERRIDE_PPM, CO_OVERRIDE_TAU_S = 60.0, 60.0
+CO_OVERRIDE_RATE = 0.005  # % O2 per s at twice the threshold
+CO_OVERRIDE_RELEASE = 0.0005  # % O2 per s
+CO_OVERRIDE_MAX_PCT = 1.0
 FIRING_TPH = 2.0
 DESIGN_EFFICIENCY = 0.891  # the boiler master's feedforward assumes the design coal at this efficiency
 O2_MARGIN_PCT = 0.65  # operators' margin over the IDAES O2 schedule
@@ -106,6 +114,29 @@ def coal_feedforward_tph(load_mw: float) -> float:
     return heat / (DESIGN_EFFICIENCY * DESIGN_COAL.hhv_kj_per_kg) * 3.6e3
 
 
+@dataclass(frozen=True)
+class ProcessTrip:
+    """A high-high alarm that trips AI mode: measured signal above limit for delay_s seconds. The
+    delay rides through analyser spikes; the trip latches until the operator resets AI mode
+    (ai_enable off, then on)."""
+
+    name: str
+    signal: str  # a field of Measured
+    limit: float
+    delay_s: float
+    label: str  # as the alarm text shows it
+
+
+# Set like a DCS engineer would: above the envelope's process limits (NOx 500, CO 200, steam 545 degC)
+# so they act only when the daemon's own protection has not.
+PROCESS_TRIPS = (
+    ProcessTrip("nox_high_high", "nox_mg_nm3", 550.0, 30.0, "NOx"),
+    ProcessTrip("co_high_high", "co_ppm", 400.0, 60.0, "CO"),
+    ProcessTrip("main_steam_temp_high_high", "main_steam_c", 550.0, 10.0, "main steam temperature"),
+    ProcessTrip("reheat_temp_high_high", "reheat_c", 550.0, 10.0, "hot reheat temperature"),
+)
+
+
 @dataclass
 class DcsConfig:
     """DCS-side settings of the AI interface. Clamps are a bit wider than the daemon's envelope
@@ -121,6 +152,10 @@ class DcsConfig:
         O2_BIAS: 0.02, **{n: 1.0 for n in SPRAY_VALVE}})
     load_rate_mw_per_min: float = 12.0  # 2 %/min AGC demand limiter
     runback_rate_mw_per_min: float = 150.0
+    # AI-mode trip on process high-high limits, on the DCS's measured values. False: the DCS leaves
+    # process protection to the daemon (to test the daemon's own protection).
+    process_trip: bool = True
+    process_trips: tuple[ProcessTrip, ...] = field(default_factory=lambda: PROCESS_TRIPS)
 
     def __post_init__(self) -> None:
         for table in ("clamp", "handback_rate_per_s"):
@@ -129,6 +164,9 @@ class DcsConfig:
                 raise ValueError(f"DcsConfig.{table} must give a positive number for each of {', '.join(MV_NAMES)}")
         if not (self.watchdog_s > 0 and self.min_load_mw >= 0):
             raise ValueError("DcsConfig: watchdog_s must be > 0 and min_load_mw >= 0")
+        for trip in self.process_trips:
+            if trip.signal not in Measured.__slots__ or not trip.delay_s >= 0:
+                raise ValueError(f"DcsConfig.process_trips: {trip.name}: unknown signal {trip.signal!r} or delay < 0")
 
 
 @dataclass(slots=True)
@@ -139,6 +177,8 @@ class Measured:
     main_pressure_mpa: float = 0.0
     steam_flow_kgs: float = 0.0
     o2_pct: float = 0.0
+    co_ppm: float = 0.0
+    nox_mg_nm3: float = 0.0
     main_steam_c: float = 0.0
     reheat_c: float = 0.0
     platen_out_c: float = 0.0
@@ -166,8 +206,14 @@ class _PI:
 
 class Dcs:
     def __init__(self, config: DcsConfig, load_mw: float, mvs: list[float], fuel_demand_tph: float,
-                 air_tph: float, o2_trim: float, steam_kgs: float):
-        """Start at a steady operating point: the MVs in force, the fuel and air there (see ReferenceUnit)."""
+                 air_tph: float, o2_trim: float, steam_kgs: float, ai_mvs: tuple[str, ...] = MV_NAMES,
+                 ai_range: dict[str, tuple[float, float]] | None = None, tilt_deg: float = 0.0):
+        """Start at a steady operating point: the MVs in force, the fuel and air there (see ReferenceUnit).
+        ai_mvs: the setpoints the AI may set (the tag map's manipulated variables); ai_range: the range
+        of each one's AI setpoint tag (default MV_RANGE)."""
+        unknown = [m for m in ai_mvs if m not in MV_NAMES]
+        if unknown:
+            raise ValueError(f"the DCS has no setpoint {unknown[0]!r} the AI could set (known: {', '.join(MV_NAMES)})")
         self.config = c = config
         self.t = 0.0
         # Unit state seen by the permissives
@@ -186,11 +232,18 @@ class Dcs:
         self.watchdog_healthy = False
         self.ai_active = False
         self.reasons: tuple[str, ...] = ()
+        self.trip: str | None = None  # latched AI-mode trip, until the operator resets AI mode
+        self._trip_timer = [0.0] * len(c.process_trips)
         # Manipulated variables: DCS setpoint, AI setpoint, the value in force, hand-back in progress
         n = len(MV_NAMES)
         self._clamp = [c.clamp[m] for m in MV_NAMES]
         self._handback = [c.handback_rate_per_s[m] for m in MV_NAMES]
-        self._range = [MV_RANGE[m] for m in MV_NAMES]
+        ai_range = {**MV_RANGE, **(ai_range or {})}
+        self._range = [(max(ai_range[m][0], MV_RANGE[m][0]), min(ai_range[m][1], MV_RANGE[m][1])) for m in MV_NAMES]
+        self.ai_mvs = tuple(m for m in MV_NAMES if m in ai_mvs)
+        self._ai_index = tuple(MV_NAMES.index(m) for m in self.ai_mvs)
+        self._dcs_only = tuple(i for i in range(len(MV_NAMES)) if i not in self._ai_index)
+        self._ai_spray = tuple(MV_NAMES[I_SPRAY + k] in ai_mvs for k in range(3))
         self.dcs_sp = list(mvs)
         self.ai_sp = list(self.dcs_sp)
         self.applied = list(self.dcs_sp)
@@ -210,7 +263,11 @@ class Dcs:
         self.o2_trim_out = o2_trim
         self.o2_sp = o2_curve_pct(load_mw / steam.RATED_MW) + mvs[I_O2]
         self.air_demand = air_tph
+        self.co_filtered = 0.0
+        self.co_override = 0.0  # % O2 the CO override adds to the set point
         self.spray_pi = [_PI(*SPRAY_PI[k], 0.0, 100.0, self.dcs_sp[I_SPRAY + k]) for k in range(3)]
+        self.tilt_pi = _PI(*TILT_PI, -TILT_RANGE_DEG, TILT_RANGE_DEG, tilt_deg)
+        self.tilt_demand = tilt_deg
         self.level_pi = _PI(0.05, 200.0, -60.0, 60.0, 0.0)
         self.feedwater = steam_kgs
         self.feeder_demand = [0.0] * N_LEVELS
@@ -224,8 +281,32 @@ class Dcs:
             self.heartbeat = value
             self._heartbeat_changed_t = self.t
 
-    def _handshake(self, load_mw: float) -> None:
+    def set_ai_enable(self, on: bool) -> None:
+        """The operator's faceplate permissive; switching it off also resets a latched process trip."""
+        self.ai_enable = bool(on)
+        if not on:
+            self.trip = None
+
+    def _process_trips(self, dt: float, m: Measured) -> list[str]:
+        """High-high alarms standing now (each after its delay). One standing while AI mode is on
+        latches a trip; while AI mode is off it only blocks engaging."""
         c = self.config
+        standing = []
+        if not c.process_trip:
+            return standing
+        for k, trip in enumerate(c.process_trips):
+            value = getattr(m, trip.signal)
+            self._trip_timer[k] = self._trip_timer[k] + dt if value > trip.limit else 0.0
+            if self._trip_timer[k] >= trip.delay_s and value > trip.limit:
+                standing.append(f"process trip {trip.name}: {trip.label} {value:.0f} above {trip.limit:g} "
+                                f"for {trip.delay_s:g} s")
+        if standing and self.ai_active and self.trip is None:
+            self.trip = standing[0] + " (latched: operator resets AI mode)"
+        return standing
+
+    def _handshake(self, load_mw: float, dt: float, m: Measured) -> None:
+        c = self.config
+        standing = self._process_trips(dt, m)
         silent = self.t - self._heartbeat_changed_t
         self.watchdog_healthy = silent <= c.watchdog_s
         permissive_reasons = []
@@ -237,6 +318,10 @@ class Dcs:
             permissive_reasons.append("master fuel trip")
         if self.runback:
             permissive_reasons.append("runback in progress")
+        if self.trip is not None:
+            permissive_reasons.append(self.trip)
+        else:
+            permissive_reasons += standing
         self.ai_permissive = not permissive_reasons
         reasons = []
         if not self.ai_enable:
@@ -256,7 +341,7 @@ class Dcs:
     def _select(self, dt: float) -> None:
         """Which setpoint is in force for each MV."""
         dcs, ai, applied = self.dcs_sp, self.ai_sp, self.applied
-        for i in range(len(MV_NAMES)):
+        for i in self._ai_index:
             lo, hi = self._range[i]
             if self.ai_active:
                 c = self._clamp[i]
@@ -271,6 +356,8 @@ class Dcs:
                     self.releasing[i] = a != dcs[i]
                 else:
                     applied[i] = dcs[i]
+        for i in self._dcs_only:
+            ai[i] = applied[i] = dcs[i]
 
     # ── the loops ────────────────────────────────────────────────────────────────────────────────
     def step(self, dt: float, m: Measured, mills: MillBank, agc_target_mw: float) -> None:
@@ -286,7 +373,7 @@ class Dcs:
         if self.runback and d <= self.load_cap_mw:  # the demand has run back: the loops take over
             self.runback = False
         load_frac = d / steam.RATED_MW
-        self._handshake(m.load_mw)
+        self._handshake(m.load_mw, dt, m)
 
         # Air follows the coal reaching the burners, not the feeders: the DCS runs each feeder's flow
         # through a model of the mill lags (a first-order pair) for the air demand and damper schedules.
@@ -304,10 +391,14 @@ class Dcs:
             psp = steam.platen_outlet_sp(load_frac)
             # While the AI drives the spray valves, each DCS loop keeps its integral and offers its
             # integral plus proportional action as its own setpoint: bounded, and ready to take over.
-            hold = self.ai_active
-            sprays = [self.spray_pi[0].step(m.platen_out_c - psp, dt, hold),
-                      self.spray_pi[1].step(m.main_steam_c - steam.STEAM_TEMP_SP_C, dt, hold),
-                      self.spray_pi[2].step(m.reheat_c - steam.STEAM_TEMP_SP_C, dt, hold)]
+            # A spray valve the AI may not set is a DCS-only loop: full PI action whatever the AI does.
+            hold = [self.ai_active and a for a in self._ai_spray]
+            sprays = [self.spray_pi[0].step(m.platen_out_c - psp, dt, hold[0]),
+                      self.spray_pi[1].step(m.main_steam_c - steam.STEAM_TEMP_SP_C, dt, hold[1]),
+                      self.spray_pi[2].step(m.reheat_c - steam.REHEAT_SP_C - steam.RH_SPRAY_MARGIN_C, dt,
+                                            hold[2])]
+            # Burner tilt holds hot reheat; its spray only trims an over-temperature the tilt cannot.
+            self.tilt_demand = self.tilt_pi.step(steam.REHEAT_SP_C - m.reheat_c, dt)
         self.dcs_sp[I_SPRAY:] = sprays
         self._select(dt)
 
@@ -360,8 +451,16 @@ class Dcs:
         self._manage_mills(dt, mills)
         self._feeders(mills)
 
-        # Air: fuel-led demand at the air ratio of the O2 set point, trimmed on measured O2.
-        self.o2_sp = o2 = o2_curve_pct(load_frac) + self.applied[I_O2]
+        # Air: fuel-led demand at the air ratio of the O2 set point, trimmed on measured O2. CO override:
+        # while the minute-averaged CO stands above 60 ppm the O2 set point climbs (up to +1 %), and
+        # creeps back over about half an hour once CO is low again.
+        self.co_filtered += (m.co_ppm - self.co_filtered) * (1.0 - math.exp(-dt / CO_OVERRIDE_TAU_S))
+        if self.co_filtered > CO_OVERRIDE_PPM:
+            rise = CO_OVERRIDE_RATE * (self.co_filtered / CO_OVERRIDE_PPM - 1.0) * dt
+            self.co_override = min(self.co_override + rise, CO_OVERRIDE_MAX_PCT)
+        elif self.co_filtered < 0.6 * CO_OVERRIDE_PPM:
+            self.co_override = max(self.co_override - CO_OVERRIDE_RELEASE * dt, 0.0)
+        self.o2_sp = o2 = o2_curve_pct(load_frac) + self.applied[I_O2] + self.co_override
         self.o2_trim_out = self.o2_trim.step(o2 - m.o2_pct, dt)
         # Air leads the coal on the way up (a tenth of the feeders' lead over the burners), and on the
         # way down waits for the coal in the mills to burn out.

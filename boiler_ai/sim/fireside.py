@@ -31,6 +31,12 @@ FULL_FLAME_TPH = 25.0  # coal on a level from which its air fully joins the burn
 
 # Load-dependent references used by every temperature (firing rate f = heat input / rated).
 FEGT_RATED_C = 1060.0
+NOX_PER_SR_LF = 5.0  # per unit SR_lf: 16 ppm per 0.01 at 320 ppm, the IDAES surrogate slope at its nominal point (~17)
+NOX_REF_MG = 320.0  # mg/Nm3 at SR_lf 0.97, SR 1.2, full load, design coal. *calibrated* to 250-450
+CO_KNEE_LOW_LOAD = 6.5  # knee rise at low load, % O2 per (1 - firing)^2: 3.5-5 % O2 at half load (typical)
+TILT_LIFT = 0.011  # fireball per degree of burner tilt: +-25 deg moves FEGT about +-50 degC. *calibrated*
+TILT_RANGE_DEG = 25.0
+AIR_LIFT = 1.5  # fireball lift per unit of secondary-air-weighted height above the firing levels' mean. *calibrated*
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +61,9 @@ def damper_area(position_pct: float) -> float:
     return DAMPER_LEAKAGE + (1.0 - DAMPER_LEAKAGE) * 0.01 * min(max(position_pct, 0.0), 100.0)
 
 
-def level_areas(sa_pos: list[float], sofa_pos: list[float]) -> tuple[list[float], list[float]]:
-    return ([SA_FLOW_COEFF[i] * damper_area(sa_pos[i]) for i in range(N_LEVELS)],
+def level_areas(sa_pos: list[float], sofa_pos: list[float],
+                sa_coeff: tuple[float, ...] | list[float] = SA_FLOW_COEFF) -> tuple[list[float], list[float]]:
+    return ([sa_coeff[i] * damper_area(sa_pos[i]) for i in range(N_LEVELS)],
             [SOFA_FLOW_COEFF * damper_area(p) for p in sofa_pos])
 
 
@@ -87,15 +94,20 @@ class FireState:
 
 def fire_side(cp: CoalProps, coal_tph: list[float], pa_tph: list[float], r90_pct: list[float],
               sa_pos: list[float], sofa_pos: list[float], total_air_tph: float,
-              slag: float, fouling: float, ambient_c: float) -> FireState:
+              slag: float, fouling: float, ambient_c: float,
+              sa_coeff: tuple[float, ...] | list[float] = SA_FLOW_COEFF, tilt_deg: float = 0.0,
+              fireball_shift: float = 0.0) -> FireState:
     """Evaluate the fire side for per-level coal and primary air, damper positions and total air.
 
     slag: waterwall slagging 0..1 (furnace absorbs less, FEGT up); fouling: convective-pass
-    deposits 0..1 (less pick-up in the back pass, air-heater exit up).
+    deposits 0..1 (less pick-up in the back pass, air-heater exit up); sa_coeff: how much air each
+    level's duct passes at the same opening (this windbox's imbalance, drifting on the dynamic unit);
+    tilt_deg: burner tilt, + up (the DCS's reheat temperature control); fireball_shift: the flame's
+    wandering about its mean height (a disturbance of the dynamic unit).
     """
     coal = cp.coal
     total_coal = sum(coal_tph)
-    sa_area, sofa_area = level_areas(sa_pos, sofa_pos)
+    sa_area, sofa_area = level_areas(sa_pos, sofa_pos, sa_coeff)
     area = sum(sa_area) + sum(sofa_area)
     pa_total = sum(pa_tph)
     sa_total = max(total_air_tph - pa_total, 0.0)
@@ -122,34 +134,48 @@ def fire_side(cp: CoalProps, coal_tph: list[float], pa_tph: list[float], r90_pct
     fireball = 0.0
     mis2 = 0.0
     r90 = 0.0
+    sa_height = sa_firing = even_height = flames = 0.0
     for i in range(N_LEVELS):
         c = coal_tph[i]
+        flame = min(c / FULL_FLAME_TPH, 1.0)  # weights that grow smoothly as a level comes into service
+        sa_height += flame * sa_area[i] * LEVEL_HEIGHT[i]
+        sa_firing += flame * sa_area[i]
+        even_height += flame * LEVEL_HEIGHT[i]
+        flames += flame
         if c > 0.5:
             w = c / total_coal
             fireball += w * LEVEL_HEIGHT[i]
-            lam = (pa_tph[i] + share * sa_area[i]) / (c * cp.air_stoich)
+            level_air = pa_tph[i] + share * sa_area[i]
+            lam = level_air / (c * cp.air_stoich)
             mis2 += w * min(abs(lam / sr_lf - 1.0), 0.3) ** 2  # a nearly empty level counts no more than this
             r90 += w * r90_pct[i]
     mismatch = math.sqrt(mis2)
     ofa_share = ofa_air / total_air_tph
-    # Staging delays burnout: the flame's centre of heat release moves up with the over-fire share.
-    fireball += 0.6 * (ofa_share - 0.2)
+    # Staging delays burnout: the flame's centre of heat release moves up with the over-fire share;
+    # in a tangentially fired furnace, secondary air biased to the upper burner levels (against an
+    # even opening of the firing levels) lifts the fireball too: the "pagoda" against the "waist"
+    # distribution. *calibrated*: 3-10 degC of steam temperature for the distributions operators use.
+    air_bias = sa_height / sa_firing - even_height / flames if flames > 0.0 else 0.0
+    fireball += 0.6 * (ofa_share - 0.2) + AIR_LIFT * air_bias + TILT_LIFT * tilt_deg
+    fireball += fireball_shift
     firing = total_coal * coal.hhv_kj_per_kg / 3.6e3 / HEAT_INPUT_RATED_MW
     excess_air = (sr - 1.0) * 100.0
     o2 = cp.stoich.o2_dry_pct(sr)
 
     # CO knee: good mixing at full load, poorer at low load; a level short of air or a coal low in
     # volatiles needs more O2 before CO stays flat. 50 ppm at 2.7 % O2 on a real unit (boiler-facts).
-    knee = (2.2 + 1.2 * (1.0 - firing) ** 2 + 10.0 * mismatch + 0.03 * (36.0 - coal.volatile_daf_pct)
-            + 3.0 * max(0.0, 0.94 - sr_lf))
+    knee = (2.2 + CO_KNEE_LOW_LOAD * (1.0 - min(firing, 1.0)) ** 2 + 7.0 * mismatch
+            + 0.03 * (36.0 - coal.volatile_daf_pct) + 3.0 * max(0.0, 0.94 - sr_lf))
     co = 12.0 + 50.0 * math.exp(min((knee - o2) / 0.25, 6.0))
 
-    # NOx: logistic in lower-furnace stoichiometry through the IDAES points (179/320/536 ppm at
-    # SR_lf 0.95/0.97/1.00, 320 ppm ~ 550 mg/Nm3), weakly rising with the overall air ratio; fuel
-    # nitrogen, volatile matter and moisture scale it.
-    x = (min(max(sr_lf, 0.85), 1.15) - 0.982) / 0.02
-    staging = 0.25 + 2.05 / (1.0 + math.exp(-x))
-    nox = (520.0 * staging * (0.70 + 0.30 * min(firing, 1.1)) * (1.0 + 0.3 * (sr - 1.2))
+    # NOx: exponential in lower-furnace stoichiometry with the IDAES surrogate's local slope at its
+    # nominal point (about 17 ppm per 0.01 of SR_lf at 320 ppm, +5.3 % per 0.01) over its fitted
+    # range 0.93-1.05, and on below it to 0.85 (deep staging: about half the NOx of SR_lf 0.97, as
+    # air-staging retrofits report 40-60 %; *assumption*); weakly rising with the overall air ratio;
+    # fuel nitrogen, volatile matter and moisture scale it. This tangential unit with low-NOx burners:
+    # 320 mg/Nm3 at SR_lf 0.97 (IDAES: 550 mg/Nm3 for its wall-fired unit).
+    staging = math.exp(NOX_PER_SR_LF * (min(max(sr_lf, 0.85), 1.05) - 0.97))
+    nox = (NOX_REF_MG * staging * (0.70 + 0.30 * min(firing, 1.1)) * (1.0 + 0.1 * (sr - 1.2))
            * (coal.nitrogen_pct / 1.0) ** 0.6 * (36.0 / coal.volatile_daf_pct) ** 0.3
            * (1.0 - 0.02 * (coal.moisture_pct - 12.0)))  # wetter coal, cooler flame
 

@@ -22,6 +22,7 @@ FEEDER_RATE_TPH_S = 1.0
 TRANSPORT_DELAY_S = 20
 CLASSIFIER_TAU_S = 20.0
 WARMUP_S = 90.0  # primary air warms the mill before the feeder starts
+PA_TAU_S = 20.0  # primary-air dampers of a starting or stopping mill
 SHARE_RAMP_S = 120.0  # a starting (stopping) feeder takes (gives up) its share of the demand over this
 # Mill wear: residue on 90 um relative to design at the same loading (mill B's rollers are worn).
 WEAR = (1.0, 1.18, 1.0, 0.95, 1.04, 1.0)
@@ -56,6 +57,9 @@ class MillBank:
         self.pipes = [f * CLASSIFIER_TAU_S for f in feeder_tph]
         self.burner = list(feeder_tph)  # pulverised coal reaching each burner level, t/h
         self.outlet_temp = [self._outlet_target(i, ambient_c) for i in range(N_LEVELS)]
+        self.pa = self._pa_target()  # primary air through each mill, t/h
+        self.calibration = [0.0] * N_LEVELS  # each feeder's error: coal delivered / coal weighed - 1
+        self.pulsation = [0.0] * N_LEVELS  # each mill's output surge now (relative)
 
     @property
     def in_service(self) -> list[bool]:
@@ -72,7 +76,7 @@ class MillBank:
     def trip(self, i: int) -> None:
         """Mill trip: feeder and primary air stop; nothing more reaches the burners."""
         self.status[i], self.timer[i], self.share[i] = MillStatus.TRIPPED, 0.0, 0.0
-        self.feeder[i] = self.table[i] = self.pipes[i] = self.burner[i] = 0.0
+        self.feeder[i] = self.table[i] = self.pipes[i] = self.burner[i] = self.pa[i] = 0.0
         self._buf[i] = [0.0] * _BUF
 
     def trip_all(self) -> None:
@@ -85,10 +89,15 @@ class MillBank:
         ref = self.cp.r90_ref_pct
         return [ref * WEAR[i] * (max(self.burner[i], 10.0) / MILL_RATED_TPH) ** 0.5 for i in range(N_LEVELS)]
 
-    def primary_air(self) -> list[float]:
+    def _pa_target(self) -> list[float]:
         """Per mill; a stopped mill keeps its air on while it grinds itself empty."""
         return [primary_air_tph(self.status[i], self.feeder[i]) if self.status[i] != MillStatus.IDLE
                 or self.burner[i] < 0.5 else 30.0 + 1.15 * self.burner[i] for i in range(N_LEVELS)]
+
+    def primary_air(self) -> list[float]:
+        """Per mill, as it flows now: the hot/cold-air dampers move it smoothly (PA_TAU_S) on a start
+        or stop; a trip closes them at once."""
+        return self.pa
 
     def _outlet_target(self, i: int, ambient_c: float) -> float:
         s = self.status[i]
@@ -123,10 +132,14 @@ class MillBank:
             self.feeder[i] = f = min(max(target, f - step), f + step)
             buf = self._buf[i]
             buf[idx] = f
-            to_table = buf[(idx - delay) % _BUF]
+            to_table = buf[(idx - delay) % _BUF] * (1.0 + self.calibration[i])
             # Inventories integrate exactly for a constant inflow over the step.
             ground = self.table[i] / self.cp.grind_tau_s
             self.table[i] += (to_table * self.cp.grind_tau_s - self.table[i]) * k_tab
             self.pipes[i] += (ground * CLASSIFIER_TAU_S - self.pipes[i]) * k_cls
-            self.burner[i] = self.pipes[i] / CLASSIFIER_TAU_S
+            self.burner[i] = self.pipes[i] / CLASSIFIER_TAU_S * (1.0 + self.pulsation[i])
             self.outlet_temp[i] += (self._outlet_target(i, ambient_c) - self.outlet_temp[i]) * k_out
+        k_pa = 1.0 - math.exp(-dt / PA_TAU_S)
+        for i, target in enumerate(self._pa_target()):
+            if self.status[i] != MillStatus.TRIPPED:
+                self.pa[i] += (target - self.pa[i]) * k_pa

@@ -1,5 +1,6 @@
-"""The steady-state oracle: the best boiler efficiency the manipulated variables can reach within the
-envelope, for a load, a coal and the unit's condition. The upper bound every controller is measured by.
+"""The steady-state oracle: the best unit heat rate (by default; or boiler efficiency) the manipulated
+variables can reach within the envelope, for a load, a coal and the unit's condition. The upper bound
+every controller is measured by; both figures are reported whichever is maximised.
 
 Solved with scipy's SLSQP on the steady state of the unit's own model (boiler_ai.sim.steady), from the
 DCS's setting and a few other starts. Decision variables: the biases of the feeders in service, the
@@ -80,16 +81,19 @@ class OracleLimits:
         from boiler_ai.plant.tagmap import load_tag_map
 
         env = load_envelope(path, load_tag_map(tag_map_path))
-        idx = [env.mv_names.index(n) for n in MV_NAMES]
+        # A DCS setpoint the envelope does not list is not the AI's to move: held at the DCS's value.
+        idx = [env.mv_names.index(n) if n in env.mv_names else None for n in MV_NAMES]
         signals = set(STEADY_SIGNALS)
         skipped = [p.signal for p in env.process_limits if p.signal not in signals]
         if skipped:
             raise ValueError(f"{path}: the oracle has no steady-state value for {', '.join(skipped)}")
+
+        def per_mv(values, absent: float) -> tuple[float, ...]:
+            return tuple(absent if i is None else float(values[i]) for i in idx)
+
         return OracleLimits(
-            str(path), tuple(float(env.lo[i]) for i in idx), tuple(float(env.hi[i]) for i in idx),
-            tuple(float(env.max_dev[i]) for i in idx),
-            tuple(Coupling(c.basis, tuple(float(c.coefficients[i]) for i in idx), c.relation, c.limit)
-                  for c in env.couplings),
+            str(path), per_mv(env.lo, -math.inf), per_mv(env.hi, math.inf), per_mv(env.max_dev, 0.0),
+            tuple(Coupling(c.basis, per_mv(c.coefficients, 0.0), c.relation, c.limit) for c in env.couplings),
             tuple((p.name, p.signal, p.relation, p.limit) for p in env.process_limits))
 
 
@@ -106,6 +110,14 @@ def default_limits() -> OracleLimits:
     return OracleLimits.default()
 
 
+# MV groups, for the decomposition of the headroom: which setpoints each may move.
+MV_GROUPS: dict[str, tuple[int, ...]] = {
+    "o2_bias": (I_O2,), "sofa_dampers": (I_SOFA, I_SOFA + 1), "sa_dampers": tuple(range(I_SA, I_SOFA)),
+    "feeder_biases": tuple(range(I_FEEDER, I_SA)),
+}
+OBJECTIVES = ("heat_rate", "efficiency")
+
+
 @dataclass
 class OracleResult:
     baseline: SteadyPoint  # the DCS's own setting
@@ -115,12 +127,22 @@ class OracleResult:
 
     @property
     def headroom_pct(self) -> float:
+        """Boiler efficiency gained, percentage points (HHV)."""
         return self.best.efficiency_pct - self.baseline.efficiency_pct
+
+    @property
+    def heat_rate_headroom_pct(self) -> float:
+        """Unit heat rate saved, % of the DCS's."""
+        return 100.0 * (1.0 - self.best.heat_rate_kj_kwh / self.baseline.heat_rate_kj_kwh)
 
     def summary(self) -> dict:
         b, o = self.baseline, self.best
         return {"load_mw": round(b.load_mw, 1), "dcs_efficiency_pct": round(b.efficiency_pct, 3),
                 "oracle_efficiency_pct": round(o.efficiency_pct, 3), "headroom_pct": round(self.headroom_pct, 3),
+                "dcs_heat_rate_kj_kwh": round(b.heat_rate_kj_kwh, 1),
+                "oracle_heat_rate_kj_kwh": round(o.heat_rate_kj_kwh, 1),
+                "heat_rate_headroom_pct": round(self.heat_rate_headroom_pct, 3),
+                "dcs_reheat_c": round(b.reheat_c, 1), "oracle_reheat_c": round(o.reheat_c, 1),
                 "oracle_mvs": {n: round(v, 2) for n, v in zip(MV_NAMES, o.mvs)},
                 "oracle_o2_pct": round(o.fire.o2_pct, 2), "dcs_o2_pct": round(b.fire.o2_pct, 2),
                 "oracle_nox_mg_nm3": round(o.fire.nox_mg_nm3, 1), "oracle_co_ppm": round(o.fire.co_ppm, 1),
@@ -156,15 +178,27 @@ def violations(sp: SteadyPoint, limits: OracleLimits, tol: float = 1e-6) -> list
     return bad
 
 
-def solve(op: OperatingPoint, limits: OracleLimits) -> OracleResult:
-    """Best steady efficiency at this operating point within the limits."""
+def solve(op: OperatingPoint, limits: OracleLimits, objective: str = "heat_rate",
+          groups: tuple[str, ...] = tuple(MV_GROUPS)) -> OracleResult:
+    """Best steady state at this operating point within the limits: the lowest unit heat rate (or the
+    highest boiler efficiency), moving only the MVs of the given groups."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     base = op.evaluate()
     dcs_u = base.mvs
+    allowed = {i for g in groups for i in MV_GROUPS[g]}
     serving = [i for i in range(N_LEVELS) if op.in_service[i]]
-    biases = [I_FEEDER + i for i in serving]
-    dampers = [I_SA + i for i in serving]
-    var = biases + dampers + [I_SOFA, I_SOFA + 1, I_O2]
-    scale = np.array([5.0] * len(biases) + [20.0] * len(dampers) + [20.0, 20.0, 1.0])
+    movable = [i for i in range(len(MV_NAMES)) if i in allowed and limits.max_dev[i] > 0.0]
+    biases = [I_FEEDER + i for i in serving if I_FEEDER + i in movable]
+    if len(biases) < 2:  # the fuel balance leaves one feeder nothing to move
+        biases = []
+    dampers = [I_SA + i for i in serving if I_SA + i in movable]
+    others = [i for i in (I_SOFA, I_SOFA + 1, I_O2) if i in movable]
+    var = biases + dampers + others
+    base_result = OracleResult(base, base, not violations(base, limits), violations(base, limits))
+    if not var:
+        return base_result
+    scale = np.array([5.0] * len(biases) + [20.0] * len(dampers) + [1.0 if i == I_O2 else 20.0 for i in others])
     x0 = np.array([dcs_u[i] for i in var])
     # Plain bounds: absolute range, and deviation where the DCS setpoint does not move with the MVs.
     lo, hi = [], []
@@ -199,19 +233,29 @@ def solve(op: OperatingPoint, limits: OracleLimits) -> OracleResult:
                 equalities.append({"type": "eq", "fun": lambda z, r=row, b=rhs: float(r @ z - b),
                                    "jac": lambda z, r=row: r})
     constraints = [{"type": "ineq", "fun": lambda z: np.array(at(z)[1])}] + equalities
-    best_z, best_eff = None, -math.inf
-    starts = [np.zeros(len(var)), np.clip(np.where(np.arange(len(var)) == len(var) - 1, -0.5, 0.0), lo_z, hi_z)]
+    hr0, eff0 = base.heat_rate_kj_kwh, base.efficiency_pct
+
+    def cost(z: np.ndarray) -> float:
+        """Heat rate change, % (or efficiency lost, points): near 0, so an absolute tolerance makes sense."""
+        sp = at(z)[0]
+        return 100.0 * (sp.heat_rate_kj_kwh / hr0 - 1.0) if objective == "heat_rate" else eff0 - sp.efficiency_pct
+
+    best_z, best_cost = None, cost(np.zeros(len(var))) if min(at(np.zeros(len(var)))[1], default=0.0) >= -1e-4 \
+        else math.inf
+    o2_start = np.where(np.array(var) == I_O2, -0.5, 0.0)
+    starts = [np.zeros(len(var))] + ([np.clip(o2_start, lo_z, hi_z)] if I_O2 in var else [])
     for z0 in starts:
-        res = minimize(lambda z: -at(z)[0].efficiency_pct, z0, method="SLSQP", bounds=list(zip(lo_z, hi_z)),
-                       constraints=constraints, options={"maxiter": 200, "ftol": 1e-9, "eps": 1e-5})
+        res = minimize(cost, z0, method="SLSQP", bounds=list(zip(lo_z, hi_z)),
+                       constraints=constraints, options={"maxiter": 100, "ftol": 1e-6, "eps": 1e-5})
         z = np.clip(res.x, lo_z, hi_z)
-        sp, resid = at(z)
+        resid = at(z)[1]
         if min(resid, default=0.0) >= -1e-4 and all(abs(e["fun"](z)) < 1e-6 for e in equalities):
-            if sp.efficiency_pct > best_eff:
-                best_z, best_eff = z, sp.efficiency_pct
-    base_bad = violations(base, limits)
-    best = at(best_z)[0] if best_z is not None else base
-    return OracleResult(base, best, not base_bad, base_bad)
+            c = cost(z)
+            if c < best_cost:
+                best_z, best_cost = z, c
+    if best_z is None:
+        return base_result
+    return OracleResult(base, at(best_z)[0], base_result.feasible_baseline, base_result.violations_baseline)
 
 
 @dataclass
@@ -224,6 +268,7 @@ class HeadroomReport:
     points: list[dict]
     dcs_run_efficiency_pct: float  # time average of the true efficiency over the DCS-only run
     violation_s: dict[str, float]  # process-limit violations of the DCS-only run (true values)
+    objective: str = "heat_rate"
 
     @property
     def headroom_pct(self) -> list[float]:
@@ -231,25 +276,30 @@ class HeadroomReport:
 
     def summary(self) -> dict:
         h = self.headroom_pct
+        hr = [p["heat_rate_headroom_pct"] for p in self.points]
 
         def mean(key: str) -> float:
             return round(float(np.mean([p[key] for p in self.points])), 3)
 
-        return {"scenario": self.scenario, "seed": self.seed, "points": len(h),
+        return {"scenario": self.scenario, "seed": self.seed, "points": len(h), "objective": self.objective,
                 "mean_headroom_pct": round(float(np.mean(h)), 3), "min_headroom_pct": round(min(h), 3),
                 "max_headroom_pct": round(max(h), 3),
+                "mean_heat_rate_headroom_pct": round(float(np.mean(hr)), 3),
+                "min_heat_rate_headroom_pct": round(min(hr), 3), "max_heat_rate_headroom_pct": round(max(hr), 3),
                 "mean_dcs_efficiency_pct": mean("dcs_efficiency_pct"),
                 "mean_oracle_efficiency_pct": mean("oracle_efficiency_pct"),
+                "mean_dcs_heat_rate_kj_kwh": mean("dcs_heat_rate_kj_kwh"),
+                "mean_oracle_heat_rate_kj_kwh": mean("oracle_heat_rate_kj_kwh"),
                 "dcs_run_efficiency_pct": round(self.dcs_run_efficiency_pct, 3),
                 "dcs_violation_s": {k: v for k, v in self.violation_s.items() if v},
                 "limits": self.limits_source}
 
 
-def scenario_headroom(scenario: Scenario, seed: int = 0, sample_s: float = 3600.0,
-                      limits: OracleLimits | None = None) -> HeadroomReport:
-    """Run the scenario under the DCS alone; every sample_s (mid-interval) solve the oracle for the
-    unit's conditions then: load demand, coal, mills in service, slag, fouling, ambient."""
-    limits = limits or default_limits()
+def sample_operating_points(scenario: Scenario, seed: int = 0, sample_s: float = 3600.0
+                            ) -> tuple[list[tuple[float, OperatingPoint]], float, dict[str, float]]:
+    """Run the scenario under the DCS alone; every sample_s (mid-interval) take the unit's conditions
+    (load demand, coal as fired, mills in service, slag, fouling, ambient, windbox imbalance, air-heater
+    leakage) as an operating point. Also the run's mean true efficiency and its process-limit seconds."""
     unit = ReferenceUnit(scenario, seed)
     points, eff_sum, n = [], 0.0, 0
     next_t = sample_s / 2.0
@@ -259,11 +309,22 @@ def scenario_headroom(scenario: Scenario, seed: int = 0, sample_s: float = 3600.
         n += 1
         if unit.t >= next_t:
             next_t += sample_s
-            res = solve(unit.operating_point(), limits)
-            points.append({"t_s": unit.t, "coal": unit.coal.name, "mills": "".join(
-                m.upper() if s else "." for m, s in zip("abcdef", unit.mills.in_service)),
-                "feasible_baseline": res.feasible_baseline, **res.summary()})
-    return HeadroomReport(scenario.name, seed, limits.source, points, eff_sum / max(n, 1), dict(unit.violation_s))
+            points.append((unit.t, unit.operating_point()))
+    return points, eff_sum / max(n, 1), dict(unit.violation_s)
+
+
+def scenario_headroom(scenario: Scenario, seed: int = 0, sample_s: float = 3600.0,
+                      limits: OracleLimits | None = None, objective: str = "heat_rate") -> HeadroomReport:
+    """The oracle against the DCS at operating points sampled from a DCS-only run of the scenario."""
+    limits = limits or default_limits()
+    sampled, eff, violation_s = sample_operating_points(scenario, seed, sample_s)
+    points = []
+    for t, op in sampled:
+        res = solve(op, limits, objective)
+        points.append({"t_s": t, "coal": op.coal.name, "mills": "".join(
+            m.upper() if s else "." for m, s in zip("abcdef", op.in_service)),
+            "feasible_baseline": res.feasible_baseline, **res.summary()})
+    return HeadroomReport(scenario.name, seed, limits.source, points, eff, violation_s, objective)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,18 +332,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="agc_day_24h", help="named scenario (default agc_day_24h)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sample-min", type=float, default=60.0, help="minutes between sampled operating points")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="heat_rate",
+                        help="what the oracle maximises: unit heat rate improvement (default) or boiler efficiency")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary")
     args = parser.parse_args(argv)
-    report = scenario_headroom(named_scenario(args.scenario, args.seed), args.seed, args.sample_min * 60.0)
+    report = scenario_headroom(named_scenario(args.scenario, args.seed), args.seed, args.sample_min * 60.0,
+                               objective=args.objective)
     summary = report.summary()
     if not args.json:
         print(f"oracle vs DCS on {report.scenario} (seed {report.seed}), limits: {report.limits_source}")
-        print(f"{'t h':>6} {'load MW':>8} {'mills':>7} {'coal':<28} {'DCS %':>7} {'oracle %':>8} {'headroom':>8}"
-              f" {'O2 DCS->AI':>11} {'NOx AI':>7}")
+        print(f"objective: {report.objective}")
+        print(f"{'t h':>6} {'load MW':>8} {'mills':>7} {'coal':<20} {'DCS %':>7} {'oracle %':>8} {'eff +pt':>7}"
+              f" {'HR -%':>6} {'O2 DCS->AI':>11} {'NOx AI':>7} {'RH DCS->AI':>12}")
         for p in report.points:
-            print(f"{p['t_s'] / 3600:6.2f} {p['load_mw']:8.1f} {p['mills']:>7} {p['coal'][:28]:<28}"
-                  f" {p['dcs_efficiency_pct']:7.2f} {p['oracle_efficiency_pct']:8.2f} {p['headroom_pct']:8.2f}"
-                  f" {p['dcs_o2_pct']:5.2f}->{p['oracle_o2_pct']:<5.2f} {p['oracle_nox_mg_nm3']:7.0f}")
+            print(f"{p['t_s'] / 3600:6.2f} {p['load_mw']:8.1f} {p['mills']:>7} {p['coal'][:20]:<20}"
+                  f" {p['dcs_efficiency_pct']:7.2f} {p['oracle_efficiency_pct']:8.2f} {p['headroom_pct']:7.2f}"
+                  f" {p['heat_rate_headroom_pct']:6.2f} {p['dcs_o2_pct']:5.2f}->{p['oracle_o2_pct']:<5.2f}"
+                  f" {p['oracle_nox_mg_nm3']:7.0f} {p['dcs_reheat_c']:6.1f}->{p['oracle_reheat_c']:<5.1f}")
     print(json.dumps(summary))
     return 0
 

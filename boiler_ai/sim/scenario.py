@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from boiler_ai.sim.coal import Coal, blend, coal_named
+from boiler_ai.sim.disturbances import Disturbances
 from boiler_ai.sim.mills import MILLS
 from boiler_ai.sim.steam import RATED_MW
 
@@ -55,8 +56,14 @@ class Scenario:
     fouling_rate_per_h: float = 0.0
     ambient_mean_c: float = 20.0
     ambient_swing_c: float = 0.0  # daily swing (amplitude), coldest at 05:00
+    humidity_rh_pct: float = 60.0  # mean relative humidity (higher at night when the day swings)
+    sootblow_every_h: float = 0.0  # the DCS's sootblowing schedule (0: only the events below)
+    # Measurements as a plant has them: instrument noise, O2 probe stratification and drift, CO
+    # pockets, carbon-in-ash repeatability, DCS resolution and deadband. False: clean instruments
+    # (lags and dead times stay: they are physics).
     noise: bool = True
-    analyser_delay_s: float = 15.0  # gas transport and sampling to the O2/CO/NOx analysers
+    analyser_delay_s: float = 20.0  # sample line dead time to the extractive CO/NOx analysers
+    disturbances: Disturbances = field(default_factory=Disturbances)
     events: tuple[Event, ...] = ()
     _load_t: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
@@ -70,6 +77,9 @@ class Scenario:
             if transition <= 0:
                 raise ValueError(f"scenario {self.name!r}: a coal change needs a transition time > 0")
         coal_named(self.initial_coal)
+        if not 0 <= self.analyser_delay_s <= 120 or not 0 <= self.humidity_rh_pct <= 100 or self.sootblow_every_h < 0:
+            raise ValueError(f"scenario {self.name!r}: analyser_delay_s must be 0-120 s, humidity_rh_pct 0-100, "
+                             "sootblow_every_h >= 0")
         object.__setattr__(self, "_load_t", tuple(t for t, _ in self.load_points))
         object.__setattr__(self, "events", tuple(sorted(self.events, key=lambda e: e.t)))
 
@@ -125,13 +135,13 @@ def _agc_day(seed: int, duration_s: float = 86400.0) -> tuple[tuple[float, float
 
 
 def steady_full_load(seed: int = 0) -> Scenario:
-    """Four hours at 600 MW on the design coal: the reference point."""
+    """Four hours at 600 MW on the design coal: the reference point, with the plant's disturbances."""
     return Scenario("steady_full_load", 4 * 3600.0, ((0.0, RATED_MW),))
 
 
 def agc_day_24h(seed: int = 0) -> Scenario:
-    """The standard scenario: 24 h of AGC dispatch (50-100 % at 1-2 %/min), four coal changes, slag and
-    fouling building up between sootblows, a daily ambient swing, noise and analyser delay."""
+    """The standard day: 24 h of AGC dispatch (50-100 % at 1-2 %/min), four coal changes, slag and
+    fouling building up between the DCS's sootblows, a daily ambient swing, every disturbance."""
     h = 3600.0
     return Scenario(
         "agc_day_24h", 24 * h, _agc_day(seed),
@@ -145,12 +155,47 @@ def agc_day_24h(seed: int = 0) -> Scenario:
 def coal_switch(seed: int = 0) -> Scenario:
     """Two hours at 90 % load; the bunkers change to a wet, reactive blend after 20 minutes."""
     return Scenario("coal_switch", 2 * 3600.0, ((0.0, 540.0),),
-                    coal_changes=((1200.0, "high_moisture_blend", 1200.0),))
+                    coal_changes=((1200.0, "high_moisture_blend", 1200.0),), initial_slag=0.1, initial_fouling=0.1)
 
 
 def mill_trip(seed: int = 0) -> Scenario:
     """One hour at full load; mill C trips after 20 minutes and the DCS starts the reserve mill."""
-    return Scenario("mill_trip", 3600.0, ((0.0, RATED_MW),), events=(Event(1200.0, "mill_trip", "c"),))
+    return Scenario("mill_trip", 3600.0, ((0.0, RATED_MW),), events=(Event(1200.0, "mill_trip", "c"),),
+                    initial_slag=0.1, initial_fouling=0.1)
+
+
+def fouling_drift(seed: int = 0) -> Scenario:
+    """Twelve hours at 90 % load with the sootblowers out of service: slag and convective fouling
+    build up (exit gas and steam temperatures drift up, efficiency down) until one sootblow at 11 h."""
+    h = 3600.0
+    return Scenario("fouling_drift", 12 * h, ((0.0, 540.0),), initial_slag=0.05, initial_fouling=0.05,
+                    slag_rate_per_h=0.05, fouling_rate_per_h=0.06, ambient_mean_c=18.0, ambient_swing_c=4.0,
+                    events=(Event(11 * h, "sootblow"),))
+
+
+def low_load_night(seed: int = 0) -> Scenario:
+    """Eight hours of night minimum: 50-60 % load with small AGC moves, three mills, cool air; reheat
+    runs short of its set point and the CO knee is high."""
+    rng = np.random.default_rng([seed, 7])
+    points, t = [(0.0, 330.0)], 0.0
+    while t < 8 * 3600.0:
+        t += float(rng.uniform(900.0, 2400.0))
+        points.append((t, points[-1][1]))
+        target = float(rng.uniform(0.5, 0.6)) * RATED_MW
+        t += abs(target - points[-1][1]) / (0.01 * RATED_MW / 60.0)
+        points.append((t, target))
+    return Scenario("low_load_night", 8 * 3600.0, tuple(points), initial_slag=0.05, initial_fouling=0.1,
+                    slag_rate_per_h=0.03, fouling_rate_per_h=0.02, ambient_mean_c=8.0, ambient_swing_c=2.0,
+                    humidity_rh_pct=80.0)
+
+
+def hot_summer_day(seed: int = 0) -> Scenario:
+    """The standard day's dispatch in a hot, humid summer: 26-38 degC, the evening peak at full load
+    with the air heater and fans at their warmest, the sootblowers on their 8-hour schedule."""
+    h = 3600.0
+    return Scenario("hot_summer_day", 24 * h, _agc_day(seed), initial_slag=0.1, initial_fouling=0.1,
+                    slag_rate_per_h=0.08, fouling_rate_per_h=0.03, ambient_mean_c=32.0, ambient_swing_c=6.0,
+                    humidity_rh_pct=65.0, sootblow_every_h=8.0)
 
 
 def demo(seed: int = 0) -> Scenario:
@@ -162,7 +207,17 @@ def demo(seed: int = 0) -> Scenario:
                     coal_changes=((1200.0, "high_moisture_blend", 600.0),))
 
 
-SCENARIOS = {f.__name__: f for f in (steady_full_load, agc_day_24h, coal_switch, mill_trip, demo)}
+SCENARIOS = {f.__name__: f for f in (steady_full_load, agc_day_24h, coal_switch, mill_trip, fouling_drift,
+                                     low_load_night, hot_summer_day, demo)}
+
+# The standard scenario set, and the seeds each is reported on. Policies are trained on TRAIN_SEEDS
+# only; HELD_OUT_SEEDS are reserved for evaluating trained policies and must never be trained on.
+STANDARD_SCENARIOS: dict[str, tuple[int, ...]] = {
+    "agc_day_24h": (0, 1, 2), "coal_switch": (0, 1, 2), "mill_trip": (0, 1, 2), "fouling_drift": (0, 1, 2),
+    "low_load_night": (0, 1, 2), "hot_summer_day": (0, 1, 2),
+}
+TRAIN_SEEDS: tuple[int, ...] = tuple(range(100, 1100))
+HELD_OUT_SEEDS: tuple[int, ...] = tuple(range(9001, 9021))
 
 
 def named_scenario(name: str, seed: int = 0) -> Scenario:
@@ -170,4 +225,3 @@ def named_scenario(name: str, seed: int = 0) -> Scenario:
         return SCENARIOS[name](seed)
     except KeyError:
         raise KeyError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})") from None
-

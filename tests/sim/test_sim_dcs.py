@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from boiler_ai.sim.dcs import I_FEEDER, I_O2, I_SA, I_SPRAY, MV_NAMES, DcsConfig, o2_curve_pct
+from boiler_ai.sim.disturbances import NO_DISTURBANCES
 from boiler_ai.sim.scenario import Event, Scenario
 from boiler_ai.sim.unit import ReferenceUnit
 
 
 def unit_at(load_mw: float = 600.0, duration: float = 7200.0, **kw) -> ReferenceUnit:
-    return ReferenceUnit(Scenario("test", duration, ((0.0, load_mw),), noise=False), **kw)
+    return ReferenceUnit(Scenario("test", duration, ((0.0, load_mw),), noise=False, disturbances=NO_DISTURBANCES), **kw)
 
 
 class Daemon:
@@ -212,7 +213,8 @@ def test_runback_lowers_load_fast_then_clears():
 
 
 def test_coordinated_off_freezes_the_load_demand():
-    unit = ReferenceUnit(Scenario("t", 3600.0, ((0.0, 500.0), (60.0, 500.0), (660.0, 600.0)), noise=False))
+    unit = ReferenceUnit(Scenario("t", 3600.0, ((0.0, 500.0), (60.0, 500.0), (660.0, 600.0)), noise=False,
+                                  disturbances=NO_DISTURBANCES))
     for _ in range(120):
         unit.step()
     unit.inject("coordinated_off")
@@ -240,7 +242,7 @@ def test_mill_trip_starts_the_reserve_mill():
 def test_mills_come_out_of_service_as_load_falls():
     ramp = 0.02 * 600 / 60
     unit = ReferenceUnit(Scenario("t", 4000.0, ((0.0, 600.0), (60.0, 600.0), (60.0 + 300.0 / ramp, 300.0)),
-                                  noise=False))
+                                  noise=False, disturbances=NO_DISTURBANCES))
     while unit.t < 4000.0:
         unit.step()
     v = unit.values()

@@ -10,6 +10,7 @@ import pytest
 from boiler_ai.sim import steam
 from boiler_ai.sim.coal import COALS, DESIGN_COAL, stoichiometry
 from boiler_ai.sim.dcs import I_FEEDER, I_O2, I_SA, I_SOFA, o2_curve_pct
+from boiler_ai.sim.disturbances import NO_DISTURBANCES
 from boiler_ai.sim.fireside import CoalProps, fire_side
 from boiler_ai.sim.mills import MillBank, MillStatus
 from boiler_ai.sim.scenario import Scenario
@@ -28,15 +29,16 @@ def full_dcs(full):
 
 
 def with_mvs(op: OperatingPoint, base, **changes):
-    """Steady state at the DCS setting with some applied MVs changed (index: value)."""
+    """Steady state at the DCS setting with some applied MVs changed (index: value), the burner tilt
+    held where the DCS had it (the fire side's own response, before the reheat loop corrects it)."""
     u = list(base.mvs)
     for i, v in changes.items():
         u[int(i[1:])] = v
-    return op.evaluate(u)
+    return op.evaluate(u, tilt_deg=base.tilt_deg)
 
 
 def quiet(load_points, duration, **kw) -> Scenario:
-    return Scenario("test", duration, load_points, noise=False, **kw)
+    return Scenario("test", duration, load_points, noise=False, disturbances=NO_DISTURBANCES, **kw)
 
 
 # ── coal and mills ───────────────────────────────────────────────────────────────────────────────
@@ -124,16 +126,17 @@ def test_co_knee_moves_with_air_distribution_and_volatiles(full, full_dcs):
 
 def test_nox_level_and_trends(full, full_dcs):
     assert 250 <= full_dcs.fire.nox_mg_nm3 <= 450  # mg/Nm3 at 6 % O2 before SCR
-    more_o2 = with_mvs(full, full_dcs, u14=0.5)
-    assert more_o2.fire.nox_mg_nm3 > full_dcs.fire.nox_mg_nm3 * 1.2  # rises with excess O2
+    # +10-30 % per +1 % O2 (the IDAES surrogate's slope, issue 11), measured +-0.5 % about the DCS's O2
+    less_o2, more_o2 = with_mvs(full, full_dcs, u14=-0.5), with_mvs(full, full_dcs, u14=0.5)
+    assert 1.10 <= more_o2.fire.nox_mg_nm3 / less_o2.fire.nox_mg_nm3 <= 1.30
     staged = with_mvs(full, full_dcs, u12=full_dcs.mvs[I_SOFA] + 15, u13=full_dcs.mvs[I_SOFA] + 15)
     assert staged.fire.lower_furnace_ratio < full_dcs.fire.lower_furnace_ratio
-    assert staged.fire.nox_mg_nm3 < full_dcs.fire.nox_mg_nm3 * 0.8  # falls with SOFA staging
-    # IDAES: about 17 ppm (5-10 %) more per 0.01 of lower-furnace stoichiometry
+    assert staged.fire.nox_mg_nm3 < full_dcs.fire.nox_mg_nm3 * 0.9  # falls with SOFA staging
+    # IDAES: about 17 ppm at 320 ppm (5.3 %) more per 0.01 of lower-furnace stoichiometry
     less = with_mvs(full, full_dcs, u12=full_dcs.mvs[I_SOFA] - 5, u13=full_dcs.mvs[I_SOFA] - 5)
     per_001 = (less.fire.nox_mg_nm3 / full_dcs.fire.nox_mg_nm3 - 1) / (
         (less.fire.lower_furnace_ratio - full_dcs.fire.lower_furnace_ratio) / 0.01)
-    assert 0.05 <= per_001 <= 0.45
+    assert 0.04 <= per_001 <= 0.07
 
 
 def test_unburned_carbon_trends(full, full_dcs):
@@ -186,7 +189,7 @@ def test_pressure_and_steam_temperatures_at_full_load(full, full_dcs):
 
 def test_fireball_position_and_excess_air_move_steam_temperatures(full, full_dcs):
     def unsprayed(sp):
-        return full.evaluate(sp.mvs[:15] + [0.0, 0.0, 0.0], sprays="mvs")
+        return full.evaluate(sp.mvs[:15] + [0.0, 0.0, 0.0], sprays="mvs", tilt_deg=full_dcs.tilt_deg)
 
     base = unsprayed(full_dcs)
     up = unsprayed(with_mvs(full, full_dcs, **{f"u{I_FEEDER}": -8.0, f"u{I_FEEDER + 4}": 8.0}))  # A -> E
@@ -194,7 +197,7 @@ def test_fireball_position_and_excess_air_move_steam_temperatures(full, full_dcs
     assert up.main_steam_c > base.main_steam_c and up.reheat_c > base.reheat_c
     # Which levels burn: mills B-F instead of A-E lifts the fireball a whole level.
     upper = OperatingPoint(600.0, DESIGN_COAL, [False] + [True] * 5)
-    high = upper.evaluate(upper.evaluate().mvs[:15] + [0.0, 0.0, 0.0], sprays="mvs")
+    high = upper.evaluate(upper.evaluate().mvs[:15] + [0.0, 0.0, 0.0], sprays="mvs", tilt_deg=full_dcs.tilt_deg)
     assert high.fire.fegt_c > base.fire.fegt_c + 20
     assert high.main_steam_c > base.main_steam_c + 4.0 and high.reheat_c > base.reheat_c + 6.0
     more_air = unsprayed(with_mvs(full, full_dcs, u14=1.0))
@@ -212,6 +215,7 @@ def _spray_lag(load_mw: float) -> float:
     t0 = unit.steam.main_steam_c
     valve = unit.dcs.applied[16]
     unit.dcs.spray_pi[1].lo = unit.dcs.spray_pi[1].hi = valve + 15.0  # the loop's output pinned 15 % up
+    unit.dcs.tilt_pi.lo = unit.dcs.tilt_pi.hi = unit.tilt_deg  # and the burner tilt held
     temps = []
     for _ in range(1200):
         unit.step()
@@ -287,10 +291,10 @@ def test_o2_bias_steps_reach_the_flue_gas_after_the_analyser():
         unit.step()
         seen.append((unit.performance()["o2_pct"], unit.values()["o2_economiser_pct"]))
     assert seen[-1][0] == pytest.approx(o2_0 - 0.5, abs=0.05)
-    # The analyser lags the true O2 (transport delay plus its own lag).
+    # The in-situ probes lag the true O2 (transport delay plus the cell): 5-20 s (boiler-facts).
     i_true = next(i for i, (t, _) in enumerate(seen) if t < o2_0 - 0.25)
     i_meas = next(i for i, (_, m) in enumerate(seen) if m < o2_0 - 0.25)
-    assert i_meas >= i_true + 10
+    assert i_true + 5 <= i_meas <= i_true + 20
 
 
 def test_coal_switch_to_wet_coal_needs_more_coal_and_lowers_efficiency():

@@ -46,7 +46,7 @@ def test_host_section_is_optional(tmp_path):
 @pytest.mark.parametrize("edit, field, words", [
     (lambda c: c.update(cycle_periods=1.0), "cycle_periods", "unknown field"),
     (lambda c: c.pop("mode"), "mode", "required field is missing"),
-    (lambda c: c.update(mode="autopilot"), "mode", "must be one of shadow, closed_loop"),
+    (lambda c: c.update(mode="autopilot"), "mode", "must be one of observe, shadow, closed_loop"),
     (lambda c: c.update(cycle_period_s="1 s"), "cycle_period_s", "expected a finite number"),
     (lambda c: c["engagement"].update(healthy_cycles_to_engage=2.5), "engagement.healthy_cycles_to_engage",
      "expected an integer"),

@@ -124,3 +124,71 @@ def test_refuses_to_serve_unprotected_or_misconfigured(logged, capsys, args, say
 def test_not_a_log_directory_is_one_line(tmp_path, capsys):
     assert main(["dashboard", "--log", str(tmp_path)]) == 2
     assert "not a decision log directory" in capsys.readouterr().err
+
+
+def self_signed(tmp_path):
+    """A certificate for 127.0.0.1 and its key, PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "boiler-ai dashboard test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "dashboard.crt", tmp_path / "dashboard.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_serves_https_with_a_password(logged, tmp_path):
+    import ssl
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from rigs.served import free_port
+
+    _, log_dir, _ = logged
+    cert, key = self_signed(tmp_path)
+    password = tmp_path / "password"
+    password.write_text("correct horse battery\n")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "boiler_ai", "dashboard", "--log", str(log_dir), "--port",
+                               str(port), "--tls-cert", str(cert), "--tls-key", str(key), "--password-file",
+                               str(password)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    context = ssl.create_default_context(cafile=str(cert))
+    url = f"https://127.0.0.1:{port}/api/status"
+    auth = {"Authorization": "Basic " + base64.b64encode(b"operator:correct horse battery").decode()}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, headers=auth), context=context,
+                                            timeout=5) as answer:
+                    assert answer.status == 200
+                    break
+            except urllib.error.URLError as exc:
+                if isinstance(exc, urllib.error.HTTPError) or time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, context=context, timeout=5)
+        assert refused.value.code == 401
+        refused.value.close()
+    finally:
+        server.terminate()
+        server.wait(20)

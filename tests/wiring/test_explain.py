@@ -105,3 +105,12 @@ def test_bad_input_is_one_line_and_exit_2(logged, capsys, args, says):
     assert main(["explain", *args, "--log", str(log_dir)]) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_reason_the_daemon_gives_has_one_code_for_the_operator():
+    from boiler_ai.messages import Reason
+
+    names = {r.value for r in Reason}
+    assert names <= set(status_codes.BY_NAME)
+    assert set(status_codes.BY_NAME) - names == {"none", "other"}
+    assert status_codes.reason("a_reason_from_a_newer_daemon") is status_codes.OTHER
