@@ -71,7 +71,7 @@ class Envelope:
     available_when: tuple[str | None, ...]  # boolean signal per MV, None = always
     couplings: tuple[Coupling, ...]
     process_limits: tuple[ProcessLimit, ...]
-    time_budget_us: float
+    iteration_limit: int  # the QP solver's budget, counted in iterations so a replay is machine-independent
     guard_tolerance: float
 
     @property
@@ -113,7 +113,7 @@ class Envelope:
             lines.append(f"    {p.name}: {p.signal} {_SYMBOL[p.relation]} {p.limit:g} {p.unit}   S: {terms}")
         if not self.process_limits:
             lines.append("    none")
-        lines.append(f"  solver time budget {self.time_budget_us:g} us, guard tolerance {self.guard_tolerance:g}")
+        lines.append(f"  solver iteration limit {self.iteration_limit}, guard tolerance {self.guard_tolerance:g}")
         return "\n".join(lines)
 
 
@@ -128,7 +128,7 @@ def load_envelope(path: str | Path, tag_map: TagMap) -> Envelope:
         raise top.error("unit", f"{unit!r} is not the tag map's unit {tag_map.unit!r} ({tag_map.source})")
 
     solver = top.mapping("solver")
-    time_budget_us = solver.number("time_budget_us", lo=1.0)
+    iteration_limit = solver.integer("iteration_limit", lo=10)
     solver.done()
     guard = top.mapping("guard")
     tolerance = guard.number("tolerance", lo=0.0, hi=MAX_GUARD_TOLERANCE)
@@ -181,7 +181,7 @@ def load_envelope(path: str | Path, tag_map: TagMap) -> Envelope:
         lo=frozen(rows["lo"]), hi=frozen(rows["hi"]), rate_up=frozen(rows["rate_up"]),
         rate_down=frozen(rows["rate_down"]), max_dev=frozen(rows["max_dev"]), weights=frozen(rows["weights"]),
         available_when=tuple(available_when), couplings=couplings, process_limits=process_limits,
-        time_budget_us=time_budget_us, guard_tolerance=tolerance,
+        iteration_limit=iteration_limit, guard_tolerance=tolerance,
     )
 
 

@@ -27,7 +27,6 @@ the idle wait pays that overhead several times over. The rare QP path uses numpy
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -39,7 +38,6 @@ from boiler_ai.messages.record import ProjectionStatus
 
 SOLVER_INF = 1e30  # DAQP's infinity; np.inf makes it return NaN with a "solved" flag
 SOLVER_OPTIMAL = 1
-SOLVER_ITER_LIMIT = 1000
 SOLVER_PRIMAL_TOL = 1e-9  # rows may be violated by this much; far inside the check tolerance
 ACTIVE_MULTIPLIER = 1e-12  # a constraint binds when its multiplier is above rounding noise (~1e-17)
 _EQUALITY, _INEQUALITY = 5, 0  # DAQP constraint sense flags
@@ -52,7 +50,7 @@ class Projection:
     action: list[float] | None  # in envelope MV order; None only with RELEASE
     status: ProjectionStatus
     active_constraints: tuple[str, ...]  # e.g. "sa_damper_a_pct:rate_up", "coupling:feeder_fuel_balance"
-    solve_us: float  # time inside the QP solver (0 when no QP was needed)
+    iterations: int  # active-set iterations of the QP solver (0 when no QP was needed)
     reason: str  # why HOLD or RELEASE; empty otherwise
 
 
@@ -89,8 +87,8 @@ class Projector:
                                    + [_INEQUALITY] * len(e.process_limits), dtype=np.int32)
             model = daqp.Model()
             settings = model.settings
-            settings.update(primal_tol=SOLVER_PRIMAL_TOL, iter_limit=SOLVER_ITER_LIMIT,
-                            time_limit=e.time_budget_us * 1e-6)
+            # An iteration limit, never a wall-clock one: a replay must reach the same answer on any machine.
+            settings.update(primal_tol=SOLVER_PRIMAL_TOL, iter_limit=e.iteration_limit, time_limit=0.0)
             model.settings = settings
             # Set up once with the static limits; every cycle updates the cost and the bounds only.
             upper = np.concatenate((e.hi, coupling_hi, np.full(len(e.process_limits), SOLVER_INF)))
@@ -111,7 +109,7 @@ class Projector:
         try:
             return self._project(requested, u_prev, u_dcs, process_now, available, dt)
         except Exception as exc:  # noqa: BLE001 -- a bug here must hand control back, never crash the cycle
-            return Projection(None, ProjectionStatus.RELEASE, (), 0.0, f"projector error: {exc!r}")
+            return Projection(None, ProjectionStatus.RELEASE, (), 0, f"projector error: {exc!r}")
 
     def _project(self, requested, u_prev, u_dcs, process_now, available, dt) -> Projection:
         u_prev, u_dcs = self._floats(u_prev), self._floats(u_dcs)
@@ -148,7 +146,7 @@ class Projector:
             names = tuple(self._bound(limits, i, r > hi[i])
                           for i, (c, r) in enumerate(zip(clipped, request)) if c != r)
             status = ProjectionStatus.CLIPPED if names else ProjectionStatus.OK
-            return Projection(clipped, status, names, 0.0, "")
+            return Projection(clipped, status, names, 0, "")
         return self._solve(request, limits)
 
     def _floats(self, values) -> list[float] | None:
@@ -226,20 +224,19 @@ class Projector:
         lo, hi = limits.lo, limits.hi
         self._model.update(f=-self._h_diag * np.array(request), bupper=np.array(hi + limits.row_hi),
                            blower=np.array(lo + limits.row_lo), sense=self._sense)
-        started = time.perf_counter()
         x, _, flag, info = self._model.solve()
-        solve_us = (time.perf_counter() - started) * 1e6
+        iterations = int(info.get("iterations", 1)) or 1
         if flag != SOLVER_OPTIMAL:
-            return self._fallback(limits, f"no action fits the envelope (QP exit flag {flag})", (), solve_us)
+            return self._fallback(limits, f"no action fits the envelope (QP exit flag {flag})", (), iterations)
         x = self._floats(x)
         # The solver's word is not taken: finite, inside the box (up to rounding, then clipped exactly)
         # and every row within tolerance, or it is treated as infeasible.
         tol = self._tol
         if x is None or not all(low - tol <= v <= high + tol for v, low, high in zip(x, lo, hi)):
-            return self._fallback(limits, "QP answer failed the independent check (bounds)", (), solve_us)
+            return self._fallback(limits, "QP answer failed the independent check (bounds)", (), iterations)
         x = [min(max(v, low), high) for v, low, high in zip(x, lo, hi)]
         if not self._rows_fit(x, limits):
-            return self._fallback(limits, "QP answer failed the independent check (rows)", (), solve_us)
+            return self._fallback(limits, "QP answer failed the independent check (rows)", (), iterations)
         lam = np.asarray(info.get("lam", ()), dtype=float).reshape(-1)
         names = []
         for k in np.flatnonzero(np.abs(lam) > ACTIVE_MULTIPLIER):
@@ -247,15 +244,15 @@ class Projector:
                 names.append(self._bound(limits, k, lam[k] > 0))  # DAQP: positive = upper bound active
             elif k - self._n < len(self._row_names):
                 names.append(self._row_names[k - self._n])
-        return Projection(x, ProjectionStatus.CLIPPED, tuple(names), solve_us, "")
+        return Projection(x, ProjectionStatus.CLIPPED, tuple(names), iterations, "")
 
-    def _fallback(self, limits: _Limits, reason: str, names: tuple[str, ...], solve_us: float = 0.0) -> Projection:
+    def _fallback(self, limits: _Limits, reason: str, names: tuple[str, ...], iterations: int = 0) -> Projection:
         """Infeasible this cycle: hold the setpoints in force if they still fit every hard limit, else release."""
         u_prev = limits.u_prev
         if (all(low <= v <= high for v, low, high in zip(u_prev, limits.lo, limits.hi))
                 and self._rows_fit(u_prev, limits)):
-            return Projection(list(u_prev), ProjectionStatus.HOLD, names, solve_us, reason)
-        return Projection(None, ProjectionStatus.RELEASE, names, solve_us,
+            return Projection(list(u_prev), ProjectionStatus.HOLD, names, iterations, reason)
+        return Projection(None, ProjectionStatus.RELEASE, names, iterations,
                           f"{reason}; the setpoints in force do not fit either")
 
 
@@ -278,7 +275,7 @@ def _terms(row: np.ndarray) -> tuple[tuple[int, float], ...]:
 
 
 def _release(reason: str) -> Projection:
-    return Projection(None, ProjectionStatus.RELEASE, (), 0.0, reason)
+    return Projection(None, ProjectionStatus.RELEASE, (), 0, reason)
 
 
 def _finite(value) -> float | None:

@@ -129,16 +129,10 @@ def test_no_import_cycles():
         visit(module, [])
 
 
-# The projector still times its QP (its solve_us) and gives DAQP a wall-clock limit; the safety work
-# replaces that with an iteration limit. Until then it is the one file allowed a clock.
-CLOCK_EXCEPTIONS = {"projector.py"}
-
-
 def test_the_core_reads_no_clock_and_knows_nothing_above_it():
     words = ("perf_counter", "monotonic", "time.time", "clock_ns", "datetime.now", "boiler_ai.record",
              "from ..record", "boiler_ai.daemon")
     hits = {p.name: [f"{n}: {line.strip()}" for n, line in enumerate(p.read_text().splitlines(), 1)
                      if any(w in line for w in words)]
             for p in sorted((PACKAGE / "control").glob("*.py"))}
-    assert not {name: lines for name, lines in hits.items() if lines and name not in CLOCK_EXCEPTIONS}
-    assert all(hits[name] for name in CLOCK_EXCEPTIONS), "remove the clock exceptions no longer taken"
+    assert not {name: lines for name, lines in hits.items() if lines}
