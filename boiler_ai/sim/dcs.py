@@ -195,6 +195,9 @@ class Dcs:
         self.ai_sp = list(self.dcs_sp)
         self.applied = list(self.dcs_sp)
         self.releasing = [False] * n
+        # Which MVs the AI interface exposes (the tag map's manipulated variables); the rest stay with
+        # the DCS in AI mode too. The unit sets it from its tag map.
+        self.ai_driven = [True] * n
         self.operator_feeder_bias = [0.0] * N_LEVELS  # the DCS's own feeder biases (faceplate)
         self.operator_o2_bias = 0.0
         # Loops (gains per IDAES structure, scaled to this unit; tuned on the simulator)
@@ -258,7 +261,7 @@ class Dcs:
         dcs, ai, applied = self.dcs_sp, self.ai_sp, self.applied
         for i in range(len(MV_NAMES)):
             lo, hi = self._range[i]
-            if self.ai_active:
+            if self.ai_active and self.ai_driven[i]:
                 c = self._clamp[i]
                 applied[i] = min(max(ai[i], dcs[i] - c, lo), dcs[i] + c, hi)
                 self.releasing[i] = False
@@ -304,10 +307,10 @@ class Dcs:
             psp = steam.platen_outlet_sp(load_frac)
             # While the AI drives the spray valves, each DCS loop keeps its integral and offers its
             # integral plus proportional action as its own setpoint: bounded, and ready to take over.
-            hold = self.ai_active
-            sprays = [self.spray_pi[0].step(m.platen_out_c - psp, dt, hold),
-                      self.spray_pi[1].step(m.main_steam_c - steam.STEAM_TEMP_SP_C, dt, hold),
-                      self.spray_pi[2].step(m.reheat_c - steam.STEAM_TEMP_SP_C, dt, hold)]
+            hold = [self.ai_active and self.ai_driven[I_SPRAY + k] for k in range(3)]
+            sprays = [self.spray_pi[0].step(m.platen_out_c - psp, dt, hold[0]),
+                      self.spray_pi[1].step(m.main_steam_c - steam.STEAM_TEMP_SP_C, dt, hold[1]),
+                      self.spray_pi[2].step(m.reheat_c - steam.STEAM_TEMP_SP_C, dt, hold[2])]
         self.dcs_sp[I_SPRAY:] = sprays
         self._select(dt)
 

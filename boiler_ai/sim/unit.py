@@ -176,6 +176,7 @@ class ReferenceUnit:
         o2_sp = o2_curve_pct(load_mw / steam.RATED_MW)
         trim = sp.air_tph / (sp.coal_tph * _DESIGN_AIR * air_ratio_for_o2(o2_sp)) - 1.0
         self.dcs = Dcs(config, load_mw, sp.mvs, sp.coal_tph, sp.air_tph, trim, self.steam.steam_kgs)
+        self.dcs.ai_driven = [mv in self.tag_map.manipulated for mv in MV_NAMES]
         self._analyser_buf = [(f.o2_pct, f.co_ppm, f.nox_mg_nm3)] * 128
         self._analyser_i = 0
         self.o2_meas, self.co_meas, self.nox_meas = f.o2_pct, f.co_ppm, f.nox_mg_nm3
