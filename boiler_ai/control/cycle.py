@@ -17,6 +17,7 @@ from boiler_ai.control.envelope import Envelope
 from boiler_ai.control.guard import Guard
 from boiler_ai.control.policy import PolicyRunner
 from boiler_ai.control.projector import ProjectionStatus, Projector
+from boiler_ai.control.supervision import Supervisor
 from boiler_ai.control.validate import Validation, Validator
 from boiler_ai.plant.tagmap import TagMap
 from boiler_ai.plant.types import Snapshot, WriteResult
@@ -78,6 +79,7 @@ class Controller:
         # A spread is judged against each action's allowed deviation from the DCS: 0.5 t/h of
         # disagreement matters for a feeder bias, not for a damper opening.
         self._spread_scale = [max(dev, 1e-9) for dev in envelope.max_dev.tolist()]
+        self.supervisor = Supervisor(envelope, settings.cycle_period_s)
         self.heartbeat = 0
         self.cycle = 0
         self.out_of_depth_s = 0.0
@@ -120,12 +122,15 @@ class Controller:
         handshake = Handshake(*(self._flag(values, self.hs[k]) for k in ("ai_enable", "ai_permissive", "ai_active")))
         process_now = {name: values.get(name, math.nan) for name in self.envelope.process_signals}
         available = {sig: values.get(sig, 0.0) >= 0.5 for sig in self.envelope.condition_signals}
+        supervision = self.supervisor.update(process_now, u_prev, u_dcs, self.engagement.mode is Mode.ACTIVE)
+        events.extend(supervision.events)
 
         projection = None
         verdict = None
         action = None
         if requested is not None and all(map(math.isfinite, u_prev)) and all(map(math.isfinite, u_dcs)):
-            projection = self.projector.project(requested, u_prev, u_dcs, process_now, available, dt)
+            projection = self.projector.project(requested, u_prev, u_dcs, process_now, available, dt,
+                                                supervision.retreat)
             if projection.status is ProjectionStatus.RELEASE:
                 events.append(Event(EventType.IMMEDIATE_DISABLE, "envelope_infeasible", projection.reason))
             else:
@@ -152,7 +157,7 @@ class Controller:
 
         record = self._record(snapshot, wall_time, mono_time, validation, events, transition, requested,
                               action, projection, verdict, writes if setpoints else None, u_prev, u_dcs,
-                              policy_info, state_before)
+                              policy_info, state_before, (t4 - t3) // 1000)
         t6 = clock()
         # read, write and record are the daemon's; it fills them in
         record["timings_us"] = {"read": 0, "validate": (t1 - t0) // 1000, "observe": (t2 - t1) // 1000,
@@ -249,7 +254,7 @@ class Controller:
     def _record(self, snapshot: Snapshot, wall_time: float, mono_time: float, validation: Validation,
                 events: list[Event], transition: Transition, requested, projected: list[float] | None,
                 projection, verdict, writes, u_prev: list[float], u_dcs: list[float], policy_info: dict | None,
-                state_before: dict | None) -> dict:
+                state_before: dict | None, project_us: int) -> dict:
         return {
             "schema_version": SCHEMA_VERSION,
             "unit_id": self.settings.unit_id,
@@ -276,7 +281,7 @@ class Controller:
             "read_back": None,
             "projection": None if projection is None else {
                 "status": projection.status.value, "active_constraints": list(projection.active_constraints),
-                "solve_us": int(projection.solve_us)},
+                "solve_us": project_us},
             "guard": None if verdict is None else {"ok": verdict.ok, "violations": list(verdict.violations)},
             "write": None,
             "release_reason": transition.release_reason,
@@ -291,7 +296,7 @@ class Controller:
     def state(self) -> dict:
         return {"validator": self.validator.state(), "engagement": self.engagement.state(),
                 "policy": self.policy.state(), "heartbeat": self.heartbeat, "cycle": self.cycle,
-                "out_of_depth_s": self.out_of_depth_s}
+                "out_of_depth_s": self.out_of_depth_s, "supervision": self.supervisor.state()}
 
     def restore(self, state: dict) -> None:
         self.validator.restore(state["validator"])
@@ -300,3 +305,4 @@ class Controller:
         self.heartbeat = state["heartbeat"]
         self.cycle = state["cycle"]
         self.out_of_depth_s = state["out_of_depth_s"]
+        self.supervisor.restore(state["supervision"])
