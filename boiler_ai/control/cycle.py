@@ -124,6 +124,7 @@ class Controller:
         available = {sig: values.get(sig, 0.0) >= 0.5 for sig in self.envelope.condition_signals}
         supervision = self.supervisor.update(process_now, u_prev, u_dcs, self.engagement.mode is Mode.ACTIVE)
         events.extend(supervision.events)
+        process_now = supervision.judged  # measured, or measured plus the lagging analysers' prediction
 
         projection = None
         verdict = None

@@ -7,6 +7,8 @@ cycle, per limit, the value judged is the worse of
   predicted   measured + S (offset now - offset analyser_lag_s ago), with offset = AI setpoint - DCS
               setpoint and S the conservative end of the fitted interval: the effect of the AI's own
               recent moves that a lagging analyser (NOx, CO: 20-30 s) has not shown yet.
+The judged values are also what the projector's linearised rows and the guard start from, so moves
+made within an analyser's lag add up instead of each being judged against the same stale reading.
 Then:
   beyond the warning threshold   while the AI is active: retreat (the projector moves every AI setpoint
                                  toward the DCS's at its rate limits, ignoring the policy)
@@ -39,6 +41,9 @@ class Supervision:
 
     retreat: bool  # ask the projector to move back toward the DCS setpoints
     events: tuple[Event, ...]  # warning (soft), release (immediate) or no-entry events, in limit order
+    # Per process signal, the value judged (measured, or predicted where that is worse): what the
+    # projector's rows and the guard start from, so moves made within an analyser's lag add up.
+    judged: dict[str, float]
 
 
 class Supervisor:
@@ -65,6 +70,7 @@ class Supervisor:
             del self.offsets[:-self._depth]
         retreat = False
         warnings, releases, recovering = [], [], []
+        judged_values = dict(process_now)
         for k, p in enumerate(self._limits):
             measured = process_now.get(p.signal, math.nan)
             if not math.isfinite(measured):
@@ -76,6 +82,7 @@ class Supervisor:
                 predicted = measured + sum([s * (now[i] - past[i]) for i, s in self._terms[k]])
                 if p.beyond(predicted, measured):
                     judged, note = predicted, f" (measured {measured:.4g}, predicted {predicted:.4g})"
+                    judged_values[p.signal] = predicted
             over_hard = p.beyond(judged, p.limit)
             self.over_hard_s[k] = self.over_hard_s[k] + dt if over_hard else 0.0
             if p.beyond(judged, p.warning):
@@ -96,7 +103,7 @@ class Supervisor:
         events += [Event(EventType.IMMEDIATE_DISABLE, RELEASE_REASON, r) for r in releases]
         if recovering:
             events.append(Event(EventType.NO_ENTRY, RECOVERING_REASON, "; ".join(recovering)))
-        return Supervision(retreat and not releases, tuple(events))
+        return Supervision(retreat and not releases, tuple(events), judged_values)
 
     def state(self) -> dict:
         return {"offsets": [list(o) for o in self.offsets], "over_hard_s": list(self.over_hard_s),
