@@ -80,15 +80,20 @@ class OracleLimits:
         from boiler_ai.plant.tagmap import load_tag_map
 
         env = load_envelope(path, load_tag_map(tag_map_path))
-        idx = [env.mv_names.index(n) for n in MV_NAMES]
+        # An MV the envelope does not hand to the AI (the spray valves) stays at the DCS's value.
+        idx = [env.mv_names.index(n) if n in env.mv_names else None for n in MV_NAMES]
+
+        def per_mv(values, dcs_only):
+            return tuple(dcs_only(n) if i is None else float(values[i]) for n, i in zip(MV_NAMES, idx))
+
         signals = set(STEADY_SIGNALS)
         skipped = [p.signal for p in env.process_limits if p.signal not in signals]
         if skipped:
             raise ValueError(f"{path}: the oracle has no steady-state value for {', '.join(skipped)}")
         return OracleLimits(
-            str(path), tuple(float(env.lo[i]) for i in idx), tuple(float(env.hi[i]) for i in idx),
-            tuple(float(env.max_dev[i]) for i in idx),
-            tuple(Coupling(c.basis, tuple(float(c.coefficients[i]) for i in idx), c.relation, c.limit)
+            str(path), per_mv(env.lo, lambda n: MV_RANGE[n][0]), per_mv(env.hi, lambda n: MV_RANGE[n][1]),
+            per_mv(env.max_dev, lambda n: 0.0),
+            tuple(Coupling(c.basis, per_mv(c.coefficients, lambda n: 0.0), c.relation, c.limit)
                   for c in env.couplings),
             tuple((p.name, p.signal, p.relation, p.limit) for p in env.process_limits))
 

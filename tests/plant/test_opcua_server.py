@@ -316,17 +316,17 @@ def test_client_writes_reach_the_plant_and_are_checked_like_a_strict_server(loop
 
 def test_a_write_the_plant_refuses_is_not_served(loop, plant, tag_map):
     server, recorder = plant
-    loop.run(server.publish({"sh_spray_1_valve_pct_ai_sp": 20.0}, time.time()))
+    loop.run(server.publish({"sofa_damper_2_pct_ai_sp": 20.0}, time.time()))
     recorder.refuse = True
 
     async def check():
         async with Client(server.endpoint) as client:
             ns = await ns_index(client, tag_map)
-            node = node_of(tag_map, ns, "sh_spray_1_valve_pct_ai_sp")
+            node = node_of(tag_map, ns, "sofa_damper_2_pct_ai_sp")
             return (await write_raw(client, node, plain(30.0, ua.VariantType.Double))).value
 
     assert loop.run(check()) == ua.StatusCodes.BadInternalError
-    assert server.served("sh_spray_1_valve_pct_ai_sp").value == 20.0
+    assert server.served("sofa_damper_2_pct_ai_sp").value == 20.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -801,5 +801,5 @@ def test_sim_command_serves_until_sigterm(root, tmp_path):
             proc.wait(10)
     assert load.StatusCode.is_good() and load.Value.Value > 500
     assert proc.returncode == 0, rest
-    assert f"on {endpoint}: 91 tags, speed x10, scenario steady_full_load, seed 1, security none" in "".join(lines)
+    assert f"on {endpoint}: 88 tags, speed x10, scenario steady_full_load, seed 1, security none" in "".join(lines)
     assert "stopped at t=" in rest
