@@ -310,6 +310,7 @@ def test_guard_accepts_the_setpoints_in_force():
 
 @pytest.mark.parametrize("written, kwargs, words", [
     (_written(sa_damper_a_pct=62.0), {}, "sa_damper_a_pct: moves +2 in 1 s, beyond its rate limit"),
+    (_written(sa_damper_a_pct=58.0), {}, "sa_damper_a_pct: moves -2 in 1 s, beyond its rate limit"),
     (_written(sa_damper_a_pct=24.9),
      {"u_prev": _written(sa_damper_a_pct=25.0), "u_dcs": _written(sa_damper_a_pct=30.0)},
      "sa_damper_a_pct: 24.9 outside [25, 100]"),
