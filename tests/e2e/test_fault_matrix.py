@@ -16,21 +16,17 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from rigs.cycle_rig import follower_config, outside_envelope
-from rigs.served import SPEED, free_port, until_engaged
+from rigs.served import PERIOD, SPEED, ServedDaemon, free_port, until_engaged
 
-from boiler_ai.config import load_config
-from boiler_ai.daemon import Daemon, build_core, make_plant, open_recorder
 from boiler_ai.record.log import iter_records
 from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.serve import SimulatedUnitServer
 from boiler_ai.sim.unit import ReferenceUnit
 
-PERIOD = 1.0 / SPEED  # wall seconds per daemon cycle (1 simulated second)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,40 +50,14 @@ class SensorFaults:
         return values
 
 
-class Bench:
+class Bench(ServedDaemon):
     def __init__(self, tmp_path: Path, **policy):
-        self.tmp = tmp_path
-        self.endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
-        self.unit = SensorFaults(ReferenceUnit(named_scenario("steady_full_load", 0), seed=0))
-        self.sim = SimulatedUnitServer(self.unit, endpoint=self.endpoint, speed=SPEED)
-        self.config = follower_config(tmp_path, policy.pop("offsets", {"sa_damper_c_pct": 6.0}), mode="closed_loop",
-                                      plant={"endpoint": self.endpoint, "timeout_s": 0.5}, **policy)
-        self.daemon: Daemon | None = None
-        self.records: list[dict] = []
+        unit = SensorFaults(ReferenceUnit(named_scenario("steady_full_load", 0), seed=0))
+        super().__init__(tmp_path, unit, policy.pop("offsets", {"sa_damper_c_pct": 6.0}), **policy)
 
     @property
     def ai_active(self) -> bool:
         return self.unit.dcs.ai_active
-
-    async def __aenter__(self):
-        await self.sim.set_ai_enable(True)
-        await self.sim.start()
-        core = build_core(replace(load_config(self.config), time_scale=SPEED))  # the simulator drives time
-        plant, pace = make_plant(core)
-        self.daemon = Daemon(core, plant, open_recorder(core.config), pace=pace)
-        await self.daemon.plant.connect()
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.daemon.plant.close()
-        self.daemon.recorder.close()
-        await self.sim.stop()
-
-    async def cycle(self) -> dict:
-        record = (await self.daemon.cycle()).as_dict()
-        self.records.append(record)
-        await asyncio.sleep(PERIOD)
-        return record
 
     async def engage(self) -> None:
         for _ in range(80):

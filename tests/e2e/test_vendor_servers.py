@@ -14,15 +14,12 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from rigs.cycle_rig import follower_config, outside_envelope
-from rigs.served import SPEED, free_port
+from rigs.served import ServedDaemon, free_port
 
-from boiler_ai.config import load_config
-from boiler_ai.daemon import Daemon, build_core, make_plant, open_recorder
 from boiler_ai.plant.opcua_server import VendorHabits
 from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.serve import SimulatedUnitServer
@@ -30,7 +27,6 @@ from boiler_ai.sim.unit import ReferenceUnit
 
 pytestmark = pytest.mark.timeout(180)
 
-PERIOD = 1.0 / SPEED  # wall seconds per daemon cycle (1 simulated second)
 CLOSED_LOOP_CYCLES = 90  # simulated seconds in AI mode: three times the longest stale_s of the map
 
 
@@ -53,35 +49,10 @@ class WritesSeen:
         self.unit.write(signal, value)
 
 
-class VendorBench:
+class VendorBench(ServedDaemon):
     def __init__(self, tmp_path: Path, habits: VendorHabits):
-        self.endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
-        self.unit = WritesSeen(ReferenceUnit(named_scenario("steady_full_load", 0), seed=0))
-        self.sim = SimulatedUnitServer(self.unit, endpoint=self.endpoint, speed=SPEED, habits=habits)
-        self.config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop",
-                                      plant={"endpoint": self.endpoint, "timeout_s": 0.5})
-        self.daemon: Daemon | None = None
-        self.records: list[dict] = []
-
-    async def __aenter__(self):
-        await self.sim.set_ai_enable(True)
-        await self.sim.start()
-        core = build_core(replace(load_config(self.config), time_scale=SPEED))  # the simulator drives time
-        plant, pace = make_plant(core)
-        self.daemon = Daemon(core, plant, open_recorder(core.config), pace=pace)
-        await self.daemon.plant.connect()
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.daemon.plant.close()
-        self.daemon.recorder.close()
-        await self.sim.stop()
-
-    async def cycle(self) -> dict:
-        record = (await self.daemon.cycle()).as_dict()
-        self.records.append(record)
-        await asyncio.sleep(PERIOD)
-        return record
+        unit = WritesSeen(ReferenceUnit(named_scenario("steady_full_load", 0), seed=0))
+        super().__init__(tmp_path, unit, {"sa_damper_c_pct": 6.0}, habits=habits)
 
     async def engage(self, limit: int = 80) -> None:
         for _ in range(limit):
