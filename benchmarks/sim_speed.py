@@ -1,4 +1,4 @@
-"""Stepping speed of the simulated reference unit without OPC UA (DESIGN.md section 9: >= 2000x real time).
+"""Stepping speed of the simulated reference unit without OPC UA (budget >= 2000x real time; README, Benchmarks).
 
 One step is one second of plant time, measured together with values() (every readable tag), as a
 training loop or the daemon tests use it. Prints the median step time and, as the last line, a JSON

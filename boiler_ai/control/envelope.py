@@ -1,4 +1,4 @@
-"""The operating envelope of a unit (`constraints/<unit>.yaml`, DESIGN.md section 4).
+"""The operating envelope of a unit (`constraints/<unit>.yaml`; docs/ARCHITECTURE.md).
 
 What the AI may do with each manipulated variable (MV), and which unit-level rules bind them together:
   per MV     absolute min/max, rate up/down per second, maximum deviation from the DCS's own setpoint,

@@ -1,4 +1,4 @@
-"""The guard: an independent accept/block check of a write before it leaves (DESIGN.md section 4).
+"""The guard: an independent accept/block check of a write before it leaves (docs/ARCHITECTURE.md, The cycle).
 
 Built apart from the projector on purpose, so a bug in one does not hide in the other: it reads the
 envelope file again itself (only what it checks; envelope.py is the strict validator), keeps plain

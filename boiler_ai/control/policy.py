@@ -38,7 +38,7 @@ class Inference:
 
 def session_options() -> ort.SessionOptions:
     """Single-threaded, sequential, no spinning: same latency as the defaults here, half the CPU, no
-    millisecond outliers from threads waking (measured, DESIGN.md section 7)."""
+    millisecond outliers from threads waking (measured on the reference unit's policy)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1

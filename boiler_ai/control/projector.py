@@ -1,4 +1,4 @@
-"""The projector: the closest action to the model's request that fits the envelope (DESIGN.md section 4).
+"""The projector: the closest action to the model's request that fits the envelope (docs/ARCHITECTURE.md, The cycle).
 
     minimise  || W (u - u_requested) ||^2
     subject to  per MV:   absolute min/max, rate limits around u_prev, max deviation around u_dcs,

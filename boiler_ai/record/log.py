@@ -1,4 +1,4 @@
-"""The durable decision log: the truth about what the daemon decided (DESIGN.md section 6).
+"""The durable decision log: the truth about what the daemon decided (docs/DECISION_RECORD.md).
 
 Layout: one directory per unit, append-only segment files named `<first seq, 20 digits>.seg`.
 A segment starts with a header (magic, length, JSON {unit_id, log_id, first_seq, created}) and then

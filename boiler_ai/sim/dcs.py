@@ -1,4 +1,4 @@
-"""The unit's DCS as operators run it, and its side of the AI handshake (DESIGN.md section 3).
+"""The unit's DCS as operators run it, and its side of the AI handshake (docs/ARCHITECTURE.md, The DCS handshake).
 
 Loops: coordinated control (turbine master on MW with a pressure correction, boiler master on coal with
 a sliding-pressure set point, load feedforward and a boiler-energy kicker, as in the IDAES plant), mill

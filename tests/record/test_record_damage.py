@@ -16,6 +16,7 @@ import time
 
 import pytest
 import zmq
+from rigs.waiting import wait_for
 
 from boiler_ai.record.historian import Historian
 from boiler_ai.record.log import QUARANTINE, DurableLog, iter_frames, list_segments, read_gaps
@@ -31,13 +32,6 @@ def free_endpoint() -> str:
         s.bind(("127.0.0.1", 0))
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def feed(log: DurableLog, rng: random.Random, n: int) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from rigs.waiting import wait_for
 
 from boiler_ai.record.catchup import CatchupService
 from boiler_ai.record.historian import LOST_REASON, Historian, HistorianError
@@ -73,13 +74,6 @@ def start_historian(db_url, unit, recorder) -> subprocess.Popen:
          "--batch", "1000", "--log-level", "warning"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def stored(store, unit) -> int:

@@ -1,4 +1,4 @@
-"""The DCS emulation and its side of the AI handshake (DESIGN.md section 3), through the stepping API."""
+"""The DCS emulation and its side of the AI handshake (docs/ARCHITECTURE.md), through the stepping API."""
 
 from __future__ import annotations
 
