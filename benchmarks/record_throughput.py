@@ -1,6 +1,6 @@
 """Decision records appended and published per second, and historian ingest per second into SQLite.
 
-Realistic records (100 inputs, 18 manipulated variables, ~7.6 kB each) go through the daemon's record
+Realistic records (100 inputs, 18 manipulated variables, ~8.7 kB each) go through the daemon's record
 stage as configured on a plant (durable log with fsync "interval", ZeroMQ publisher, catch-up service):
 
   append_publish_per_s    records / (time from the first append until the last is durable and published),

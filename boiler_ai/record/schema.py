@@ -10,7 +10,7 @@ the historian's database. Two rules make the wire form exact and readable anywhe
   packing is ~20x faster than printing floats, which the throughput budget needs (measured: printing
   one float costs ~0.4 us here, and a record carries 400+ of them).
 - A scalar number that is not finite is written as the string "NaN", "Infinity" or "-Infinity"
-  (plain JSON has no such numbers). Finite floats are written by `repr`, which round-trips exactly.
+  (plain JSON has no such numbers). Finite floats are written in the shortest form that round-trips exactly.
 
 Fields are never changed or removed, only added (a new version): tests/data holds the frozen v1 field
 list and a test compares it with this module; docs/decision_record.v1.schema.json is `json_schema()`.
@@ -24,11 +24,12 @@ import dataclasses
 import enum
 import json
 import math
-import secrets
 import struct
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from boiler_ai import messages
 from boiler_ai.messages import ABSENT_STATUS, SCHEMA_VERSION, STAGES, wire  # noqa: F401 - the record room's names
@@ -439,19 +440,37 @@ def validate(record: Mapping, *, stamped: bool = True) -> None:
             raise RecordError(key, f"has {len(record[key])} entries for {m} manipulated variables")
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+def _number_paths(node: Type, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], bool]]:
+    """Where a scalar number (False) or a container that may hold numbers (True) sits outside packed arrays."""
+    inner = node.inner if isinstance(node, Nullable) else node
+    if isinstance(inner, Num):
+        yield prefix, False
+    elif isinstance(inner, Obj):
+        for name, spec in inner.fields.items():
+            yield from _number_paths(spec.type, prefix + (name,))
+    elif isinstance(inner, (Opaque, MapOf, ListOf)) and _may_hold_number(inner):
+        yield prefix, True
 
-# Splicing: the JSON encoder spends most of a record's time on strings, so packed arrays (base64 never
-# needs escaping) and the fields that repeat every cycle (signal and MV names, model, write status)
-# go in as ready-made fragments: each is replaced by a marker string, the record is encoded, and the
-# markers are swapped for the fragments in one split/join. A marker is NUL, this process's random
-# 64-bit token and a number: a record's own text cannot contain it by accident.
-_TOKEN = "\x00" + secrets.token_hex(8) + ":"
-_MARK = json.encoder.encode_basestring_ascii(_TOKEN)[1:-1].encode("ascii")  # as the encoder writes it
-_MARKERS = [f"{_TOKEN}a{i:02d}" for i in range(len(PACKED_PATHS) + 8)]
-_MEMO_MARKERS = [f"{_TOKEN}m{i:02d}" for i in range(len(PACKED_PATHS) + 8)]
-_MEMO_PATHS = (("inputs", "signals"), ("mvs",), ("model",), ("write", "status"))
-_memo: dict[tuple[str, ...], tuple[Any, bytes]] = {}
+
+def _may_hold_number(node: Type) -> bool:
+    inner = node.inner if isinstance(node, Nullable) else node
+    return isinstance(inner, (Num, Opaque)) or any(_may_hold_number(child) for _, child in inner.children())
+
+
+def _by_parent(paths) -> tuple[list, dict[str, list]]:
+    """(leaf, what, dotted path) of each path, split into top-level ones and those one level down, by parent."""
+    top: list = []
+    nested: dict[str, list] = {}
+    for path, what in paths:
+        assert len(path) <= 2, path  # records nest packed arrays and numbers at most one level deep
+        entry = (path[-1], what, ".".join(path))
+        (top if len(path) == 1 else nested.setdefault(path[0], [])).append(entry)
+    return top, nested
+
+
+_PACKED_TOP, _PACKED_NESTED = _by_parent(PACKED_PATHS)
+_NUMBER_TOP, _NUMBER_NESTED = _by_parent(_number_paths(RECORD, ()))
+_MISSING = object()
 
 
 def _finite_or_string(value: Any) -> Any:
@@ -467,65 +486,46 @@ def _finite_or_string(value: Any) -> Any:
     return value
 
 
-def _not_serialisable(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+def _holds_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_holds_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_non_finite(v) for v in value)
+    return False
 
 
-# The C encoder behind _ENCODER, made once: JSONEncoder.encode builds a new one on every call.
-_C_ENCODE = json.encoder.c_make_encoder(None, _not_serialisable, json.encoder.encode_basestring_ascii, None,
-                                        ":", ",", False, False, False) if json.encoder.c_make_encoder else None
+def _numbers_finite(holder: Mapping, entries: list) -> bool:
+    isfinite = math.isfinite
+    for leaf, container, _ in entries:
+        value = holder.get(leaf)
+        if container:
+            if value and _holds_non_finite(value):
+                return False
+        elif isinstance(value, float) and not isfinite(value):
+            return False
+    return True
 
 
-def _encode_json(value: Any) -> str:
-    try:
-        return "".join(_C_ENCODE(value, 0)) if _C_ENCODE is not None else _ENCODER.encode(value)
-    except ValueError:  # a non-finite scalar: rare, so the walk is only paid then
-        return _ENCODER.encode(_finite_or_string(value))
-
-
-def _memo_fragment(path: tuple[str, ...], value: Any) -> bytes:
-    cached = _memo.get(path)
-    if cached is not None and cached[0] == value:
-        return cached[1]
-    fragment = _encode_json(value).encode("utf-8")
-    _memo[path] = (value.copy() if isinstance(value, (list, dict)) else value, fragment)
-    return fragment
-
-
-def _splice_plan() -> tuple[list, dict[str, list]]:
-    """Where fragments go, as (leaf, packer or None for a memo, dotted path, path), by parent field."""
-    top: list = []
-    nested: dict[str, list] = {}
-    for path, packer in [*PACKED_PATHS, *((p, None) for p in _MEMO_PATHS)]:
-        assert len(path) <= 2, path  # records nest packed and memo fields at most one level deep
-        entry = (path[-1], packer, ".".join(path), path)
-        (top if len(path) == 1 else nested.setdefault(path[0], [])).append(entry)
-    return top, nested
-
-
-_TOP_PLAN, _NESTED_PLAN = _splice_plan()
-_MISSING = object()
-
-
-def _place(holder: dict, entries: list, fragments: list[bytes]) -> None:
-    for leaf, packer, dotted, path in entries:
+def _pack_into(holder: dict, entries: list) -> None:
+    """Replace each packed field's list by its base64 text (None stays None)."""
+    for leaf, packer, dotted in entries:
         value = holder.get(leaf, _MISSING)
         if value is _MISSING:
-            if packer is not None:
-                raise RecordError(dotted, "required field is missing")
-            continue
-        if packer is None:
-            marker = _MEMO_MARKERS[len(fragments)]
-            fragments.append(_memo_fragment(path, value))
-        elif value is None:
-            continue
-        else:
-            marker = _MARKERS[len(fragments)]
-            try:  # Packed.pack inlined: this runs nine times per record
-                fragments.append(_b2a(_structs[packer.code, len(value)].pack(*value), newline=False))
+            raise RecordError(dotted, "required field is missing")
+        if value is not None:
+            try:  # Packed.pack inlined: this runs ten times per record
+                holder[leaf] = _b2a(_structs[packer.code, len(value)].pack(*value), newline=False).decode("ascii")
             except (KeyError, struct.error, TypeError):
-                fragments.append(packer.pack(value, dotted))  # first of its length, or names the fault
-        holder[leaf] = marker
+                holder[leaf] = packer.pack(value, dotted).decode("ascii")  # first of its length, or names the fault
+
+
+def _plain_number(value: Any) -> Any:
+    """orjson's fallback for the numpy scalars a policy's output may leave in a record."""
+    if isinstance(value, (float, int)):  # float and int subclasses (numpy.float64 is one)
+        return float(value) if isinstance(value, float) else int(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def encode(record: Mapping) -> bytes:
@@ -539,30 +539,24 @@ def encode_record(record: messages.Record) -> bytes:
 
 
 def _encode_owned(record: Mapping, *, copy: bool) -> bytes:
+    # orjson (a compiled encoder, ~5x the standard library here) writes the record; it would write a
+    # non-finite float as null, so the few places a number can sit are checked first, and the rare
+    # record with one goes through the walk that writes the reserved strings instead.
     out = dict(record) if copy else record
-    fragments: list[bytes] = []
-    for name, entries in _NESTED_PLAN.items():
+    for name, entries in _PACKED_NESTED.items():
         child = out.get(name)
-        if isinstance(child, Mapping):
-            # the packed and memoised fields are replaced by markers: on a copy, so the caller's stays as it was
-            out[name] = holder = dict(child) if copy else child
-            _place(holder, entries, fragments)
-        elif any(packer is not None for _, packer, _, _ in entries):
+        if not isinstance(child, Mapping):
             raise RecordError(name, "required mapping is missing")
-    _place(out, _TOP_PLAN, fragments)
-    pieces = _encode_json(out).encode("utf-8").split(_MARK)
-    # Each piece after a marker starts with its kind ("a": base64 text that stays inside the
-    # marker's quotes; "m": a JSON value that replaces the quotes too) and two-digit number.
-    parts = [pieces[0]]
-    for piece in pieces[1:]:
-        if piece[:1] == b"a":
-            parts.append(fragments[int(piece[1:3])])
-            parts.append(piece[3:])
-        else:
-            parts[-1] = parts[-1][:-1]
-            parts.append(fragments[int(piece[1:3])])
-            parts.append(piece[4:])
-    return b"".join(parts)
+        out[name] = holder = dict(child) if copy else child  # on a copy: the caller's record stays as it was
+        _pack_into(holder, entries)
+    _pack_into(out, _PACKED_TOP)
+    finite = _numbers_finite(out, _NUMBER_TOP) and all(
+        not isinstance(out.get(name), Mapping) or _numbers_finite(out[name], entries)
+        for name, entries in _NUMBER_NESTED.items())
+    try:
+        return orjson.dumps(out if finite else _finite_or_string(out), default=_plain_number)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(str(exc)) from exc
 
 
 def _restore_non_finite(value: Any, node: Type) -> Any:
