@@ -9,7 +9,7 @@ input columns must use that same scaling (the caller builds the scalings so they
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -53,10 +53,11 @@ class ResidualMLPEnsemble(nn.Module):
 
 
 def train_ensemble(model: ResidualMLPEnsemble, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int,
-                   batch_size: int = 256, lr: float = 2e-3, weight_decay: float = 1e-5) -> list[float]:
+                   batch_size: int = 256, lr: float = 2e-3, weight_decay: float = 1e-5,
+                   on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
     """Fit every member on its own bootstrap draws (sampling with replacement gives the members
     different data, which is what makes their spread mean something). x, y in scaled units.
-    Returns the mean training loss per epoch."""
+    Returns the mean training loss per epoch (also handed to `on_epoch(epoch, loss)` as it comes)."""
     gen = torch.Generator().manual_seed(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
     target = (torch.as_tensor(y, dtype=torch.float32) - xt[:, model.residual_cols]) / model.move_scale
@@ -77,6 +78,8 @@ def train_ensemble(model: ResidualMLPEnsemble, x: np.ndarray, y: np.ndarray, *, 
             sched.step()
             total += loss.item()
         losses.append(total / steps)
+        if on_epoch is not None:
+            on_epoch(len(losses), losses[-1])
     model.eval()
     return losses
 

@@ -250,6 +250,8 @@ class Dcs:
         self.releasing = [False] * n
         self.operator_feeder_bias = [0.0] * N_LEVELS  # the DCS's own feeder biases (faceplate)
         self.operator_o2_bias = 0.0
+        # an operator's bias on each damper's load schedule (SA levels A-F, then SOFA 1-2): step tests
+        self.operator_damper_bias = [0.0] * (N_LEVELS + 2)
         # Loops (gains per IDAES structure, scaled to this unit; tuned on the simulator)
         ff = coal_feedforward_tph(load_mw)
         self.boiler_master = _PI(*BOILER_MASTER_PI, -150.0, 150.0, fuel_demand_tph - ff)
@@ -382,8 +384,7 @@ class Dcs:
         # DCS setpoints of the MVs
         self.dcs_sp[I_FEEDER:I_SA] = self.operator_feeder_bias
         sa, sofa = dcs_damper_setpoints(load_frac, burner)
-        self.dcs_sp[I_SA:I_SOFA] = sa
-        self.dcs_sp[I_SOFA:I_O2] = sofa
+        self.dcs_sp[I_SA:I_O2] = [min(max(p + b, 0.0), 100.0) for p, b in zip([*sa, *sofa], self.operator_damper_bias)]
         self.dcs_sp[I_O2] = self.operator_o2_bias
         if self.mft:
             sprays = [0.0, 0.0, 0.0]

@@ -1,0 +1,69 @@
+"""What every stage of the offline-RL pipeline shares: its artefact folder and how the next stage reads it.
+
+A stage writes into its own folder:
+  config.json   the command line it ran with (seed included) and the folders it read
+  metrics.json  its figures; the last line it prints is the same object as JSON
+  losses.csv    one row per logged step (epoch, round...) of what it minimised
+  <data>        what the next stage needs (history.parquet, process_model.pt, policy.pt, policy.onnx)
+and `data_sha256` in metrics.json pins the data it produced, so a later stage can say what it was built on.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from boiler_ai.strict import ConfigError
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Artefacts:
+    """One stage's folder: write config first, losses as they come, metrics last."""
+
+    def __init__(self, folder: Path, stage: str, config: dict):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.stage = stage
+        self.config = {"stage": stage, "argv": sys.argv, **config}
+        (self.folder / "config.json").write_text(json.dumps(self.config, indent=2, default=str) + "\n")
+        self._losses = None
+        self._writer = None
+
+    def loss(self, **row) -> None:
+        if self._writer is None:
+            self._losses = open(self.folder / "losses.csv", "w", newline="")
+            self._writer = csv.DictWriter(self._losses, fieldnames=list(row))
+            self._writer.writeheader()
+        self._writer.writerow(row)
+        self._losses.flush()
+
+    def finish(self, metrics: dict) -> dict:
+        if self._losses is not None:
+            self._losses.close()
+        metrics = {"stage": self.stage, **metrics}
+        (self.folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        return metrics
+
+
+def read_stage(folder: Path, stage: str) -> tuple[dict, dict]:
+    """(config, metrics) of an earlier stage's folder, or one clear line saying what is missing."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(folder, "", f"not a finished {stage} stage folder ({Path(exc.filename).name} missing): "
+                                      f"run `python -m training.{stage}` first") from None
+    if config.get("stage") != stage:
+        raise ConfigError(folder, "stage", f"expected a {stage} stage folder, got {config.get('stage')!r}")
+    return config, metrics
