@@ -19,6 +19,7 @@ from pathlib import Path
 
 from boiler_ai import status_codes
 from boiler_ai.addresses import endpoint_options
+from boiler_ai.record.schema import inputs_by_signal
 from boiler_ai.strict import ConfigError
 
 # StatusCode severity: the top two bits.
@@ -210,15 +211,9 @@ def story(record: dict, files: UnitFiles = UnitFiles()) -> dict:
 
 
 def _inputs(record: dict) -> dict[str, dict]:
-    block = record["inputs"]
-    issue, held = block["issue"], block["held"]
-    out = {}
-    for name, value, ts, code in zip(block["signals"], block["value"], block["source_ts"], block["status_code"]):
-        problem = issue.get(name)
-        out[name] = {"signal": name, "value": value, "source_ts": ts, "status_code": code,
-                     "quality": _quality(code), "valid": problem is None, "issue": problem,
-                     "held": name in held, "used": value if problem is None else held.get(name)}
-    return out
+    held = record["inputs"]["held"]
+    return {name: {"signal": name, **entry, "quality": _quality(entry["status_code"]), "held": name in held}
+            for name, entry in inputs_by_signal(record).items()}
 
 
 def _constraint(name: str, record: dict, arrays: dict, env, env_index: dict, used: dict, dt: float) -> dict:
