@@ -31,6 +31,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("boiler_ai.explain", "One decision in the plant's words: inputs, setpoints, limits, guard, mode"),
     "dashboard": ("boiler_ai.dashboard.app", "Serve a read-only live view of a unit's decisions (separate process)"),
     "report": ("boiler_ai.report", "Trends, AI on against off, benefit and releases as one HTML file"),
+    "evaluate": ("boiler_ai.evaluate", "A policy in closed loop on held-out simulated days against the DCS and oracle"),
+    "promote": ("boiler_ai.promote", "Gate a policy on its evaluation; on a pass, install it under models/<id>/"),
 }
 
 

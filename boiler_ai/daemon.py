@@ -73,11 +73,12 @@ class Core:
     origin: Origin  # who decides: the same in every record of this run
 
 
-def build_core(cfg: DaemonConfig) -> Core:
+def build_core(cfg: DaemonConfig, policy=None) -> Core:
+    """`policy`: anything with PolicyRunner's interface, in place of the config's model (a training agent)."""
     tag_map = load_tag_map(cfg.tag_map)
     check_unit_matches(cfg, tag_map.unit)
     envelope = load_envelope(cfg.envelope, tag_map)
-    policy = None if cfg.model_path is None else PolicyRunner(
+    policy = policy if policy is not None else None if cfg.model_path is None else PolicyRunner(
         cfg.model_path, tag_map=tag_map, expected_sha256=cfg.model_sha256, mv_names=list(tag_map.manipulated),
         envelope_margin=cfg.policy.training_envelope_margin,
         cycle_period_s=cfg.cycle_period_s, cycle_period_from=str(cfg.source))

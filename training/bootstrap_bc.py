@@ -76,8 +76,13 @@ def scaling(dataset: Dataset, tag_map: TagMap) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_and_export(train: Dataset, held_out: Dataset, *, tag_map: TagMap, out_dir: Path, model_id: str, seed: int,
                    spec: EnsembleSpec, cycle_period_s: float, data_note: str,
-                   log: Callable[[str], None] = print) -> dict:
-    """Scale, train, evaluate on `held_out`, export `out_dir/policy.onnx` and its model card; return the figures."""
+                   log: Callable[[str], None] = print, algorithm: str | None = None,
+                   dataset_sha256: str | None = None,
+                   card: Callable[[dict, ModelContract], str] | None = None,
+                   on_epoch: Callable[[int, float], None] | None = None) -> dict:
+    """Scale, train, evaluate on `held_out`, export `out_dir/policy.onnx` and its model card; return the figures.
+    A policy distilled from another learner names itself (`algorithm`), the data it was learned from
+    (`dataset_sha256`, default: the hash of `train`) and writes its own card (`card(summary, contract)`)."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -102,7 +107,7 @@ def fit_and_export(train: Dataset, held_out: Dataset, *, tag_map: TagMap, out_di
                                 members=spec.members, hidden=spec.hidden)
     log(f"training {spec.members} x MLP({h * n}->{spec.hidden}->{spec.hidden}->{len(actions)}) on "
         f"{len(train)} samples, {spec.epochs} epochs")
-    losses = train_ensemble(model, x_train, y_train, epochs=spec.epochs, seed=seed)
+    losses = train_ensemble(model, x_train, y_train, epochs=spec.epochs, seed=seed, on_epoch=on_epoch)
     train_s = time.perf_counter() - started
     log(f"trained in {train_s:.1f} s, final loss {losses[-1]:.4g}")
 
@@ -132,9 +137,9 @@ def fit_and_export(train: Dataset, held_out: Dataset, *, tag_map: TagMap, out_di
         output_offset=tuple(map(float, out_offset)), output_scale=tuple(map(float, out_scale)),
         ensemble_size=spec.members, spread_output="action_spread",
         training_envelope=tuple((float(lo), float(hi)) for lo, hi in zip(low, high)),
-        dataset_sha256=train.sha256(),
-        algorithm=(f"behaviour cloning of the DCS, {train.lead}-cycle-ahead setpoints, residual MLP ensemble "
-                   f"{spec.members}x(2x{spec.hidden}, ReLU), bootstrap draws, Adam, MSE"),
+        dataset_sha256=dataset_sha256 or train.sha256(),
+        algorithm=algorithm or (f"behaviour cloning of the DCS, {train.lead}-cycle-ahead setpoints, residual MLP "
+                                f"ensemble {spec.members}x(2x{spec.hidden}, ReLU), bootstrap draws, Adam, MSE"),
         seed=seed, created_utc=created_utc(), code_commit=code_commit(),
     )
     path = out_dir / "policy.onnx"
@@ -151,7 +156,7 @@ def fit_and_export(train: Dataset, held_out: Dataset, *, tag_map: TagMap, out_di
         "held_out_out_of_envelope_by_signal": envelope_signals,
         "per_mv": per_mv, "data": data_note,
     }
-    (out_dir / "MODEL_CARD.md").write_text(model_card(summary, contract), encoding="utf-8")
+    (out_dir / "MODEL_CARD.md").write_text((card or model_card)(summary, contract), encoding="utf-8")
     return summary
 
 

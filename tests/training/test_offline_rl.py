@@ -118,3 +118,126 @@ def test_the_operators_move_the_dcs_setpoints_and_the_ai_has_no_part(tag_map):
     for _ in range(40):
         unit.step(1.0)
     assert unit.values()["o2_setpoint_bias_pct_dcs_sp"] == pytest.approx(0.2)
+
+
+@pytest.fixture(scope="module")
+def policy(runs, history, process_model) -> Path:
+    out = runs / "policy"
+    stage("policy", "--history", str(history), "--process-model", str(process_model), "--out", str(out),
+          "--starts", "150", "--candidates", "2", "--rounds", "2", "--steps", "60", "--check-minutes", "3")
+    return out
+
+
+@pytest.fixture(scope="module")
+def package(runs, history, process_model, policy) -> Path:
+    out = runs / "package"
+    stage("package", "--history", str(history), "--process-model", str(process_model), "--policy", str(policy),
+          "--out", str(out), "--epochs", "2", "--members", "3", "--hidden", "16", "--model-id", "tiny-rl")
+    return out
+
+
+def test_zero_offsets_run_the_unit_as_its_twin_under_the_dcs(tag_map):
+    from training.env import BoilerEnv
+    from training.policy_dataset import observation_signals
+
+    env = BoilerEnv([("steady_full_load", 100)], input_signals=tuple(observation_signals(tag_map)), decision_s=30,
+                    episode_s=300)
+    obs, info = env.reset()
+    assert obs.shape == env.observation_space.shape and info["scenario"] == "steady_full_load"
+    obs, reward, terminated, truncated, info = env.step(np.zeros(env.action_space.shape))
+    # the AI's setpoints echo the DCS's one cycle late (the spray loops move every second): nearly no difference
+    assert abs(reward) < 0.005 and info["cost"] == 0.0 and info["ai_active"] == 1.0 and info["guard_blocks"] == 0
+    o2 = env.mv_names.index("o2_setpoint_bias_pct")
+    action = np.zeros(env.action_space.shape)
+    action[o2] = -0.5
+    for _ in range(4):
+        obs, reward, *_ = env.step(action)
+    assert reward > 0.0  # less excess air: less stack loss and fan power (the twin keeps the DCS's O2)
+
+
+def test_policy_stage_logs_its_lagrangian_rounds(policy, process_model):
+    metrics = json.loads((policy / "metrics.json").read_text())
+    assert metrics["process_model_sha256"] == json.loads((process_model / "metrics.json").read_text())["data_sha256"]
+    assert "TD3+BC" in metrics["algorithm"] and "Lagrangian" in metrics["algorithm"]
+    assert [r["round"] for r in metrics["rounds"]] == [1, 2]
+    assert {"lambda", "model_reward", "model_cost", "env_reward", "env_ai_active"} <= set(metrics["rounds"][0])
+    c = metrics["candidates"]
+    assert c["kept"] <= c["proposed"] and c["kept"] >= metrics["start_states"]  # the DCS's setting always stays
+    assert (policy / "policy.d3").is_file() and (policy / "losses.csv").is_file()
+
+
+def test_packaged_model_carries_the_full_contract_and_a_card(package, history, tag_map):
+    from boiler_ai.control.model_contract import read_contract
+
+    contract = read_contract(package / "policy.onnx")
+    hist = json.loads((history / "metrics.json").read_text())
+    assert contract.model_id == "tiny-rl" and contract.dataset_sha256 == hist["data_sha256"]
+    assert "TD3+BC" in contract.algorithm and "distilled" in contract.algorithm
+    assert contract.ensemble_size == 3 and contract.spread_output and contract.seed == 0
+    assert contract.action_names == tuple(tag_map.manipulated) and contract.code_commit
+    assert len(contract.training_envelope) == contract.n_inputs
+    card = json.loads((package / "MODEL_CARD.json").read_text())
+    assert set(card) >= {"history", "process_model", "policy", "export"}
+    assert "Process model" in (package / "MODEL_CARD.md").read_text()
+
+
+def test_evaluate_reports_the_issue_keys_without_torch(package, runs):
+    report = runs / "report"
+    code = (f"import sys; from boiler_ai.cli import main; rc = main(['evaluate', {str(package / 'policy.onnx')!r}, "
+            f"'--scenarios', 'mill_trip', '--max-seeds', '1', '--hours', '0.1', '--workers', '1', '--json', "
+            f"'--report', {str(report)!r}]); "
+            "assert 'torch' not in sys.modules and 'd3rlpy' not in sys.modules, 'evaluate imported torch'; "
+            "sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=ENV,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("efficiency_gain_pct_pt", "heat_rate_gain_pct", "oracle_headroom_pct_pt",
+                "oracle_heat_rate_headroom_pct", "share_of_headroom", "nox_ratio", "co_p99_ppm", "excess_violation_s",
+                "ai_time_share", "guard_blocks", "releases", "per_scenario"):
+        assert key in result
+    assert result["per_scenario"]["mill_trip"]["seeds"] == [9001]
+    assert result["oracle_heat_rate_headroom_pct"] > 0
+    assert (report / "report.html").is_file() and (report / "mill_trip_9001.png").is_file()
+
+
+def test_promote_refuses_a_model_without_gain_in_one_line(package, runs, tmp_path):
+    models = tmp_path / "models"
+    done = subprocess.run([sys.executable, "-m", "boiler_ai", "promote", str(package / "policy.onnx"), "--evaluation",
+                           str(runs / "report" / "evaluation.json"), "--models-dir", str(models)],
+                          capture_output=True, text=True, cwd=ROOT, env=ENV)
+    assert done.returncode == 2 and "not promoted" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not models.exists()
+
+
+def test_the_gate_names_each_failed_condition():
+    from boiler_ai.promote import gate
+
+    good = {"excess_violation_s": 0, "releases_per_h": 0.0, "dcs_faults_per_h": 0.0, "guard_blocks": 0,
+            "heat_rate_gain_pct": 0.3, "efficiency_gain_pct_pt": 0.2}
+    assert gate(good) == []
+    assert "beyond the DCS" in gate({**good, "excess_violation_s": 3})[0]
+    assert "fault rate" in gate({**good, "releases_per_h": 0.1})[0]
+    assert "guard blocks" in gate({**good, "guard_blocks": 1})[0]
+    assert "no gain" in gate({**good, "heat_rate_gain_pct": 0.001})[0]
+    assert "no gain" in gate({**good, "efficiency_gain_pct_pt": -0.01})[0]
+
+
+def test_promote_installs_a_passing_model_and_prints_its_sha256(package, runs, tmp_path):
+    evaluation = json.loads((runs / "report" / "evaluation.json").read_text())
+    evaluation["summary"].update(excess_violation_s=0, releases_per_h=0.0, guard_blocks=0, heat_rate_gain_pct=0.3,
+                                 efficiency_gain_pct_pt=0.2)  # as if it had passed: the gate is tested above
+    passing = tmp_path / "evaluation.json"
+    passing.write_text(json.dumps(evaluation))
+    models = tmp_path / "models"
+    done = subprocess.run([sys.executable, "-m", "boiler_ai", "promote", str(package / "policy.onnx"), "--evaluation",
+                           str(passing), "--models-dir", str(models)], capture_output=True, text=True, cwd=ROOT,
+                          env=ENV)
+    assert done.returncode == 0, done.stderr
+    sha = done.stdout.strip().splitlines()[-1].split()[-1]
+    assert (models / "tiny-rl" / "policy.onnx").read_bytes() == (package / "policy.onnx").read_bytes()
+    import hashlib
+
+    assert sha == hashlib.sha256((models / "tiny-rl" / "policy.onnx").read_bytes()).hexdigest()
+    assert "promotion gate" in (models / "tiny-rl" / "MODEL_CARD.md").read_text()
+    assert json.loads((models / "tiny-rl" / "MODEL_CARD.json").read_text())["evaluation"]["heat_rate_gain_pct"] == 0.3

@@ -1,0 +1,335 @@
+"""`boiler-ai evaluate MODEL`: a policy in closed loop through the real controller core on the stepped plant,
+against the DCS alone and against the steady-state oracle, on the standard scenarios' held-out seeds.
+
+Each run (scenario, seed) is simulated three ways in one worker process: the unit under its DCS alone;
+the same unit with the controller core in closed loop (validation, the ONNX policy, projector, guard,
+engagement, the DCS handshake: the daemon's cycle without its log) at the daemon config's cycle period;
+and the oracle's headroom at operating points sampled along the DCS run. Both runs are measured on the
+simulator's true (noise-free) performance every simulated second. ONNX Runtime only: no torch here.
+
+The last line printed is JSON (see `aggregate` for the keys); `--report DIR` also writes report.html with
+PNG plots and evaluation.json there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from boiler_ai.config import DaemonConfig, SteppedConfig, load_config
+from boiler_ai.strict import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
+TRACE_EVERY_S = 60  # one point per simulated minute in the report's plots
+STEAM_SP_C = 540.0
+
+
+class Trace:
+    """Wraps a simulated unit: after every step, its true performance into running figures and a
+    one-per-minute series; what the AI did (mode, offsets) is added by the caller."""
+
+    def __init__(self, unit):
+        self.unit = unit
+        self.seconds = 0.0
+        self.sums: Counter[str] = Counter()
+        self.violation_s: Counter[str] = Counter()
+        self.co: list[float] = []
+        self.series: dict[str, list[float]] = {k: [] for k in ("t_h", "efficiency_pct", "heat_rate_kj_kwh", "o2_pct",
+                                                               "co_ppm", "nox_mg_nm3", "main_steam_temp_c",
+                                                               "reheat_steam_temp_c")}
+        self.permissive_drops = 0
+        self._permissive = None
+
+    def __getattr__(self, name):  # the rest of the unit's API passes through
+        return getattr(self.unit, name)
+
+    @property
+    def t(self) -> float:
+        return self.unit.t
+
+    def step(self, dt: float = 1.0) -> None:
+        self.unit.step(dt)
+        p = self.unit.performance()
+        self.seconds += dt
+        for key in ("efficiency_pct", "heat_rate_kj_kwh", "nox_mg_nm3", "o2_pct"):
+            self.sums[key] += p[key] * dt
+        self.sums["steam_dev_c"] += (abs(p["main_steam_temp_c"] - STEAM_SP_C)
+                                     + abs(p["reheat_steam_temp_c"] - STEAM_SP_C)) / 2 * dt
+        self.co.append(p["co_ppm"])
+        for limit, crossed in p["violations"].items():
+            if crossed:
+                self.violation_s[limit] += dt
+        permissive = self.unit.values()["ai_permissive"] > 0.5
+        self.permissive_drops += self._permissive is True and not permissive
+        self._permissive = permissive
+        if int(self.unit.t) % TRACE_EVERY_S < dt:
+            s = self.series
+            s["t_h"].append(self.unit.t / 3600.0)
+            for key in ("efficiency_pct", "heat_rate_kj_kwh", "o2_pct", "co_ppm", "nox_mg_nm3", "main_steam_temp_c",
+                        "reheat_steam_temp_c"):
+                s[key].append(p[key])
+
+    def figures(self) -> dict:
+        n = max(self.seconds, 1.0)
+        return {"efficiency_pct": self.sums["efficiency_pct"] / n,
+                "heat_rate_kj_kwh": self.sums["heat_rate_kj_kwh"] / n, "nox_mg_nm3": self.sums["nox_mg_nm3"] / n,
+                "o2_pct": self.sums["o2_pct"] / n,
+                "co_p99_ppm": float(np.percentile(self.co, 99)) if self.co else 0.0,
+                "steam_dev_c": self.sums["steam_dev_c"] / n, "violation_s": dict(self.violation_s),
+                "simulated_h": self.seconds / 3600.0, "permissive_drops": self.permissive_drops}
+
+
+class ClosedLoop:
+    """The controller core in closed loop on a stepped unit, one cycle per `cycle()`: the daemon's cycle
+    (read, core, write, finish) without its log. `policy` replaces the config's model (a training agent)."""
+
+    def __init__(self, cfg: DaemonConfig, unit, policy=None):
+        from boiler_ai.daemon import build_core
+        from boiler_ai.messages import Mode, Reason
+        from boiler_ai.plant.stepped import SteppedPlant
+
+        self.core = build_core(cfg, policy=policy)
+        self.controller = self.core.controller
+        self.plant = SteppedPlant(unit, self.core.tag_map, step_s=cfg.cycle_period_s)
+        self.unit = unit
+        self._active, self._guard = Mode.ACTIVE, Reason.GUARD_BLOCK
+        self.cycles = self.active_cycles = self.guard_blocks = 0
+        self.releases: Counter[str] = Counter()
+        self.last = None
+
+    def cycle(self):
+        plant, controller = self.plant, self.controller
+        snapshot = plant.snapshot() if self.last is None else self._step_and_read()
+        wall, mono = plant.clock()
+        decision = controller.step(snapshot, wall, mono)
+        result = plant.apply(decision.writes) if decision.writes else None
+        decision, follow_up = controller.finish(decision, result)
+        if follow_up:
+            plant.apply(follow_up)
+        self.cycles += 1
+        self.active_cycles += decision.mode is self._active
+        self.guard_blocks += any(e.reason is self._guard for e in decision.events)
+        if decision.release_reason is not None:
+            self.releases[str(decision.release_reason)] += 1
+        self.last = decision
+        return decision
+
+    def _step_and_read(self):
+        self.plant.unit.step(self.plant.step_s)
+        return self.plant.snapshot()
+
+
+def evaluation_config(model: Path, sha256: str, base: Path = EXAMPLE_CONFIG) -> DaemonConfig:
+    """The example daemon config in closed loop on the stepped plant with `model` pinned, AI_ENABLE on."""
+    cfg = load_config(base)
+    return dataclasses.replace(
+        cfg, mode="closed_loop", model_path=Path(model).resolve(), model_sha256=sha256,
+        plant=SteppedConfig("demo", 0, True),
+        engagement=dataclasses.replace(cfg.engagement, arm_on_start=True),
+        record=dataclasses.replace(cfg.record, publish_endpoint=None, catchup_endpoint=None), metrics_listen=None,
+        cpu_latency_limit_us=None)
+
+
+def run_one(job: dict) -> dict:
+    """One (scenario, seed): DCS alone, the policy in closed loop, the oracle; every figure of the run."""
+    from boiler_ai.sim.oracle import OracleLimits, scenario_headroom
+    from boiler_ai.sim.scenario import named_scenario
+    from boiler_ai.sim.unit import ReferenceUnit
+
+    started = time.perf_counter()
+    cfg = evaluation_config(Path(job["model"]), job["sha256"], Path(job["config"]))
+    scenario = named_scenario(job["scenario"], job["seed"])
+    scenario = dataclasses.replace(scenario, duration_s=min(scenario.duration_s, job["hours"] * 3600.0))
+    dcs = Trace(ReferenceUnit(scenario, seed=job["seed"]))
+    while dcs.t < scenario.duration_s:
+        dcs.step(1.0)
+    ai = Trace(ReferenceUnit(scenario, seed=job["seed"], tag_map=None))
+    ai.unit.set_ai_enable(True)
+    loop = ClosedLoop(dataclasses.replace(cfg, plant=SteppedConfig(job["scenario"], job["seed"], True)), ai)
+    mvs = loop.controller.mv_names
+    offsets: dict[str, list[float]] = {mv: [] for mv in mvs}
+    mode_series: list[float] = []
+    steps = round(scenario.duration_s / cfg.cycle_period_s)
+    for _ in range(steps):
+        d = loop.cycle()
+        if int(ai.t) % TRACE_EVERY_S < cfg.cycle_period_s:
+            mode_series.append(1.0 if d.mode is loop._active else 0.0)
+            for mv, a, u in zip(mvs, d.written or d.u_dcs, d.u_dcs):
+                offsets[mv].append(a - u)
+    sample_s = min(3600.0, scenario.duration_s / 4)
+    limits = OracleLimits.from_envelope(cfg.envelope, cfg.tag_map)
+    oracle = scenario_headroom(scenario, job["seed"], sample_s, limits).summary()
+    a, b = ai.figures(), dcs.figures()
+    return {"scenario": job["scenario"], "seed": job["seed"], "hours": scenario.duration_s / 3600.0,
+            "ai": a, "dcs": b,
+            "efficiency_gain_pct_pt": a["efficiency_pct"] - b["efficiency_pct"],
+            "heat_rate_gain_pct": 100.0 * (1.0 - a["heat_rate_kj_kwh"] / b["heat_rate_kj_kwh"]),
+            "oracle_headroom_pct_pt": oracle["mean_headroom_pct"],
+            "oracle_heat_rate_headroom_pct": oracle["mean_heat_rate_headroom_pct"],
+            "ai_time_share": loop.active_cycles / max(loop.cycles, 1), "guard_blocks": loop.guard_blocks,
+            "releases": dict(loop.releases),
+            "series": {"ai": ai.series, "dcs": dcs.series, "ai_mode": mode_series, "offsets": offsets},
+            "wall_s": time.perf_counter() - started}
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """Figures over all runs (time-weighted), the ones the promotion gate and the issue's targets read."""
+    hours = np.array([r["hours"] for r in runs])
+    w = hours / hours.sum()
+
+    def mean(key: str) -> float:
+        return float(np.dot(w, [r[key] for r in runs]))
+
+    hr_gain, hr_headroom = mean("heat_rate_gain_pct"), mean("oracle_heat_rate_headroom_pct")
+    excess = sum(max(r["ai"]["violation_s"].get(k, 0.0) - r["dcs"]["violation_s"].get(k, 0.0), 0.0)
+                 for r in runs for k in set(r["ai"]["violation_s"]) | set(r["dcs"]["violation_s"]))
+    releases = sum(sum(r["releases"].values()) for r in runs)
+    per_scenario = {}
+    for name in dict.fromkeys(r["scenario"] for r in runs):
+        mine = [r for r in runs if r["scenario"] == name]
+        per_scenario[name] = {
+            "seeds": [r["seed"] for r in mine],
+            **{k: round(float(np.mean([r[k] for r in mine])), 4)
+               for k in ("efficiency_gain_pct_pt", "heat_rate_gain_pct", "oracle_headroom_pct_pt",
+                         "oracle_heat_rate_headroom_pct", "ai_time_share")},
+            "nox_ratio": round(float(np.mean([r["ai"]["nox_mg_nm3"] / r["dcs"]["nox_mg_nm3"] for r in mine])), 4),
+            "guard_blocks": sum(r["guard_blocks"] for r in mine),
+            "releases": sum(sum(r["releases"].values()) for r in mine)}
+    return {
+        "efficiency_gain_pct_pt": round(mean("efficiency_gain_pct_pt"), 4),
+        "heat_rate_gain_pct": round(hr_gain, 4),
+        "oracle_headroom_pct_pt": round(mean("oracle_headroom_pct_pt"), 4),
+        "oracle_heat_rate_headroom_pct": round(hr_headroom, 4),
+        "share_of_headroom": round(hr_gain / hr_headroom, 4) if hr_headroom > 0 else None,
+        "nox_ratio": round(float(np.dot(w, [r["ai"]["nox_mg_nm3"] for r in runs])
+                                 / np.dot(w, [r["dcs"]["nox_mg_nm3"] for r in runs])), 4),
+        "co_p99_ppm": round(max(r["ai"]["co_p99_ppm"] for r in runs), 1),
+        "dcs_co_p99_ppm": round(max(r["dcs"]["co_p99_ppm"] for r in runs), 1),
+        "steam_dev_c": round(float(np.dot(w, [r["ai"]["steam_dev_c"] for r in runs])), 3),
+        "dcs_steam_dev_c": round(float(np.dot(w, [r["dcs"]["steam_dev_c"] for r in runs])), 3),
+        "excess_violation_s": round(excess, 1),
+        "ai_time_share": round(mean("ai_time_share"), 4),
+        "guard_blocks": sum(r["guard_blocks"] for r in runs),
+        "releases": releases,
+        "releases_per_h": round(releases / hours.sum(), 4),
+        "dcs_faults_per_h": round(sum(r["dcs"]["permissive_drops"] for r in runs) / hours.sum(), 4),
+        "worst_scenario_efficiency_gain_pct_pt": round(min(v["efficiency_gain_pct_pt"] for v in per_scenario.values()),
+                                                       4),
+        "worst_scenario_heat_rate_gain_pct": round(min(v["heat_rate_gain_pct"] for v in per_scenario.values()), 4),
+        "runs": len(runs), "simulated_h": round(float(hours.sum()), 2),
+        "per_scenario": per_scenario,
+    }
+
+
+def evaluate(model: Path, *, scenarios: list[str], seeds: list[int], hours: float, workers: int,
+             config: Path = EXAMPLE_CONFIG, progress=None) -> tuple[dict, list[dict]]:
+    from boiler_ai.control.model_contract import read_contract
+
+    model = Path(model)
+    read_contract(model)  # a file that is not a model fails here, in one line, before any worker starts
+    sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+    jobs = [{"model": str(model), "sha256": sha256, "config": str(config), "scenario": s, "seed": k, "hours": hours}
+            for s in scenarios for k in seeds]
+    runs = []
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for run in pool.map(run_one, jobs):
+            runs.append(run)
+            if progress is not None:
+                progress(run)
+    return {"model": str(model), "model_sha256": sha256, **aggregate(runs)}, runs
+
+
+def seeds_from(text: str) -> list[int]:
+    from boiler_ai.sim.scenario import HELD_OUT_SEEDS
+
+    if text == "held-out":
+        return list(HELD_OUT_SEEDS)
+    try:
+        seeds = [int(s) for s in text.split(",") if s]
+    except ValueError:
+        raise ConfigError("command line", "--seeds", f"expected 'held-out' or comma-separated seeds, got {text!r}")
+    bad = [s for s in seeds if s not in HELD_OUT_SEEDS]
+    if bad or not seeds:
+        raise ConfigError("command line", "--seeds", f"policies are evaluated on held-out seeds only "
+                                                     f"({HELD_OUT_SEEDS[0]}-{HELD_OUT_SEEDS[-1]}); got {bad or text!r}")
+    return seeds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="ONNX policy with the model contract")
+    parser.add_argument("--scenarios", default=None, help="comma-separated scenario names (default: the standard set)")
+    parser.add_argument("--seeds", default="held-out", help="'held-out' (all of them) or a comma-separated subset")
+    parser.add_argument("--max-seeds", type=int, default=None, help="use only the first N of those seeds")
+    parser.add_argument("--hours", type=float, default=24.0, help="cap on simulated hours per run (default 24)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    parser.add_argument("--config", type=Path, default=EXAMPLE_CONFIG, help="daemon config to evaluate with")
+    parser.add_argument("--report", type=Path, default=None, help="write report.html, PNG plots and evaluation.json")
+    parser.add_argument("--json", action="store_true", help="print only the JSON summary (last line)")
+
+
+def options(args: argparse.Namespace) -> tuple[list[str], list[int]]:
+    from boiler_ai.sim.scenario import STANDARD_SCENARIOS
+
+    scenarios = list(STANDARD_SCENARIOS) if args.scenarios is None else [s for s in args.scenarios.split(",") if s]
+    unknown = [s for s in scenarios if s not in STANDARD_SCENARIOS]
+    if unknown or not scenarios:
+        raise ConfigError("command line", "--scenarios", f"unknown scenario {unknown[0] if unknown else ''!r} "
+                                                         f"(standard set: {', '.join(STANDARD_SCENARIOS)})")
+    seeds = seeds_from(args.seeds)
+    if args.max_seeds is not None:
+        if args.max_seeds < 1:
+            raise ConfigError("command line", "--max-seeds", "must be >= 1")
+        seeds = seeds[:args.max_seeds]
+    if not (math.isfinite(args.hours) and args.hours > 0) or args.workers < 1:
+        raise ConfigError("command line", "--hours/--workers", "must be positive")
+    if not Path(args.model).is_file():
+        raise ConfigError(args.model, "", "no such model file")
+    return scenarios, seeds
+
+
+def run(args: argparse.Namespace) -> int:
+    scenarios, seeds = options(args)
+    started = time.monotonic()
+
+    def progress(r: dict) -> None:
+        print(f"{r['scenario']} seed {r['seed']}: efficiency {r['efficiency_gain_pct_pt']:+.3f} pct-pt, heat rate "
+              f"{r['heat_rate_gain_pct']:+.3f} %, oracle {r['oracle_heat_rate_headroom_pct']:.3f} %, AI mode "
+              f"{r['ai_time_share']:.1%} ({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+
+    summary, runs = evaluate(args.model, scenarios=scenarios, seeds=seeds, hours=args.hours, workers=args.workers,
+                             config=args.config, progress=progress)
+    summary["wall_s"] = round(time.monotonic() - started, 1)
+    if args.report is not None:
+        from boiler_ai.evaluate_report import write_report
+
+        path = write_report(args.report, summary, runs)
+        print(f"report: {path}", file=sys.stderr)
+    if not args.json:
+        print(render(summary))
+    print(json.dumps(summary))
+    return 0
+
+
+def render(s: dict) -> str:
+    lines = [f"{'scenario':18}{'eff pct-pt':>11}{'HR gain %':>11}{'oracle HR %':>12}{'NOx ratio':>10}{'AI mode':>9}"
+             f"{'blocks':>8}{'releases':>9}"]
+    for name, r in s["per_scenario"].items():
+        lines.append(f"{name:18}{r['efficiency_gain_pct_pt']:>+11.3f}{r['heat_rate_gain_pct']:>+11.3f}"
+                     f"{r['oracle_heat_rate_headroom_pct']:>12.3f}{r['nox_ratio']:>10.3f}{r['ai_time_share']:>9.1%}"
+                     f"{r['guard_blocks']:>8}{r['releases']:>9}")
+    lines.append(f"all ({s['runs']} runs, {s['simulated_h']} h): efficiency {s['efficiency_gain_pct_pt']:+.3f} pct-pt "
+                 f"(oracle {s['oracle_headroom_pct_pt']:.3f}), heat rate {s['heat_rate_gain_pct']:+.3f} % (oracle "
+                 f"{s['oracle_heat_rate_headroom_pct']:.3f} %, share {s['share_of_headroom']}), excess limit seconds "
+                 f"{s['excess_violation_s']}, CO p99 {s['co_p99_ppm']} ppm")
+    return "\n".join(lines)

@@ -1,0 +1,357 @@
+"""Stage 3, policy: model-based offline RL on the history and filtered process-model rollouts, with a Lagrangian
+on the process limits, through d3rlpy's TD3+BC.
+
+    python -m training.policy --history runs/history --process-model runs/process_model --out runs/policy --seed 0
+
+A decision is a set of offsets from the DCS's setpoints (per MV, in units of the envelope's allowed
+deviation, in [-1, 1]) held for `--horizon` model steps. Data, from the training episodes of the history:
+  * start states every model step; at each, the DCS's own setting (offset 0) and `--candidates` random
+    offsets (one to six MVs moved, each by up to 80 % of its allowed deviation), each passed through the
+    daemon's own projector (boiler_ai.control.projector, with the row's process values and the MVs'
+    availability), so only what the projector lets through is ever scored;
+  * each is rolled out with the process model along the logged operating conditions, beside the DCS's
+    setting rolled out the same way; reward = `training.objective.reward` (heat rate saved against the
+    DCS, minus NOx, CO and steam-temperature penalties), cost = the process-limit cost beyond the
+    DCS setting's, both averaged over the horizon;
+  * restrictive exploration: a candidate is kept only where the ensemble's members agree on its reward
+    (std below `--max-disagreement`, % heat rate, scaled by the model's calibration) and every setpoint it
+    asks for lies inside what the history shows at that load (0.5-99.5 % of the logged setpoints in the
+    same 50 MW band). Where the data has no support, nothing is learned.
+TD3+BC (d3rlpy) learns a deterministic actor from these one-decision transitions (each ends its episode:
+the offsets' effects settle within the horizon, while the unit's state is driven by load and coal, not by
+them). Lagrangian: after each round, the actor's expected cost on the start states (projected and rolled
+out through the model) updates the multiplier, lambda <- max(0, lambda + lr * (cost - budget)); the
+rewards are relabelled r - lambda * c and training continues. Each round's actor is also run in closed loop
+through the real controller core on the stepped plant (training.env.BoilerEnv, training seeds), and the
+round with the best closed-loop reward among those within the cost budget is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from boiler_ai.control.envelope import load_envelope
+from boiler_ai.control.projector import Projector
+from boiler_ai.plant.tagmap import load_tag_map
+from boiler_ai.strict import ConfigError
+from training import objective
+from training.history import read_history
+from training.policy_dataset import observation_signals
+from training.process_model import HELD_OUT_EVERY, TAG_MAP, ProcessModel, frame
+from training.stages import Artefacts, read_stage, sha256_file
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVELOPE = ROOT / "constraints" / "reference_unit.yaml"
+LOAD_BAND_MW = 50.0
+MAX_MOVED = 6  # a candidate moves 1..6 MVs at once
+STEP_REACH = 0.8  # ... each by up to this much of its allowed deviation (the step tests reached 0.7)
+
+
+class Rollouts:
+    """Start states and the model-based scoring of offsets there, everything in arrays over start rows."""
+
+    def __init__(self, history, model: ProcessModel, tag_map, envelope, *, horizon: int, starts: int, seed: int):
+        self.model, self.tag_map, self.envelope, self.horizon = model, tag_map, envelope, horizon
+        lay = model.layout
+        if list(lay.mvs) != list(envelope.mv_names):
+            raise ConfigError("process model", "layout", "its manipulated variables differ from the envelope's")
+        self.k = k = max(1, round(model.step_s / history.cycle_s))
+        cols = frame(history, lay, tag_map)
+        n = len(history.episode)
+        ep = history.episode
+        train = ep % HELD_OUT_EVERY != HELD_OUT_EVERY - 1
+        if not (~train).any() or train.sum() == 0:
+            train = np.ones(n, bool)
+        base = np.arange(k, n - horizon * k)
+        steps = base[:, None] + k * np.arange(-1, horizon + 1)[None, :]  # t-1 .. t+H per start
+        ok = train[base] & (ep[steps] == ep[base][:, None]).all(axis=1)
+        needed = [*lay.outputs, *lay.mvs, *lay.conditions]
+        stack = np.column_stack([cols[c] for c in needed])
+        ok &= np.isfinite(stack[steps]).all(axis=(1, 2))
+        obs_signals = tuple(observation_signals(tag_map))
+        obs = np.column_stack([history.column(s) for s in obs_signals])
+        ok &= np.isfinite(obs[base]).all(axis=1)
+        base = base[ok]
+        rng = np.random.default_rng([seed, 3])
+        if len(base) > starts:
+            base = np.sort(rng.choice(base, starts, replace=False))
+        if len(base) < 10:
+            raise ConfigError("history", "", f"only {len(base)} usable start states for the rollouts")
+        self.rows = base
+        self.obs_signals, self.obs = obs_signals, obs[base].astype(np.float32)
+        self.cols = cols
+        self.steps = base[:, None] + k * np.arange(-1, horizon + 1)[None, :]
+        self.u_dcs = np.column_stack([cols[m] for m in lay.mvs])  # setpoints in force, per row
+        self.bands = np.asarray(envelope.max_dev, dtype=float)
+        self.available = np.column_stack([
+            np.ones(n, bool) if sig is None else history.column(sig) >= 0.5 for sig in envelope.available_when])
+        self.process_now = {p: history.column(p) for p in envelope.process_signals}
+        self.projector = Projector(envelope)
+        self.support = self._support(history, cols, lay.mvs, train)
+        self._log = {s: history.column(s) for s in objective.SIGNALS}  # what the model does not predict
+        self.baseline = self._rollout(np.zeros((len(base), len(lay.mvs))))
+
+    def _support(self, history, cols, mvs, train) -> dict:
+        """Per 50 MW load band, per MV: the 0.5-99.5 % range of the setpoints in force in the history."""
+        band = np.floor(history.column("unit_load_mw") / LOAD_BAND_MW)
+        lo, hi = {}, {}
+        for b in np.unique(band[np.isfinite(band) & train]):
+            sel = train & (band == b)
+            u = np.column_stack([cols[m][sel] for m in mvs])
+            u = u[np.isfinite(u).all(axis=1)]
+            if len(u) >= 50:
+                lo[b], hi[b] = np.quantile(u, 0.005, axis=0), np.quantile(u, 0.995, axis=0)
+        return {"band": band, "lo": lo, "hi": hi}
+
+    def supported(self, offsets: np.ndarray) -> np.ndarray:
+        band = self.support["band"][self.rows]
+        u = self.u_dcs[self.rows] + offsets * self.bands
+        ok = np.zeros(len(self.rows), bool)
+        for b, lo in self.support["lo"].items():
+            sel = band == b
+            moved = np.abs(offsets[sel]) > 1e-6  # an MV left where the DCS has it needs no support
+            inside = (u[sel] >= lo - 1e-9) & (u[sel] <= self.support["hi"][b] + 1e-9)
+            ok[sel] = (inside | ~moved).all(axis=1)
+        return ok
+
+    def project(self, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's offsets as the daemon's projector lets them through a steady hold (rates do not bind
+        over the horizon); (projected offsets, kept) — a release means the row is dropped."""
+        out, kept = np.zeros_like(offsets), np.ones(len(offsets), bool)
+        dt = self.horizon * self.model.step_s
+        names = self.envelope.process_signals
+        for j, r in enumerate(self.rows):
+            u = self.u_dcs[r]
+            available = {s: bool(a) for s, a in zip(self.envelope.available_when, self.available[r]) if s is not None}
+            p = self.projector.project(u + offsets[j] * self.bands, u, u, {s: self.process_now[s][r] for s in names},
+                                       available, dt)
+            if p.action is None:
+                kept[j] = False
+                continue
+            out[j] = (np.asarray(p.action) - u) / self.bands
+        return out, kept
+
+    def _rollout(self, offsets: np.ndarray) -> dict:
+        """Mean trajectory of the ensemble over the horizon with the offsets held; per step the members'
+        outputs too. Returns {"mean": [H, B, n_out], "members": [H, K, B, n_out]}."""
+        lay, cols, steps = self.model.layout, self.cols, self.steps
+        y = np.column_stack([cols[o][steps[:, 1]] for o in lay.outputs])
+        u_prev = self.u_dcs[steps[:, 0]] + offsets * self.bands
+        means, members = [], []
+        for h in range(self.horizon):
+            t = steps[:, 1 + h]
+            u = self.u_dcs[t] + offsets * self.bands
+            cond = np.column_stack([cols[c][t] for c in lay.conditions])
+            m = self.model.members(np.column_stack([y, u, u_prev, cond]))
+            y = m.mean(axis=0)
+            means.append(y)
+            members.append(m)
+            u_prev = u
+        return {"mean": np.stack(means), "members": np.stack(members)}
+
+    def _named(self, arr: np.ndarray, t_rows: np.ndarray) -> dict:
+        """Objective's signals: the model's outputs where it predicts them, the log's otherwise."""
+        lay = self.model.layout
+        named = {o: arr[..., i] for i, o in enumerate(lay.outputs)}
+        for s in objective.SIGNALS:
+            if s not in named:
+                named[s] = self._log[s][t_rows]
+        return named
+
+    def score(self, offsets: np.ndarray) -> dict:
+        """Reward, cost and the members' disagreement on the reward, per row, for offsets held over the horizon."""
+        roll = self._rollout(offsets)
+        t_rows = self.steps[:, 2:].T  # [H, B] the rows the predictions are for
+        base = self._named(self.baseline["mean"], t_rows)
+        pol = self._named(roll["mean"], t_rows)
+        reward = objective.reward(pol, base).mean(axis=0)
+        # only what crosses the limits beyond the DCS's own setting counts against the action
+        cost = np.maximum(objective.limit_cost(pol, self.envelope) - objective.limit_cost(base, self.envelope),
+                          0.0).mean(axis=0)
+        per_member = []
+        for k in range(roll["members"].shape[1]):
+            mem = self._named(roll["members"][:, k], t_rows)
+            per_member.append(objective.reward(mem, base).mean(axis=0))
+        scale = float(np.median(self.model.spread_scale))
+        return {"reward": reward, "cost": cost, "disagreement": np.std(per_member, axis=0) * scale}
+
+
+def build_candidates(ro: Rollouts, n_candidates: int, max_disagreement: float, seed: int,
+                     progress=None) -> dict:
+    """Start states x (DCS setting + random offsets), projected, scored, filtered."""
+    rng = np.random.default_rng([seed, 5])
+    n_mv = len(ro.bands)
+    obs, act, rew, cost, dis = [], [], [], [], []
+    stats = {"proposed": 0, "released_by_projector": 0, "no_support": 0, "ensemble_disagrees": 0, "kept": 0}
+    for c in range(n_candidates + 1):
+        raw = np.zeros((len(ro.rows), n_mv))
+        if c:  # a few MVs at a time, as far as the step tests went: where the history can say what happens
+            moved = rng.random((len(ro.rows), n_mv)) < rng.integers(1, MAX_MOVED + 1, (len(ro.rows), 1)) / n_mv
+            raw = np.where(moved, rng.uniform(-STEP_REACH, STEP_REACH, raw.shape), 0.0)
+        offsets, kept = ro.project(raw)
+        support = ro.supported(offsets)
+        s = ro.score(offsets)
+        agree = s["disagreement"] <= max_disagreement
+        keep = kept & support & (agree | (c == 0))  # the DCS's own setting is always in the data
+        stats["proposed"] += len(raw)
+        stats["released_by_projector"] += int((~kept).sum())
+        stats["no_support"] += int((kept & ~support).sum())
+        stats["ensemble_disagrees"] += int((kept & support & ~agree).sum()) if c else 0
+        stats["kept"] += int(keep.sum())
+        obs.append(ro.obs[keep])
+        act.append(offsets[keep])
+        rew.append(s["reward"][keep])
+        cost.append(s["cost"][keep])
+        dis.append(s["disagreement"][keep])
+        if progress is not None:
+            progress.update(1)
+    return {"obs": np.concatenate(obs), "actions": np.concatenate(act).astype(np.float32),
+            "reward": np.concatenate(rew), "cost": np.concatenate(cost), "disagreement": np.concatenate(dis),
+            "stats": stats}
+
+
+def closed_loop_check(algo, obs_signals, plan, minutes: float, decision_s: float) -> dict:
+    """The actor in closed loop through the real core on the stepped plant (training seeds): mean reward
+    (% heat rate saved against the twin under the DCS), cost, AI-mode share, guard blocks."""
+    from training.env import BoilerEnv
+
+    env = BoilerEnv(plan, input_signals=obs_signals, decision_s=decision_s, episode_s=minutes * 60.0)
+    rewards, costs, active, blocks = [], [], [], 0
+    for _ in plan:
+        obs, _ = env.reset()
+        done = False
+        while not done:
+            action = algo.predict(obs[None, :])[0]
+            obs, r, _, done, info = env.step(action)
+            rewards.append(r)
+            costs.append(info["cost"])
+            active.append(info["ai_active"])
+            blocks += info["guard_blocks"]
+    return {"env_reward": float(np.mean(rewards)), "env_cost": float(np.mean(costs)),
+            "env_ai_active": float(np.mean(active)), "env_guard_blocks": int(blocks)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--history", type=Path, required=True)
+    parser.add_argument("--process-model", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--horizon", type=int, default=5, help="model steps an offset is held and scored over")
+    parser.add_argument("--starts", type=int, default=20000, help="start states sampled from the history")
+    parser.add_argument("--candidates", type=int, default=4, help="random offsets tried per start state")
+    parser.add_argument("--max-disagreement", type=float, default=0.05,
+                        help="largest ensemble std of a candidate's reward kept (%% heat rate)")
+    parser.add_argument("--rounds", type=int, default=4, help="Lagrangian rounds")
+    parser.add_argument("--steps", type=int, default=5000, help="TD3+BC gradient steps per round")
+    parser.add_argument("--alpha", type=float, default=2.5, help="TD3+BC's weight of the Q term against BC")
+    parser.add_argument("--cost-budget", type=float, default=0.0, help="allowed mean process-limit cost")
+    parser.add_argument("--lambda-lr", type=float, default=2.0)
+    parser.add_argument("--check-minutes", type=float, default=60.0,
+                        help="closed-loop check per round: minutes per training episode (0: none)")
+    args = parser.parse_args(argv)
+    if min(args.horizon, args.starts, args.rounds, args.steps) < 1 or args.candidates < 1:
+        raise ConfigError("command line", "--horizon/--starts/--candidates/--rounds/--steps", "must be >= 1")
+    if not (math.isfinite(args.max_disagreement) and args.max_disagreement > 0):
+        raise ConfigError("command line", "--max-disagreement", "must be a positive number")
+    import d3rlpy
+    import structlog
+    import torch
+    from tqdm import tqdm
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # d3rlpy's chatter
+
+    torch.set_num_threads(1)
+    d3rlpy.seed(args.seed)
+    _, hist_metrics = read_stage(args.history, "history")
+    pm_config, pm_metrics = read_stage(args.process_model, "process_model")
+    if pm_metrics["history_sha256"] != hist_metrics["data_sha256"]:
+        raise ConfigError(args.process_model, "history_sha256", "this process model was trained on another history")
+    tag_map = load_tag_map(TAG_MAP)
+    envelope = load_envelope(ENVELOPE, tag_map)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    art = Artefacts(args.out, "policy", {**config, "history_sha256": hist_metrics["data_sha256"],
+                                         "process_model_sha256": pm_metrics["data_sha256"]})
+    started = time.perf_counter()
+    history = read_history(args.history)
+    model = ProcessModel.load(args.process_model / "process_model.pt")
+    ro = Rollouts(history, model, tag_map, envelope, horizon=args.horizon, starts=args.starts, seed=args.seed)
+    with tqdm(total=args.candidates + 1, desc="model rollouts", unit="set", file=sys.stderr) as bar:
+        data = build_candidates(ro, args.candidates, args.max_disagreement, args.seed, bar)
+    np.savez_compressed(args.out / "rollouts.npz", obs=data["obs"], actions=data["actions"], reward=data["reward"],
+                        cost=data["cost"], obs_signals=np.array(ro.obs_signals))
+    plan = [(s, k) for s, k in _check_plan(args.seed)] if args.check_minutes > 0 else []
+
+    algo = d3rlpy.algos.TD3PlusBCConfig(
+        observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(), batch_size=256, alpha=args.alpha,
+        actor_encoder_factory=d3rlpy.models.VectorEncoderFactory([128, 128]),
+        critic_encoder_factory=d3rlpy.models.VectorEncoderFactory([128, 128]), gamma=0.0,
+    ).create(device="cpu:0")
+    lam, best, rounds = 0.0, None, []
+    for rnd in range(1, args.rounds + 1):
+        rewards = (data["reward"] - lam * data["cost"]).astype(np.float32)
+        dataset = d3rlpy.dataset.MDPDataset(data["obs"], data["actions"], rewards, np.ones(len(rewards), np.float32),
+                                            action_space=d3rlpy.ActionSpace.CONTINUOUS)
+        fitted = algo.fit(dataset, n_steps=args.steps, n_steps_per_epoch=args.steps, experiment_name=f"round{rnd}",
+                          with_timestamp=False, logger_adapter=d3rlpy.logging.NoopAdapterFactory(), show_progress=True)
+        losses = fitted[-1][1]
+        actor = algo.predict(ro.obs)
+        offsets, kept = ro.project(actor.astype(float))
+        s = ro.score(offsets)
+        model_reward, model_cost = float(s["reward"][kept].mean()), float(s["cost"][kept].mean())
+        check = closed_loop_check(algo, ro.obs_signals, plan, args.check_minutes, model.step_s) if plan else {}
+        row = {"round": rnd, "lambda": round(lam, 4), "critic_loss": round(losses.get("critic_loss", math.nan), 6),
+               "actor_loss": round(losses.get("actor_loss", math.nan), 6), "model_reward": round(model_reward, 5),
+               "model_cost": round(model_cost, 5),
+               "model_disagreement": round(float(s["disagreement"][kept].mean()), 5),
+               **{k: round(v, 5) if isinstance(v, float) else v for k, v in check.items()}}
+        art.loss(**row)
+        rounds.append(row)
+        print(json.dumps(row), file=sys.stderr)
+        ok_cost = model_cost <= args.cost_budget + 1e-9 and check.get("env_cost", 0.0) <= args.cost_budget + 1e-9
+        score = check.get("env_reward", model_reward)
+        if ok_cost and (best is None or score > best[0]):
+            best = (score, rnd)
+            algo.save(str(args.out / "policy.d3"))
+        lam = max(0.0, lam + args.lambda_lr * (model_cost - args.cost_budget))
+    if best is None:
+        algo.save(str(args.out / "policy.d3"))
+    metrics = art.finish({
+        "data_sha256": sha256_file(args.out / "policy.d3"), "rollouts_sha256": sha256_file(args.out / "rollouts.npz"),
+        "history_sha256": hist_metrics["data_sha256"], "process_model_sha256": pm_metrics["data_sha256"],
+        "algorithm": (f"model-based offline RL: TD3+BC (d3rlpy {d3rlpy.__version__}, alpha {args.alpha}) on "
+                      f"{args.candidates} filtered model rollouts per start state (horizon {args.horizon} x "
+                      f"{model.step_s:g} s, ensemble of {model.net.members}), Lagrangian on process-limit cost"),
+        "kept_round": None if best is None else best[1], "within_cost_budget": best is not None,
+        "candidates": data["stats"], "start_states": len(ro.rows),
+        "transitions": len(data["reward"]), "data_reward_mean": round(float(data["reward"].mean()), 5),
+        "data_cost_mean": round(float(data["cost"].mean()), 5), "rounds": rounds,
+        "process_model_step_s": model.step_s, "check_plan": plan,
+        "wall_s": round(time.perf_counter() - started, 1)})
+    print(json.dumps(metrics))
+    return 0
+
+
+def _check_plan(seed: int) -> list[tuple[str, int]]:
+    """Closed-loop check episodes: a dispatch day and a low-load night on training seeds the history skipped."""
+    from boiler_ai.sim.scenario import TRAIN_SEEDS
+
+    return [("agc_day_24h", TRAIN_SEEDS[-1 - seed % 100]), ("low_load_night", TRAIN_SEEDS[-101 - seed % 100])]
+
+
+if __name__ == "__main__":
+    from boiler_ai.cli import _fail
+    from boiler_ai.errors import ExpectedError
+
+    try:
+        sys.exit(main())
+    except ExpectedError as exc:
+        sys.exit(_fail("training.policy", str(exc)))
