@@ -23,22 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
+from boiler_ai.control.envelope import load_envelope
 from boiler_ai.control.model_contract import ModelContract
 from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.strict import ConfigError
 from training.bootstrap_bc import EnsembleSpec, fit_and_export
 from training.history import read_history
 from training.policy_dataset import Dataset
-from training.process_model import HELD_OUT_EVERY, TAG_MAP
+from training.process_model import HELD_OUT_EVERY
 from training.stages import Artefacts, read_stage
 
 
-def distillation_data(history, tag_map, algo, obs_signals: tuple[str, ...], stride: int) -> tuple[Dataset, Dataset]:
+def distillation_data(history, tag_map, envelope, algo, obs_signals: tuple[str, ...],
+                      stride: int) -> tuple[Dataset, Dataset]:
     """(train, held-out) rows of the history with the actor's absolute setpoints as targets."""
-    from boiler_ai.control.envelope import load_envelope
-    from training.policy import ENVELOPE
-
-    envelope = load_envelope(ENVELOPE, tag_map)
     mvs = tuple(tag_map.manipulated)
     bands = np.asarray(envelope.max_dev, dtype=float)
     x = np.column_stack([history.column(s) for s in obs_signals])
@@ -162,10 +160,12 @@ def main(argv: list[str] | None = None) -> int:
                                           "history": str(args.history), "policy": str(args.policy),
                                           "policy_sha256": pol["data_sha256"]})
     started = time.perf_counter()
-    tag_map = load_tag_map(TAG_MAP)
+    tag_map = load_tag_map(pol_config["tag_map"])
+    envelope = load_envelope(pol_config["envelope"], tag_map)
     algo = d3rlpy.load_learnable(str(args.policy / "policy.d3"))
     obs_signals = tuple(str(s) for s in np.load(args.policy / "rollouts.npz")["obs_signals"])
-    train, held_out = distillation_data(read_history(args.history), tag_map, algo, obs_signals, args.stride)
+    train, held_out = distillation_data(read_history(args.history), tag_map, envelope, algo, obs_signals,
+                                        args.stride)
     figures = {"history": hist, "process_model": pm, "policy": pol}
     from tqdm import tqdm
 

@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", type=Path, required=True)
     parser.add_argument("--process-model", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tag-map", type=Path, default=TAG_MAP)
+    parser.add_argument("--envelope", type=Path, default=ENVELOPE)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--horizon", type=int, default=5, help="model steps an offset is held and scored over")
     parser.add_argument("--starts", type=int, default=20000, help="start states sampled from the history")
@@ -275,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     pm_config, pm_metrics = read_stage(args.process_model, "process_model")
     if pm_metrics["history_sha256"] != hist_metrics["data_sha256"]:
         raise ConfigError(args.process_model, "history_sha256", "this process model was trained on another history")
-    tag_map = load_tag_map(TAG_MAP)
-    envelope = load_envelope(ENVELOPE, tag_map)
+    tag_map = load_tag_map(args.tag_map)
+    envelope = load_envelope(args.envelope, tag_map)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     art = Artefacts(args.out, "policy", {**config, "history_sha256": hist_metrics["data_sha256"],
                                          "process_model_sha256": pm_metrics["data_sha256"]})
