@@ -147,15 +147,14 @@ def story(record: dict, files: UnitFiles = UnitFiles()) -> dict:
     dt = record["cycle_period_s"]
     mvs = list(record["mvs"])
     inputs = _inputs(record)
-    latch = status_codes.StatusLatch()
-    ai_status, ai_reason = latch.update(record["mode"], record["events"], record["release_reason"])
+    ai_status, ai_reason = status_codes.StatusLatch().of_record(record)
+    shown = status_codes.BY_CODE.get(ai_reason, status_codes.OTHER)
     out = {
         "seq": record["seq"], "unit_id": record["unit_id"], "wall_time": record["wall_time"],
         "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record["wall_time"])) + " UTC",
         "cycle_period_s": dt, "model": record["model"]["id"], "software": record["software"],
         "mode": record["mode"], "mode_text": status_codes.MODE_TEXT[record["mode"]],
-        "ai_status": ai_status, "ai_reason": {**_reason_entry(status_codes.BY_CODE[ai_reason].name),
-                                              "code": ai_reason},
+        "ai_status": ai_status, "ai_reason": {**_reason_entry(shown.name), "code": ai_reason},
         "transition": record["transition"],
         "release_reason": _reason_entry(record["release_reason"]),
         "events": [{**e, "code": status_codes.reason(e["reason"]).code,

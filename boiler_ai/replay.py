@@ -42,7 +42,12 @@ from boiler_ai.record.log import iter_records
 
 # What a replay must reproduce. Timings and wall-clock fields naturally differ.
 COMPARED = ("mode", "transition", "events", "release_reason", "requested", "projected", "written",
-            "u_prev", "u_dcs", "projection.status", "projection.active_constraints", "guard", "heartbeat", "policy")
+            "u_prev", "u_dcs", "projection.status", "projection.active_constraints", "guard", "heartbeat", "policy",
+            "ai_status", "ai_reason")
+# What a later version added to the record and to the controller's state: records and states logged before
+# have none of it, and are compared without it.
+ADDED_LATER = frozenset({"ai_status", "ai_reason"})
+STATE_ADDED_LATER = frozenset({"status"})
 
 
 @dataclass
@@ -122,6 +127,11 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def _as_logged(state: dict, logged: dict) -> dict:
+    """The controller's state without what a later version added and the logged state lacks."""
+    return {k: v for k, v in state.items() if k in logged or k not in STATE_ADDED_LATER}
+
+
 def replay(records: Iterable[dict], core: Core) -> ReplayResult:
     """Replay `records` (in seq order) through `core` (freshly built from the config)."""
     controller = core.controller
@@ -143,9 +153,9 @@ def replay(records: Iterable[dict], core: Core) -> ReplayResult:
         elif state is not None:
             if state["cycle"] == 0:
                 controller.restore(state)  # the daemon restarted here, with a fresh controller
-            elif not _same(state, controller.state()):
+            elif not _same(state, current := _as_logged(controller.state(), state)):
                 return ReplayResult(compared, first, record["seq"],
-                                    Difference(record["seq"], "controller_state", state, controller.state(),
+                                    Difference(record["seq"], "controller_state", state, current,
                                                record["events"], []), skipped)
         # what the daemon handed in (the core's own "released" event for the same reason is not)
         external = [Event(e["type"], e["reason"], e["detail"]) for e in record["events"]
@@ -157,6 +167,8 @@ def replay(records: Iterable[dict], core: Core) -> ReplayResult:
         replayed = Record(record["seq"], core.origin, decision, outcome).as_dict()
         for field in COMPARED:
             logged_value, replayed_value = _get(record, field), _get(replayed, field)
+            if logged_value is None and field in ADDED_LATER:
+                continue
             if not _same(logged_value, replayed_value):
                 return ReplayResult(compared, first, record["seq"],
                                     Difference(record["seq"], field, logged_value, replayed_value,

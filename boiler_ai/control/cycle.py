@@ -38,6 +38,7 @@ from boiler_ai.messages import (
     WriteResult,
 )
 from boiler_ai.plant.tagmap import TagMap
+from boiler_ai.status_codes import StatusLatch
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class Controller:
         self.heartbeat = 0
         self.cycle = 0
         self.out_of_depth_s = 0.0
+        self.status = StatusLatch()  # AI_STATUS and AI_REASON for the DCS faceplate
 
     # --- the cycle -------------------------------------------------------------------------
 
@@ -180,7 +182,9 @@ class Controller:
             events.append(Event(kind, Reason.NO_SAFE_ACTION, ""))
         transition = self.engagement.update(handshake, events)
         healthy = not any(e.type is EventType.IMMEDIATE_DISABLE for e in events)
-        writes, setpoints = self._writes(safe_action, healthy)
+        ai_status, ai_reason = self.status.update(transition.mode, [e.as_dict() for e in events],
+                                                  transition.release_reason)
+        writes, setpoints = self._writes(safe_action, healthy, ai_status, ai_reason)
 
         decision = Decision(
             wall_time=wall_time, mono_time=mono_time, read_time=snapshot.read_time, read_error=snapshot.error,
@@ -194,7 +198,8 @@ class Controller:
             projection=None if projection is None else ProjectionResult(projection.status,
                                                                         projection.active_constraints),
             guard=verdict, release_reason=transition.release_reason, heartbeat=self.heartbeat,
-            controller_state=state_before, writes=writes, setpoints_written=setpoints)
+            controller_state=state_before, writes=writes, setpoints_written=setpoints,
+            ai_status=ai_status, ai_reason=ai_reason)
         self.cycle += 1
         lap("record")
         return decision
@@ -211,10 +216,14 @@ class Controller:
         if transition.changed:
             changed = ModeChange(decision.transition.from_ if decision.transition else transition.previous,
                                  transition.mode)
+        release_reason = decision.release_reason or transition.release_reason
+        ai_status, ai_reason = self.status.update(self.engagement.mode, [e.as_dict() for e in events], release_reason)
         decision = dataclasses.replace(
             decision, events=tuple(events), mode=self.engagement.mode, transition=changed,
-            release_reason=decision.release_reason or transition.release_reason)
-        return decision, ({self.hs["ai_request"]: 0.0} if self.settings.closed_loop else {})
+            release_reason=release_reason, ai_status=ai_status, ai_reason=ai_reason)
+        if not self.settings.closed_loop:
+            return decision, {}
+        return decision, {self.hs["ai_request"]: 0.0, **self._status_writes(ai_status, ai_reason)}
 
     def read_back(self, result: WriteResult | None) -> list[float] | None:
         """The AI setpoints the DCS holds after the write, in MV order (None unless all were read back)."""
@@ -264,18 +273,24 @@ class Controller:
         events.append(Event(EventType.SOFT_DISABLE, Reason.MODEL_OUT_OF_DEPTH_HOLDING, "; ".join(reasons)))
         return u_prev.copy(), info
 
-    def _writes(self, action: list[float] | None, healthy: bool) -> tuple[dict[str, float], bool]:
+    def _writes(self, action: list[float] | None, healthy: bool, ai_status: int,
+                ai_reason: int) -> tuple[dict[str, float], bool]:
         if not self.settings.closed_loop:
             return {}, False  # shadow: compute and log, never write
         if healthy:
             self.heartbeat = (self.heartbeat + 1) % 2**32
-        writes = {self.hs["ai_heartbeat"]: float(self.heartbeat)}
+        writes = {self.hs["ai_heartbeat"]: float(self.heartbeat), **self._status_writes(ai_status, ai_reason)}
         if self.engagement.mode is Mode.ACTIVE and action is not None:
             writes.update(zip(self.ai_tags, action))
             writes[self.hs["ai_request"]] = 1.0
             return writes, True
         writes[self.hs["ai_request"]] = 0.0
         return writes, False
+
+    def _status_writes(self, ai_status: int, ai_reason: int) -> dict[str, float]:
+        """AI_STATUS and AI_REASON for the faceplate, where the tag map has them."""
+        codes = {"ai_status": ai_status, "ai_reason": ai_reason}
+        return {self.hs[role]: float(code) for role, code in codes.items() if role in self.hs}
 
     @staticmethod
     def _vector(values: dict[str, float], tags: list[str]) -> list[float]:
@@ -292,7 +307,7 @@ class Controller:
     def state(self) -> dict:
         return {"validator": self.validator.state(), "engagement": self.engagement.state(),
                 "policy": None if self.policy is None else self.policy.state(), "heartbeat": self.heartbeat,
-                "cycle": self.cycle, "out_of_depth_s": self.out_of_depth_s}
+                "cycle": self.cycle, "out_of_depth_s": self.out_of_depth_s, "status": self.status.state()}
 
     def restore(self, state: dict) -> None:
         self.validator.restore(state["validator"])
@@ -302,3 +317,4 @@ class Controller:
         self.heartbeat = state["heartbeat"]
         self.cycle = state["cycle"]
         self.out_of_depth_s = state["out_of_depth_s"]
+        self.status.restore(state.get("status"))  # absent from states logged before AI_STATUS existed

@@ -92,7 +92,7 @@ def create_app(timeline: Timeline, feed, files: UnitFiles = UnitFiles(), passwor
         if cache["seq"] != latest["seq"]:
             cache["story"], cache["seq"] = story(latest, files), latest["seq"]
         s = cache["story"]
-        reason = status_codes.BY_CODE[code[1]]
+        reason = status_codes.BY_CODE.get(code[1], status_codes.OTHER)
         body.update(
             seq=s["seq"], unit_id=s["unit_id"], time_utc=s["time_utc"], wall_time=s["wall_time"], mode=s["mode"],
             mode_text=s["mode_text"], ai_status=code[0],

@@ -104,7 +104,7 @@ class Timeline:
         policy = record["policy"] or {}
         with self.lock:
             self.unit_id = record["unit_id"]
-            self.status = self.latch.update(record["mode"], record["events"], record["release_reason"])
+            self.status = self.latch.of_record(record)
             point = (seq, record["wall_time"], *self.status, policy.get("spread"),
                      envelope_distance(used, self.training) if policy else None,
                      *(used.get(name) for name in self.trends))

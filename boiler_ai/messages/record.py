@@ -117,6 +117,13 @@ class Decision:
     server_time: Finite | None = field(default=None, metadata=doc(
         "the OPC UA server's clock (ServerStatus/CurrentTime) read in the same batch, epoch seconds; ages are "
         "judged against it and it must keep advancing; null when not read"))
+    ai_status: UInt | None = field(default=None, metadata=doc(
+        "AI_STATUS this cycle, the mode's code for the DCS faceplate (boiler_ai/status_codes.py; written to the "
+        "DCS in closed loop where the tag map maps handshake.ai_status); null in records written before"))
+    ai_reason: UInt | None = field(default=None, metadata=doc(
+        "AI_REASON this cycle: the code of the last release (until the AI engages again), else of this cycle's "
+        "most serious hold, else 0 (boiler_ai/status_codes.py; written like ai_status); null in records "
+        "written before"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +195,7 @@ class Record:
             "software": o.software, "wall_time": d.wall_time, "mono_time": d.mono_time, "read_time": d.read_time,
             "read_error": d.read_error, "mode": d.mode, "events": [e.as_dict() for e in d.events],
             "transition": None if change is None else {"from": change.from_, "to": change.to},
-            "server_time": d.server_time,
+            "server_time": d.server_time, "ai_status": d.ai_status, "ai_reason": d.ai_reason,
             "inputs": {"signals": inputs.signals, "value": inputs.value, "source_ts": inputs.source_ts,
                        "server_ts": inputs.server_ts, "status_code": inputs.status_code, "issue": inputs.issue,
                        "held": inputs.held},

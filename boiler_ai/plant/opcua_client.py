@@ -546,6 +546,7 @@ class OpcUaPlantIO:
         return {name: code.value for name, code in zip(names, codes)}
 
     async def _read_back(self, link: _Link, names: list[str]) -> dict[str, float]:
+        names = [n for n in names if self.tag_map.signals[n].readable]  # a write-only tag (status codes) has none
         requests = [_read_params(chunk) for chunk in _chunks([link.node_ids[n] for n in names], link.max_read)]
         back = await self._read_values(link, requests)
         read_back = {}

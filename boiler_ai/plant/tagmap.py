@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from boiler_ai.status_codes import REASONS
 from boiler_ai.strict import ConfigError, Fields, load_yaml
 
 DATA_TYPES = ("Boolean", "Int32", "UInt32", "Float", "Double")
 ACCESS = ("read", "write", "readwrite")
 HANDSHAKE = ("ai_enable", "ai_permissive", "ai_active", "ai_request", "ai_heartbeat")
+# Optional roles: the daemon's status back to the DCS faceplate (mode and reason codes of
+# boiler_ai/status_codes.py), written every cycle in closed loop when mapped.
+STATUS_ROLES = ("ai_status", "ai_reason")
+STATUS_CODE_MAX = max(r.code for r in REASONS)  # the largest code a status tag must hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +55,7 @@ class TagMap:
     unit: str
     namespace_uri: str
     signals: dict[str, SignalSpec]
-    handshake: dict[str, str]  # role -> signal name
+    handshake: dict[str, str]  # role -> signal name (the optional STATUS_ROLES only when mapped)
     manipulated: dict[str, ManipulatedVariable]
 
     @property
@@ -123,6 +128,16 @@ def load_tag_map(path: str | Path) -> TagMap:
             raise hs.error(role, f"tag {name!r} must be writable (access write or readwrite)")
         if not needs_write and not spec.readable:
             raise hs.error(role, f"tag {name!r} must be readable")
+        tm.handshake[role] = name
+    for role in STATUS_ROLES:
+        name = hs.string(role, None)
+        if name is None:
+            continue
+        spec = tm.require(name, f"handshake.{role}")
+        if not spec.writable or spec.data_type == "Boolean" or not spec.lo <= 0 < STATUS_CODE_MAX <= spec.hi:
+            raise hs.error(role, f"tag {name!r} must be a writable number whose range holds the codes "
+                                 f"0..{STATUS_CODE_MAX} (got {spec.data_type}, access {spec.access}, "
+                                 f"range [{spec.lo:g}, {spec.hi:g}])")
         tm.handshake[role] = name
     hs.done()
 

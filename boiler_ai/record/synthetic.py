@@ -81,6 +81,8 @@ def synthetic_record(rng: random.Random, *, unit_id: str = "unit1", wall_time: f
         "write": {"ok": True, "status": {f"{mv}_ai_sp": 0 for mv in mvs}, "error": None} if active else None,
         "release_reason": None,
         "heartbeat": cycle % 65536,
+        "ai_status": 2 if active else 1,
+        "ai_reason": 0 if active else 101,
         "timings_us": {stage: rng.randrange(1, 400) for stage in STAGES},
         "config_hash": "ab" * 32,
         "software": "boiler-ai 0.1.0",

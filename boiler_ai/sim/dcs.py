@@ -231,6 +231,9 @@ class Dcs:
         self.ai_permissive = False
         self.watchdog_healthy = False
         self.ai_active = False
+        # What the daemon shows on the faceplate: its mode and reason codes (boiler_ai/status_codes.py)
+        self.ai_status = 0
+        self.ai_reason = 0
         self.reasons: tuple[str, ...] = ()
         self.trip: str | None = None  # latched AI-mode trip, until the operator resets AI mode
         self._trip_timer = [0.0] * len(c.process_trips)

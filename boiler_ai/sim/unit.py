@@ -187,12 +187,12 @@ class ReferenceUnit:
             if spec.ai_setpoint != f"{mv}_ai_sp" or spec.dcs_setpoint != f"{mv}_dcs_sp":
                 raise ValueError(f"{tm.source}: manipulated.{mv} must map to {mv}_dcs_sp / {mv}_ai_sp")
         self.ai_mvs: tuple[str, ...] = tuple(mv for mv in MV_NAMES if mv in tm.manipulated)
-        writable = {"ai_request", "ai_heartbeat", *(f"{mv}_ai_sp" for mv in self.ai_mvs)}
+        writable = {"ai_request", "ai_heartbeat", "ai_status", "ai_reason", *(f"{mv}_ai_sp" for mv in self.ai_mvs)}
         bad_write = [n for n in tm.writable if n not in writable]
         if bad_write:
             raise ValueError(f"{tm.source}: tag {bad_write[0]!r} is writable in the map, but the unit's DCS "
-                             "accepts writes only to the AI setpoints of its manipulated variables, ai_request "
-                             "and ai_heartbeat")
+                             "accepts writes only to the AI setpoints of its manipulated variables, ai_request, "
+                             "ai_heartbeat, ai_status and ai_reason")
         self.value_names: tuple[str, ...] = tuple(tm.readable)
         self._value_idx = [_IDX[n] for n in self.value_names]
 
@@ -498,7 +498,7 @@ class ReferenceUnit:
 
     def write(self, signal: str, value: float) -> None:
         """Write a writable tag (the AI setpoints of the tag map's manipulated variables, ai_request,
-        ai_heartbeat), as over OPC UA."""
+        ai_heartbeat, the faceplate's ai_status and ai_reason), as over OPC UA."""
         spec = self.tag_map.signals.get(signal)
         if spec is None:
             raise KeyError(f"unknown tag {signal!r} (not in the tag map {self.tag_map.source})")
@@ -520,6 +520,11 @@ class ReferenceUnit:
             if value != int(value):
                 raise ValueError(f"tag {signal!r} is a counter: write a whole number, got {value:g}")
             d.write_heartbeat(value)
+        elif signal in ("ai_status", "ai_reason"):  # write-only: the faceplate shows them, nobody reads them back
+            if value != int(value):
+                raise ValueError(f"tag {signal!r} is a code: write a whole number, got {value:g}")
+            setattr(d, signal, int(value))
+            return
         else:
             d.ai_sp[MV_NAMES.index(signal[:-len("_ai_sp")])] = value
         self._out[_IDX[signal]] = value

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rigs.cycle_rig import Rig, follower_config, outside_envelope
 
+from boiler_ai import status_codes
 from boiler_ai.control.policy import Inference
 from boiler_ai.messages.plant import Reading
 from boiler_ai.record.schema import validate
@@ -59,6 +60,8 @@ def test_shadow_mode_computes_but_never_writes(tmp_path):
     assert all(r["mode"] == "shadow" and r["written"] is None and r["write"] is None for r in records)
     assert records[-1]["projected"] is not None
     assert rig.unit.values()["ai_active"] == 0.0
+    # the faceplate codes are recorded, never written: the faceplate keeps what the DCS set (0)
+    assert records[-1]["ai_status"] == status_codes.MODE_CODES["shadow"] and rig.unit.dcs.ai_status == 0
 
 
 def corrupt(signal, reading_of):
@@ -151,6 +154,27 @@ def test_operator_disable_releases_in_the_same_cycle_and_needs_re_enable(rig):
     assert rig.records[-1]["mode"] == "disabled"
     rig.unit.set_ai_enable(True)
     rig.engage()
+
+
+def test_faceplate_status_and_reason_are_written_every_cycle_and_the_release_reason_is_kept(rig):
+    code = status_codes.BY_NAME
+    dcs = rig.unit.dcs
+    rig.cycle()  # AI_ENABLE off: the faceplate says why the AI does not ask
+    assert (dcs.ai_status, dcs.ai_reason) == (status_codes.MODE_CODES["disabled"], code["ai_enable_off"].code)
+    rig.engage()
+    rig.run(2)
+    assert (dcs.ai_status, dcs.ai_reason) == (status_codes.MODE_CODES["active"], 0)
+    assert rig.records[-1]["ai_status"] == dcs.ai_status and rig.records[-1]["ai_reason"] == dcs.ai_reason
+    rig.unit.set_ai_enable(False)
+    record = rig.cycle()
+    assert record["release_reason"] == "ai_enable_dropped"
+    assert (dcs.ai_status, dcs.ai_reason) == (status_codes.MODE_CODES["releasing"], code["ai_enable_dropped"].code)
+    rig.run(5)  # disabled now: the release reason stays on the faceplate until the AI engages again
+    assert (dcs.ai_status, dcs.ai_reason) == (status_codes.MODE_CODES["disabled"], code["ai_enable_dropped"].code)
+    rig.unit.set_ai_enable(True)
+    rig.engage()
+    rig.run(1)
+    assert (dcs.ai_status, dcs.ai_reason) == (status_codes.MODE_CODES["active"], 0)
 
 
 def test_read_failure_releases(rig):

@@ -22,6 +22,7 @@ import pytest
 from rigs.cycle_rig import follower_config, outside_envelope
 from rigs.served import PERIOD, SPEED, ServedDaemon, free_port, until_engaged
 
+from boiler_ai import status_codes
 from boiler_ai.record.log import iter_records
 from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.serve import SimulatedUnitServer
@@ -105,6 +106,9 @@ async def _fault_case(tmp_path, inject, detected, reason, **policy):
         await inject(bench)
         record = await bench.until_release(detected)
         assert record["release_reason"] == reason, record["events"]
+        # the faceplate shows it, written over OPC UA in the same cycle
+        faceplate = (bench.unit.dcs.ai_status, bench.unit.dcs.ai_reason)
+        assert faceplate == (record["ai_status"], status_codes.BY_NAME[reason].code)
         # nothing written on the release cycle, except the attempt whose rejection is the fault
         assert record["written"] is None or not record["write"]["ok"]
         bench.assert_envelope_kept()

@@ -36,7 +36,7 @@ from boiler_ai.plant.opcua_server import (
     private_key_path,
     trust,
 )
-from boiler_ai.plant.tagmap import TagMap
+from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.sim.dcs import MV_NAMES
 from boiler_ai.sim.serve import SimulatedUnitServer, add_arguments
 from boiler_ai.sim.serve import run as run_sim
@@ -179,7 +179,7 @@ def test_address_space_has_folders_types_units_ranges_and_access(loop, plant, ta
                 node = client.get_node(node_of(tag_map, ns, name))
                 assert await node.read_data_type() == ua.NodeId(getattr(ua.ObjectIds, spec.data_type)), name
                 access = await node.read_attribute(ua.AttributeIds.AccessLevel)
-                assert access.Value.Value == (3 if spec.writable else 1), name
+                assert access.Value.Value == spec.readable * 1 + spec.writable * 2, name
             heartbeat = client.get_node(node_of(tag_map, ns, "ai_heartbeat"))
             assert await heartbeat.read_type_definition() == ua.NodeId(ua.ObjectIds.BaseDataVariableType)
 
@@ -901,5 +901,7 @@ def test_sim_command_serves_until_sigterm(root, tmp_path):
             proc.wait(10)
     assert load.StatusCode.is_good() and load.Value.Value > 500
     assert proc.returncode == 0, rest
-    assert f"on {endpoint}: 91 tags, speed x10, scenario steady_full_load, seed 1, security none" in "".join(lines)
+    served = len(load_tag_map(root / "opc" / "reference_unit.yaml").signals)
+    assert f"on {endpoint}: {served} tags, speed x10, scenario steady_full_load, seed 1, security none" in \
+        "".join(lines)
     assert "stopped at t=" in rest

@@ -19,7 +19,7 @@ ALLOWED = {
     "errors": set(),
     "addresses": {"errors", "strict"},
     "strict": {"errors"},
-    "status_codes": set(),
+    "status_codes": {"messages"},
     "__init__": set(),
     "plant": {"messages", "strict"},
     "sim": {"messages", "strict", "plant"},

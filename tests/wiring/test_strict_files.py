@@ -202,3 +202,32 @@ def test_check_reports_an_unresolvable_opcua_host(tmp_path):
     done = subprocess.run([sys.executable, "-m", "boiler_ai", "check", str(config)], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and "plant.endpoint: host 'no-such-dcs.invalid' does not resolve" in done.stderr
+
+
+def _tag_map_with(tmp_path: Path, change) -> Path:
+    data = yaml.safe_load(TAG_MAP.read_text())
+    change(data)
+    path = tmp_path / "tag_map.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_faceplate_status_tags_are_optional_and_checked(tmp_path):
+    def without_status(data):
+        for role in ("ai_status", "ai_reason"):
+            del data["handshake"][role], data["signals"][role]
+
+    assert "ai_status" not in load_tag_map(_tag_map_with(tmp_path, without_status)).handshake
+
+    def too_small(data):
+        data["signals"]["ai_reason"]["range"] = [0, 100]
+
+    with pytest.raises(ConfigError, match=r"handshake\.ai_reason: tag 'ai_reason' must be a writable number whose "
+                                          r"range holds the codes 0\.\.999"):
+        load_tag_map(_tag_map_with(tmp_path, too_small))
+
+    def unknown_role(data):
+        data["handshake"]["ai_mode"] = "ai_status"
+
+    with pytest.raises(ConfigError, match=r"handshake\.ai_mode: unknown field"):
+        load_tag_map(_tag_map_with(tmp_path, unknown_role))
