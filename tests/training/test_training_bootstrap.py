@@ -38,7 +38,8 @@ def test_observation_signals_are_process_signals_and_dcs_setpoints():
     assert not any(n.endswith("_ai_sp") for n in names)
     assert not set(TM.handshake.values()) & set(names)
     assert names == [n for n in TM.signals if n in names]  # tag-map order
-    assert len(names) == len(TM.readable) - len(TM.handshake) - len(TM.manipulated)
+    read_handshake = set(TM.handshake.values()) & set(TM.readable)  # the status codes are written only
+    assert len(names) == len(TM.readable) - len(read_handshake) - len(TM.manipulated)
 
 
 def test_dataset_stacks_history_oldest_first_and_targets_the_next_setpoint():
