@@ -42,10 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
-from boiler_ai.config import load_config
+from boiler_ai.config import CurveConfig, load_config
 from boiler_ai.daemon import Daemon, build_core, cpu_latency_limit, make_plant, open_recorder
 from boiler_ai.demo import demo_config, free_port
 from boiler_ai.messages import STAGES
+from boiler_ai.record.curve import create_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPUTE = ("validate", "observe", "infer", "project", "guard", "record")
@@ -139,7 +140,11 @@ def run_once(args, endpoint: str, dashboard: bool | None) -> tuple[list[dict], s
         record = dataclasses.replace(cfg.record, fsync="interval")
         if dashboard is not None:
             pub, catchup = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-            record = dataclasses.replace(record, publish_endpoint=pub, catchup_endpoint=catchup)
+            # the stream behind CURVE with throwaway keys, as a plant runs it
+            keys = Path(tmp) / "keys"
+            create_keys(keys, ["dashboard"])
+            record = dataclasses.replace(record, publish_endpoint=pub, catchup_endpoint=catchup, curve=CurveConfig(
+                keys / "server.key_secret", keys / "authorized_clients"))
         cfg = dataclasses.replace(cfg, record=record, cpu_latency_limit_us=None if args.no_cpu_latency_limit
                                   else base.cpu_latency_limit_us)
         stop_file = Path(tmp) / "stop"
@@ -153,7 +158,9 @@ def run_once(args, endpoint: str, dashboard: bool | None) -> tuple[list[dict], s
                         os.sched_setaffinity(0, {args.dashboard_cpu})
                 extra.append(subprocess.Popen(
                     [sys.executable, "-m", "boiler_ai", "dashboard", "--catchup", catchup, "--pub", pub,
-                     "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin))
+                     "--port", str(port), "--client-key", str(keys / "clients" / "dashboard.key_secret"),
+                     "--server-key", str(keys / "server.key")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin))
                 extra.append(subprocess.Popen(
                     [sys.executable, __file__, "--busy-client", f"http://127.0.0.1:{port}/", str(stop_file)],
                     preexec_fn=lambda: (pin(), os.nice(10))))

@@ -20,7 +20,7 @@ from pathlib import Path
 from boiler_ai.config import OpcUaConfig, load_config
 from boiler_ai.control.model_contract import ModelError
 from boiler_ai.host import CpuLatencyLimit
-from boiler_ai.preflight import preflight, resolve_server
+from boiler_ai.preflight import preflight, resolve_server, server_keys
 from boiler_ai.strict import ConfigError
 
 # The road for a unit without a model of its own (training/README.md has the steps in full).
@@ -75,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"decision log {cfg.record.log_dir}  (writable)")
     listening = [a for a in (cfg.metrics_listen, cfg.record.publish_endpoint, cfg.record.catchup_endpoint) if a]
     print(f"listen      {', '.join(listening) or 'nothing'}  (free on this host)")
+    if cfg.record.publish_endpoint or cfg.record.catchup_endpoint:
+        keys = server_keys(cfg.record, str(cfg.source))
+        print("stream      " + ("in clear to anyone who reaches the ports (record.curve: off)" if keys is None else
+                                f"CURVE, {len(keys.authorized)} authorized client keys in {keys.authorized_dir}"))
     with CpuLatencyLimit(cfg.cpu_latency_limit_us) as limit:  # try it as the daemon will, then let go
         latency = ("left to the OS" if limit.limit_us is None else f"{limit.limit_us} us, granted" if limit.held
                    else f"{limit.limit_us} us, NOT granted ({limit.error}): see deploy/99-boiler-ai-cpu-latency.rules")

@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("boiler_ai.sim.serve", "Serve the simulated reference unit over OPC UA"),
     "efficiency": ("boiler_ai.sim.efficiency_cli", "Boiler efficiency by the heat-loss method from a test sheet"),
     "replay": ("boiler_ai.replay", "Replay a decision log through the controller core and compare"),
+    "keys": ("boiler_ai.record.curve", "Create the CURVE keys of a unit's decision stream and its subscribers"),
     "historian": ("boiler_ai.record.historian", "Subscribe to a unit's decisions and store each exactly once"),
     "export": ("boiler_ai.record.export", "Export logged decisions as a training dataset (Parquet or CSV)"),
     "explain": ("boiler_ai.explain", "One decision in the plant's words: inputs, setpoints, limits, guard, mode"),

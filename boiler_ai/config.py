@@ -9,7 +9,7 @@ the config file and the field named. The config hash pins the whole effective co
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -61,6 +61,15 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class CurveConfig:
+    """`record.curve`: ZeroMQ CURVE on the publisher and the catch-up service (layout: boiler_ai/record/curve.py).
+    The files are read when the daemon starts (and by `check`), like the log directory: they live on the host."""
+
+    server_secret_key: Path  # the daemon's key pair, server.key_secret
+    authorized_clients: Path  # directory of the admitted clients' public keys (*.key)
+
+
+@dataclass(frozen=True)
 class RecordConfig:
     log_dir: Path
     publish_endpoint: str | None
@@ -73,6 +82,7 @@ class RecordConfig:
     retention_max_mb: float | None  # total size the log may keep; None: no size limit
     queue_size: int
     state_every_cycles: int
+    curve: CurveConfig | None = None  # None: in clear (`curve: off`), or nothing is served
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,27 @@ def _model(top: Fields, base: Path, mode: str) -> tuple[Path | None, str | None]
     return model_path, sha
 
 
+def _curve(rc: Fields, base: Path, record: RecordConfig) -> CurveConfig | None:
+    """CURVE is on whenever the record stream is served, unless the file says `curve: off` in so many words."""
+    serving = record.publish_endpoint is not None or record.catchup_endpoint is not None
+    if not rc.has("curve"):
+        if serving:
+            raise rc.error("curve", "required field is missing: give server_secret_key and authorized_clients "
+                                    "(create them with boiler-ai keys DIR --client NAME), or write curve: off "
+                                    "to serve the decision stream to anyone who can reach the port")
+        return None
+    value = rc.raw("curve")
+    if value is False:  # YAML reads `off` (and `false`, `no`) as false
+        return None
+    if not isinstance(value, dict):
+        raise rc.error("curve", f"expected off, or server_secret_key and authorized_clients, got {value!r}")
+    curve = rc.mapping("curve")
+    keys = CurveConfig(server_secret_key=_path(curve, "server_secret_key", base, must_exist=False),
+                       authorized_clients=_path(curve, "authorized_clients", base, must_exist=False))
+    curve.done()
+    return keys if serving else None  # nothing served: no keys to read
+
+
 def load_config(path: str | Path) -> DaemonConfig:
     path = Path(path).resolve()
     base = path.parent
@@ -223,6 +254,7 @@ def load_config(path: str | Path) -> DaemonConfig:
     )
     if record.publish_endpoint is not None and record.publish_endpoint == record.catchup_endpoint:
         raise rc.error("catchup_endpoint", f"{record.catchup_endpoint} is also the publish_endpoint: give each its own")
+    record = replace(record, curve=_curve(rc, base, record))
     rc.done()
 
     metrics = top.mapping("metrics", {"listen": None})

@@ -48,7 +48,7 @@ from boiler_ai.messages import (
 from boiler_ai.metrics import Metrics, serve_metrics
 from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.plant.types import PlantIO
-from boiler_ai.preflight import preflight
+from boiler_ai.preflight import preflight, server_keys
 from boiler_ai.record.recorder import Recorder
 from boiler_ai.strict import ConfigError
 
@@ -98,15 +98,16 @@ def build_core(cfg: DaemonConfig, policy=None) -> Core:
 
 def open_recorder(cfg: DaemonConfig) -> Recorder:
     """The durable log (which publishes) and the catch-up service, as the config says."""
-    return recorder_for(cfg.record, cfg.unit)
+    return recorder_for(cfg.record, cfg.unit, source=str(cfg.source))
 
 
-def recorder_for(rc: RecordConfig, unit_id: str, *, context: zmq.Context | None = None) -> Recorder:
+def recorder_for(rc: RecordConfig, unit_id: str, *, context: zmq.Context | None = None,
+                 source: str = "config") -> Recorder:
     """A Recorder from the config's `record:` section: the one place the config's units (MB, days) become
     the log's (bytes, seconds)."""
     mib = 1024 * 1024
     return Recorder(rc.log_dir, unit_id, publish_endpoint=rc.publish_endpoint, catchup_endpoint=rc.catchup_endpoint,
-                    context=context,
+                    context=context, curve=server_keys(rc, source),
                     fsync=rc.fsync, fsync_interval_ms=rc.fsync_interval_ms,
                     segment_max_bytes=int(rc.segment_max_mb * mib), segment_max_age_s=rc.segment_max_age_s,
                     retention_s=rc.retention_days * 86400.0 if rc.retention_days > 0 else None,

@@ -60,14 +60,14 @@ def load_unit_files(config: Path | None) -> UnitFiles:
 
 
 def read_record(seq: int | None, *, log_dir: Path | None = None, catchup: str | None = None,
-                timeout_s: float = 5.0) -> dict:
+                timeout_s: float = 5.0, curve=None) -> dict:
     """Decision `seq` (None: the newest) from a log directory or a catch-up endpoint."""
     from boiler_ai.record.schema import RecordError, decode
 
     if log_dir is not None:
         payload = _from_log(seq, log_dir)
     else:
-        payload = _from_catchup(seq, catchup, timeout_s)
+        payload = _from_catchup(seq, catchup, timeout_s, curve)
     try:
         return decode(payload)
     except RecordError as exc:
@@ -93,12 +93,12 @@ def _from_log(seq: int | None, log_dir: Path) -> bytes:
     return found.payload
 
 
-def _from_catchup(seq: int | None, endpoint: str, timeout_s: float) -> bytes:
+def _from_catchup(seq: int | None, endpoint: str, timeout_s: float, curve) -> bytes:
     import zmq
 
     from boiler_ai.record.historian import CatchupClient, CatchupUnavailable, HistorianError
 
-    client = CatchupClient(endpoint, zmq.Context.instance(), timeout_s)
+    client = CatchupClient(endpoint, zmq.Context.instance(), timeout_s, curve)
     try:
         if seq is None:
             head, _ = client.request({"op": "info"})
@@ -473,6 +473,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                     "behind each binding constraint (from its tag map and envelope)")
     parser.add_argument("--json", action="store_true", help="print the story as JSON")
     parser.add_argument("--timeout-s", type=float, default=5.0, help="catch-up request timeout")
+    from boiler_ai.record.curve import add_client_arguments
+
+    add_client_arguments(parser)
 
 
 def parse_seq(text: str) -> int | None:
@@ -488,7 +491,10 @@ def run(args: argparse.Namespace) -> int:
     seq = parse_seq(args.seq)
     endpoint_options(catchup=args.catchup)
     files = load_unit_files(args.config)
-    record = read_record(seq, log_dir=args.log, catchup=args.catchup, timeout_s=args.timeout_s)
+    from boiler_ai.record.curve import client_keys
+
+    record = read_record(seq, log_dir=args.log, catchup=args.catchup, timeout_s=args.timeout_s,
+                         curve=client_keys(args))
     s = story(record, files)
     if args.json:
         print(json.dumps(plain(s), indent=1))

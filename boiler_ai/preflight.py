@@ -1,8 +1,9 @@
 """What `run` would meet on this host before its first cycle, tried before it starts (and by `check`).
 
 Each problem is raised typed (boiler_ai.errors), naming the config file and field, so the command
-line prints it as one line: a decision-log directory that cannot be created or written, a metrics,
-publish or catch-up address that cannot be bound, an OPC UA host name that does not resolve.
+line prints it as one line: a decision-log directory that cannot be created or written, CURVE key
+files that are missing or malformed, a metrics, publish or catch-up address that cannot be bound, an
+OPC UA host name that does not resolve.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from boiler_ai.addresses import tcp_listening, zmq_bound
-from boiler_ai.config import DaemonConfig, OpcUaConfig
+from boiler_ai.config import DaemonConfig, OpcUaConfig, RecordConfig
 from boiler_ai.errors import FileAccessError, UnknownHost
+from boiler_ai.record.curve import ServerKeys, load_server_keys
 
 
 def preflight(cfg: DaemonConfig) -> None:
     """What `run` would meet on this host before its first cycle; the first problem is raised, typed,
     naming the config file and field."""
     writable_directory(cfg.record.log_dir, f"{cfg.source}: record.log_dir")
+    server_keys(cfg.record, str(cfg.source))
     with ExitStack() as held:  # every address held until all are bound
         if cfg.metrics_address is not None:
             held.enter_context(tcp_listening(*cfg.metrics_address, f"{cfg.source}: metrics.listen"))
@@ -29,6 +32,13 @@ def preflight(cfg: DaemonConfig) -> None:
                                       ("catchup_endpoint", cfg.record.catchup_endpoint, "ROUTER")):
             if endpoint is not None:
                 held.enter_context(zmq_bound(endpoint, kind, f"{cfg.source}: record.{field}"))
+
+
+def server_keys(rc: RecordConfig, source: str) -> ServerKeys | None:
+    """The daemon's CURVE keys as the config's `record.curve` names them; None when the stream is in clear."""
+    if rc.curve is None:
+        return None
+    return load_server_keys(rc.curve.server_secret_key, rc.curve.authorized_clients, f"{source}: record.curve")
 
 
 def resolve_server(cfg: DaemonConfig) -> None:

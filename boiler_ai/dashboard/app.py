@@ -31,6 +31,7 @@ from boiler_ai import status_codes
 from boiler_ai.addresses import endpoint_options, tcp_listening
 from boiler_ai.dashboard.feed import DEFAULT_TRENDS, CatchupFeed, LogFeed, Timeline, check_source
 from boiler_ai.explain import UnitFiles, load_unit_files, plain, render, story
+from boiler_ai.record.curve import add_client_arguments, client_keys
 from boiler_ai.record.schema import decode
 from boiler_ai.strict import ConfigError
 
@@ -147,6 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nice", type=int, default=10, help="CPU priority increment (default %(default)s: on the "
                                                              "edge box the control loop comes first)")
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    add_client_arguments(parser)
 
 
 def _is_loopback(host: str) -> bool:
@@ -212,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         check_source(args.log)
         feed = LogFeed(timeline, args.log, args.poll_s)
     else:
-        feed = CatchupFeed(timeline, args.catchup, args.pub, args.poll_s)
+        feed = CatchupFeed(timeline, args.catchup, args.pub, args.poll_s, curve=client_keys(args))
     stop = threading.Event()
     worker = threading.Thread(target=feed.run, args=(stop,), name="dashboard-feed", daemon=True)
     worker.start()

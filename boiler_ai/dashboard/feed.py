@@ -20,6 +20,7 @@ from pathlib import Path
 import zmq
 
 from boiler_ai import status_codes
+from boiler_ai.record.curve import ClientKeys
 from boiler_ai.record.historian import CatchupClient, CatchupUnavailable, Historian, HistorianError
 from boiler_ai.record.log import iter_frames, list_segments
 from boiler_ai.record.schema import RecordError, decode
@@ -144,14 +145,16 @@ class Timeline:
 class CatchupFeed:
     """Follows a daemon through its catch-up service (and its PUB socket when given), as a historian."""
 
-    def __init__(self, timeline: Timeline, catchup: str, pub: str | None, poll_s: float, timeout_s: float = 5.0):
+    def __init__(self, timeline: Timeline, catchup: str, pub: str | None, poll_s: float, timeout_s: float = 5.0,
+                 curve: ClientKeys | None = None):
         self.timeline = timeline
+        self.curve = curve
         self.catchup = catchup
         self.pub = pub
         self.poll_s = poll_s
         self.timeout_s = timeout_s
         self.context = zmq.Context.instance()
-        self._client = CatchupClient(catchup, self.context, timeout_s)
+        self._client = CatchupClient(catchup, self.context, timeout_s, curve)
         self._lock = threading.Lock()  # one request at a time on the detail views' client
 
     def describe(self) -> str:
@@ -180,7 +183,8 @@ class CatchupFeed:
                 unit_id, start = self.start_point()
                 self.timeline.start_seq = start
                 historian = Historian(self.timeline, unit_id, self.pub, self.catchup, context=self.context,
-                                      commit_interval_s=0.05, poll_s=self.poll_s, timeout_s=self.timeout_s)
+                                      commit_interval_s=0.05, poll_s=self.poll_s, timeout_s=self.timeout_s,
+                                      curve=self.curve)
                 historian.run(stop)
             except CatchupUnavailable as exc:
                 log.error("dashboard: %s; retrying", exc)

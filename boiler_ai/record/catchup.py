@@ -26,6 +26,7 @@ from pathlib import Path
 
 import zmq
 
+from boiler_ai.record.curve import ServerKeys, secure_server
 from boiler_ai.record.log import DurableLog, iter_frames
 from boiler_ai.record.publisher import bind
 
@@ -37,12 +38,14 @@ MAX_BYTES = 16 * 1024 * 1024
 
 class CatchupService:
     def __init__(self, durable_log: DurableLog, endpoint: str, *, context: zmq.Context | None = None,
-                 max_records: int = MAX_RECORDS, max_bytes: int = MAX_BYTES):
+                 max_records: int = MAX_RECORDS, max_bytes: int = MAX_BYTES, curve: ServerKeys | None = None):
         self.log = durable_log
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.requests = 0
         self._socket = (context or zmq.Context.instance()).socket(zmq.ROUTER)
+        if curve is not None:
+            secure_server(self._socket, curve)
         self.endpoint = bind(self._socket, endpoint, "the catch-up service")
         # Where the last fetch ended, so a client walking the log does not rescan segments.
         self._cursor: tuple[int, Path, int] | None = None

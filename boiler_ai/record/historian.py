@@ -22,6 +22,7 @@ import time
 import zmq
 
 from boiler_ai.addresses import endpoint_options
+from boiler_ai.record.curve import ClientKeys, add_client_arguments, client_keys, secure_client
 from boiler_ai.record.publisher import unpack_header
 from boiler_ai.record.store import Lost, Row, Store, open_store
 
@@ -41,9 +42,10 @@ class CatchupUnavailable(RuntimeError):
 class CatchupClient:
     """REQ-like client on a DEALER socket: one request at a time, with a timeout and stale replies ignored."""
 
-    def __init__(self, endpoint: str, context: zmq.Context, timeout_s: float):
+    def __init__(self, endpoint: str, context: zmq.Context, timeout_s: float, curve: ClientKeys | None = None):
         self.endpoint = endpoint
         self.context = context
+        self.curve = curve
         self.timeout_ms = int(timeout_s * 1000)
         self._socket: zmq.Socket | None = None
         self._next_id = 0
@@ -53,6 +55,7 @@ class CatchupClient:
             sock = self.context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing towards a service that is not there
+            secure_client(sock, self.curve)
             sock.connect(self.endpoint)
             self._socket = sock
         return self._socket
@@ -70,7 +73,7 @@ class CatchupClient:
             except zmq.Again:
                 if time.monotonic() >= deadline:
                     self.close()
-                    raise CatchupUnavailable(f"catch-up service {self.endpoint} not reachable") from None
+                    raise CatchupUnavailable(f"catch-up service {self.endpoint} not reachable{self._hint()}") from None
                 time.sleep(0.05)
 
     def receive(self, request_id: int) -> tuple[dict, list[bytes]]:
@@ -82,7 +85,7 @@ class CatchupClient:
             if remaining <= 0 or not sock.poll(remaining):
                 self.close()  # a fresh socket next time: nothing stale queued either way
                 raise CatchupUnavailable(f"catch-up service {self.endpoint}: no reply within "
-                                         f"{self.timeout_ms / 1000:.1f} s")
+                                         f"{self.timeout_ms / 1000:.1f} s{self._hint()}")
             frames = sock.recv_multipart()
             head = json.loads(frames[1])
             if head.get("id") == request_id:
@@ -90,6 +93,12 @@ class CatchupClient:
         if not head.get("ok"):
             raise HistorianError(f"catch-up service {self.endpoint} refused a request: {head.get('error')}")
         return head, frames[2:]
+
+    def _hint(self) -> str:
+        # A CURVE server does not answer a client it refuses: say what that looks like from here.
+        return (" (with CURVE on the daemon: is this client's key in its authorized_clients, and the daemon "
+                "restarted since?)" if self.curve is not None else
+                " (if the daemon's stream uses CURVE, give --client-key and --server-key)")
 
     def request(self, body: dict) -> tuple[dict, list[bytes]]:
         return self.receive(self.send(body))
@@ -103,13 +112,14 @@ class CatchupClient:
 class Historian:
     def __init__(self, store: Store, unit_id: str, pub_endpoint: str | None, catchup_endpoint: str, *,
                  context: zmq.Context | None = None, batch: int = 2000, commit_interval_s: float = 0.25,
-                 poll_s: float = 2.0, timeout_s: float = 5.0):
+                 poll_s: float = 2.0, timeout_s: float = 5.0, curve: ClientKeys | None = None):
         self.store = store
         self.unit_id = unit_id
         self.topic = unit_id.encode("utf-8")
         self.pub_endpoint = pub_endpoint
         self.context = context or zmq.Context.instance()
-        self.client = CatchupClient(catchup_endpoint, self.context, timeout_s)
+        self.curve = curve
+        self.client = CatchupClient(catchup_endpoint, self.context, timeout_s, curve)
         self.batch = batch
         self.commit_interval_s = commit_interval_s
         self.poll_s = poll_s
@@ -135,6 +145,7 @@ class Historian:
             sub.setsockopt(zmq.LINGER, 0)
             sub.setsockopt(zmq.RCVHWM, 100000)
             sub.setsockopt(zmq.SUBSCRIBE, self.topic)
+            secure_client(sub, self.curve)
             sub.connect(self.pub_endpoint)
         try:
             max_seq, self.log_id = self.store.resume_point(self.unit_id)
@@ -304,10 +315,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="when the stream is quiet, ask the log for missed records this often")
     parser.add_argument("--timeout-s", type=float, default=5.0, help="catch-up request timeout")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add_client_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     endpoint_options(pub=args.pub, catchup=args.catchup)
+    curve = client_keys(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -315,7 +328,8 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args.db)
     try:
         historian = Historian(store, args.unit, args.pub, args.catchup, batch=args.batch,
-                              commit_interval_s=args.commit_ms / 1000.0, poll_s=args.poll_s, timeout_s=args.timeout_s)
+                              commit_interval_s=args.commit_ms / 1000.0, poll_s=args.poll_s, timeout_s=args.timeout_s,
+                              curve=curve)
         historian.run(stop)
     except HistorianError as exc:
         log.error("%s", exc)

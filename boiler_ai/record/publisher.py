@@ -8,6 +8,7 @@ Each record is one multipart message [topic, header, payload]:
 The socket is an XPUB with XPUB_NODROP, so a subscriber whose queue (SNDHWM) is full makes the send
 fail at once instead of blocking or dropping silently; the record is then counted as a publish drop
 (the catch-up service still serves it from the log). It lives in the log's writer thread.
+Given the daemon's CURVE keys it is a CURVE server (boiler_ai/record/curve.py): only authorized clients connect.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import logging
 import struct
 
 import zmq
+
+from boiler_ai.record.curve import ServerKeys, secure_server
 
 log = logging.getLogger("boiler_ai.record.publisher")
 
@@ -51,13 +54,16 @@ def bind(socket: zmq.Socket, endpoint: str, what: str) -> str:
 
 
 class Publisher:
-    def __init__(self, endpoint: str, unit_id: str, *, hwm: int = 2000, context: zmq.Context | None = None):
+    def __init__(self, endpoint: str, unit_id: str, *, hwm: int = 2000, context: zmq.Context | None = None,
+                 curve: ServerKeys | None = None):
         self.topic = unit_id.encode("utf-8")
         self.drop_count = 0
         self.sent_count = 0
         self._socket = (context or zmq.Context.instance()).socket(zmq.XPUB)
         self._socket.setsockopt(zmq.XPUB_NODROP, 1)
         self._socket.setsockopt(zmq.SNDHWM, hwm)
+        if curve is not None:
+            secure_server(self._socket, curve)
         self.endpoint = bind(self._socket, endpoint, "the decision publisher")
 
     def publish(self, seq: int, wall_time: float, payload: bytes) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from rigs.cycle_rig import follower_config
 from rigs.served import SPEED, free_port, until_engaged
+from rigs.stream_keys import stream_keys
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Daemon, build_core, open_recorder
@@ -36,13 +37,16 @@ def test_run_publishes_serves_metrics_and_releases_on_sigterm(tmp_path: Path):
         sim = SimulatedUnitServer(unit, endpoint=endpoint, speed=SPEED)
         await sim.set_ai_enable(True)
         await sim.start()
+        keys = stream_keys(tmp_path / "keys", "historian")  # the stream behind CURVE, as at a plant
         config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop",
                                  plant={"endpoint": endpoint, "timeout_s": 0.5},
-                                 record={"publish_endpoint": pub, "catchup_endpoint": catchup, "fsync": "interval"},
+                                 record={"publish_endpoint": pub, "catchup_endpoint": catchup, "fsync": "interval",
+                                         "curve": keys.config},
                                  metrics={"listen": metrics})
         db = tmp_path / "historian.sqlite"
         historian = subprocess.Popen([sys.executable, "-m", "boiler_ai", "historian", "--unit", "reference_unit",
-                                      "--pub", pub, "--catchup", catchup, "--db", str(db), "--poll-s", "0.5"],
+                                      "--pub", pub, "--catchup", catchup, "--db", str(db), "--poll-s", "0.5",
+                                      *keys.options("historian")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config), "--sim-speed", str(SPEED)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

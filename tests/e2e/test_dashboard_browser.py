@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from rigs.cycle_rig import follower_config
 from rigs.served import SPEED, free_port
+from rigs.stream_keys import stream_keys
 
 from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.serve import SimulatedUnitServer
@@ -103,13 +104,15 @@ def test_dashboard_shows_live_mode_trends_and_an_explanation(tmp_path, browser, 
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
     pub, catchup, port = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", free_port()
     sim = SimulatedUnit(endpoint)
+    keys = stream_keys(tmp_path / "keys", "dashboard")  # the stream behind CURVE, as at a plant
     config = follower_config(tmp_path, {"sa_damper_c_pct": 6.0}, mode="closed_loop",
                              plant={"endpoint": endpoint, "timeout_s": 0.5},
-                             record={"publish_endpoint": pub, "catchup_endpoint": catchup, "fsync": "interval"})
+                             record={"publish_endpoint": pub, "catchup_endpoint": catchup, "fsync": "interval",
+                                     "curve": keys.config})
     daemon = subprocess.Popen([sys.executable, "-m", "boiler_ai", "run", str(config), "--sim-speed", str(SPEED)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     dashboard = subprocess.Popen([sys.executable, "-m", "boiler_ai", "dashboard", "--catchup", catchup, "--pub", pub,
-                                  "--config", str(config), "--port", str(port)],
+                                  "--config", str(config), "--port", str(port), *keys.options("dashboard")],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     mode = lambda: browser.find_element(By.ID, "mode").get_attribute("data-mode")  # noqa: E731

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from rigs.stream_keys import stream_keys
 from rigs.waiting import wait_for
 
 from boiler_ai.record.catchup import CatchupService
@@ -66,12 +67,12 @@ def db(request, tmp_path):
             conn.execute(f"DELETE FROM {table} WHERE unit_id = %s", (unit,))
 
 
-def start_historian(db_url, unit, recorder) -> subprocess.Popen:
+def start_historian(db_url, unit, recorder, *options: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "boiler_ai", "historian", "--unit", unit, "--pub", recorder.publisher.endpoint,
          "--catchup", recorder.catchup.endpoint, "--db", db_url, "--poll-s", "0.5", "--commit-ms", "100",
-         "--batch", "1000", "--log-level", "warning"],
+         "--batch", "1000", "--log-level", "warning", *options],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -134,6 +135,36 @@ def test_historian_killed_mid_run_ends_with_every_record_exactly_once(tmp_path, 
             historian.wait(10)
         store.close()
         ctx.destroy(linger=0)
+
+
+def test_historian_with_a_client_key_stores_every_record_of_a_curve_stream(tmp_path, db):
+    """The daemon's stream behind CURVE: the historian command with its key pair backfills and follows it."""
+    db_url, unit = db
+    keys = stream_keys(tmp_path / "keys", "historian")
+    rng = random.Random(3)
+    store = open_store(db_url)
+    historian = None
+    try:
+        with Recorder(tmp_path / "log", unit, publish_endpoint=ANY, catchup_endpoint=ANY, curve=keys.server(),
+                      fsync="interval", fsync_interval_ms=50) as recorder:
+            for i in range(300):  # before the historian starts: from the catch-up service
+                recorder.append(stamped(recorder.log, synthetic_record(rng, cycle=i, wall_time=1.7e9 + i,
+                                                                       signals=SIGNALS)))
+            historian = start_historian(db_url, unit, recorder, *keys.options("historian"))
+            wait_for(lambda: stored(store, unit) >= 300, 60, "the backfill through CURVE")
+            for i in range(300, 600):  # while it listens: live from the publisher
+                recorder.append(stamped(recorder.log, synthetic_record(rng, cycle=i, wall_time=1.7e9 + i,
+                                                                       signals=SIGNALS)))
+                time.sleep(0.002)
+            wait_for(lambda: stored(store, unit) >= 600, 60, "the live records through CURVE")
+            historian.send_signal(signal.SIGTERM)
+            assert historian.wait(20) == 0, historian.stderr.read()
+        assert store.count(unit) == 600 and store.lost_ranges(unit) == []
+    finally:
+        if historian is not None and historian.poll() is None:
+            historian.kill()
+            historian.wait(10)
+        store.close()
 
 
 def run_in_thread(historian: Historian):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from rigs.served import free_port
+from rigs.stream_keys import stream_keys
 
 from boiler_ai.record.recorder import Recorder
 from boiler_ai.record.synthetic import stamped, synthetic_record
@@ -25,10 +26,13 @@ def documented_subscriber() -> str:
 
 def test_documented_subscriber_backfills_then_follows_live(tmp_path):
     pub, catchup = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    keys = stream_keys(tmp_path / "keys", "historian")  # the documented one talks CURVE, as at a plant
     code = documented_subscriber().replace("tcp://127.0.0.1:5601", pub).replace("tcp://127.0.0.1:5602", catchup)
+    code = code.replace('"clients/', f'"{keys.directory}/clients/').replace('"server.key"',
+                                                                           f'"{keys.directory}/server.key"')
     rng = random.Random(7)
     with Recorder(tmp_path / "log", "reference_unit", publish_endpoint=pub, catchup_endpoint=catchup,
-                  fsync="never") as recorder:
+                  curve=keys.server(), fsync="never") as recorder:
         for k in range(30):  # before the subscriber starts: it must backfill these
             recorder.append(stamped(recorder.log, synthetic_record(rng, unit_id="reference_unit", cycle=k)))
         recorder.log.flush(5)

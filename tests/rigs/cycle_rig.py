@@ -26,7 +26,9 @@ def write_config(tmp: Path, model: Path, sha: str, **changes) -> Path:
     cfg.update(tag_map=str(ROOT / "opc" / "reference_unit.yaml"),
                envelope=str(ROOT / "constraints" / "reference_unit.yaml"),
                model={"path": str(model), "sha256": sha})
-    cfg["record"].update(log_dir=str(tmp / "log"), publish_endpoint=None, catchup_endpoint=None, fsync="never")
+    # no stream by default; a test that serves one gives record={"publish_endpoint": ..., "curve": keys or False}
+    cfg["record"].update(log_dir=str(tmp / "log"), publish_endpoint=None, catchup_endpoint=None, fsync="never",
+                         curve=False)
     cfg["metrics"] = {"listen": None}
     cfg["host"] = {"cpu_latency_limit_us": None}  # tests leave the machine's idle states alone
     cfg["engagement"].update(healthy_cycles_to_engage=3, arm_on_start=True)

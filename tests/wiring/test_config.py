@@ -11,6 +11,7 @@ import pytest
 import yaml
 from rigs.cycle_rig import EXAMPLE, ROOT, follower_config
 from rigs.served import free_port
+from rigs.stream_keys import stream_keys
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import build_core
@@ -101,9 +102,12 @@ def check(*args) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
-def test_check_command_prints_the_effective_envelope():
-    done = check(EXAMPLE)
+def test_check_command_prints_the_effective_envelope(tmp_path):
+    # the example as shipped, with the stream keys `boiler-ai keys` writes in place of /etc/boiler-ai/keys
+    keys = stream_keys(tmp_path / "keys", "historian")
+    done = check(edited(tmp_path, lambda c: c["record"].update(curve=keys.config)))
     assert done.returncode == 0, done.stderr
+    assert "stream      CURVE, 1 authorized client keys" in done.stdout
     assert "check: files OK" in done.stdout and "o2_min" in done.stdout and "sa_damper_a_pct" in done.stdout
     # the example's CPU latency limit is tried on this machine: granted, or not and why
     assert "host        cpu latency limit 0 us, granted" in done.stdout or "0 us, NOT granted (cannot" in done.stdout

@@ -94,6 +94,13 @@ CASES = [
      "record.publish_endpoint: cannot bind"),
     ("run-log-dir-uncreatable", lambda t, f: ["run", config(t, record={"log_dir": f"{CANNOT_CREATE}/log"})],
      "record.log_dir: cannot create"),
+    ("run-curve-key-missing",
+     lambda t, f: ["run", config(t, record={"publish_endpoint": "tcp://127.0.0.1:5601", "curve": {
+         "server_secret_key": str(t / "absent.key_secret"), "authorized_clients": str(t)}})],
+     "record.curve.server_secret_key: file not found"),
+    ("run-curve-missing",
+     lambda t, f: ["run", config(t, record={"publish_endpoint": "tcp://127.0.0.1:5601", "curve": None})],
+     "record.curve: expected off"),
     ("run-missing-model", lambda t, f: ["run", edited(t, model={"path": str(t / "gone.onnx"), "sha256": "0" * 64})],
      "model.path: file not found"),
     ("run-unknown-unit", lambda t, f: ["run", edited(t, unit="unit_7")], "'unit_7' but the tag map"),
