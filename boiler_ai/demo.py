@@ -89,9 +89,8 @@ def demo_config(base: DaemonConfig, endpoint: str, speed: float, log_dir: Path) 
         base, mode="closed_loop", time_scale=speed,
         engagement=dataclasses.replace(base.engagement, arm_on_start=True),
         plant=dataclasses.replace(base.plant, endpoint=endpoint),
-        # the demo serves no decision stream (nothing to subscribe to, so no CURVE keys to read)
         record=dataclasses.replace(base.record, log_dir=log_dir, publish_endpoint=None, catchup_endpoint=None,
-                                   curve=None, fsync="never"),
+                                   fsync="never"),
         metrics_listen=None, cpu_latency_limit_us=None)
 
 

@@ -35,8 +35,9 @@ def preflight(cfg: DaemonConfig) -> None:
 
 
 def server_keys(rc: RecordConfig, source: str) -> ServerKeys | None:
-    """The daemon's CURVE keys as the config's `record.curve` names them; None when the stream is in clear."""
-    if rc.curve is None:
+    """The daemon's CURVE keys as the config's `record.curve` names them; None when the stream is in clear
+    or not served (a demo or evaluation that turned the endpoints off)."""
+    if rc.curve is None or (rc.publish_endpoint is None and rc.catchup_endpoint is None):
         return None
     return load_server_keys(rc.curve.server_secret_key, rc.curve.authorized_clients, f"{source}: record.curve")
 
