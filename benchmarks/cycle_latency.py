@@ -20,8 +20,14 @@ records on PUB and catch-up. Alternating pairs (--pairs) keep the neighbours' no
 comparison; the last line then adds "dashboard": the medians over the runs of each kind and the
 change of the cycle and compute p99 in percent.
 
+With --poll-metrics it measures what a Prometheus client polling `/metrics` as fast as it answers
+costs the control loop: the daemon serves its metrics endpoint in every run (as `boiler-ai run` does),
+and runs alternate without and with a client in another process polling it back to back; the last
+line adds "metrics", as for --dashboard.
+
     python benchmarks/cycle_latency.py [--cycles 2600] [--window 500] [--speed 20] [--config CONFIG]
     python benchmarks/cycle_latency.py --dashboard [--pairs 2]
+    python benchmarks/cycle_latency.py --poll-metrics [--pairs 2]
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from boiler_ai.config import CurveConfig, load_config
 from boiler_ai.daemon import Daemon, build_core, cpu_latency_limit, make_plant, open_recorder
 from boiler_ai.demo import demo_config, free_port
 from boiler_ai.messages import STAGES
+from boiler_ai.metrics import MetricsServer
 from boiler_ai.record.curve import create_keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,11 +80,13 @@ def rss_mb() -> float:
     return float("nan")
 
 
-async def measure(cfg, cycles: int, speed: float) -> tuple[list[dict], str]:
-    """Per-cycle timings, and what became of the config's CPU latency limit."""
+async def measure(cfg, cycles: int, speed: float, metrics_port: int | None = None) -> tuple[list[dict], str]:
+    """Per-cycle timings, and what became of the config's CPU latency limit; with metrics_port, the
+    daemon's metrics served there meanwhile, as run_daemon serves them."""
     core = build_core(cfg)
     plant, pace = make_plant(core)
     daemon = Daemon(core, plant, open_recorder(cfg), pace=pace)
+    metrics_server = None if metrics_port is None else MetricsServer(daemon.metrics, "127.0.0.1", metrics_port)
     await daemon.plant.connect()
     gc.collect()
     gc.freeze()  # as run_daemon does
@@ -85,7 +94,11 @@ async def measure(cfg, cycles: int, speed: float) -> tuple[list[dict], str]:
     with cpu_latency_limit(cfg) as limit:  # as run_daemon does
         latency = (f"held at {limit.limit_us} us" if limit.held else
                    "not set" if limit.error is None else f"not held ({limit.error})")
-        await cycle_at_period(daemon, cycles, speed, timings)
+        try:
+            await cycle_at_period(daemon, cycles, speed, timings)
+        finally:
+            if metrics_server is not None:
+                metrics_server.close()
     return timings, latency
 
 
@@ -116,24 +129,31 @@ def percentiles(values) -> tuple[float, float]:
 
 
 def busy_client(url: str, stop_file: Path) -> None:
-    """Poll the dashboard's status and trend back to back until stop_file exists (run in its own process)."""
+    """Poll the dashboard's status and trend, or a metrics endpoint, back to back until stop_file exists
+    (run in its own process)."""
     after, polls = -1, 0
     while not stop_file.exists():
         try:
-            urllib.request.urlopen(url + "api/status", timeout=5).read()
-            trend = json.loads(urllib.request.urlopen(f"{url}api/trend?after={after}", timeout=5).read())
-            after = trend["seq"][-1] if trend["seq"] else after
+            if url.endswith("/metrics"):
+                urllib.request.urlopen(url, timeout=5).read()
+            else:
+                urllib.request.urlopen(url + "api/status", timeout=5).read()
+                trend = json.loads(urllib.request.urlopen(f"{url}api/trend?after={after}", timeout=5).read())
+                after = trend["seq"][-1] if trend["seq"] else after
             polls += 1
         except OSError:
             time.sleep(0.1)  # not up yet
     stop_file.with_suffix(".polls").write_text(str(polls))
 
 
-def run_once(args, endpoint: str, dashboard: bool | None) -> tuple[list[dict], str, int]:
+def run_once(args, endpoint: str, dashboard: bool | None, poll_metrics: bool | None = None
+             ) -> tuple[list[dict], str, int]:
     """One measured daemon run; with dashboard (True or False) the daemon serves PUB and catch-up and,
-    when True, a dashboard follows it under a busy client. Returns timings, CPU limit state, polls."""
+    when True, a dashboard follows it under a busy client; with poll_metrics (True or False) it serves its
+    metrics endpoint and, when True, a client polls it back to back. Returns timings, CPU limit state, polls."""
     extra: list[subprocess.Popen] = []
     polls = 0
+    metrics_port = None if poll_metrics is None else free_port()
     with tempfile.TemporaryDirectory() as tmp:
         base = load_config(args.config)
         cfg = demo_config(base, endpoint, args.speed, Path(tmp))
@@ -164,7 +184,11 @@ def run_once(args, endpoint: str, dashboard: bool | None) -> tuple[list[dict], s
                 extra.append(subprocess.Popen(
                     [sys.executable, __file__, "--busy-client", f"http://127.0.0.1:{port}/", str(stop_file)],
                     preexec_fn=lambda: (pin(), os.nice(10))))
-            timings, latency = asyncio.run(measure(cfg, args.cycles, args.speed))
+            if poll_metrics:  # a scraper gone wrong: not niced, as fast as the endpoint answers
+                extra.append(subprocess.Popen(
+                    [sys.executable, __file__, "--busy-client", f"http://127.0.0.1:{metrics_port}/metrics",
+                     str(stop_file)]))
+            timings, latency = asyncio.run(measure(cfg, args.cycles, args.speed, metrics_port))
         finally:
             stop_file.touch()
             for process in extra[::-1]:
@@ -173,7 +197,7 @@ def run_once(args, endpoint: str, dashboard: bool | None) -> tuple[list[dict], s
                 else:
                     process.terminate()
                     process.wait(30)
-            if dashboard:
+            if dashboard or poll_metrics:
                 polls = int(stop_file.with_suffix(".polls").read_text() or 0)
     return timings, latency, polls
 
@@ -191,30 +215,33 @@ def summarise(timings: list[dict], window: int) -> tuple[list[dict], list[list[d
     return measured, windows, summary
 
 
-def compare_with_dashboard(args, endpoint: str) -> None:
+def compare_pairs(args, endpoint: str, what: str) -> None:
+    """Alternating runs without and with `what` ("dashboard" or "metrics") under a busy client."""
     if args.dashboard_cpu is not None:  # the daemon (this process) off the dashboard's core, in both kinds of run
         os.sched_setaffinity(0, os.sched_getaffinity(0) - {args.dashboard_cpu} or {args.dashboard_cpu})
+    label = {"dashboard": "a dashboard polled by a busy client", "metrics": "/metrics polled by a busy client"}[what]
     runs: dict[bool, list[dict]] = {False: [], True: []}
     for pair in range(args.pairs):
-        for with_dashboard in (False, True):
-            timings, latency, polls = run_once(args, endpoint, with_dashboard)
+        for polled in (False, True):
+            timings, latency, polls = (run_once(args, endpoint, polled) if what == "dashboard" else
+                                       run_once(args, endpoint, None, poll_metrics=polled))
             measured, windows, summary = summarise(timings, args.window)
             figures = {"compute_p99_ms": summary["compute"][1], "cycle_p99_ms": summary["total"][1],
                        "cycle_p50_ms": summary["total"][0], "polls": polls, "seconds": len(timings) / args.speed}
-            runs[with_dashboard].append(figures)
-            print(f"pair {pair + 1} {'with' if with_dashboard else 'without'} dashboard: cycle p50 "
+            runs[polled].append(figures)
+            print(f"pair {pair + 1} {'with' if polled else 'without'} {label}: cycle p50 "
                   f"{figures['cycle_p50_ms']:.3f} ms, p99 {figures['cycle_p99_ms']:.3f} ms, compute p99 "
                   f"{figures['compute_p99_ms']:.3f} ms" + (f", {polls} client polls "
                                                             f"({polls / figures['seconds']:.0f}/s)"
-                                                            if with_dashboard else "")
+                                                            if polled else "")
                   + f"; CPU latency limit {latency}", flush=True)
     med = {k: {f: float(np.median([r[f] for r in runs[k]])) for f in ("cycle_p99_ms", "compute_p99_ms",
                                                                         "cycle_p50_ms")} for k in runs}
     change = {f: 100.0 * (med[True][f] - med[False][f]) / med[False][f] for f in ("cycle_p99_ms", "compute_p99_ms")}
     print(f"median over {args.pairs} runs each: cycle p99 {med[False]['cycle_p99_ms']:.3f} ms without, "
-          f"{med[True]['cycle_p99_ms']:.3f} ms with a dashboard polled by a busy client "
+          f"{med[True]['cycle_p99_ms']:.3f} ms with {label} "
           f"({change['cycle_p99_ms']:+.1f} %); compute p99 {change['compute_p99_ms']:+.1f} %")
-    print(json.dumps({"dashboard": {
+    print(json.dumps({what: {
         "without": {k: round(v, 3) for k, v in med[False].items()},
         "with": {k: round(v, 3) for k, v in med[True].items()},
         "cycle_p99_change_pct": round(change["cycle_p99_ms"], 1),
@@ -236,13 +263,18 @@ def main() -> None:
                         help="ignore the config's host.cpu_latency_limit_us (measure with the OS's idle states)")
     parser.add_argument("--dashboard", action="store_true",
                         help="compare runs without and with a dashboard under a busy client (alternating pairs)")
-    parser.add_argument("--pairs", type=int, default=2, help="with --dashboard: pairs of runs")
+    parser.add_argument("--poll-metrics", action="store_true",
+                        help="compare runs without and with a client polling the daemon's /metrics as fast as it "
+                             "answers, from another process (alternating pairs)")
+    parser.add_argument("--pairs", type=int, default=2, help="with --dashboard or --poll-metrics: pairs of runs")
     parser.add_argument("--dashboard-cpu", type=int, default=-1,
                         help="with --dashboard: a CPU for the dashboard and its client, the daemon on the others "
                              "(default -1: no pinning)")
     args = parser.parse_args()
     if args.dashboard_cpu is not None and args.dashboard_cpu < 0:
         args.dashboard_cpu = None
+    if args.dashboard and args.poll_metrics:
+        parser.error("--dashboard and --poll-metrics are two separate comparisons: one at a time")
     if args.cycles - WARM_UP < args.window:
         parser.error(f"--cycles must be at least {WARM_UP} + --window")
 
@@ -252,8 +284,8 @@ def main() -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_server(endpoint)
-        if args.dashboard:
-            compare_with_dashboard(args, endpoint)
+        if args.dashboard or args.poll_metrics:
+            compare_pairs(args, endpoint, "dashboard" if args.dashboard else "metrics")
             return
         timings, latency, _ = run_once(args, endpoint, None)
     finally:

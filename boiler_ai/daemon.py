@@ -45,7 +45,7 @@ from boiler_ai.messages import (
     Record,
     StageTimings,
 )
-from boiler_ai.metrics import Metrics, serve_metrics
+from boiler_ai.metrics import Metrics, MetricsServer
 from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.plant.types import PlantIO
 from boiler_ai.preflight import preflight, server_keys
@@ -191,6 +191,7 @@ class Daemon:
             if delay < 0:
                 # Late: start the next cycle now, and do not try to catch up with a burst.
                 self.overruns += 1
+                self.metrics.overrun()
                 next_start = time.monotonic()
                 delay = 0
             try:
@@ -293,7 +294,7 @@ async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cyc
     try:
         daemon = Daemon(core, plant, recorder, pace=pace)
         if cfg.metrics_address is not None:
-            metrics_server = await serve_metrics(daemon.metrics, *cfg.metrics_address)
+            metrics_server = MetricsServer(daemon.metrics, *cfg.metrics_address)
         event(log, logging.INFO, "starting", unit=cfg.unit, mode=cfg.mode, plant=_describe(cfg),
               model=core.controller.settings.model_id, model_sha256=cfg.model_sha256,
               config_hash=core.controller.settings.config_hash, log_dir=str(cfg.record.log_dir),
