@@ -18,6 +18,10 @@ class CannotListen(ExpectedError):
     """An address the command must listen on cannot be bound (in use, or not an address of this host)."""
 
 
+class CannotConnect(ExpectedError):
+    """A server the command needs (a database, say) refuses or does not answer; the message names host:port."""
+
+
 class UnknownHost(ExpectedError):
     """A host name that does not resolve on this machine."""
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from boiler_ai.errors import FileAccessError, MissingExtra
+from boiler_ai.errors import CannotConnect, FileAccessError, MissingExtra
 
 Row = tuple[int, float, str]  # seq, wall_time, record (JSON text)
 Lost = tuple[int, int, str]  # first_seq, last_seq, reason
@@ -204,7 +204,10 @@ class PostgresStore(_SqlStore):
 
         self.dsn = dsn
         # Autocommit: reads take no transaction; save() opens a real one with conn.transaction().
-        self.conn = psycopg.connect(dsn, connect_timeout=10, autocommit=True)
+        try:
+            self.conn = psycopg.connect(dsn, connect_timeout=10, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise CannotConnect(_refusal(dsn, exc)) from None
         with self.conn.transaction():
             for ddl in self._ddl("BIGINT", "DOUBLE PRECISION", ""):
                 self.conn.execute(ddl)
@@ -219,3 +222,19 @@ class PostgresStore(_SqlStore):
             cur.itersize = 2000
             cur.execute(sql, args)
             yield from cur
+
+
+def _refusal(dsn: str, exc: Exception) -> str:
+    """One line naming the PostgreSQL server (host:port, database, user; never the password) and why it
+    refused, out of psycopg's several-line message."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 (a DSN psycopg could not even parse: its message says why)
+        info = {}
+    where = f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    why = lines[0].rpartition(" failed: ")[2] if lines else type(exc).__name__
+    return (f"cannot connect to PostgreSQL at {where} (database {info.get('dbname', '?')!r}, user "
+            f"{info.get('user', '?')!r}): {why}")

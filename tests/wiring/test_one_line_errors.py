@@ -145,6 +145,10 @@ CASES = [
     ("historian-db-not-a-database",
      lambda t, f: ["historian", "--unit", "u1", "--pub", "tcp://127.0.0.1:1", "--catchup", "tcp://127.0.0.1:2",
                    "--db", not_a_database(t)], "notes.sqlite: cannot open it as a SQLite store"),
+    ("historian-postgres-refuses",
+     lambda t, f: ["historian", "--unit", "u1", "--pub", "tcp://127.0.0.1:1", "--catchup", "tcp://127.0.0.1:2",
+                   "--db", f"postgresql://historian:secret@127.0.0.1:{f['closed']}/plant"],
+     "cannot connect to PostgreSQL at 127.0.0.1:{closed} (database 'plant', user 'historian'): Connection refused"),
     ("historian-malformed-endpoint",
      lambda t, f: ["historian", "--unit", "u1", "--pub", "tcp://dcs", "--catchup", "tcp://127.0.0.1:2"],
      "--pub: expected tcp://HOST:PORT"),
@@ -153,6 +157,8 @@ CASES = [
      "absent: not a log directory, a SQLite file"),
     ("export-source-not-a-database", lambda t, f: ["export", not_a_database(t), "-o", t / "out.csv"],
      "notes.sqlite: cannot open it as a SQLite store"),
+    ("export-postgres-refuses", lambda t, f: ["export", f"postgresql://reader@127.0.0.1:{f['closed']}/plant", "-o",
+                                              t / "out.csv"], "cannot connect to PostgreSQL at 127.0.0.1:{closed}"),
     ("export-output-unwritable", lambda t, f: ["export", f["log"], "-o", f"{CANNOT_CREATE}/out.csv"],
      "out.csv: cannot write the output"),
     ("export-unknown-unit-in-log", lambda t, f: ["export", f["log"], "-o", t / "out.csv", "--unit", "unit9"],
@@ -197,8 +203,11 @@ def assert_one_line(done: subprocess.CompletedProcess, command: str, words: str)
 
 @pytest.mark.parametrize("case, build, words", CASES, ids=[c[0] for c in CASES])
 def test_each_command_fails_in_one_line(tmp_path, held_port, log_of_unit1, case, build, words):
-    argv = build(tmp_path, {"port": held_port, "log": log_of_unit1})
-    assert_one_line(boiler_ai(*argv), argv[0], words.format(port=held_port))
+    closed = free_port()  # nothing listens there
+    argv = build(tmp_path, {"port": held_port, "log": log_of_unit1, "closed": closed})
+    done = boiler_ai(*argv)
+    assert_one_line(done, argv[0], words.format(port=held_port, closed=closed))
+    assert "secret" not in done.stderr
 
 
 @pytest.mark.parametrize("argv, words", [
