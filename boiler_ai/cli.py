@@ -3,6 +3,8 @@
 A subcommand module provides `add_arguments(parser)` and `run(args) -> int`; it is imported only
 when its subcommand is used, so `boiler-ai efficiency` does not pay for ONNX Runtime or asyncua.
 
+Every command logs JSON lines on stderr, set up here once (boiler_ai/logs.py).
+
 Failures an operator can fix end here, for every command alike: one line on stderr naming the
 file, field, address or package, exit code 2, no traceback. They are raised as the types in
 boiler_ai.errors (ConfigError among them); a missing package and an operating-system error that
@@ -18,6 +20,7 @@ import sys
 
 from boiler_ai import __version__
 from boiler_ai.errors import EXIT_CODE, ExpectedError, MissingExtra
+from boiler_ai.logs import setup_logging
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("boiler_ai.demo", "Run the simulated unit with the daemon, then under the DCS alone; compare"),
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"boiler-ai: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, summary = SUBCOMMANDS[command]
+    setup_logging("warning")  # every command logs the same way (boiler_ai/logs.py); long-running ones raise it
     try:
         module = importlib.import_module(module_name)
         parser = argparse.ArgumentParser(prog=f"boiler-ai {command}", description=summary)

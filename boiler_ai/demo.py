@@ -23,9 +23,9 @@ import asyncio
 import dataclasses
 import importlib.util
 import json
+import logging
 import math
 import socket
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,7 +33,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from boiler_ai.config import DaemonConfig, load_config
+from boiler_ai.logs import event
 from boiler_ai.strict import ConfigError
+
+log = logging.getLogger("boiler_ai.demo")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
@@ -198,10 +201,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boiler_ai.logs import setup_logging
-
-    setup_logging("warning")
     from boiler_ai.sim.scenario import SCENARIOS
+
+    log.setLevel(logging.INFO)  # the demo's progress; the daemon's own lines only from warning up
 
     started = time.monotonic()
     base = load_config(args.config)
@@ -215,13 +217,13 @@ def run(args: argparse.Namespace) -> int:
     with (nullcontext(str(args.log_dir)) if kept else tempfile.TemporaryDirectory(prefix="boiler-ai-demo-")) as tmp:
         log_dir = Path(tmp) if kept else Path(tmp) / "log"
         cfg = demo_config(base, f"opc.tcp://127.0.0.1:{free_port()}", args.speed, log_dir)
-        print(f"running the daemon against the simulated unit ({args.minutes:g} min at {args.speed:g}x) ...",
-              file=sys.stderr, flush=True)
+        event(log, logging.INFO, "running the daemon against the simulated unit", minutes=args.minutes,
+              speed=args.speed, scenario=args.scenario, seed=args.seed)
         ai = asyncio.run(run_with_daemon(cfg, args.scenario, args.seed, args.minutes, args.speed))
     warning = speed_warning(ai, args)
     if warning:
-        print(f"boiler-ai demo: WARNING: {warning}", file=sys.stderr, flush=True)
-    print("running the same scenario under the DCS alone ...", file=sys.stderr, flush=True)
+        event(log, logging.WARNING, warning)
+    event(log, logging.INFO, "running the same scenario under the DCS alone")
     if kept:  # recorded by the daemon in observe mode, for the report's AI-off periods
         observe = dataclasses.replace(cfg, mode="observe", model_path=None, model_sha256=None,
                                       plant=dataclasses.replace(cfg.plant,

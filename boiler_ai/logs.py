@@ -1,4 +1,12 @@
-"""Structured logs: one JSON object per line on stdout, which journald and container runtimes keep."""
+"""Structured logs, the same for every command: one JSON object per line on stderr.
+
+stderr, so that stdout stays the command's own output (check's report, demo's table, export's
+summary, `--json` answers) and a pipe reads only that; journald and container runtimes keep both.
+`boiler-ai` sets this up before any command runs (at `warning`, so a short command prints nothing
+unless something is wrong); the long-running ones (run, sim, historian, dashboard) raise it to
+their `--log-level` or config's `log_level`. The one-line errors of the command line (exit 2) are
+not log lines: they are the command's answer, for a person.
+"""
 
 from __future__ import annotations
 
@@ -25,12 +33,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+    """JSON lines on stderr from every logger at `level` and above; calling it again changes the level."""
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # asyncua logs every reconnect attempt at warning with tracebacks; our own lines say what matters
+    # asyncua logs every request at info and every reconnect attempt at warning with tracebacks; our own
+    # lines say what matters
     logging.getLogger("asyncua").setLevel(logging.ERROR)
 
 

@@ -31,6 +31,7 @@ from boiler_ai import status_codes
 from boiler_ai.addresses import endpoint_options, tcp_listening
 from boiler_ai.dashboard.feed import DEFAULT_TRENDS, CatchupFeed, LogFeed, Timeline, check_source
 from boiler_ai.explain import UnitFiles, load_unit_files, plain, render, story
+from boiler_ai.logs import setup_logging
 from boiler_ai.record.curve import add_client_arguments, client_keys
 from boiler_ai.record.schema import decode
 from boiler_ai.strict import ConfigError
@@ -195,7 +196,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     check_arguments(args)
     if args.nice:
         os.nice(args.nice)
@@ -220,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
     worker.start()
     config = uvicorn.Config(create_app(timeline, feed, files, password), host=args.host, port=args.port,
                             ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, log_level=args.log_level,
+                            log_config=None,  # its lines go through ours (boiler_ai/logs.py), as JSON
                             access_log=False, lifespan="off", timeout_graceful_shutdown=2)  # browsers hold connections
     scheme = "https" if args.tls_cert else "http"
     print(f"boiler-ai dashboard: {scheme}://{args.host}:{args.port}/ following {feed.describe()}", flush=True)

@@ -280,9 +280,7 @@ def run(args: argparse.Namespace) -> int:
     except (SecurityError, ValueError) as exc:
         print(f"boiler-ai sim: {exc}", file=sys.stderr)
         return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("asyncua").setLevel(logging.WARNING)  # it logs every request at INFO
+    logging.getLogger().setLevel(logging.INFO)  # boiler-ai's JSON lines (set up by the command line)
     return asyncio.run(_serve(args, security, habits))
 
 

@@ -11,6 +11,9 @@ def test_demo_prints_a_side_by_side_summary_and_json():
     done = subprocess.run([sys.executable, "-m", "boiler_ai", "demo", "--minutes", "4", "--speed", "40", "--json"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    # its progress is logged as every command logs: JSON lines on stderr
+    progress = [json.loads(line)["msg"] for line in done.stderr.splitlines()]
+    assert progress[0] == "running the daemon against the simulated unit"
     lines = done.stdout.splitlines()
     assert any(line.startswith("boiler efficiency, HHV (%)") for line in lines)
     assert any(line.startswith("releases to the DCS by reason: daemon_stopping x1") for line in lines)
