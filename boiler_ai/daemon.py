@@ -24,7 +24,7 @@ from pathlib import Path
 
 import zmq
 
-from boiler_ai import __version__
+from boiler_ai import __version__, status_codes
 from boiler_ai.config import DaemonConfig, RecordConfig, SteppedConfig, check_unit_matches, load_config
 from boiler_ai.control.cycle import Controller, ControllerSettings
 from boiler_ai.control.envelope import Envelope, load_envelope
@@ -50,6 +50,7 @@ from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.plant.types import PlantIO
 from boiler_ai.preflight import preflight, server_keys
 from boiler_ai.record.recorder import Recorder
+from boiler_ai.service import ServiceManager
 from boiler_ai.strict import ConfigError
 
 SOFTWARE = f"boiler-ai {__version__}"
@@ -60,6 +61,8 @@ log = logging.getLogger("boiler_ai.daemon")
 NO_MODEL_ID = "none"
 NO_MODEL_SHA256 = "0" * 64
 STOP_CONFIRM_CYCLES = 10  # cycles to wait for the DCS to confirm AI_ACTIVE false at shutdown
+# The events that say why the AI is not in control (what the daemon waits for), as AI_REASON takes them
+WAIT_EVENTS = frozenset({EventType.IMMEDIATE_DISABLE, EventType.SOFT_DISABLE, EventType.NO_ENTRY})
 
 
 @dataclass
@@ -157,7 +160,7 @@ class Daemon:
     """Runs the cycle against a PlantIO at the pace's period until asked to stop."""
 
     def __init__(self, core: Core, plant: PlantIO, recorder: Recorder, metrics: Metrics | None = None,
-                 pace: Pace | None = None):
+                 pace: Pace | None = None, service: ServiceManager | None = None):
         self.core = core
         self.controller = core.controller
         self.plant = plant
@@ -167,6 +170,8 @@ class Daemon:
         self.stages = StageClock()
         self.overruns = 0
         self.active_cycles = 0
+        self.service = service or ServiceManager({})  # none: a daemon run by hand or in a test
+        self.waiting: tuple[str, ...] | None = None  # the reasons last logged as what the daemon waits for
 
     async def run(self, stop: asyncio.Event, max_cycles: int | None = None) -> None:
         period = self.pace.period_s  # wall seconds per cycle
@@ -183,6 +188,10 @@ class Daemon:
                     await self.plant.write({self.core.tag_map.handshake["ai_request"]: 0.0})
                 raise
             cycles += 1
+            if not self.recorder.log.writer_stalled:
+                # healthy: the cycle ran to its end and the log keeps up. A plant fault (a failed read, a bad
+                # input) is a healthy cycle that records it: a restart would not mend the plant.
+                self.service.healthy_cycle()
             if period <= 0:
                 await asyncio.sleep(0)  # free-running: let signals and the metrics endpoint in
                 continue
@@ -198,6 +207,7 @@ class Daemon:
                 await asyncio.wait_for(stop.wait(), delay)
             except asyncio.TimeoutError:
                 pass
+        self.service.stopping()
         await self.release_and_stop(period)
 
     async def cycle(self, extra_events: Sequence[Event] = ()) -> Record:
@@ -240,6 +250,40 @@ class Daemon:
                   f"mode {decision.transition.from_} -> {decision.transition.to}",
                   unit=record.origin.unit_id, seq=record.seq, release_reason=decision.release_reason,
                   events=reasons)
+        self._report_waiting(record)
+
+    def _report_waiting(self, record: Record) -> None:
+        """One line (and the service manager's status) each time what keeps the AI from control changes."""
+        decision = record.decision
+        if decision.mode is Mode.ACTIVE:
+            waiting = () if self.controller.engagement.granted else (Reason.REQUESTING_AI_MODE.value,)
+        elif decision.mode is Mode.RELEASING:
+            waiting = ("releasing",)
+        else:
+            waiting = tuple(dict.fromkeys(e.reason.value for e in decision.events if e.type in WAIT_EVENTS))
+            if len(waiting) > 1:  # "no checked action" follows from the others
+                waiting = tuple(r for r in waiting if r != Reason.NO_SAFE_ACTION)
+        if waiting == self.waiting:
+            return
+        self.waiting = waiting
+        if not waiting:
+            text = status_codes.MODE_TEXT[decision.mode.value]
+            event(log, logging.INFO, f"no longer waiting: {text}", unit=record.origin.unit_id, seq=record.seq,
+                  mode=decision.mode.value)
+            self.service.status(text)
+            return
+        if waiting == ("releasing",):
+            text = status_codes.MODE_TEXT["releasing"]
+            reasons, details, actions = [], [], []
+        else:
+            entries = [status_codes.reason(name) for name in waiting]
+            text = "; ".join(r.text for r in entries)
+            reasons = list(waiting)
+            details = [e.detail for e in decision.events if e.reason.value in waiting and e.detail]
+            actions = [r.action for r in entries if r.action]
+        event(log, logging.INFO, f"waiting: {text}", unit=record.origin.unit_id, seq=record.seq,
+              mode=decision.mode.value, reasons=reasons, details=details, actions=actions)
+        self.service.status(f"waiting: {text}")
 
     async def release_and_stop(self, period: float) -> None:
         """Hand control back through the normal cycle path, then flush the log."""
@@ -291,8 +335,9 @@ async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cyc
     cfg = core.config
     recorder = open_recorder(cfg)
     metrics_server = None
+    service = ServiceManager()
     try:
-        daemon = Daemon(core, plant, recorder, pace=pace)
+        daemon = Daemon(core, plant, recorder, pace=pace, service=service)
         if cfg.metrics_address is not None:
             metrics_server = MetricsServer(daemon.metrics, *cfg.metrics_address)
         event(log, logging.INFO, "starting", unit=cfg.unit, mode=cfg.mode, plant=_describe(cfg),
@@ -317,6 +362,14 @@ async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cyc
             metrics_server.close()
         await plant.close()
         recorder.close()
+        service.close()
+
+
+def log_envelope(envelope: Envelope) -> None:
+    """The effective envelope once at start, as the table `check` prints: one line per row (a manipulated
+    variable, a coupling, a process limit), readable with `jq -r .msg`, each marked as part of it."""
+    for line in envelope.describe().splitlines():
+        event(log, logging.INFO, line, part="effective envelope", envelope_sha256=envelope.sha256)
 
 
 def _describe(cfg: DaemonConfig) -> str:
@@ -348,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(cfg.log_level)
     preflight(cfg)
     core = build_core(cfg)
-    event(log, logging.INFO, "effective envelope", envelope=core.envelope.describe())
+    log_envelope(core.envelope)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -480,11 +480,16 @@ class DurableLog:
     def not_durable(self) -> str | None:
         """Why records are not persisting now, or None when they are. Cheap: read every cycle."""
         why = self._fault or self._low_space
-        if why is None and self._enqueued > self._processed:
-            behind = time.monotonic() - self._progress_at
-            if behind > self.max_lag_s:
-                why = f"the log's writer has made no progress for {behind:.1f} s (bound {self.max_lag_s:g} s)"
+        if why is None and self.writer_stalled:
+            why = (f"the log's writer has made no progress for {time.monotonic() - self._progress_at:.1f} s "
+                   f"(bound {self.max_lag_s:g} s)")
         return why
+
+    @property
+    def writer_stalled(self) -> bool:
+        """The writer thread has made no progress for `max_lag_s` while records wait (it hangs, or the
+        disk does), as opposed to a fault it reports (a failed write, a full disk)."""
+        return self._enqueued > self._processed and time.monotonic() - self._progress_at > self.max_lag_s
 
     def append(self, record: Record) -> int:
         """Queue `record` for the writer thread; never blocks on I/O. Returns its seq.

@@ -72,9 +72,20 @@ def test_run_publishes_serves_metrics_and_releases_on_sigterm(tmp_path: Path):
             if daemon.poll() is None:
                 daemon.kill()
             await sim.stop()
-        logs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        assert [entry["msg"] for entry in logs[:2]] == ["effective envelope", "starting"]
-        assert logs[-1]["msg"] == "stopped" and "o2_min" in logs[0]["envelope"]
+        assert out == ""  # the logs are on stderr, one JSON object per line
+        logs = [json.loads(line) for line in err.splitlines()]
+        envelope = [entry["msg"] for entry in logs if entry.get("part") == "effective envelope"]
+        assert logs[len(envelope)]["msg"] == "starting" and logs[-1]["msg"] == "stopped"
+        # a table: a line per manipulated variable and per limit, none of them long
+        assert sum(line.lstrip().startswith("o2_min:") for line in envelope) == 1
+        assert sum(line.lstrip().startswith("sa_damper_c_pct ") for line in envelope) == 1
+        assert max(map(len, envelope)) < 400
+        # what it waits for: one line each time that changes, not one per cycle
+        waits = [entry["msg"] for entry in logs if "waiting" in entry["msg"]]
+        assert waits[:4] == ["waiting: Waiting for enough healthy cycles before engaging",
+                             "waiting: AI asking the DCS for control",
+                             "no longer waiting: AI in control: the AI writes setpoints within its envelope",
+                             "waiting: Handing back: AI request dropped, waiting for the DCS to confirm"]
         assert any(entry["msg"] == "mode active -> releasing" and entry["release_reason"] == "daemon_stopping"
                    for entry in logs)
         records = list(iter_records(tmp_path / "log"))
