@@ -267,13 +267,13 @@ class Daemon:
             return
         self.waiting = waiting
         if not waiting:
-            text = status_codes.MODE_TEXT[decision.mode.value]
+            text = status_codes.MODE_TEXT[decision.mode]
             event(log, logging.INFO, f"no longer waiting: {text}", unit=record.origin.unit_id, seq=record.seq,
                   mode=decision.mode.value)
             self.service.status(text)
             return
         if waiting == ("releasing",):
-            text = status_codes.MODE_TEXT["releasing"]
+            text = status_codes.MODE_TEXT[Mode.RELEASING]
             reasons, details, actions = [], [], []
         else:
             entries = [status_codes.reason(name) for name in waiting]
