@@ -147,7 +147,7 @@ CASES = [
                    "--db", not_a_database(t)], "notes.sqlite: cannot open it as a SQLite store"),
     ("historian-postgres-refuses",
      lambda t, f: ["historian", "--unit", "u1", "--pub", "tcp://127.0.0.1:1", "--catchup", "tcp://127.0.0.1:2",
-                   "--db", f"postgresql://historian:secret@127.0.0.1:{f['closed']}/plant"],
+                   "--db", f"postgresql://historian:pw-never-shown@127.0.0.1:{f['closed']}/plant"],
      "cannot connect to PostgreSQL at 127.0.0.1:{closed} (database 'plant', user 'historian'): Connection refused"),
     ("historian-malformed-endpoint",
      lambda t, f: ["historian", "--unit", "u1", "--pub", "tcp://dcs", "--catchup", "tcp://127.0.0.1:2"],
@@ -207,7 +207,7 @@ def test_each_command_fails_in_one_line(tmp_path, held_port, log_of_unit1, case,
     argv = build(tmp_path, {"port": held_port, "log": log_of_unit1, "closed": closed})
     done = boiler_ai(*argv)
     assert_one_line(done, argv[0], words.format(port=held_port, closed=closed))
-    assert "secret" not in done.stderr
+    assert "pw-never-shown" not in done.stderr
 
 
 @pytest.mark.parametrize("argv, words", [
