@@ -49,6 +49,34 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+class DefaultsShown(argparse.HelpFormatter):
+    """`--help` states every option's default: the ones a help text does not mention get "(default: X)"
+    (tests/wiring/test_help_defaults.py holds the stated defaults to the real ones and to the docs)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not has_default(action):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+def has_default(action: argparse.Action) -> bool:
+    """An option whose default is a value (not absent, not off, not an empty list)."""
+    return bool(action.option_strings) and not (action.default is None or action.default is False
+                                                or action.default is argparse.SUPPRESS or action.default == [])
+
+
+def command_parser(command: str, module) -> argparse.ArgumentParser:
+    """The parser of one subcommand, from its module's add_arguments."""
+    parser = argparse.ArgumentParser(prog=f"boiler-ai {command}", description=SUBCOMMANDS[command][1],
+                                     formatter_class=DefaultsShown)
+    module.add_arguments(parser)
+    for action in parser._actions:
+        if action.help is None and has_default(action):
+            action.help = "(default: %(default)s)"  # argparse leaves out an option without help text
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -61,13 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     if command not in SUBCOMMANDS:
         print(f"boiler-ai: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module_name, summary = SUBCOMMANDS[command]
+    module_name = SUBCOMMANDS[command][0]
     setup_logging("warning")  # every command logs the same way (boiler_ai/logs.py); long-running ones raise it
     try:
         module = importlib.import_module(module_name)
-        parser = argparse.ArgumentParser(prog=f"boiler-ai {command}", description=summary)
-        module.add_arguments(parser)
-        args = parser.parse_args(argv[1:])
+        args = command_parser(command, module).parse_args(argv[1:])
         return int(module.run(args) or 0)
     except ExpectedError as exc:
         return _fail(command, str(exc))

@@ -304,9 +304,9 @@ def _ranges(seqs: list[int]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unit", required=True, help="unit id (the PUB topic)")
     parser.add_argument("--pub", required=True, metavar="ENDPOINT",
-                        help="the daemon's PUB endpoint, e.g. tcp://10.0.0.5:5556")
+                        help="the daemon's PUB endpoint (its record.publish_endpoint), e.g. tcp://10.0.0.5:5601")
     parser.add_argument("--catchup", required=True, metavar="ENDPOINT",
-                        help="the daemon's catch-up endpoint, e.g. tcp://10.0.0.5:5557")
+                        help="the daemon's catch-up endpoint (its record.catchup_endpoint), e.g. tcp://10.0.0.5:5602")
     parser.add_argument("--db", default="boiler-ai-historian.sqlite",
                         help="SQLite file (default: %(default)s) or postgresql://user:pass@host:port/dbname")
     parser.add_argument("--batch", type=int, default=2000, help="records per transaction and per catch-up fetch")
