@@ -1,11 +1,13 @@
 """`boiler-ai evaluate MODEL`: a policy in closed loop through the real controller core on the stepped plant,
 against the DCS alone and against the steady-state oracle, on the standard scenarios' held-out seeds.
 
-Each run (scenario, seed) is simulated three ways in one worker process: the unit under its DCS alone;
+Each run (scenario, seed) is simulated four ways in one worker process: the unit under its DCS alone;
 the same unit with the controller core in closed loop (validation, the ONNX policy, projector, guard,
 engagement, the DCS handshake: the daemon's cycle without its log) at the daemon config's cycle period;
-and the oracle's headroom at operating points sampled along the DCS run. Both runs are measured on the
-simulator's true (noise-free) performance every simulated second. ONNX Runtime only: no torch here.
+the same loop echoing the DCS's own setpoints (`OffsetPolicy` with zero offsets: what it releases for is
+the plant's and the loop's doing, never a model's, so its release rate is the DCS's own fault rate); and
+the oracle's headroom at operating points sampled along the DCS run. The DCS and AI runs are measured on
+the simulator's true (noise-free) performance every simulated second. ONNX Runtime only: no torch here.
 
 The last line printed is JSON (see `aggregate` for the keys); `--report DIR` also writes report.html with
 PNG plots and evaluation.json there.
@@ -48,8 +50,6 @@ class Trace:
         self.series: dict[str, list[float]] = {k: [] for k in ("t_h", "efficiency_pct", "heat_rate_kj_kwh", "o2_pct",
                                                                "co_ppm", "nox_mg_nm3", "main_steam_temp_c",
                                                                "reheat_steam_temp_c")}
-        self.permissive_drops = 0
-        self._permissive = None
 
     def __getattr__(self, name):  # the rest of the unit's API passes through
         return getattr(self.unit, name)
@@ -70,9 +70,6 @@ class Trace:
         for limit, crossed in p["violations"].items():
             if crossed:
                 self.violation_s[limit] += dt
-        permissive = self.unit.values()["ai_permissive"] > 0.5
-        self.permissive_drops += self._permissive is True and not permissive
-        self._permissive = permissive
         if int(self.unit.t) % TRACE_EVERY_S < dt:
             s = self.series
             s["t_h"].append(self.unit.t / 3600.0)
@@ -87,7 +84,49 @@ class Trace:
                 "o2_pct": self.sums["o2_pct"] / n,
                 "co_p99_ppm": float(np.percentile(self.co, 99)) if self.co else 0.0,
                 "steam_dev_c": self.sums["steam_dev_c"] / n, "violation_s": dict(self.violation_s),
-                "simulated_h": self.seconds / 3600.0, "permissive_drops": self.permissive_drops}
+                "simulated_h": self.seconds / 3600.0}
+
+
+class OffsetPolicy:
+    """PolicyRunner's interface answering with the DCS's own setpoints plus `offset` x the allowed deviation
+    (per MV, tag-map order). With zero offsets it is the DCS echoed through the AI path: a run with it
+    releases only for what the plant and the loop do, never for a model; its release rate is the DCS's
+    own fault rate the promotion gate compares a model with. A training agent sets `offset` itself."""
+
+    model_id = "dcs-echo"
+
+    def __init__(self, input_signals: tuple[str, ...], dcs_tags: list[str], bands):
+        self.input_signals = tuple(input_signals)
+        self._dcs_tags, self._bands = list(dcs_tags), [float(b) for b in bands]
+        self.offset = [0.0] * len(self._dcs_tags)
+        self._values = None
+
+    @property
+    def ready(self) -> bool:
+        return self._values is not None
+
+    def reset(self) -> None:
+        self._values = None
+
+    def observe(self, values) -> None:
+        self._values = values
+
+    def infer(self):
+        from boiler_ai.control.policy import Inference
+
+        u = [self._values.get(t, math.nan) + float(o) * b for t, o, b in zip(self._dcs_tags, self.offset, self._bands)]
+        return Inference(u, None, [], all(map(math.isfinite, u)))
+
+    def state(self) -> dict:
+        return {}
+
+    def restore(self, state) -> None:
+        pass
+
+
+def echo_policy(tag_map, envelope) -> OffsetPolicy:
+    dcs_tags = [tag_map.manipulated[mv].dcs_setpoint for mv in tag_map.manipulated]
+    return OffsetPolicy(tuple(dcs_tags), dcs_tags, envelope.max_dev.tolist())
 
 
 class ClosedLoop:
@@ -167,6 +206,12 @@ def run_one(job: dict) -> dict:
             mode_series.append(1.0 if d.mode is loop._active else 0.0)
             for mv, a, u in zip(mvs, d.written or d.u_dcs, d.u_dcs):
                 offsets[mv].append(a - u)
+    echo_unit = ReferenceUnit(scenario, seed=job["seed"])
+    echo_unit.set_ai_enable(True)
+    echo = ClosedLoop(dataclasses.replace(cfg, plant=SteppedConfig(job["scenario"], job["seed"], True)), echo_unit,
+                      policy=echo_policy(loop.core.tag_map, loop.core.envelope))
+    for _ in range(steps):
+        echo.cycle()
     sample_s = min(3600.0, scenario.duration_s / 4)
     limits = OracleLimits.from_envelope(cfg.envelope, cfg.tag_map)
     oracle = scenario_headroom(scenario, job["seed"], sample_s, limits).summary()
@@ -178,7 +223,8 @@ def run_one(job: dict) -> dict:
             "oracle_headroom_pct_pt": oracle["mean_headroom_pct"],
             "oracle_heat_rate_headroom_pct": oracle["mean_heat_rate_headroom_pct"],
             "ai_time_share": loop.active_cycles / max(loop.cycles, 1), "guard_blocks": loop.guard_blocks,
-            "releases": dict(loop.releases),
+            "releases": dict(loop.releases), "dcs_echo_releases": dict(echo.releases),
+            "dcs_echo_time_share": echo.active_cycles / max(echo.cycles, 1),
             "series": {"ai": ai.series, "dcs": dcs.series, "ai_mode": mode_series, "offsets": offsets},
             "wall_s": time.perf_counter() - started}
 
@@ -223,7 +269,9 @@ def aggregate(runs: list[dict]) -> dict:
         "guard_blocks": sum(r["guard_blocks"] for r in runs),
         "releases": releases,
         "releases_per_h": round(releases / hours.sum(), 4),
-        "dcs_faults_per_h": round(sum(r["dcs"]["permissive_drops"] for r in runs) / hours.sum(), 4),
+        "dcs_faults_per_h": round(sum(sum(r["dcs_echo_releases"].values()) for r in runs) / hours.sum(), 4),
+        "releases_by_reason": dict(sum((Counter(r["releases"]) for r in runs), Counter())),
+        "dcs_faults_by_reason": dict(sum((Counter(r["dcs_echo_releases"]) for r in runs), Counter())),
         "worst_scenario_efficiency_gain_pct_pt": round(min(v["efficiency_gain_pct_pt"] for v in per_scenario.values()),
                                                        4),
         "worst_scenario_heat_rate_gain_pct": round(min(v["heat_rate_gain_pct"] for v in per_scenario.values()), 4),

@@ -15,14 +15,12 @@ Used by the policy stage to check each Lagrangian round's policy in closed loop 
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 
 import gymnasium
 import numpy as np
 
-from boiler_ai.control.policy import Inference
-from boiler_ai.evaluate import ClosedLoop, evaluation_config
+from boiler_ai.evaluate import ClosedLoop, OffsetPolicy, evaluation_config
 from boiler_ai.messages import Mode
 from training import objective
 
@@ -30,38 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # Any model satisfies the closed-loop config's pin; the agent replaces it in the core.
 PLACEHOLDER_MODEL = ROOT / "models" / "bootstrap-bc-v1" / "policy.onnx"
 ENGAGE_CYCLES = 200  # cycles to wait for AI mode at the start of an episode
-
-
-class AgentPolicy:
-    """PolicyRunner's interface for the core, answering with the agent's offsets from the DCS setpoints."""
-
-    model_id = "training-agent"
-
-    def __init__(self, input_signals: tuple[str, ...], dcs_tags: list[str], bands: np.ndarray):
-        self.input_signals = input_signals
-        self._dcs_tags, self._bands = dcs_tags, bands
-        self.offset = np.zeros(len(dcs_tags))
-        self._values = None
-
-    @property
-    def ready(self) -> bool:
-        return self._values is not None
-
-    def reset(self) -> None:
-        self._values = None
-
-    def observe(self, values) -> None:
-        self._values = values
-
-    def infer(self) -> Inference:
-        u = [self._values.get(t, math.nan) + o * b for t, o, b in zip(self._dcs_tags, self.offset, self._bands)]
-        return Inference(u, None, [], all(map(math.isfinite, u)))
-
-    def state(self) -> dict:
-        return {}
-
-    def restore(self, state) -> None:
-        pass
 
 
 class BoilerEnv(gymnasium.Env):
@@ -102,7 +68,7 @@ class BoilerEnv(gymnasium.Env):
         unit.set_ai_enable(True)
         self.twin = ReferenceUnit(sc, seed=sim_seed)
         dcs_tags = [self.tag_map.manipulated[mv].dcs_setpoint for mv in self.mv_names]
-        self.agent = AgentPolicy(self.input_signals, dcs_tags, np.asarray(self.envelope.max_dev, dtype=float))
+        self.agent = OffsetPolicy(self.input_signals, dcs_tags, self.envelope.max_dev.tolist())
         cfg = dataclasses.replace(self.cfg, plant=SteppedConfig(scenario, sim_seed, True))
         self.loop = ClosedLoop(cfg, unit, policy=self.agent)
         self._end = min(sc.duration_s, self.episode_s)
@@ -123,7 +89,7 @@ class BoilerEnv(gymnasium.Env):
         return np.array([values[s] for s in self.input_signals], dtype=np.float32)
 
     def step(self, action):
-        self.agent.offset = np.clip(np.asarray(action, dtype=float), -1.0, 1.0)
+        self.agent.offset = np.clip(np.asarray(action, dtype=float), -1.0, 1.0).tolist()
         rewards, costs, active, blocks = [], [], 0, self.loop.guard_blocks
         n = max(1, round(self.decision_s / self.cfg.cycle_period_s))
         for _ in range(n):

@@ -29,14 +29,16 @@ from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.strict import ConfigError
 from training.bootstrap_bc import EnsembleSpec, fit_and_export
 from training.history import read_history
+from training.policy import actor_offsets
 from training.policy_dataset import Dataset
 from training.process_model import HELD_OUT_EVERY
 from training.stages import Artefacts, read_stage
 
 
-def distillation_data(history, tag_map, envelope, algo, obs_signals: tuple[str, ...],
-                      stride: int) -> tuple[Dataset, Dataset]:
+def distillation_data(history, tag_map, envelope, algo, obs_signals: tuple[str, ...], stride: int,
+                      held_mvs: list[str]) -> tuple[Dataset, Dataset]:
     """(train, held-out) rows of the history with the actor's absolute setpoints as targets."""
+    movable = np.array([mv not in held_mvs for mv in envelope.mv_names])
     mvs = tuple(tag_map.manipulated)
     bands = np.asarray(envelope.max_dev, dtype=float)
     x = np.column_stack([history.column(s) for s in obs_signals])
@@ -49,7 +51,7 @@ def distillation_data(history, tag_map, envelope, algo, obs_signals: tuple[str, 
     def part(mask: np.ndarray, source: int) -> Dataset:
         rows = np.flatnonzero(mask & good)[::stride]
         obs = x[rows]
-        y = obs[:, dcs] + algo.predict(obs.astype(np.float32)).astype(float) * bands
+        y = obs[:, dcs] + actor_offsets(algo, obs, movable) * bands
         return Dataset(obs_signals, mvs, 1, 1, np.ascontiguousarray(obs), np.ascontiguousarray(y),
                        np.full(len(rows), source, dtype=np.int64))
 
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     import structlog
     import torch
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                        logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     torch.set_num_threads(1)
     _, hist = read_stage(args.history, "history")
     _, pm = read_stage(args.process_model, "process_model")
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     algo = d3rlpy.load_learnable(str(args.policy / "policy.d3"))
     obs_signals = tuple(str(s) for s in np.load(args.policy / "rollouts.npz")["obs_signals"])
     train, held_out = distillation_data(read_history(args.history), tag_map, envelope, algo, obs_signals,
-                                        args.stride)
+                                        args.stride, pol["held_mvs"])
     figures = {"history": hist, "process_model": pm, "policy": pol}
     from tqdm import tqdm
 

@@ -95,6 +95,7 @@ class Rollouts:
             np.ones(n, bool) if sig is None else history.column(sig) >= 0.5 for sig in envelope.available_when])
         self.process_now = {p: history.column(p) for p in envelope.process_signals}
         self.projector = Projector(envelope)
+        self.movable = np.ones(len(envelope.mv_names), bool)  # MVs the policy may move from the DCS setpoint
         self.support = self._support(history, cols, lay.mvs, train)
         self._log = {s: history.column(s) for s in objective.SIGNALS}  # what the model does not predict
         self.baseline = self._rollout(np.zeros((len(base), len(lay.mvs))))
@@ -194,7 +195,9 @@ def build_candidates(ro: Rollouts, n_candidates: int, max_disagreement: float, s
     for c in range(n_candidates + 1):
         raw = np.zeros((len(ro.rows), n_mv))
         if c:  # a few MVs at a time, as far as the step tests went: where the history can say what happens
-            moved = rng.random((len(ro.rows), n_mv)) < rng.integers(1, MAX_MOVED + 1, (len(ro.rows), 1)) / n_mv
+            n_movable = max(int(ro.movable.sum()), 1)
+            share = rng.integers(1, min(MAX_MOVED, n_movable) + 1, (len(ro.rows), 1)) / n_movable
+            moved = (rng.random((len(ro.rows), n_mv)) < share) & ro.movable
             raw = np.where(moved, rng.uniform(-STEP_REACH, STEP_REACH, raw.shape), 0.0)
         offsets, kept = ro.project(raw)
         support = ro.supported(offsets)
@@ -218,7 +221,25 @@ def build_candidates(ro: Rollouts, n_candidates: int, max_disagreement: float, s
             "stats": stats}
 
 
-def closed_loop_check(algo, obs_signals, plan, minutes: float, decision_s: float) -> dict:
+def actor_offsets(algo, obs: np.ndarray, movable: np.ndarray) -> np.ndarray:
+    """The actor's offsets (units of each MV's allowed deviation), zero for the MVs it leaves to the DCS."""
+    return algo.predict(np.asarray(obs, dtype=np.float32)).astype(float) * movable
+
+
+def make_algorithm(d3rlpy, name: str, alpha: float, temperature: float):
+    """d3rlpy's IQL (advantage-weighted regression on the data's actions: the actor stays where the data
+    is) or TD3+BC (the actor maximises the critic, held to the data by a behaviour-cloning term)."""
+    common = {"observation_scaler": d3rlpy.preprocessing.StandardObservationScaler(), "batch_size": 256,
+              "gamma": 0.0, "actor_encoder_factory": d3rlpy.models.VectorEncoderFactory([128, 128]),
+              "critic_encoder_factory": d3rlpy.models.VectorEncoderFactory([128, 128])}
+    if name == "iql":
+        return d3rlpy.algos.IQLConfig(value_encoder_factory=d3rlpy.models.VectorEncoderFactory([128, 128]),
+                                      expectile=0.7, weight_temp=temperature, max_weight=100.0,
+                                      **common).create(device="cpu:0")
+    return d3rlpy.algos.TD3PlusBCConfig(alpha=alpha, **common).create(device="cpu:0")
+
+
+def closed_loop_check(algo, movable, obs_signals, plan, minutes: float, decision_s: float) -> dict:
     """The actor in closed loop through the real core on the stepped plant (training seeds): mean reward
     (% heat rate saved against the twin under the DCS), cost, AI-mode share, guard blocks."""
     from training.env import BoilerEnv
@@ -229,7 +250,7 @@ def closed_loop_check(algo, obs_signals, plan, minutes: float, decision_s: float
         obs, _ = env.reset()
         done = False
         while not done:
-            action = algo.predict(obs[None, :])[0]
+            action = actor_offsets(algo, obs[None, :], movable)[0]
             obs, r, _, done, info = env.step(action)
             rewards.append(r)
             costs.append(info["cost"])
@@ -250,11 +271,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizon", type=int, default=5, help="model steps an offset is held and scored over")
     parser.add_argument("--starts", type=int, default=20000, help="start states sampled from the history")
     parser.add_argument("--candidates", type=int, default=4, help="random offsets tried per start state")
-    parser.add_argument("--max-disagreement", type=float, default=0.05,
+    parser.add_argument("--max-disagreement", type=float, default=0.15,
                         help="largest ensemble std of a candidate's reward kept (%% heat rate)")
     parser.add_argument("--rounds", type=int, default=4, help="Lagrangian rounds")
     parser.add_argument("--steps", type=int, default=5000, help="TD3+BC gradient steps per round")
+    parser.add_argument("--algorithm", choices=("iql", "td3+bc"), default="iql")
     parser.add_argument("--alpha", type=float, default=2.5, help="TD3+BC's weight of the Q term against BC")
+    parser.add_argument("--temperature", type=float, default=30.0,
+                        help="IQL's advantage temperature, per %% heat rate (weight = exp(temperature x advantage))")
+    parser.add_argument("--hold-mvs", default="",
+                        help="comma-separated MVs the policy leaves at the DCS's setpoint (e.g. loops the DCS "
+                             "closes faster than the envelope lets the AI follow)")
+    parser.add_argument("--move-conditional-mvs", action="store_true",
+                        help="also move MVs with an available_when condition (default: leave them to the DCS)")
     parser.add_argument("--cost-budget", type=float, default=0.0, help="allowed mean process-limit cost")
     parser.add_argument("--lambda-lr", type=float, default=2.0)
     parser.add_argument("--check-minutes", type=float, default=60.0,
@@ -269,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # d3rlpy's chatter
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                        logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # d3rlpy's chatter
 
     torch.set_num_threads(1)
     d3rlpy.seed(args.seed)
@@ -285,18 +315,24 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     history = read_history(args.history)
     model = ProcessModel.load(args.process_model / "process_model.pt")
+    held = [mv for mv in args.hold_mvs.split(",") if mv]
+    unknown = [mv for mv in held if mv not in envelope.mv_names]
+    if unknown:
+        raise ConfigError("command line", "--hold-mvs", f"{unknown[0]!r} is not a manipulated variable of the envelope")
+    if not args.move_conditional_mvs:
+        # An MV whose availability can change (a feeder, a burner level's damper) must be back on the DCS's
+        # setpoint the cycle its condition drops, which the rate limits cannot do from an offset: the
+        # daemon then releases. Left to the DCS, they never cause that.
+        held += [mv for mv, cond in zip(envelope.mv_names, envelope.available_when) if cond and mv not in held]
     ro = Rollouts(history, model, tag_map, envelope, horizon=args.horizon, starts=args.starts, seed=args.seed)
+    ro.movable = np.array([mv not in held for mv in envelope.mv_names])
     with tqdm(total=args.candidates + 1, desc="model rollouts", unit="set", file=sys.stderr) as bar:
         data = build_candidates(ro, args.candidates, args.max_disagreement, args.seed, bar)
     np.savez_compressed(args.out / "rollouts.npz", obs=data["obs"], actions=data["actions"], reward=data["reward"],
                         cost=data["cost"], obs_signals=np.array(ro.obs_signals))
     plan = [(s, k) for s, k in _check_plan(args.seed)] if args.check_minutes > 0 else []
 
-    algo = d3rlpy.algos.TD3PlusBCConfig(
-        observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(), batch_size=256, alpha=args.alpha,
-        actor_encoder_factory=d3rlpy.models.VectorEncoderFactory([128, 128]),
-        critic_encoder_factory=d3rlpy.models.VectorEncoderFactory([128, 128]), gamma=0.0,
-    ).create(device="cpu:0")
+    algo = make_algorithm(d3rlpy, args.algorithm, args.alpha, args.temperature)
     lam, best, rounds = 0.0, None, []
     for rnd in range(1, args.rounds + 1):
         rewards = (data["reward"] - lam * data["cost"]).astype(np.float32)
@@ -305,11 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         fitted = algo.fit(dataset, n_steps=args.steps, n_steps_per_epoch=args.steps, experiment_name=f"round{rnd}",
                           with_timestamp=False, logger_adapter=d3rlpy.logging.NoopAdapterFactory(), show_progress=True)
         losses = fitted[-1][1]
-        actor = algo.predict(ro.obs)
-        offsets, kept = ro.project(actor.astype(float))
+        offsets, kept = ro.project(actor_offsets(algo, ro.obs, ro.movable))
         s = ro.score(offsets)
         model_reward, model_cost = float(s["reward"][kept].mean()), float(s["cost"][kept].mean())
-        check = closed_loop_check(algo, ro.obs_signals, plan, args.check_minutes, model.step_s) if plan else {}
+        check = (closed_loop_check(algo, ro.movable, ro.obs_signals, plan, args.check_minutes, model.step_s)
+                 if plan else {})
         row = {"round": rnd, "lambda": round(lam, 4), "critic_loss": round(losses.get("critic_loss", math.nan), 6),
                "actor_loss": round(losses.get("actor_loss", math.nan), 6), "model_reward": round(model_reward, 5),
                "model_cost": round(model_cost, 5),
@@ -329,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = art.finish({
         "data_sha256": sha256_file(args.out / "policy.d3"), "rollouts_sha256": sha256_file(args.out / "rollouts.npz"),
         "history_sha256": hist_metrics["data_sha256"], "process_model_sha256": pm_metrics["data_sha256"],
-        "algorithm": (f"model-based offline RL: TD3+BC (d3rlpy {d3rlpy.__version__}, alpha {args.alpha}) on "
+        "held_mvs": held,
+        "algorithm": (f"model-based offline RL: {_describe(args)} (d3rlpy {d3rlpy.__version__}) on "
                       f"{args.candidates} filtered model rollouts per start state (horizon {args.horizon} x "
                       f"{model.step_s:g} s, ensemble of {model.net.members}), Lagrangian on process-limit cost"),
         "kept_round": None if best is None else best[1], "within_cost_budget": best is not None,
@@ -340,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.perf_counter() - started, 1)})
     print(json.dumps(metrics))
     return 0
+
+
+def _describe(args) -> str:
+    if args.algorithm == "iql":
+        return f"IQL (expectile 0.7, temperature {args.temperature:g} per % heat rate)"
+    return f"TD3+BC (alpha {args.alpha:g})"
 
 
 def _check_plan(seed: int) -> list[tuple[str, int]]:
