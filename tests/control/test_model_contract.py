@@ -26,7 +26,7 @@ def test_round_trip_through_metadata_and_file(tmp_path):
     assert ModelContract.from_metadata(meta, "mem") == contract
     path = save_policy(tmp_path / "p.onnx", contract)
     assert read_contract(path) == contract
-    assert contract.n_inputs == 3 and contract.n_actions == 18 and contract.input_width == 6
+    assert contract.n_inputs == 3 and contract.n_actions == 15 and contract.input_width == 6
 
 
 def test_write_contract_replaces_its_keys_and_keeps_foreign_ones():
@@ -71,10 +71,10 @@ GARBAGE = [
     ("input_scaling", '{"offset": [0, 0], "scale": [1, 1, 1]}', "offset: expected a list of 3 finite numbers"),
     ("input_scaling", '{"offset": [0, 0, 0], "scale": [1, 0, 1]}', "every scale must be a positive"),
     ("input_scaling", '{"offset": [0, 0, 0], "scale": [1, true, 1]}', "scale: expected a list of 3"),
-    ("output_scaling", '{"offset": [0], "scale": [1]}', "expected a list of 18"),
+    ("output_scaling", '{"offset": [0], "scale": [1]}', "expected a list of 15"),
     ("action_names", '["feeder_a_bias_tph"]', "output_scaling: offset: expected a list of 1 finite numbers"),
     ("action_type", "move", "must be one of absolute_setpoint"),
-    ("action_units", '["t/h"]', "expected 18 entries"),
+    ("action_units", '["t/h"]', "expected 15 entries"),
     ("ensemble_size", "0", "must be >= 1"),
     ("spread_output", "", "an ensemble of 3 must output its spread"),
     ("spread_output", "action", "must differ from action_output"),
@@ -104,7 +104,7 @@ def test_garbage_values_are_refused_naming_the_key(key, value, message):
 
 def test_a_bad_contract_is_never_written():
     with pytest.raises(ModelError, match="output_scaling: every scale must be a positive finite number"):
-        write_contract(linear_policy(sample_contract()), sample_contract(output_scale=(0.0,) * 18))
+        write_contract(linear_policy(sample_contract()), sample_contract(output_scale=(0.0,) * 15))
 
 
 def test_unreadable_and_corrupt_files_name_the_file(tmp_path):

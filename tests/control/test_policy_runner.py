@@ -13,7 +13,9 @@ from onnx import TensorProto, helper
 from rigs.contracts import (
     INPUTS,
     MVS,
+    N_MVS,
     TAG_MAP,
+    UNITS,
     linear_policy,
     sample_contract,
     save_policy,
@@ -51,7 +53,7 @@ def expected_action(contract, weights, bias, rows) -> np.ndarray:
 def test_action_follows_the_contract_in_mv_order(tmp_path):
     contract = sample_contract()
     rng = np.random.default_rng(3)
-    w, b = rng.normal(size=(6, 18)).astype(np.float32), rng.normal(size=18).astype(np.float32)
+    w, b = rng.normal(size=(6, N_MVS)).astype(np.float32), rng.normal(size=N_MVS).astype(np.float32)
     runner = runner_for(save_policy(tmp_path / "p.onnx", contract, weights=w, bias=b))
     assert runner.contract == contract and runner.mv_names == REVERSED
     assert runner.input_signals == INPUTS and runner.model_id == "test-model"
@@ -70,9 +72,9 @@ def test_action_follows_the_contract_in_mv_order(tmp_path):
 
 
 def test_history_is_oldest_first_and_rolls(tmp_path):
-    contract = sample_contract(input_offset=(0.0,) * 3, input_scale=(1.0,) * 3, output_offset=(0.0,) * 18,
-                               output_scale=(1.0,) * 18)
-    w = np.zeros((6, 18), np.float32)
+    contract = sample_contract(input_offset=(0.0,) * 3, input_scale=(1.0,) * 3, output_offset=(0.0,) * N_MVS,
+                               output_scale=(1.0,) * N_MVS)
+    w = np.zeros((6, N_MVS), np.float32)
     w[0, 0] = 1.0  # feeder A bias <- O2 of the oldest cycle
     w[3, 1] = 1.0  # feeder B bias <- O2 of the newest cycle
     runner = runner_for(save_policy(tmp_path / "p.onnx", contract, weights=w), mv_names=MVS)
@@ -123,12 +125,12 @@ def test_inputs_must_be_readable_tags_of_the_map(tmp_path):
 
 
 def test_actions_must_be_exactly_the_manipulated_variables(tmp_path):
-    short = sample_contract(action_names=MVS[:-1], action_units=("%",) * 17, output_offset=(0.0,) * 17,
-                            output_scale=(1.0,) * 17)
-    with pytest.raises(ModelError, match="action_names: .*missing: rh_spray_valve_pct; not manipulated there: none"):
+    short = sample_contract(action_names=MVS[:-1], action_units=UNITS[:-1], output_offset=(0.0,) * (N_MVS - 1),
+                            output_scale=(1.0,) * (N_MVS - 1))
+    with pytest.raises(ModelError, match="action_names: .*missing: o2_setpoint_bias_pct; not manipulated there: none"):
         runner_for(save_policy(tmp_path / "short.onnx", short))
     wrong = sample_contract(action_names=(*MVS[:-1], "unit_load_mw"))
-    with pytest.raises(ModelError, match="missing: rh_spray_valve_pct; not manipulated there: unit_load_mw"):
+    with pytest.raises(ModelError, match="missing: o2_setpoint_bias_pct; not manipulated there: unit_load_mw"):
         runner_for(save_policy(tmp_path / "wrong.onnx", wrong))
     with pytest.raises(ValueError, match="mv_names must be the tag map's manipulated variables"):
         runner_for(save_policy(tmp_path / "p.onnx", sample_contract()), mv_names=MVS[:-1])
@@ -142,7 +144,7 @@ def _save_raw(path, model, contract):
 
 @pytest.mark.parametrize(("case", "message"), [
     ("input_width", r"input_name: graph tensor 'observation' has shape \['batch', 5\], the contract needs \[batch, 6"),
-    ("output_width", r"action_output: graph tensor 'action' has shape \['batch', 17\], the contract needs \[batch, 18"),
+    ("output_width", r"action_output: graph tensor 'action' has shape \['batch', 14\], the contract needs \[batch, 15"),
     ("input_name", r"input_name: graph inputs are \['obs'\], the contract declares one input 'observation'"),
     ("no_spread", r"spread_output: graph has no output 'action_spread'"),
     ("double_input", r"input_name: graph tensor 'observation' is tensor\(double\)"),
@@ -153,7 +155,7 @@ def test_graph_shapes_must_agree_with_the_contract(tmp_path, case, message):
     if case == "input_width":
         model = linear_policy(contract, input_width=5)
     elif case == "output_width":
-        model = linear_policy(contract, n_out=17)
+        model = linear_policy(contract, n_out=N_MVS - 1)
     elif case == "input_name":
         model = linear_policy(dataclasses.replace(contract, input_name="obs"))
     elif case == "no_spread":
@@ -209,7 +211,7 @@ def test_missing_or_nan_input_flags_the_signal_and_the_answer_is_not_finite(tmp_
 
 
 def test_model_emitting_nan_is_not_finite(tmp_path):
-    bias = np.zeros(18, np.float32)
+    bias = np.zeros(N_MVS, np.float32)
     bias[5] = np.nan
     runner = runner_for(save_policy(tmp_path / "p.onnx", sample_contract(), bias=bias))
     runner.observe(values())
@@ -230,7 +232,7 @@ def test_single_model_has_no_spread(tmp_path):
 def test_state_restore_resumes_bit_exactly_through_json(tmp_path):
     contract = sample_contract(history_length=3)
     rng = np.random.default_rng(11)
-    path = save_policy(tmp_path / "p.onnx", contract, weights=rng.normal(size=(9, 18)))
+    path = save_policy(tmp_path / "p.onnx", contract, weights=rng.normal(size=(9, N_MVS)))
     first, second = runner_for(path), runner_for(path)
     log = [values(o2=3 + rng.random(), load=400 + 100 * rng.random(), bias=rng.random() - 0.5) for _ in range(12)]
     for row in log[:2]:
@@ -282,4 +284,4 @@ def test_the_shipped_bootstrap_model_fits_the_reference_unit():
     for _ in range(runner.contract.history_length):
         runner.observe(mid)
     out = runner.infer()
-    assert out.finite and out.out_of_envelope == [] and len(out.action) == 18
+    assert out.finite and out.out_of_envelope == [] and len(out.action) == N_MVS

@@ -15,19 +15,19 @@ ROOT = Path(__file__).resolve().parents[2]
 TAG_MAP = ROOT / "opc" / "reference_unit.yaml"
 MVS = ("feeder_a_bias_tph", "feeder_b_bias_tph", "feeder_c_bias_tph", "feeder_d_bias_tph", "feeder_e_bias_tph",
        "feeder_f_bias_tph", "sa_damper_a_pct", "sa_damper_b_pct", "sa_damper_c_pct", "sa_damper_d_pct",
-       "sa_damper_e_pct", "sa_damper_f_pct", "sofa_damper_1_pct", "sofa_damper_2_pct", "o2_setpoint_bias_pct",
-       "sh_spray_1_valve_pct", "sh_spray_2_valve_pct", "rh_spray_valve_pct")
-UNITS = ("t/h",) * 6 + ("%",) * 12
+       "sa_damper_e_pct", "sa_damper_f_pct", "sofa_damper_1_pct", "sofa_damper_2_pct", "o2_setpoint_bias_pct")
+N_MVS = len(MVS)
+UNITS = ("t/h",) * 6 + ("%",) * 9
 INPUTS = ("o2_economiser_pct", "unit_load_mw", "feeder_a_bias_tph_dcs_sp")
 
 
 def sample_contract(**changes) -> ModelContract:
-    """A valid contract for 3 inputs x 2 cycles of history and the 18 MVs of the reference unit."""
+    """A valid contract for 3 inputs x 2 cycles of history and the 15 MVs of the reference unit."""
     base = ModelContract(
         model_id="test-model", input_name="observation", input_signals=INPUTS, history_length=2,
         cycle_period_s=1.0, input_offset=(3.0, 500.0, 0.0), input_scale=(1.0, 100.0, 2.0),
         action_output="action", action_names=MVS, action_units=UNITS,
-        output_offset=tuple(float(i) for i in range(18)), output_scale=(2.0,) * 18,
+        output_offset=tuple(float(i) for i in range(N_MVS)), output_scale=(2.0,) * N_MVS,
         ensemble_size=3, spread_output="action_spread",
         training_envelope=((2.0, 5.0), (300.0, 600.0), (-1.0, 1.0)),
         dataset_sha256="ab" * 32, algorithm="test", seed=7, created_utc="2025-01-31T12:00:00Z",

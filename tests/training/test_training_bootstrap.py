@@ -80,7 +80,8 @@ def test_dataset_hash_pins_layout_and_numbers():
 def _small_export(tmp_path: Path, atol: float = 1e-4):
     torch.manual_seed(0)
     contract = sample_contract(ensemble_size=4)
-    model = ResidualMLPEnsemble(contract.input_width, contract.n_actions, [5] * 18, [0.5] * 18, members=4, hidden=8)
+    model = ResidualMLPEnsemble(contract.input_width, contract.n_actions, [5] * contract.n_actions,
+                                [0.5] * contract.n_actions, members=4, hidden=8)
     batch = np.random.default_rng(0).normal(size=(32, contract.input_width)).astype(np.float32)
     return model, contract, batch, export_policy(model, contract, tmp_path / "m" / "policy.onnx", batch, atol=atol)
 
