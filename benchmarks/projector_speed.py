@@ -64,7 +64,8 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     states = [random_state(env, rng) for _ in range(args.states)]
     full = Projector(env)
-    box = Projector(dataclasses.replace(env, couplings=(), process_limits=()))
+    box = Projector(dataclasses.replace(env, couplings=(), process_limits=(), budget=dataclasses.replace(
+        env.budget, limit=1e9)))
     for projector in (full, box):  # warm up allocations and caches
         measure(projector, states[:200])
 

@@ -20,6 +20,7 @@ from boiler_ai.control.envelope import Envelope
 from boiler_ai.control.guard import Guard
 from boiler_ai.control.policy import PolicyRunner
 from boiler_ai.control.projector import Projector
+from boiler_ai.control.supervision import Supervisor
 from boiler_ai.control.validate import Validator
 from boiler_ai.messages import (
     ABSENT_STATUS,
@@ -109,6 +110,7 @@ class Controller:
         # A spread is judged against each action's allowed deviation from the DCS: 0.5 t/h of
         # disagreement matters for a feeder bias, not for a damper opening.
         self._spread_scale = [max(dev, 1e-9) for dev in envelope.max_dev.tolist()]
+        self.supervisor = Supervisor(envelope, settings.cycle_period_s)
         self.heartbeat = 0
         self.cycle = 0
         self.out_of_depth_s = 0.0
@@ -142,7 +144,7 @@ class Controller:
 
         # What is in effect now: the AI setpoints the DCS holds while we are in control, its own
         # setpoints otherwise (the DCS makes the AI setpoints track them, so engaging is bumpless).
-        # Vectors are lists of floats in MV order throughout the cycle: no numpy on eighteen numbers.
+        # Vectors are lists of floats in MV order throughout the cycle: no numpy on fifteen numbers.
         u_dcs = self._vector(values, self._dcs_tags)
         u_prev = self._vector(values, self.ai_tags) if self.engagement.mode is Mode.ACTIVE else u_dcs.copy()
         observed = self._observe(values, events)
@@ -153,12 +155,16 @@ class Controller:
         handshake = Handshake(*(self._flag(values, self.hs[k]) for k in ("ai_enable", "ai_permissive", "ai_active")))
         process_now = {name: values.get(name, math.nan) for name in self.envelope.process_signals}
         available = {sig: values.get(sig, 0.0) >= 0.5 for sig in self.envelope.condition_signals}
+        supervision = self.supervisor.update(process_now, u_prev, u_dcs, self.engagement.mode is Mode.ACTIVE)
+        events.extend(supervision.events)
+        process_now = supervision.judged  # measured, or measured plus the lagging analysers' prediction
 
         projection = None
         verdict = None
         action = None
         if requested is not None and all(map(math.isfinite, u_prev)) and all(map(math.isfinite, u_dcs)):
-            projection = self.projector.project(requested, u_prev, u_dcs, process_now, available, dt)
+            projection = self.projector.project(requested, u_prev, u_dcs, process_now, available, dt,
+                                                supervision.retreat)
             if projection.status is ProjectionStatus.RELEASE:
                 events.append(Event(EventType.IMMEDIATE_DISABLE, Reason.ENVELOPE_INFEASIBLE, projection.reason))
             else:
@@ -307,7 +313,8 @@ class Controller:
     def state(self) -> dict:
         return {"validator": self.validator.state(), "engagement": self.engagement.state(),
                 "policy": None if self.policy is None else self.policy.state(), "heartbeat": self.heartbeat,
-                "cycle": self.cycle, "out_of_depth_s": self.out_of_depth_s, "status": self.status.state()}
+                "cycle": self.cycle, "out_of_depth_s": self.out_of_depth_s, "status": self.status.state(),
+                "supervision": self.supervisor.state()}
 
     def restore(self, state: dict) -> None:
         self.validator.restore(state["validator"])
@@ -318,3 +325,4 @@ class Controller:
         self.cycle = state["cycle"]
         self.out_of_depth_s = state["out_of_depth_s"]
         self.status.restore(state.get("status"))  # absent from states logged before AI_STATUS existed
+        self.supervisor.restore(state["supervision"])

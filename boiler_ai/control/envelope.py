@@ -5,7 +5,11 @@ What the AI may do with each manipulated variable (MV), and which unit-level rul
              projection weight, and the boolean signal that makes it available (else it follows the
              DCS setpoint exactly)
   couplings  linear rows over the MVs' setpoints or over their deviations from the DCS setpoints
-  process    limits on measured signals, linearised each cycle as y_now + S (u - u_prev)
+  budget     the influence budget: sum of weight x |AI setpoint - DCS setpoint| over all MVs
+  process    limits on measured signals: a hard limit, a warning band inside it (where the AI retreats
+             to the DCS setpoints), a hold time, a recovery time and an analyser lag; linearised each
+             cycle as y_now + S (u - u_prev) against the warning threshold, with S taken on the
+             conservative side of its fitted interval
 
 Every field is required and every name must be in the tag map; the MV set must be the tag map's.
 The projector works on this object; the guard reads the file again on its own (guard.py).
@@ -44,15 +48,35 @@ class Coupling:
 
 @dataclass(frozen=True)
 class ProcessLimit:
-    """signal (relation) limit, predicted as y_now + sensitivity · (u - u_prev)."""
+    """signal (relation) limit, with a warning band; predicted as y_now + sensitivity · (u - u_prev)."""
 
     name: str
     description: str
     signal: str
     unit: str
     relation: str  # "at_most" or "at_least"
+    limit: float  # the hard limit: beyond it for hold_s, control goes back to the DCS
+    warning: float  # the warning threshold, on the safe side of the limit: beyond it the AI retreats
+    hold_s: float
+    recover_s: float  # inside the warning band this long before the AI may engage again
+    analyser_lag_s: float  # dead time plus lag of the measurement
+    sensitivity: np.ndarray  # the conservative side of the interval (larger magnitude), in MV order
+    sensitivity_low: np.ndarray  # the fitted interval, signal units per MV unit
+    sensitivity_high: np.ndarray
+    sensitivity_source: str  # where the interval comes from (the fit, its data and date)
+
+    def beyond(self, value: float, threshold: float) -> bool:
+        """True when `value` is on the unsafe side of `threshold` for this limit."""
+        return value > threshold if self.relation == "at_most" else value < threshold
+
+
+@dataclass(frozen=True)
+class InfluenceBudget:
+    """sum_i weights_i |u_i - u_dcs_i| <= limit: a bound on the AI's combined offset from the DCS."""
+
+    description: str
     limit: float
-    sensitivity: np.ndarray  # signal units per MV unit, in envelope MV order
+    weights: np.ndarray  # per MV, per engineering unit, in MV order
 
 
 @dataclass(frozen=True)
@@ -70,6 +94,7 @@ class Envelope:
     weights: np.ndarray
     available_when: tuple[str | None, ...]  # boolean signal per MV, None = always
     couplings: tuple[Coupling, ...]
+    budget: InfluenceBudget
     process_limits: tuple[ProcessLimit, ...]
     iteration_limit: int  # the QP solver's budget, counted in iterations so a replay is machine-independent
     guard_tolerance: float
@@ -106,11 +131,17 @@ class Envelope:
             lines.append(f"    {c.name} [{c.basis}]: {terms} {_SYMBOL[c.relation]} {c.limit:g}")
         if not self.couplings:
             lines.append("    none")
-        lines.append("  process limits (linearised: y_now + S (u - u_prev); "
-                     "a limit already crossed must not get worse):")
+        b = self.budget
+        terms = " + ".join(f"{w:g} |{self.mv_names[i]}|" for i, w in enumerate(b.weights) if w)
+        lines.append(f"  influence budget (offsets from the DCS setpoints): {terms} <= {b.limit:g}")
+        lines.append("  process limits (hard limit, warning threshold; linearised against the warning threshold as "
+                     "y_now + S (u - u_prev), S on the conservative side; a threshold already crossed must not "
+                     "get worse):")
         for p in self.process_limits:
             terms = ", ".join(f"{self.mv_names[i]} {v:+g}" for i, v in enumerate(p.sensitivity) if v)
-            lines.append(f"    {p.name}: {p.signal} {_SYMBOL[p.relation]} {p.limit:g} {p.unit}   S: {terms}")
+            lines.append(f"    {p.name}: {p.signal} {_SYMBOL[p.relation]} {p.limit:g} {p.unit} (warning "
+                         f"{p.warning:g}, hold {p.hold_s:g} s, recover {p.recover_s:g} s, analyser lag "
+                         f"{p.analyser_lag_s:g} s)   S: {terms or 'none'}")
         if not self.process_limits:
             lines.append("    none")
         lines.append(f"  solver iteration limit {self.iteration_limit}, guard tolerance {self.guard_tolerance:g}")
@@ -167,6 +198,7 @@ def load_envelope(path: str | Path, tag_map: TagMap) -> Envelope:
         f.done()
 
     couplings = _couplings(top.mapping("couplings"), names)
+    budget = _budget(top.mapping("influence_budget"), names)
     process_limits = _process_limits(top.mapping("process_limits"), names, tag_map)
     top.done()
 
@@ -180,7 +212,7 @@ def load_envelope(path: str | Path, tag_map: TagMap) -> Envelope:
         mv_names=names, mv_units=tuple(units),
         lo=frozen(rows["lo"]), hi=frozen(rows["hi"]), rate_up=frozen(rows["rate_up"]),
         rate_down=frozen(rows["rate_down"]), max_dev=frozen(rows["max_dev"]), weights=frozen(rows["weights"]),
-        available_when=tuple(available_when), couplings=couplings, process_limits=process_limits,
+        available_when=tuple(available_when), couplings=couplings, budget=budget, process_limits=process_limits,
         iteration_limit=iteration_limit, guard_tolerance=tolerance,
     )
 
@@ -230,6 +262,39 @@ def _couplings(section: Fields, names: tuple[str, ...]) -> tuple[Coupling, ...]:
     return tuple(out)
 
 
+def _budget(f: Fields, names: tuple[str, ...]) -> InfluenceBudget:
+    description = f.string("description")
+    limit = f.number("limit", lo=0.0)
+    weights = f.mapping("weights")
+    missing = [n for n in names if n not in weights.data]
+    if missing:
+        raise f.error("weights", f"every manipulated variable needs a weight (0 leaves it out); missing: "
+                                 f"{', '.join(missing)}")
+    row = np.array([weights.number(n, lo=0.0) for n in names])
+    weights.done()
+    if not row.any():
+        raise f.error("weights", "needs at least one weight above 0")
+    row.setflags(write=False)
+    f.done()
+    return InfluenceBudget(description, limit, row)
+
+
+def _sensitivity(f: Fields, key: str, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """{mv: [low, high]} intervals as (conservative, low, high) rows in MV order; MVs not listed are 0.
+    The conservative side is the end of larger magnitude: it predicts more of any move's effect."""
+    terms = f.mapping(key)
+    low, high = np.zeros(len(names)), np.zeros(len(names))
+    for mv in terms.data:
+        if mv not in names:
+            raise terms.error(str(mv), "not a manipulated variable of this envelope")
+        low[names.index(mv)], high[names.index(mv)] = terms.pair(mv)
+    terms.done()
+    conservative = np.where(np.abs(high) >= np.abs(low), high, low)
+    for row in (conservative, low, high):
+        row.setflags(write=False)
+    return conservative, low, high
+
+
 def _process_limits(section: Fields, names: tuple[str, ...], tag_map: TagMap) -> tuple[ProcessLimit, ...]:
     out = []
     for name in section.data:
@@ -238,10 +303,19 @@ def _process_limits(section: Fields, names: tuple[str, ...], tag_map: TagMap) ->
         spec = _signal(f, "signal", signal, tag_map)
         if not spec.readable or spec.data_type == "Boolean":
             raise f.error("signal", f"tag {signal!r} must be a readable measurement")
+        relation = f.string("relation", choices=PROCESS_RELATIONS)
+        limit = f.number("limit", lo=spec.lo, hi=spec.hi)
+        warning = f.number("warning", lo=spec.lo, hi=spec.hi)
+        if (warning >= limit) if relation == "at_most" else (warning <= limit):
+            raise f.error("warning", f"the warning threshold {warning:g} must be on the safe side of the limit "
+                                     f"{limit:g} ({'below' if relation == 'at_most' else 'above'} it)")
+        conservative, low, high = _sensitivity(f, "sensitivity", names)
         out.append(ProcessLimit(
             name=str(name), description=f.string("description"), signal=signal, unit=spec.unit,
-            relation=f.string("relation", choices=PROCESS_RELATIONS), limit=f.number("limit", lo=spec.lo, hi=spec.hi),
-            sensitivity=_coefficients(f, "sensitivity", names),
+            relation=relation, limit=limit, warning=warning, hold_s=f.number("hold_s", lo=0.0),
+            recover_s=f.number("recover_s", lo=0.0), analyser_lag_s=f.number("analyser_lag_s", lo=0.0),
+            sensitivity=conservative, sensitivity_low=low, sensitivity_high=high,
+            sensitivity_source=f.string("sensitivity_source"),
         ))
         f.done()
     return tuple(out)

@@ -44,12 +44,19 @@ class Guard:
             f = rows.mapping(name)
             self.couplings.append((name, f.string("applies_to", choices=_BASES) == _BASES[1], _terms(f, "terms"),
                                    f.string("relation", choices=_RELATIONS), f.number("limit")))
+        budget = top.mapping("influence_budget")
+        self.budget_limit = budget.number("limit", lo=0.0)
+        self.budget = tuple((name, w) for name, w in _terms(budget, "weights") if w)
+        # Process rows are checked against the warning threshold, with S at the end of its interval
+        # of larger magnitude, as the envelope file says.
         self.process = []
         rows = top.mapping("process_limits")
         for name in rows.data:
             f = rows.mapping(name)
+            terms = f.mapping("sensitivity")
+            sensitivity = tuple((str(mv), max(terms.pair(mv), key=abs)) for mv in terms.data)
             self.process.append((name, f.string("signal"), f.string("relation", choices=_RELATIONS[1:]),
-                                 f.number("limit"), _terms(f, "sensitivity")))
+                                 f.number("warning"), sensitivity))
 
     def check(self, written: Mapping[str, float], u_prev: Mapping[str, float], u_dcs: Mapping[str, float],
               process_now: Mapping[str, float], available: Mapping[str, bool], dt: float) -> GuardVerdict:
@@ -99,16 +106,26 @@ class Guard:
                 total = sum([c * x[mv] for mv, c in terms])
             if not _holds(total, relation, limit, tol):
                 out.append(f"coupling {name}: {total:g} is not {relation} {limit:g}")
-        for name, signal, relation, limit, sensitivity in self.process:
-            now = _number(process_now.get(signal))
-            if now is None:
-                out.append(f"process limit {name}: {signal} has no usable value")
+        used = sum([w * abs(x[mv] - dcs[mv]) for mv, w in self.budget])
+        before = sum([w * abs(prev[mv] - dcs[mv]) for mv, w in self.budget])
+        # A budget overrun from the DCS moving its own setpoints is met by not making it worse.
+        if used > max(self.budget_limit, before) + tol:
+            out.append(f"influence budget: {used:g} used, limit {self.budget_limit:g}")
+        now = {signal: _number(process_now.get(signal)) for _, signal, _, _, _ in self.process}
+        out += [f"process limit {name}: {signal} has no usable value"
+                for name, signal, _, _, _ in self.process if now[signal] is None]
+        # Every setpoint moving from where it is toward the DCS's own (none past it) is the retreat:
+        # the DCS's setpoints are what the limits are judged against, so no prediction is needed.
+        if all(min(prev[mv], dcs[mv]) - tol <= x[mv] <= max(prev[mv], dcs[mv]) + tol for mv in x):
+            return out
+        for name, signal, relation, warning, sensitivity in self.process:
+            if now[signal] is None:
                 continue
-            predicted = now + sum([s * (x[mv] - prev[mv]) for mv, s in sensitivity])
-            # A limit already crossed is met by not making it worse.
-            if not (_holds(predicted, relation, limit, tol) or _holds(predicted, relation, now, tol)):
-                out.append(f"process limit {name}: {signal} predicted {predicted:g}, not {relation} {limit:g}"
-                           f" and worse than now ({now:g})")
+            predicted = now[signal] + sum([s * (x[mv] - prev[mv]) for mv, s in sensitivity])
+            # A threshold already crossed is met by not making it worse.
+            if not (_holds(predicted, relation, warning, tol) or _holds(predicted, relation, now[signal], tol)):
+                out.append(f"process limit {name}: {signal} predicted {predicted:g}, not {relation} {warning:g}"
+                           f" (its warning threshold) and worse than now ({now[signal]:g})")
         return out
 
 

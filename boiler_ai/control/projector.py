@@ -5,27 +5,46 @@
                           u = u_dcs for an MV that is not available, or whose DCS setpoint is
                           outside the AI's absolute range (left to the DCS)
                 couplings (rows over the setpoints or over their deviations from the DCS setpoints)
-                process limits, linearised about the setpoints now in force:
-                          y_now + S (u - u_prev)  within its limit
+                influence budget: sum_j b_j |u_j - u_dcs_j| <= B
+                process limits, linearised about the setpoints now in force, against their warning
+                threshold: y_now + S (u - u_prev) on the safe side of it (S: the conservative end of
+                its fitted interval)
 
-A process limit that is already crossed (y_now beyond it) must not lock the AI out, nor may the AI
-make it worse: its row becomes S (u - u_prev) <= 0 (for an upper limit; >= 0 for a lower one), so
-holding the current setpoints always satisfies it and only moves that pull the signal back are allowed.
+The influence budget is made linear exactly by an auxiliary split: one extra variable t_j per budgeted
+MV with t_j >= u_j - u_dcs_j and t_j >= u_dcs_j - u_j, and sum_j b_j t_j <= B. The rows then allow
+exactly the budget's set: nothing is given up to a conservative box (scaling every MV's box down so the
+sum of the boxes fits the budget would forbid a large move of one MV that the budget allows). A tiny
+cost on t (1e-6 of its MV's own weight) keeps the Hessian positive definite for the dual solver and
+pulls t onto |u_j - u_dcs_j|; it also pulls u toward u_dcs by that relative amount, so the QP is first
+solved with the budget's rows switched off (t free at 0, no effect: the exact projection), and only an
+answer that overspends the budget is solved again with them. The fast path and every check evaluate
+the budget directly.
+
+A process threshold or a budget already crossed (by the process, or by the DCS moving its own setpoints)
+must not lock the AI out, nor may the AI make it worse: its row becomes "no worse than now", so holding
+the current setpoints always satisfies it and only moves that pull back are allowed.
+
+Retreat (requested by supervision when a measured value is inside its warning band, supervision.py):
+the request becomes the DCS's own setpoints and every MV may only move from where it is toward its DCS
+setpoint, at its rate limits; couplings and the budget still hold, the linearised process rows do not
+apply (the DCS's own setpoints are the reference the limits are judged against).
 
 The per-cycle box is the intersection of all per-MV limits. If it is empty (crossed bounds) the problem
 is infeasible without asking a solver. If the clipped request satisfies every row, it is the answer (the
 weighted projection onto a box is the clip, and it is feasible). Otherwise a small QP is solved by DAQP,
-a dual active-set solver set up once and cold-started each cycle so an answer depends only on its
-inputs (replayable). Every answer is checked independently; any doubt counts as infeasible, and then
-the last applied setpoints are held if they still fit, else control is released. project() never raises.
+a dual active-set solver set up once and cold-started each cycle, with an iteration limit and no clock,
+so an answer depends only on its inputs and replays bit for bit on any machine. Every answer is checked
+independently; any doubt counts as infeasible, and then the last applied setpoints are held if they still
+fit, else control is released. project() never raises.
 
 The per-cycle path (box, clip, row checks) runs on Python floats over sparse rows: on vectors of
-eighteen, each numpy call costs more than its work, and a cycle that starts with cold caches after
+fifteen, each numpy call costs more than its work, and a cycle that starts with cold caches after
 the idle wait pays that overhead several times over. The rare QP path uses numpy and DAQP.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,11 +57,13 @@ from boiler_ai.messages.record import ProjectionStatus
 
 SOLVER_INF = 1e30  # DAQP's infinity; np.inf makes it return NaN with a "solved" flag
 SOLVER_OPTIMAL = 1
+AUX_WEIGHT = 1e-6  # cost on a budget auxiliary variable, relative to its MV's weight
 SOLVER_PRIMAL_TOL = 1e-9  # rows may be violated by this much; far inside the check tolerance
 ACTIVE_MULTIPLIER = 1e-12  # a constraint binds when its multiplier is above rounding noise (~1e-17)
 _EQUALITY, _INEQUALITY = 5, 0  # DAQP constraint sense flags
-_LO_NAMES = ("min", "rate_down", "deviation_low")
-_HI_NAMES = ("max", "rate_up", "deviation_high")
+_OVER_BUDGET = "QP answer over the influence budget"
+_LO_NAMES = ("min", "rate_down", "deviation_low", "retreat")
+_HI_NAMES = ("max", "rate_up", "deviation_high", "retreat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +78,7 @@ class Projection:
 class Projector:
     def __init__(self, envelope: Envelope):
         e = self.envelope = envelope
-        n = self._n = len(e.mv_names)
+        self._n = len(e.mv_names)
         # Our own acceptance checks use half the guard's slack, so rounding differences between our
         # arithmetic and the guard's can never turn an accepted answer into a guard block.
         self._tol = e.guard_tolerance / 2
@@ -66,52 +87,67 @@ class Projector:
         self._box = list(zip(e.lo.tolist(), e.hi.tolist(), e.rate_up.tolist(), e.rate_down.tolist(),
                              e.max_dev.tolist()))
         # Rows as (MV index, coefficient) pairs of their non-zero terms: a coupling touches a few MVs.
-        # (lower, upper, on the deviation from the DCS, terms) per coupling; (upper limit?, limit,
-        # terms) per process limit.
+        # (lower, upper, on the deviation from the DCS, terms) per coupling; (upper limit?, warning
+        # threshold, terms) per process limit.
         self._coupling_bounds = [(c.limit if c.relation != "at_most" else -SOLVER_INF,
                                   c.limit if c.relation != "at_least" else SOLVER_INF,
                                   c.basis == "deviation_from_dcs", _terms(c.coefficients)) for c in e.couplings]
-        self._process_bounds = [(p.relation == "at_most", p.limit, _terms(p.sensitivity)) for p in e.process_limits]
+        self._process_bounds = [(p.relation == "at_most", p.warning, _terms(p.sensitivity)) for p in e.process_limits]
         self._row_terms = [b[3] for b in self._coupling_bounds] + [b[2] for b in self._process_bounds]
-        coupling_lo = [b[0] for b in self._coupling_bounds]
-        coupling_hi = [b[1] for b in self._coupling_bounds]
-        self._rows = np.array([c.coefficients for c in e.couplings]
-                              + [p.sensitivity for p in e.process_limits]).reshape(-1, n)
+        self._budget = _terms(e.budget.weights)  # (MV index, weight) of the budgeted MVs
+        self._budget_limit = e.budget.limit
         self._row_names = (tuple(f"coupling:{c.name}" for c in e.couplings)
                            + tuple(f"process:{p.name}" for p in e.process_limits))
-        self._h_diag = e.weights ** 2
-        self._model: daqp.Model | None = None
-        if len(self._rows):
-            self._sense = np.array([_INEQUALITY] * n
-                                   + [_EQUALITY if c.relation == "equal" else _INEQUALITY for c in e.couplings]
-                                   + [_INEQUALITY] * len(e.process_limits), dtype=np.int32)
-            model = daqp.Model()
-            settings = model.settings
-            # An iteration limit, never a wall-clock one: a replay must reach the same answer on any machine.
-            settings.update(primal_tol=SOLVER_PRIMAL_TOL, iter_limit=e.iteration_limit, time_limit=0.0)
-            model.settings = settings
-            # Set up once with the static limits; every cycle updates the cost and the bounds only.
-            upper = np.concatenate((e.hi, coupling_hi, np.full(len(e.process_limits), SOLVER_INF)))
-            lower = np.concatenate((e.lo, coupling_lo, np.full(len(e.process_limits), -SOLVER_INF)))
-            flag = model.setup(np.diag(self._h_diag), np.zeros(n), self._rows, upper, lower, self._sense)[0]
-            if flag < 0:
-                raise RuntimeError(f"DAQP setup failed with exit flag {flag} for {e.source}")
-            self._model = model
+        self._setup_qp()
+
+    def _setup_qp(self) -> None:
+        """The QP over [u; t]: u the MVs, t one auxiliary per budgeted MV (module docstring). Rows:
+        couplings, process limits, then per budgeted MV t - u >= -u_dcs and t + u >= u_dcs, then the budget."""
+        e, n = self.envelope, self._n
+        budget = self._budget
+        m = len(budget)
+        rows = [np.r_[c.coefficients, np.zeros(m)] for c in e.couplings]
+        rows += [np.r_[p.sensitivity, np.zeros(m)] for p in e.process_limits]
+        for k, (i, _) in enumerate(budget):
+            for sign in (-1.0, 1.0):
+                row = np.zeros(n + m)
+                row[i], row[n + k] = sign, 1.0
+                rows.append(row)
+        last = np.zeros(n + m)
+        last[n:] = [w for _, w in budget]
+        rows.append(last)
+        self._h_diag = np.r_[e.weights ** 2, [AUX_WEIGHT * e.weights[i] ** 2 for i, _ in budget]]
+        self._sense = np.array([_INEQUALITY] * (n + m)
+                               + [_EQUALITY if c.relation == "equal" else _INEQUALITY for c in e.couplings]
+                               + [_INEQUALITY] * (len(e.process_limits) + 2 * m + 1), dtype=np.int32)
+        model = daqp.Model()
+        settings = model.settings
+        # An iteration limit, not a time limit: the answer must not depend on how busy the machine is.
+        settings.update(primal_tol=SOLVER_PRIMAL_TOL, iter_limit=e.iteration_limit, time_limit=0.0)
+        model.settings = settings
+        upper = np.full(n + m + len(rows), SOLVER_INF)
+        lower = np.full(n + m + len(rows), -SOLVER_INF)
+        flag = model.setup(np.diag(self._h_diag), np.zeros(n + m), np.array(rows), upper, lower, self._sense)[0]
+        if flag < 0:
+            raise RuntimeError(f"DAQP setup failed with exit flag {flag} for {e.source}")
+        self._model = model
 
     def project(self, requested: np.ndarray, u_prev: np.ndarray, u_dcs: np.ndarray,
-                process_now: Mapping[str, float], available: Mapping[str, bool], dt: float) -> Projection:
+                process_now: Mapping[str, float], available: Mapping[str, bool], dt: float,
+                retreat: bool = False) -> Projection:
         """The action to write, in envelope MV order; see the module docstring.
 
         u_prev: setpoints in force (last applied, or the DCS setpoints while not active);
         process_now: current value of every process-limit signal; available: value of every
-        `available_when` signal (missing = false); dt: seconds until the next cycle's setpoints.
+        `available_when` signal (missing = false); dt: seconds until the next cycle's setpoints;
+        retreat: supervision's request to move back toward the DCS setpoints (the request is then ignored).
         """
         try:
-            return self._project(requested, u_prev, u_dcs, process_now, available, dt)
+            return self._project(requested, u_prev, u_dcs, process_now, available, dt, retreat)
         except Exception as exc:  # noqa: BLE001 -- a bug here must hand control back, never crash the cycle
             return Projection(None, ProjectionStatus.RELEASE, (), 0, f"projector error: {exc!r}")
 
-    def _project(self, requested, u_prev, u_dcs, process_now, available, dt) -> Projection:
+    def _project(self, requested, u_prev, u_dcs, process_now, available, dt, retreat) -> Projection:
         u_prev, u_dcs = self._floats(u_prev), self._floats(u_dcs)
         if u_prev is None:
             return _release("last applied setpoints missing or not finite")
@@ -127,7 +163,7 @@ class Projector:
                 return _release(f"process signal {p.signal} has no usable value ({process_now.get(p.signal)!r})")
             y_now.append(value)
 
-        limits = self._limits(u_prev, u_dcs, y_now, available, dt)
+        limits = self._limits(u_prev, u_dcs, y_now, available, dt, retreat)
         lo, hi = limits.lo, limits.hi
         crossed = [i for i in range(self._n) if lo[i] > hi[i]]
         if crossed:
@@ -136,18 +172,19 @@ class Projector:
             low, high = (self._bound(limits, i, upper).split(":")[1] for upper in (False, True))
             return self._fallback(limits, f"no setpoint fits {self.envelope.mv_names[i]}: its {low} bound "
                                           f"{lo[i]:g} is above its {high} bound {hi[i]:g}", names)
-        request = self._floats(requested)
+        request = u_dcs if retreat else self._floats(requested)
         if request is None:
             return self._fallback(limits, "requested action missing or not finite", ())
 
         # the clip, as np.clip computes it: bounds are not crossed here
         clipped = [min(max(r, low), high) for r, low, high in zip(request, lo, hi)]
-        if self._rows_fit(clipped, limits):
+        if self._fits(clipped, limits):
             names = tuple(self._bound(limits, i, r > hi[i])
                           for i, (c, r) in enumerate(zip(clipped, request)) if c != r)
-            status = ProjectionStatus.CLIPPED if names else ProjectionStatus.OK
+            status = ProjectionStatus.RETREAT if retreat else (
+                ProjectionStatus.CLIPPED if names else ProjectionStatus.OK)
             return Projection(clipped, status, names, 0, "")
-        return self._solve(request, limits)
+        return self._solve(request, limits, retreat)
 
     def _floats(self, values) -> list[float] | None:
         """`values` as n finite Python floats, or None."""
@@ -159,7 +196,11 @@ class Projector:
             return None
         return floats
 
-    def _limits(self, u_prev, u_dcs, y_now, available, dt) -> _Limits:
+    def usage(self, u: list[float], u_dcs: list[float]) -> float:
+        """How much of the influence budget the setpoints `u` use against the DCS setpoints."""
+        return sum([w * abs(u[i] - u_dcs[i]) for i, w in self._budget])
+
+    def _limits(self, u_prev, u_dcs, y_now, available, dt, retreat) -> _Limits:
         # A DCS setpoint outside the AI's range (a burner level starting up from its cooling position,
         # say) leaves that MV to the DCS until it is back inside: following the DCS is never a risk.
         pinned = [not low <= dcs <= high for dcs, (low, high, _, _, _) in zip(u_dcs, self._box)]
@@ -167,14 +208,18 @@ class Projector:
             if not available.get(signal, False):
                 pinned[i] = True
         # The box is the tightest of: absolute, rate around u_prev, deviation around u_dcs; a pinned
-        # MV is the DCS setpoint (it moves as the DCS moves it, not at the AI's rate). Which one
-        # binds is only worked out when a name is needed (_bound), off the hot path.
+        # MV is the DCS setpoint (it moves as the DCS moves it, not at the AI's rate). In a retreat,
+        # also between the setpoint in force and the DCS's. Which one binds is only worked out when a
+        # name is needed (_bound), off the hot path.
         lo: list[float] = []
         hi: list[float] = []
         for prev, dcs, pin, (low, high, up, down, dev) in zip(u_prev, u_dcs, pinned, self._box):
             if pin:
                 lo.append(dcs)
                 hi.append(dcs)
+            elif retreat:
+                lo.append(max(low, prev - down * dt, dcs - dev, min(prev, dcs)))
+                hi.append(min(high, prev + up * dt, dcs + dev, max(prev, dcs)))
             else:
                 lo.append(max(low, prev - down * dt, dcs - dev))
                 hi.append(min(high, prev + up * dt, dcs + dev))
@@ -185,32 +230,43 @@ class Projector:
             offset = sum([c * u_dcs[i] for i, c in terms]) if on_deviation else 0.0
             row_lo.append(low + offset)
             row_hi.append(high + offset)
-        # Process rows as bounds on S u: S u_prev + room left to the limit, never less than no change.
-        for (upper, limit, terms), now in zip(self._process_bounds, y_now):
+        # Process rows as bounds on S u: S u_prev + room left to the warning threshold, never less
+        # than no change. None in a retreat.
+        for (upper, threshold, terms), now in zip(self._process_bounds, y_now):
+            if retreat:
+                row_lo.append(-SOLVER_INF)
+                row_hi.append(SOLVER_INF)
+                continue
             base = sum([c * u_prev[i] for i, c in terms])
-            room = limit - now
+            room = threshold - now
             if upper:
                 row_lo.append(-SOLVER_INF)
                 row_hi.append(base + (room if room > 0.0 else 0.0))
             else:
                 row_lo.append(base + (room if room < 0.0 else 0.0))
                 row_hi.append(SOLVER_INF)
-        return _Limits(u_prev, u_dcs, dt, lo, hi, row_lo, row_hi, pinned)
+        budget = max(self._budget_limit, self.usage(u_prev, u_dcs))
+        return _Limits(u_prev, u_dcs, dt, lo, hi, row_lo, row_hi, budget, pinned, retreat)
 
     def _bound(self, limits: _Limits, i: int, upper: bool) -> str:
         """Name of the per-MV limit that sets MV i's lower (or upper) bound this cycle: the first of
-        absolute, rate, deviation that is tightest, as in _limits."""
+        absolute, rate, deviation (and in a retreat, the setpoint in force or the DCS's) that is
+        tightest, as in _limits."""
         if limits.pinned[i]:
             return f"{self.envelope.mv_names[i]}:unavailable"
         low, high, up, down, dev = self._box[i]
         u_prev, u_dcs, dt = limits.u_prev[i], limits.u_dcs[i], limits.dt
         if upper:
-            candidates = (high, u_prev + up * dt, u_dcs + dev)
+            candidates = (high, u_prev + up * dt, u_dcs + dev) + ((max(u_prev, u_dcs),) if limits.retreat else ())
             kind = _HI_NAMES[candidates.index(min(candidates))]
         else:
-            candidates = (low, u_prev - down * dt, u_dcs - dev)
+            candidates = (low, u_prev - down * dt, u_dcs - dev) + ((min(u_prev, u_dcs),) if limits.retreat else ())
             kind = _LO_NAMES[candidates.index(max(candidates))]
         return f"{self.envelope.mv_names[i]}:{kind}"
+
+    def _fits(self, x: list[float], limits: _Limits) -> bool:
+        """x (inside the box) meets every row and the influence budget."""
+        return self._rows_fit(x, limits) and self.usage(x, limits.u_dcs) <= limits.budget + self._tol
 
     def _rows_fit(self, x: list[float], limits: _Limits) -> bool:
         tol = self._tol
@@ -220,37 +276,58 @@ class Projector:
                 return False
         return True
 
-    def _solve(self, request: list[float], limits: _Limits) -> Projection:
-        lo, hi = limits.lo, limits.hi
-        self._model.update(f=-self._h_diag * np.array(request), bupper=np.array(hi + limits.row_hi),
-                           blower=np.array(lo + limits.row_lo), sense=self._sense)
+    def _solve(self, request: list[float], limits: _Limits, retreat: bool) -> Projection:
+        """The QP, first without the budget's rows (its auxiliaries are then free at 0 and cost nothing,
+        so the answer is the exact projection); only if that answer overspends the budget, again with them."""
+        first = self._qp(request, limits, retreat, budget=False)
+        if first.status is not ProjectionStatus.HOLD or first.reason != _OVER_BUDGET:
+            return first
+        second = self._qp(request, limits, retreat, budget=True)
+        return dataclasses.replace(second, iterations=first.iterations + second.iterations)
+
+    def _qp(self, request: list[float], limits: _Limits, retreat: bool, budget: bool) -> Projection:
+        lo, hi, n = limits.lo, limits.hi, self._n
+        u_dcs = limits.u_dcs
+        m = len(self._budget)
+        # t_j in [0, inf); rows t - u >= -u_dcs and t + u >= u_dcs per budgeted MV; then the budget
+        aux_lo = [v for i, _ in self._budget for v in (-u_dcs[i], u_dcs[i])] if budget else [-SOLVER_INF] * (2 * m)
+        upper = np.array(hi + [SOLVER_INF] * m + limits.row_hi + [SOLVER_INF] * (2 * m)
+                         + [limits.budget if budget else SOLVER_INF])
+        lower = np.array(lo + [0.0] * m + limits.row_lo + aux_lo + [-SOLVER_INF])
+        f = np.r_[-self._h_diag[:n] * np.array(request), np.zeros(m)]
+        self._model.update(f=f, bupper=upper, blower=lower, sense=self._sense)
         x, _, flag, info = self._model.solve()
         iterations = int(info.get("iterations", 1)) or 1
         if flag != SOLVER_OPTIMAL:
             return self._fallback(limits, f"no action fits the envelope (QP exit flag {flag})", (), iterations)
-        x = self._floats(x)
+        x = self._floats(np.asarray(x)[:n])
         # The solver's word is not taken: finite, inside the box (up to rounding, then clipped exactly)
-        # and every row within tolerance, or it is treated as infeasible.
+        # and every row and the budget within tolerance, or it is treated as infeasible.
         tol = self._tol
         if x is None or not all(low - tol <= v <= high + tol for v, low, high in zip(x, lo, hi)):
             return self._fallback(limits, "QP answer failed the independent check (bounds)", (), iterations)
         x = [min(max(v, low), high) for v, low, high in zip(x, lo, hi)]
         if not self._rows_fit(x, limits):
             return self._fallback(limits, "QP answer failed the independent check (rows)", (), iterations)
+        if self.usage(x, u_dcs) > limits.budget + tol:
+            return self._fallback(limits, _OVER_BUDGET, (), iterations)
         lam = np.asarray(info.get("lam", ()), dtype=float).reshape(-1)
         names = []
+        n_rows = len(self._row_names)
         for k in np.flatnonzero(np.abs(lam) > ACTIVE_MULTIPLIER):
-            if k < self._n:
+            if k < n:
                 names.append(self._bound(limits, k, lam[k] > 0))  # DAQP: positive = upper bound active
-            elif k - self._n < len(self._row_names):
-                names.append(self._row_names[k - self._n])
-        return Projection(x, ProjectionStatus.CLIPPED, tuple(names), iterations, "")
+            elif n + m <= k < n + m + n_rows:
+                names.append(self._row_names[k - n - m])
+            elif k >= n + m + n_rows and "influence_budget" not in names:
+                names.append("influence_budget")
+        status = ProjectionStatus.RETREAT if retreat else ProjectionStatus.CLIPPED
+        return Projection(x, status, tuple(names), iterations, "")
 
     def _fallback(self, limits: _Limits, reason: str, names: tuple[str, ...], iterations: int = 0) -> Projection:
         """Infeasible this cycle: hold the setpoints in force if they still fit every hard limit, else release."""
         u_prev = limits.u_prev
-        if (all(low <= v <= high for v, low, high in zip(u_prev, limits.lo, limits.hi))
-                and self._rows_fit(u_prev, limits)):
+        if all(low <= v <= high for v, low, high in zip(u_prev, limits.lo, limits.hi)) and self._fits(u_prev, limits):
             return Projection(list(u_prev), ProjectionStatus.HOLD, names, iterations, reason)
         return Projection(None, ProjectionStatus.RELEASE, names, iterations,
                           f"{reason}; the setpoints in force do not fit either")
@@ -267,7 +344,9 @@ class _Limits:
     hi: list[float]
     row_lo: list[float]  # couplings, then process limits
     row_hi: list[float]
+    budget: float  # the influence budget this cycle: the envelope's, or what u_prev already uses if more
     pinned: list[bool]
+    retreat: bool
 
 
 def _terms(row: np.ndarray) -> tuple[tuple[int, float], ...]:

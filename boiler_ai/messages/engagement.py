@@ -46,6 +46,10 @@ class Reason(enum.StrEnum):
     ENVELOPE_INFEASIBLE_HOLDING = "envelope_infeasible_holding"
     GUARD_BLOCK = "guard_block"
     NO_SAFE_ACTION = "no_safe_action"
+    # process limits (supervision on measured values)
+    PROCESS_LIMIT_WARNING = "process_limit_warning"  # a value beyond its warning threshold: retreat to the DCS
+    PROCESS_LIMIT_EXCEEDED = "process_limit_exceeded"  # beyond its hard limit for hold_s: release
+    PROCESS_LIMIT_RECOVERING = "process_limit_recovering"  # not yet back inside its warning band for recover_s
     # the DCS and the operator
     AI_ENABLE_OFF = "ai_enable_off"
     AWAITING_OPERATOR_REENABLE = "awaiting_operator_reenable"

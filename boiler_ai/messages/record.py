@@ -25,6 +25,7 @@ _ACTION = "per MV in `mvs` order"
 class ProjectionStatus(enum.StrEnum):
     OK = "ok"  # the request already fits the envelope
     CLIPPED = "clipped"  # moved to the closest point that fits
+    RETREAT = "retreat"  # supervision asked for a retreat: toward the DCS setpoints at the rate limits
     HOLD = "hold"  # nothing fits; the last applied setpoints still do: hold them
     RELEASE = "release"  # nothing fits, not even the last applied setpoints: hand back to the DCS
 
@@ -47,9 +48,12 @@ class PolicyCheck:
 @dataclass(frozen=True, slots=True)
 class ProjectionResult:
     status: Annotated[ProjectionStatus, OPEN] = field(metadata=doc(
-        "ok (the request fits), clipped (moved to the closest action that fits), hold (nothing fits: "
+        "ok (the request fits), clipped (moved to the closest action that fits), retreat (a process value is beyond "
+        "its warning threshold: toward the DCS setpoints at the rate limits), hold (nothing fits: "
         "the setpoints in force are held), release (nothing fits, not even those: hand back)"))
-    active_constraints: Sequence[str] = field(metadata=doc("names of the envelope rows at their limit"))
+    active_constraints: Sequence[str] = field(metadata=doc(
+        "names of the envelope rows at their limit: `<mv>:<bound>` (min, max, rate_up, rate_down, "
+        "deviation_low, deviation_high, retreat), `coupling:<name>`, `process:<name>`, `influence_budget`"))
 
 
 @dataclass(frozen=True, slots=True)

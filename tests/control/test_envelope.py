@@ -27,7 +27,7 @@ def test_reference_envelope_follows_the_tag_map(envelope, envelope_path, tag_map
     assert envelope.unit == tag_map.unit
     assert envelope.sha256 == hashlib.sha256(envelope_path.read_bytes()).hexdigest()
     for array in (envelope.lo, envelope.hi, envelope.rate_up, envelope.rate_down, envelope.max_dev, envelope.weights):
-        assert array.shape == (18,) and not array.flags.writeable
+        assert array.shape == (15,) and not array.flags.writeable
     assert envelope.condition_signals == tuple(f"mill_{m}_in_service" for m in "abcdef")
     assert set(envelope.process_signals) == {"o2_economiser_pct", "co_ppm", "nox_mg_nm3", "main_steam_temp_c",
                                              "reheat_steam_temp_c", "airheater_exit_gas_temp_c"}
@@ -45,14 +45,22 @@ def test_reference_limits_are_ones_a_plant_engineer_signs(envelope):
     balance = next(c for c in envelope.couplings if c.name == "feeder_fuel_balance")
     assert balance.relation == "equal" and balance.basis == "deviation_from_dcs" and balance.limit == 0.0
     assert [balance.coefficients[i[f"feeder_{m}_bias_tph"]] for m in "abcdef"] == [1.0] * 6
+    assert not any("spray" in name for name in envelope.mv_names)  # steam temperature stays with the DCS
     limits = {p.name: p for p in envelope.process_limits}
-    assert limits["o2_min"].limit == 2.0 and limits["o2_min"].sensitivity[o2] == 1.0
-    assert limits["co_max"].limit == 200.0 and limits["co_max"].sensitivity[o2] < 0  # less air, more CO
-    assert limits["nox_max"].sensitivity[i["sofa_damper_2_pct"]] < 0  # staging lowers NOx
-    assert limits["co_max"].sensitivity[i["sofa_damper_2_pct"]] > 0  # and raises CO a little
-    spray = limits["main_steam_temp_max"].sensitivity[i["sh_spray_2_valve_pct"]]
-    assert -0.6 <= spray <= -0.2
+    # fitted sensitivities (training/fit_sensitivities.py): the signs the physics says, intervals around them
+    assert limits["o2_min"].limit == 2.0 and 0.7 <= limits["o2_min"].sensitivity_low[o2] <= 1.0
+    assert limits["o2_min"].sensitivity_high[o2] >= 1.0
+    assert limits["nox_max"].sensitivity_low[o2] > 0 or limits["nox_max"].sensitivity[o2] > 0  # more air, more NOx
+    assert limits["nox_max"].sensitivity_high[i["sofa_damper_2_pct"]] < 0  # staging lowers NOx
+    assert limits["nox_max"].sensitivity_low[i["sa_damper_a_pct"]] > 0  # burner-zone air raises it
+    for p in envelope.process_limits:
+        assert np.all(p.sensitivity_low <= p.sensitivity_high)
+        assert np.all(np.abs(p.sensitivity) == np.maximum(np.abs(p.sensitivity_low), np.abs(p.sensitivity_high)))
+        assert p.sensitivity_source.startswith("python -m training.fit_sensitivities")
+        assert p.beyond(p.limit, p.warning) and p.hold_s > 0  # the warning threshold is inside the limit
     assert limits["main_steam_temp_max"].limit == limits["reheat_temp_max"].limit == 545.0
+    assert limits["nox_max"].analyser_lag_s >= 20 and limits["co_max"].analyser_lag_s >= 20
+    assert envelope.budget.limit > 0 and np.all(envelope.budget.weights > 0)
 
 
 def test_describe_shows_every_limit(envelope):
@@ -67,7 +75,7 @@ def test_describe_shows_every_limit(envelope):
 def test_vector_and_mapping_round_trip(envelope):
     values = {n: float(k) for k, n in enumerate(envelope.mv_names)}
     assert envelope.mapping(envelope.vector(values)) == values
-    values.pop("rh_spray_valve_pct")
+    values.pop("o2_setpoint_bias_pct")
     assert np.isnan(envelope.vector(values)[-1])
 
 
@@ -105,12 +113,35 @@ def _delete(path_keys):
     (_set(["manipulated", "sofa_damper_1_pct", "max_rate"], 1.0), "manipulated.sofa_damper_1_pct.max_rate",
      "unknown field"),
     (_set(["solver", "iterations"], 10), "solver.iterations", "unknown field"),
+    (_delete(["solver", "iteration_limit"]), "solver.iteration_limit", "required field is missing"),
+    (_set(["solver", "time_budget_us"], 500), "solver.time_budget_us", "unknown field"),
+    (_delete(["influence_budget"]), "influence_budget", "required field is missing"),
+    (_delete(["influence_budget", "weights", "sofa_damper_2_pct"]), "influence_budget.weights",
+     "missing: sofa_damper_2_pct"),
+    (_set(["influence_budget", "weights", "sh_spray_1_valve_pct"], 0.1),
+     "influence_budget.weights.sh_spray_1_valve_pct", "unknown field"),
+    (_set(["influence_budget", "limit"], -1.0), "influence_budget.limit", ">= 0.0"),
+    (_set(["influence_budget", "cap"], 1.0), "influence_budget.cap", "unknown field"),
+    (_delete(["process_limits", "nox_max", "warning"]), "process_limits.nox_max.warning", "required field is missing"),
+    (_set(["process_limits", "nox_max", "warning"], 520.0), "process_limits.nox_max.warning", "safe side"),
+    (_set(["process_limits", "o2_min", "warning"], 1.5), "process_limits.o2_min.warning", "safe side"),
+    (_delete(["process_limits", "co_max", "hold_s"]), "process_limits.co_max.hold_s", "required field is missing"),
+    (_set(["process_limits", "co_max", "recover_s"], -5), "process_limits.co_max.recover_s", ">= 0.0"),
+    (_delete(["process_limits", "co_max", "analyser_lag_s"]), "process_limits.co_max.analyser_lag_s",
+     "required field is missing"),
+    (_delete(["process_limits", "co_max", "sensitivity_source"]), "process_limits.co_max.sensitivity_source",
+     "required field is missing"),
+    (_set(["process_limits", "co_max", "sensitivity", "o2_setpoint_bias_pct"], -60.0),
+     "process_limits.co_max.sensitivity.o2_setpoint_bias_pct", "expected [lo, hi]"),
+    (_set(["process_limits", "co_max", "sensitivity", "o2_setpoint_bias_pct"], [-10.0, -80.0]),
+     "process_limits.co_max.sensitivity.o2_setpoint_bias_pct", "above hi"),
+    (_set(["process_limits", "co_max", "hold"], 5), "process_limits.co_max.hold", "unknown field"),
     (_set(["manipulated", "feeder_a_bias_tph", "available_when"], "mill_g_in_service"),
      "manipulated.feeder_a_bias_tph.available_when", "unknown tag 'mill_g_in_service'"),
     (_set(["manipulated", "feeder_a_bias_tph", "available_when"], "unit_load_mw"),
      "manipulated.feeder_a_bias_tph.available_when", "readable Boolean"),
     (_set(["process_limits", "co_max", "signal"], "co_stack_ppm"), "process_limits.co_max.signal", "unknown tag"),
-    (_set(["process_limits", "co_max", "sensitivity", "sofa_damper_3_pct"], 1.0),
+    (_set(["process_limits", "co_max", "sensitivity", "sofa_damper_3_pct"], [1.0, 2.0]),
      "process_limits.co_max.sensitivity.sofa_damper_3_pct", "not a manipulated variable"),
     (_set(["couplings", "feeder_fuel_balance", "relation"], "="), "couplings.feeder_fuel_balance.relation",
      "must be one of"),
@@ -120,11 +151,12 @@ def _delete(path_keys):
      ">= -2.0"),
     (_set(["manipulated", "o2_setpoint_bias_pct", "max"], -1.5), "manipulated.o2_setpoint_bias_pct.max",
      "below min"),
-    (_set(["manipulated", "sh_spray_1_valve_pct", "rate_up_per_s"], "fast"),
-     "manipulated.sh_spray_1_valve_pct.rate_up_per_s", "finite number"),
-    (_set(["manipulated", "sh_spray_1_valve_pct", "weight"], 0), "manipulated.sh_spray_1_valve_pct.weight", "above 0"),
+    (_set(["manipulated", "sofa_damper_2_pct", "rate_up_per_s"], "fast"),
+     "manipulated.sofa_damper_2_pct.rate_up_per_s", "finite number"),
+    (_set(["manipulated", "sofa_damper_2_pct", "weight"], 0), "manipulated.sofa_damper_2_pct.weight", "above 0"),
     (_set(["guard", "tolerance"], 0.5), "guard.tolerance", "<= 0.001"),
-    (_delete(["manipulated", "rh_spray_valve_pct"]), "manipulated", "missing: rh_spray_valve_pct"),
+    (_delete(["manipulated", "o2_setpoint_bias_pct"]), "manipulated", "missing: o2_setpoint_bias_pct"),
+    (_set(["manipulated", "sh_spray_1_valve_pct"], {}), "manipulated", "not in the tag map: sh_spray_1_valve_pct"),
     (_set(["manipulated", "sofa_damper_3_pct"], {}), "manipulated", "not in the tag map: sofa_damper_3_pct"),
     (_set(["unit"], "unit_2"), "unit", "not the tag map's unit"),
 ])

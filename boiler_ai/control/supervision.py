@@ -1,0 +1,111 @@
+"""Process-limit supervision on measured values (docs/ARCHITECTURE.md): the local layer vetoes on what it
+measures, not only on what its linear model predicts.
+
+Each process limit of the envelope has a hard limit and a warning threshold on its safe side. Every
+cycle, per limit, the value judged is the worse of
+  measured    the signal as read now, and
+  predicted   measured + S (offset now - offset analyser_lag_s ago), with offset = AI setpoint - DCS
+              setpoint and S the conservative end of the fitted interval: the effect of the AI's own
+              recent moves that a lagging analyser (NOx, CO: 20-30 s) has not shown yet.
+The judged values are also what the projector's linearised rows and the guard start from, so moves
+made within an analyser's lag add up instead of each being judged against the same stale reading.
+Then:
+  beyond the warning threshold   while the AI is active: retreat (the projector moves every AI setpoint
+                                 toward the DCS's at its rate limits, ignoring the policy)
+  beyond the hard limit          for hold_s while active: release, reason process_limit_exceeded, naming
+                                 the limit
+  not inside the warning band    for recover_s (since it was last beyond): no entry, reason
+                                 process_limit_recovering; the operator's AI_ENABLE is needed as always
+
+Pure: values and the cycle period are handed in; the state (offset history, timers) is plain data for
+the decision record's controller state, so a replay resumes it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from boiler_ai.control.envelope import Envelope
+from boiler_ai.messages import Event, EventType, Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Supervision:
+    """This cycle's verdict."""
+
+    retreat: bool  # ask the projector to move back toward the DCS setpoints
+    events: tuple[Event, ...]  # warning (soft), release (immediate) or no-entry events, in limit order
+    # Per process signal, the value judged (measured, or predicted where that is worse): what the
+    # projector's rows and the guard start from, so moves made within an analyser's lag add up.
+    judged: dict[str, float]
+
+
+class Supervisor:
+    def __init__(self, envelope: Envelope, cycle_period_s: float):
+        self.envelope = envelope
+        self.dt = cycle_period_s
+        self._limits = envelope.process_limits
+        # per limit: its lag in cycles and its sensitivity as (MV index, S) pairs
+        self._lag_cycles = [max(0, round(p.analyser_lag_s / cycle_period_s)) for p in self._limits]
+        self._terms = [tuple((i, s) for i, s in enumerate(p.sensitivity.tolist()) if s) for p in self._limits]
+        self._depth = max(self._lag_cycles, default=0) + 1
+        self.offsets: list[list[float]] = []  # newest last, at most _depth entries
+        self.over_hard_s = [0.0] * len(self._limits)
+        # Seconds since each value was last beyond its warning threshold. A new daemon has no history:
+        # it starts as recovered and the first value beyond the threshold resets it.
+        self.inside_s = [p.recover_s for p in self._limits]
+
+    def update(self, process_now: Mapping[str, float], u_prev: Sequence[float], u_dcs: Sequence[float],
+               active: bool) -> Supervision:
+        dt = self.dt
+        offsets = [p - d for p, d in zip(u_prev, u_dcs)]
+        if all(map(math.isfinite, offsets)):
+            self.offsets.append(offsets)
+            del self.offsets[:-self._depth]
+        retreat = False
+        warnings, releases, recovering = [], [], []
+        judged_values = dict(process_now)
+        for k, p in enumerate(self._limits):
+            measured = process_now.get(p.signal, math.nan)
+            if not math.isfinite(measured):
+                continue  # validation and the projector deal with a missing value
+            judged, note = measured, ""
+            if self._lag_cycles[k] and self.offsets:
+                past = self.offsets[max(0, len(self.offsets) - 1 - self._lag_cycles[k])]
+                now = self.offsets[-1]
+                predicted = measured + sum([s * (now[i] - past[i]) for i, s in self._terms[k]])
+                if p.beyond(predicted, measured):
+                    judged, note = predicted, f" (measured {measured:.4g}, predicted {predicted:.4g})"
+                    judged_values[p.signal] = predicted
+            over_hard = p.beyond(judged, p.limit)
+            self.over_hard_s[k] = self.over_hard_s[k] + dt if over_hard else 0.0
+            if p.beyond(judged, p.warning):
+                self.inside_s[k] = 0.0
+                if active:
+                    retreat = True
+                    warnings.append(f"{p.name}: {p.signal} {judged:.4g}{note} beyond its warning threshold "
+                                    f"{p.warning:g} {p.unit}")
+            else:
+                self.inside_s[k] += dt
+            if active and over_hard and self.over_hard_s[k] >= p.hold_s:
+                releases.append(f"{p.name}: {p.signal} {judged:.4g} {p.unit}{note} beyond its limit {p.limit:g} "
+                                f"for {self.over_hard_s[k]:g} s (hold {p.hold_s:g} s)")
+            if not active and self.inside_s[k] < p.recover_s:
+                recovering.append(f"{p.name}: {p.signal} inside its warning threshold {p.warning:g} for "
+                                  f"{self.inside_s[k]:g} of {p.recover_s:g} s")
+        events = [Event(EventType.SOFT_DISABLE, Reason.PROCESS_LIMIT_WARNING, w) for w in warnings]
+        events += [Event(EventType.IMMEDIATE_DISABLE, Reason.PROCESS_LIMIT_EXCEEDED, r) for r in releases]
+        if recovering:
+            events.append(Event(EventType.NO_ENTRY, Reason.PROCESS_LIMIT_RECOVERING, "; ".join(recovering)))
+        return Supervision(retreat and not releases, tuple(events), judged_values)
+
+    def state(self) -> dict:
+        return {"offsets": [list(o) for o in self.offsets], "over_hard_s": list(self.over_hard_s),
+                "inside_s": list(self.inside_s)}
+
+    def restore(self, state: dict) -> None:
+        self.offsets = [list(o) for o in state["offsets"]]
+        self.over_hard_s = list(state["over_hard_s"])
+        self.inside_s = list(state["inside_s"])
