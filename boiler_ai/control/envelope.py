@@ -318,4 +318,14 @@ def _process_limits(section: Fields, names: tuple[str, ...], tag_map: TagMap) ->
             sensitivity_source=f.string("sensitivity_source"),
         ))
         f.done()
+    # Supervision judges one value per signal (measured, or measured plus a prediction over the analyser's
+    # lag): the limits on a signal must agree on the lag, and a lagging signal is limited on one side only.
+    for p in out:
+        first = next(q for q in out if q.signal == p.signal)
+        if p.analyser_lag_s != first.analyser_lag_s:
+            raise section.error(f"{p.name}.analyser_lag_s", f"{p.signal} has analyser_lag_s "
+                                f"{first.analyser_lag_s:g} in {first.name}: one signal, one lag")
+        if p.analyser_lag_s > 0 and p.relation != first.relation:
+            raise section.error(f"{p.name}.relation", f"{p.signal} lags ({p.analyser_lag_s:g} s) and is "
+                                f"limited on both sides ({first.name}): supervision predicts one side only")
     return tuple(out)

@@ -136,6 +136,11 @@ def _delete(path_keys):
     (_set(["process_limits", "co_max", "sensitivity", "o2_setpoint_bias_pct"], [-10.0, -80.0]),
      "process_limits.co_max.sensitivity.o2_setpoint_bias_pct", "above hi"),
     (_set(["process_limits", "co_max", "hold"], 5), "process_limits.co_max.hold", "unknown field"),
+    (_set(["process_limits", "reheat_temp_min", "analyser_lag_s"], 30), "process_limits.reheat_temp_min.analyser_lag_s",
+     "one signal, one lag"),
+    (lambda data: [_set(["process_limits", name, "analyser_lag_s"], 30)(data)
+                   for name in ("main_steam_temp_max", "main_steam_temp_min")],
+     "process_limits.main_steam_temp_min.relation", "limited on both sides"),
     (_set(["manipulated", "feeder_a_bias_tph", "available_when"], "mill_g_in_service"),
      "manipulated.feeder_a_bias_tph.available_when", "unknown tag 'mill_g_in_service'"),
     (_set(["manipulated", "feeder_a_bias_tph", "available_when"], "unit_load_mw"),

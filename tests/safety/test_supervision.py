@@ -1,0 +1,108 @@
+"""Process-limit supervision on measured values: warning band -> retreat, hard limit for hold_s ->
+release naming the limit, recovery time before re-engaging, lagging analysers judged on measured plus
+predicted values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from boiler_ai.control.engagement import EventType
+from boiler_ai.control.envelope import load_envelope
+from boiler_ai.control.supervision import RECOVERING_REASON, RELEASE_REASON, WARNING_REASON, Supervisor
+from boiler_ai.plant.tagmap import load_tag_map
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = load_envelope(ROOT / "constraints" / "reference_unit.yaml", load_tag_map(ROOT / "opc" / "reference_unit.yaml"))
+LIMITS = {p.name: p for p in ENV.process_limits}
+NOX = LIMITS["nox_max"]
+O2_MIN = LIMITS["o2_min"]
+NORMAL = {"o2_economiser_pct": 3.5, "co_ppm": 20.0, "nox_mg_nm3": 300.0, "main_steam_temp_c": 540.0,
+          "reheat_steam_temp_c": 538.0, "airheater_exit_gas_temp_c": 130.0}
+DCS = [0.0] * 6 + [60.0] * 5 + [15.0] + [40.0, 40.0, 0.0]
+I_O2 = ENV.mv_names.index("o2_setpoint_bias_pct")
+
+
+def reasons(verdict, kind=None):
+    return [e.reason for e in verdict.events if kind is None or e.type is kind]
+
+
+def test_normal_values_raise_nothing():
+    sup = Supervisor(ENV, 1.0)
+    for active in (True, False):
+        verdict = sup.update(NORMAL, DCS, DCS, active)
+        assert not verdict.retreat and verdict.events == ()
+
+
+def test_warning_band_retreats_and_the_hard_limit_releases_after_its_hold():
+    sup = Supervisor(ENV, 1.0)
+    in_band = dict(NORMAL, nox_mg_nm3=(NOX.warning + NOX.limit) / 2)
+    verdict = sup.update(in_band, DCS, DCS, True)
+    assert verdict.retreat and reasons(verdict) == [WARNING_REASON]
+    assert "nox_max" in verdict.events[0].detail
+    over = dict(NORMAL, nox_mg_nm3=NOX.limit + 30.0)
+    for _ in range(int(NOX.hold_s) - 1):
+        verdict = sup.update(over, DCS, DCS, True)
+        assert verdict.retreat and RELEASE_REASON not in reasons(verdict)
+    verdict = sup.update(over, DCS, DCS, True)
+    assert reasons(verdict, EventType.IMMEDIATE_DISABLE) == [RELEASE_REASON] and not verdict.retreat
+    detail = verdict.events[-1].detail
+    assert detail.startswith("nox_max: nox_mg_nm3 530") and f"for {NOX.hold_s:g} s" in detail
+    # a dip back under the hard limit restarts the hold
+    sup.update(in_band, DCS, DCS, True)
+    assert RELEASE_REASON not in reasons(sup.update(over, DCS, DCS, True))
+
+
+def test_lower_limits_work_the_same_way():
+    sup = Supervisor(ENV, 1.0)
+    low = dict(NORMAL, o2_economiser_pct=O2_MIN.limit - 0.2)
+    verdicts = [sup.update(low, DCS, DCS, True) for _ in range(int(O2_MIN.hold_s))]
+    assert all(v.retreat for v in verdicts[:-1])
+    assert "o2_min: o2_economiser_pct 1.8" in verdicts[-1].events[-1].detail
+
+
+def test_reengaging_waits_until_the_value_has_been_inside_its_band_for_recover_s():
+    sup = Supervisor(ENV, 1.0)
+    sup.update(dict(NORMAL, nox_mg_nm3=NOX.limit + 10.0), DCS, DCS, False)
+    for second in range(int(NOX.recover_s) - 1):
+        verdict = sup.update(NORMAL, DCS, DCS, False)
+        assert reasons(verdict, EventType.NO_ENTRY) == [RECOVERING_REASON], second
+        assert f"nox_max: nox_mg_nm3 inside its warning threshold {NOX.warning:g}" in verdict.events[0].detail
+    assert sup.update(NORMAL, DCS, DCS, False).events == ()
+
+
+def test_a_lagging_analyser_is_judged_on_measured_plus_predicted():
+    """The AI raised its O2 bias over the last seconds; NOx as measured has not moved yet (analyser
+    lag), but the prediction puts it in the warning band: retreat now, not when the analyser shows it."""
+    sup = Supervisor(ENV, 1.0)
+    s_o2 = NOX.sensitivity[I_O2]
+    assert s_o2 > 0 and NOX.analyser_lag_s >= 20
+    measured = dict(NORMAL, nox_mg_nm3=NOX.warning - 0.1 * s_o2)  # 0.1 % O2 bias away from the band
+    u = list(DCS)
+    for k in range(int(NOX.analyser_lag_s)):
+        u[I_O2] = 0.005 * k  # the AI's O2 bias ramps up
+        verdict = sup.update(measured, u, DCS, True)
+    assert verdict.retreat and "predicted" in verdict.events[0].detail
+    assert verdict.judged["nox_mg_nm3"] > NOX.warning > measured["nox_mg_nm3"]  # the projector starts from it
+    # The same measured value with no recent AI move is fine: it is the move that counts.
+    assert not Supervisor(ENV, 1.0).update(measured, u, DCS, True).retreat
+    # Moves that lower NOx are not credited: the measured value stands.
+    down = Supervisor(ENV, 1.0)
+    for k in range(30):
+        verdict = down.update(dict(NORMAL, nox_mg_nm3=NOX.warning + 5.0), [*DCS[:I_O2], 0.3 - 0.01 * k], DCS, True)
+    assert verdict.retreat and "predicted" not in verdict.events[0].detail
+    assert verdict.judged["nox_mg_nm3"] == NOX.warning + 5.0
+
+
+def test_state_resumes_exactly_through_json():
+    first, second = Supervisor(ENV, 1.0), Supervisor(ENV, 1.0)
+    rng = np.random.default_rng(4)
+    values = [dict(NORMAL, nox_mg_nm3=float(v)) for v in rng.uniform(400, 520, 40)]
+    offsets = [[*DCS[:I_O2], float(o)] for o in rng.uniform(-0.3, 0.3, 40)]
+    for v, u in zip(values[:20], offsets[:20]):
+        first.update(v, u, DCS, True)
+    second.restore(json.loads(json.dumps(first.state())))
+    for v, u in zip(values[20:], offsets[20:]):
+        assert first.update(v, u, DCS, True) == second.update(v, u, DCS, True)
