@@ -1,0 +1,123 @@
+"""The plant stays inside its process limits whatever the policy does: hand-built adversarial ONNX
+policies and arbitrary in-envelope policies, closed loop through the real core on the stepped unit,
+against the DCS alone on the same scenario and seed. Short runs here; benchmarks/adversarial.py runs
+the full-load hour and the standard day. The simulated DCS has no process-limit trip of AI mode in
+these runs: they measure the daemon's own protection."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rigs.adversarial import ROOT, dcs_alone, policy_config, with_policy
+from rigs.cycle_rig import Rig
+from rigs.policies import ADVERSARIES, FEEDERS, O2, SA, SOFA, Adversary
+
+from boiler_ai.control.envelope import load_envelope
+from boiler_ai.control.supervision import RECOVERING_REASON, RELEASE_REASON
+from boiler_ai.plant.tagmap import load_tag_map
+from boiler_ai.plant.types import Reading, Snapshot
+
+ENV = load_envelope(ROOT / "constraints" / "reference_unit.yaml", load_tag_map(ROOT / "opc" / "reference_unit.yaml"))
+ALLOWED_S = {p.name: p.hold_s + p.analyser_lag_s for p in ENV.process_limits}
+SECONDS = 400
+
+
+@cache
+def baseline(scenario: str, seconds: int):
+    return dcs_alone(scenario, 0, seconds)
+
+
+def assert_within_limits(figures, scenario: str, seconds: int) -> None:
+    base = baseline(scenario, seconds)
+    for name, allowed in ALLOWED_S.items():
+        assert figures.over_s[name] - base.over_s[name] <= allowed, (name, figures.as_dict())
+        assert figures.longest_with_ai_s[name] <= allowed, (name, figures.as_dict())
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIES))
+def test_adversary_at_full_load(tmp_path, name):
+    figures = with_policy(policy_config(tmp_path, name), "steady_full_load", 0, SECONDS)
+    assert_within_limits(figures, "steady_full_load", SECONDS)
+    if name == "nan_output":
+        assert figures.releases and set(figures.releases) == {"model_output_not_finite"}
+
+
+def test_the_suite_covers_what_the_issue_names():
+    assert len(ADVERSARIES) >= 10
+    shapes = {a.shape for a in ADVERSARIES.values()}
+    assert {"constant", "drift", "bang_bang", "nan"} <= shapes
+    drifting = [set(a.offsets) for a in ADVERSARIES.values() if a.shape == "drift"]
+    for group in (FEEDERS, SA, SOFA, (O2,)):  # a slow drift in each MV group
+        assert any(d & set(group) for d in drifting), group
+
+
+def test_the_shipped_policy_keeps_the_standard_day_inside_every_limit(tmp_path):
+    """The first half hour of the standard day (the whole day: benchmarks/adversarial.py)."""
+    figures = with_policy(policy_config(tmp_path, None), "agc_day_24h", 0, 1800)
+    assert figures.ai_s > 1500
+    assert figures.over_s == dict.fromkeys(ALLOWED_S, 0), figures.as_dict()
+
+
+def nox_reading(rig: Rig, value: float):
+    def hook(snapshot: Snapshot) -> Snapshot:
+        readings = dict(snapshot.readings)
+        old = readings["nox_mg_nm3"]
+        readings["nox_mg_nm3"] = Reading(value, old.status_code, old.source_ts)
+        return Snapshot(readings, snapshot.read_time, snapshot.error)
+    rig.snapshot_hook = hook
+
+
+def test_over_the_hard_limit_for_its_hold_releases_and_reengaging_waits_for_recovery(tmp_path):
+    rig = Rig(policy_config(tmp_path, "high_nox"))
+    rig.engage()
+    nox = next(p for p in ENV.process_limits if p.name == "nox_max")
+    nox_reading(rig, nox.limit + 20.0)
+    records = rig.run(int(nox.hold_s) + 1)
+    assert records[0]["projection"]["status"] == "retreat"
+    released = [r for r in records if r["release_reason"]]
+    assert [r["release_reason"] for r in released] == [RELEASE_REASON]
+    event = next(e for e in released[0]["events"] if e["reason"] == RELEASE_REASON)
+    assert event["detail"].startswith("nox_max: nox_mg_nm3 520") and f"hold {nox.hold_s:g} s" in event["detail"]
+    # Back inside the warning band and the operator re-enables: no request until recover_s has passed.
+    nox_reading(rig, nox.warning - 50.0)
+    rig.unit.set_ai_enable(False)
+    rig.run(2)
+    rig.unit.set_ai_enable(True)
+    waiting = rig.run(int(nox.recover_s) - 3)
+    assert all(r["mode"] == "disabled" for r in waiting)
+    assert any(e["reason"] == RECOVERING_REASON for e in waiting[-1]["events"])
+    rig.engage(limit=30)
+
+
+ENVELOPE_OFFSETS = st.fixed_dictionaries({
+    **{f: st.floats(-5.0, 5.0) for f in FEEDERS}, **{d: st.floats(-20.0, 20.0) for d in SA + SOFA},
+    O2: st.floats(-1.0, 1.0)})
+
+
+@settings(max_examples=8, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(offsets=ENVELOPE_OFFSETS, shape=st.sampled_from(["constant", "bang_bang", "drift"]),
+       period=st.floats(10.0, 200.0))
+def test_any_in_envelope_policy_keeps_the_plant_inside_its_limits(tmp_path_factory, offsets, shape, period):
+    """Arbitrary policies whose requests lie inside the per-MV deviation limits (the projector still
+    applies rates, couplings and the budget), constant, switching or drifting (a full deviation in
+    100 s), closed loop at full load."""
+    if shape == "drift":
+        offsets = {k: v / 100.0 for k, v in offsets.items()}
+    tmp = tmp_path_factory.mktemp("policy")
+    config = policy_config(tmp, "arbitrary", Adversary(shape, offsets, period_cycles=period))
+    figures = with_policy(config, "steady_full_load", 0, 300)
+    assert_within_limits(figures, "steady_full_load", 300)
+
+
+def test_sensitivities_come_from_the_fit_command_not_by_hand():
+    text = (ROOT / "constraints" / "reference_unit.yaml").read_text()
+    data = yaml.safe_load(text)
+    for name, limit in data["process_limits"].items():
+        assert limit["sensitivity_source"].startswith("python -m training.fit_sensitivities"), name
+    assert Path(ROOT / "docs" / "STEP_TESTS.md").is_file()
