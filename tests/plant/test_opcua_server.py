@@ -416,17 +416,17 @@ def test_client_writes_reach_the_plant_and_are_checked_like_a_strict_server(loop
 
 def test_a_write_the_plant_refuses_is_not_served(loop, plant, tag_map):
     server, recorder = plant
-    loop.run(server.publish({"sh_spray_1_valve_pct_ai_sp": 20.0}, time.time()))
+    loop.run(server.publish({"sofa_damper_2_pct_ai_sp": 20.0}, time.time()))
     recorder.refuse = True
 
     async def check():
         async with Client(server.endpoint) as client:
             ns = await ns_index(client, tag_map)
-            node = node_of(tag_map, ns, "sh_spray_1_valve_pct_ai_sp")
+            node = node_of(tag_map, ns, "sofa_damper_2_pct_ai_sp")
             return (await write_raw(client, node, plain(30.0, ua.VariantType.Double))).value
 
     assert loop.run(check()) == ua.StatusCodes.BadInternalError
-    assert server.served("sh_spray_1_valve_pct_ai_sp").value == 20.0
+    assert server.served("sofa_damper_2_pct_ai_sp").value == 20.0
 
 
 # ---------------------------------------------------------------------------------------------

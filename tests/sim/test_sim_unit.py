@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from boiler_ai.plant.tagmap import load_tag_map
-from boiler_ai.sim.dcs import MV_NAMES
 from boiler_ai.sim.scenario import SCENARIOS, Event, Scenario, named_scenario
 from boiler_ai.sim.unit import PROCESS_LIMITS, SIGNALS, ReferenceUnit, default_tag_map_path
 
@@ -18,7 +17,10 @@ def test_default_tag_map_is_the_packaged_one(tag_map):
     assert default_tag_map_path().exists()
     unit = ReferenceUnit()
     assert unit.tag_map.signals.keys() == tag_map.signals.keys()
-    assert set(SIGNALS) == set(tag_map.readable)
+    # the unit publishes an AI setpoint for every MV it has; the tag map reads those it hands to the AI
+    assert set(tag_map.readable) <= set(SIGNALS)
+    sprays = ("sh_spray_1", "sh_spray_2", "rh_spray")
+    assert set(SIGNALS) - set(tag_map.readable) == {f"{s}_valve_pct_ai_sp" for s in sprays}
 
 
 def test_values_cover_every_readable_tag_in_range(tag_map):
@@ -33,7 +35,7 @@ def test_values_cover_every_readable_tag_in_range(tag_map):
         assert spec.lo <= x <= spec.hi, (name, x)
         if spec.data_type == "Boolean":
             assert x in (0.0, 1.0), name
-    for mv in MV_NAMES:  # AI setpoints track the DCS while AI mode is off
+    for mv in tag_map.manipulated:  # AI setpoints track the DCS while AI mode is off
         assert v[f"{mv}_ai_sp"] == v[f"{mv}_dcs_sp"]
     assert np.array_equal(unit.values_array(), np.array([v[n] for n in unit.value_names]))
 
