@@ -43,8 +43,8 @@ def assert_within_limits(figures, scenario: str, seconds: int) -> None:
 def test_adversary_at_full_load(tmp_path, name):
     figures = with_policy(policy_config(tmp_path, name), "steady_full_load", 0, SECONDS)
     assert_within_limits(figures, "steady_full_load", SECONDS)
-    if name == "nan_output":
-        assert figures.releases and set(figures.releases) == {"model_output_not_finite"}
+    if name == "nan_output":  # a policy that only emits NaN is never given control
+        assert figures.ai_s == 0 and not figures.releases
 
 
 def test_the_suite_covers_what_the_issue_names():
