@@ -5,7 +5,8 @@ Seconds over a limit are counted on the unit's true (noise-free, undelayed) valu
 `performance()` reports them. "With the AI" means while the DCS uses the AI's setpoints or is still
 ramping back from them after a release. The operator re-enables AI mode (AI_ENABLE off for a cycle,
 then on) whenever the daemon has released and `reenable_every_s` have passed: a naive operator, so
-an adversarial policy gets every chance to come back.
+an adversarial policy gets every chance to come back. The simulated DCS's process-limit trip of AI
+mode is off (DAEMON_ONLY): these runs measure the daemon's own protection.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from pathlib import Path
 from rigs.cycle_rig import Rig, write_config
 from rigs.policies import Adversary, adversary
 
-from boiler_ai.control.engagement import Mode
+from boiler_ai.messages import Mode
 from boiler_ai.plant.tagmap import load_tag_map
+from boiler_ai.sim.dcs import DcsConfig
 from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.unit import PROCESS_LIMITS, ReferenceUnit
 
 ROOT = Path(__file__).resolve().parents[2]
+# The DCS's own process-limit trip of AI mode switched off: these runs measure the daemon's protection alone.
+DAEMON_ONLY = DcsConfig(process_trip=False)
 
 
 @dataclass
@@ -46,7 +50,7 @@ class RunFigures:
 
 
 def dcs_alone(scenario: str, seed: int, seconds: int) -> RunFigures:
-    unit = ReferenceUnit(named_scenario(scenario, seed), seed=seed)
+    unit = ReferenceUnit(named_scenario(scenario, seed), seed=seed, dcs_config=DAEMON_ONLY)
     figures = RunFigures()
     for _ in range(seconds):
         unit.step(1.0)
@@ -69,7 +73,7 @@ def policy_config(tmp: Path, name: str | None, spec: Adversary | None = None, **
 def with_policy(config: Path, scenario: str, seed: int, seconds: int, reenable_every_s: int = 600,
                 check=None) -> RunFigures:
     """Run `seconds` cycles closed loop; `check(rig, record)` is called every cycle when given."""
-    rig = Rig(config, scenario=scenario, seed=seed)
+    rig = Rig(config, scenario=scenario, seed=seed, dcs_config=DAEMON_ONLY)
     rig.records = collections.deque(maxlen=1)  # a day of records is too much to keep
     unit, engagement = rig.unit, rig.controller.engagement
     figures = RunFigures()

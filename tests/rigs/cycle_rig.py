@@ -13,6 +13,7 @@ from boiler_ai.daemon import Core, build_core
 from boiler_ai.messages import Outcome, Record, StageTimings
 from boiler_ai.plant.stepped import SteppedPlant
 from boiler_ai.plant.tagmap import load_tag_map
+from boiler_ai.sim.dcs import DcsConfig
 from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.unit import ReferenceUnit
 
@@ -52,11 +53,12 @@ def follower_config(tmp: Path, offsets=None, nan_above_ambient_c=None, training_
 class Rig:
     """Steps the unit 1 s per cycle and runs one controller cycle per step."""
 
-    def __init__(self, config: Path, scenario: str = "steady_full_load", seed: int = 0, decision_log=None):
+    def __init__(self, config: Path, scenario: str = "steady_full_load", seed: int = 0, decision_log=None,
+                 dcs_config: DcsConfig | None = None):
         self.core: Core = build_core(load_config(config))
         self.log = decision_log  # a DurableLog, when the records should be kept
         self.controller = self.core.controller
-        self.unit = ReferenceUnit(named_scenario(scenario, seed), seed=seed)
+        self.unit = ReferenceUnit(named_scenario(scenario, seed), seed=seed, dcs_config=dcs_config)
         self.plant = SteppedPlant(self.unit, self.core.tag_map)
         self.records: list[dict] = []
         self.snapshot_hook = None  # optional: Snapshot -> Snapshot (fault injection without a server)

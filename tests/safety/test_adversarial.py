@@ -13,14 +13,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rigs.adversarial import ROOT, dcs_alone, policy_config, with_policy
+from rigs.adversarial import DAEMON_ONLY, ROOT, dcs_alone, policy_config, with_policy
 from rigs.cycle_rig import Rig
 from rigs.policies import ADVERSARIES, FEEDERS, O2, SA, SOFA, Adversary
 
 from boiler_ai.control.envelope import load_envelope
-from boiler_ai.control.supervision import RECOVERING_REASON, RELEASE_REASON
+from boiler_ai.messages import Reading, Reason, Snapshot
 from boiler_ai.plant.tagmap import load_tag_map
-from boiler_ai.plant.types import Reading, Snapshot
 
 ENV = load_envelope(ROOT / "constraints" / "reference_unit.yaml", load_tag_map(ROOT / "opc" / "reference_unit.yaml"))
 ALLOWED_S = {p.name: p.hold_s + p.analyser_lag_s for p in ENV.process_limits}
@@ -67,21 +66,21 @@ def nox_reading(rig: Rig, value: float):
     def hook(snapshot: Snapshot) -> Snapshot:
         readings = dict(snapshot.readings)
         old = readings["nox_mg_nm3"]
-        readings["nox_mg_nm3"] = Reading(value, old.status_code, old.source_ts)
-        return Snapshot(readings, snapshot.read_time, snapshot.error)
+        readings["nox_mg_nm3"] = Reading(value, old.status_code, old.source_ts, old.server_ts)
+        return Snapshot(readings, snapshot.read_time, snapshot.error, snapshot.server_time)
     rig.snapshot_hook = hook
 
 
 def test_over_the_hard_limit_for_its_hold_releases_and_reengaging_waits_for_recovery(tmp_path):
-    rig = Rig(policy_config(tmp_path, "high_nox"))
+    rig = Rig(policy_config(tmp_path, "high_nox"), dcs_config=DAEMON_ONLY)
     rig.engage()
     nox = next(p for p in ENV.process_limits if p.name == "nox_max")
     nox_reading(rig, nox.limit + 20.0)
     records = rig.run(int(nox.hold_s) + 1)
     assert records[0]["projection"]["status"] == "retreat"
     released = [r for r in records if r["release_reason"]]
-    assert [r["release_reason"] for r in released] == [RELEASE_REASON]
-    event = next(e for e in released[0]["events"] if e["reason"] == RELEASE_REASON)
+    assert [r["release_reason"] for r in released] == [Reason.PROCESS_LIMIT_EXCEEDED]
+    event = next(e for e in released[0]["events"] if e["reason"] == Reason.PROCESS_LIMIT_EXCEEDED)
     assert event["detail"].startswith("nox_max: nox_mg_nm3 520") and f"hold {nox.hold_s:g} s" in event["detail"]
     # Back inside the warning band and the operator re-enables: no request until recover_s has passed.
     nox_reading(rig, nox.warning - 50.0)
@@ -90,7 +89,7 @@ def test_over_the_hard_limit_for_its_hold_releases_and_reengaging_waits_for_reco
     rig.unit.set_ai_enable(True)
     waiting = rig.run(int(nox.recover_s) - 3)
     assert all(r["mode"] == "disabled" for r in waiting)
-    assert any(e["reason"] == RECOVERING_REASON for e in waiting[-1]["events"])
+    assert any(e["reason"] == Reason.PROCESS_LIMIT_RECOVERING for e in waiting[-1]["events"])
     rig.engage(limit=30)
 
 

@@ -31,10 +31,14 @@ MUTATIONS = [
     ("unavailable MV not held at the DCS setpoint", "if abs(xv - dv) > tol:", "if abs(xv - dv) > tol + 1.0:"),
     ("at_most comparison flipped", "return value <= limit + tol", "return value >= limit - tol"),
     ("equality coupling widened", "return abs(value - limit) <= tol", "return abs(value - limit) <= tol + 1.0"),
-    ("crossed process limit may get worse", "_holds(predicted, relation, now, tol))", "True)"),
+    ("crossed process limit may get worse", "_holds(predicted, relation, now[signal], tol))", "True)"),
+    ("influence budget dropped", "if used > max(self.budget_limit, before) + tol:", "if False:"),
+    ("budget overrun may grow", "max(self.budget_limit, before) + tol", "max(self.budget_limit, before) + tol + 0.5"),
+    ("retreat moves may overshoot the DCS setpoint", "<= max(prev[mv], dcs[mv]) + tol for mv in x)",
+     "<= max(prev[mv], dcs[mv]) + tol + 1.0 for mv in x)"),
     ("non-finite values accepted", "return number if math.isfinite(number) else None", "return number"),
-    ("missing process value accepted", 'out.append(f"process limit {name}: {signal} has no usable value")\n'
-     "                continue", "continue"),
+    ("missing process value accepted", "for name, signal, _, _, _ in self.process if now[signal] is None]",
+     "for name, signal, _, _, _ in self.process if False]"),
 ]
 
 

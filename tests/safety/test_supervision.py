@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from boiler_ai.control.engagement import EventType
 from boiler_ai.control.envelope import load_envelope
-from boiler_ai.control.supervision import RECOVERING_REASON, RELEASE_REASON, WARNING_REASON, Supervisor
+from boiler_ai.control.supervision import Supervisor
+from boiler_ai.messages import EventType, Reason
 from boiler_ai.plant.tagmap import load_tag_map
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,19 +40,19 @@ def test_warning_band_retreats_and_the_hard_limit_releases_after_its_hold():
     sup = Supervisor(ENV, 1.0)
     in_band = dict(NORMAL, nox_mg_nm3=(NOX.warning + NOX.limit) / 2)
     verdict = sup.update(in_band, DCS, DCS, True)
-    assert verdict.retreat and reasons(verdict) == [WARNING_REASON]
+    assert verdict.retreat and reasons(verdict) == [Reason.PROCESS_LIMIT_WARNING]
     assert "nox_max" in verdict.events[0].detail
     over = dict(NORMAL, nox_mg_nm3=NOX.limit + 30.0)
     for _ in range(int(NOX.hold_s) - 1):
         verdict = sup.update(over, DCS, DCS, True)
-        assert verdict.retreat and RELEASE_REASON not in reasons(verdict)
+        assert verdict.retreat and Reason.PROCESS_LIMIT_EXCEEDED not in reasons(verdict)
     verdict = sup.update(over, DCS, DCS, True)
-    assert reasons(verdict, EventType.IMMEDIATE_DISABLE) == [RELEASE_REASON] and not verdict.retreat
+    assert reasons(verdict, EventType.IMMEDIATE_DISABLE) == [Reason.PROCESS_LIMIT_EXCEEDED] and not verdict.retreat
     detail = verdict.events[-1].detail
     assert detail.startswith("nox_max: nox_mg_nm3 530") and f"for {NOX.hold_s:g} s" in detail
     # a dip back under the hard limit restarts the hold
     sup.update(in_band, DCS, DCS, True)
-    assert RELEASE_REASON not in reasons(sup.update(over, DCS, DCS, True))
+    assert Reason.PROCESS_LIMIT_EXCEEDED not in reasons(sup.update(over, DCS, DCS, True))
 
 
 def test_lower_limits_work_the_same_way():
@@ -68,7 +68,7 @@ def test_reengaging_waits_until_the_value_has_been_inside_its_band_for_recover_s
     sup.update(dict(NORMAL, nox_mg_nm3=NOX.limit + 10.0), DCS, DCS, False)
     for second in range(int(NOX.recover_s) - 1):
         verdict = sup.update(NORMAL, DCS, DCS, False)
-        assert reasons(verdict, EventType.NO_ENTRY) == [RECOVERING_REASON], second
+        assert reasons(verdict, EventType.NO_ENTRY) == [Reason.PROCESS_LIMIT_RECOVERING], second
         assert f"nox_max: nox_mg_nm3 inside its warning threshold {NOX.warning:g}" in verdict.events[0].detail
     assert sup.update(NORMAL, DCS, DCS, False).events == ()
 
