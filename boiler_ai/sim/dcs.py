@@ -341,7 +341,8 @@ class Dcs:
         self.ai_active = not reasons
         self.reasons = tuple(reasons)
         if was_active and not self.ai_active:
-            self.releasing = [True] * len(MV_NAMES)
+            for i in self._ai_index:  # an MV the AI does not set has nothing to hand back
+                self.releasing[i] = True
 
     def _select(self, dt: float) -> None:
         """Which setpoint is in force for each MV."""

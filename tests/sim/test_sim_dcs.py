@@ -149,7 +149,7 @@ def test_spray_loops_stay_with_the_dcs_and_keep_integrating_in_ai_mode():
     unit, d = engaged()
     with pytest.raises(KeyError, match="sh_spray_2_valve_pct_ai_sp"):
         unit.write("sh_spray_2_valve_pct_ai_sp", 50.0)
-    assert unit.dcs.ai_driven[I_SPRAY:] == [False] * 3
+    assert unit.dcs._ai_spray == (False, False, False)
     pi = unit.dcs.spray_pi[1]
     integral = pi.integral
     for _ in range(300):
