@@ -3,6 +3,7 @@ fast as it steps, and its log replays identically, across a restart too. (An hou
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from rigs.cycle_rig import ROOT, write_config
 from boiler_ai.record.log import iter_records
 
 BOOTSTRAP = ROOT / "models" / "bootstrap-bc-v1" / "policy.onnx"
-BOOTSTRAP_SHA = "e502e01fcac04dc69216a83eb7eb671ddc657048f003ba4ba5c2e949091b0ee5"
+BOOTSTRAP_SHA = hashlib.sha256(BOOTSTRAP.read_bytes()).hexdigest()
 
 
 def stepped_config(tmp: Path, scenario: str = "demo", seed: int = 1) -> Path:

@@ -1,6 +1,7 @@
 """How 00000000000000000000.seg.gz was written: by the code before the messages room (commit 5667097), so
-tests/wiring/test_replay.py proves such logs still decode and replay. Two daemon runs share the log (a
-restart between them); the bootstrap policy runs in closed loop on the stepped reference unit.
+tests/wiring/test_replay.py proves such logs still decode (and that replaying them against a newer model
+is refused). Two daemon runs share the log (a restart between them); the 18-MV bootstrap policy of that
+commit runs in closed loop on the stepped reference unit.
 
     git worktree add /tmp/old 5667097
     PYTHONPATH=/tmp/old python tests/data/decision_log_v1/make_log.py /tmp/old /tmp/oldlog
