@@ -3,19 +3,15 @@ fast as it steps, and its log replays identically, across a restart too. (An hou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from rigs.cycle_rig import ROOT, write_config
+from rigs.cycle_rig import BOOTSTRAP, BOOTSTRAP_SHA, ROOT, write_config
 
 from boiler_ai.record.log import iter_records
-
-BOOTSTRAP = ROOT / "models" / "bootstrap-bc-v1" / "policy.onnx"
-BOOTSTRAP_SHA = hashlib.sha256(BOOTSTRAP.read_bytes()).hexdigest()
 
 
 def stepped_config(tmp: Path, scenario: str = "demo", seed: int = 1) -> Path:

@@ -12,11 +12,10 @@ mode is off (DAEMON_ONLY): these runs measure the daemon's own protection.
 from __future__ import annotations
 
 import collections
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rigs.cycle_rig import Rig, write_config
+from rigs.cycle_rig import BOOTSTRAP, BOOTSTRAP_SHA, Rig, write_config
 from rigs.policies import Adversary, adversary
 
 from boiler_ai.messages import Mode
@@ -63,8 +62,7 @@ def policy_config(tmp: Path, name: str | None, spec: Adversary | None = None, **
     shipped bootstrap policy, in closed loop; `changes` as for write_config."""
     changes.setdefault("mode", "closed_loop")
     if name is None:
-        shipped = ROOT / "models" / "bootstrap-bc-v1" / "policy.onnx"
-        return write_config(tmp, shipped, hashlib.sha256(shipped.read_bytes()).hexdigest(), **changes)
+        return write_config(tmp, BOOTSTRAP, BOOTSTRAP_SHA, **changes)
     model = tmp / f"{name}.onnx"
     sha = adversary(model, load_tag_map(ROOT / "opc" / "reference_unit.yaml"), name, spec)
     return write_config(tmp, model, sha, **changes)

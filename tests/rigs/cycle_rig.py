@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,9 @@ from boiler_ai.sim.unit import ReferenceUnit
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "examples" / "reference_unit.yaml"
+# The shipped bootstrap policy and its hash (the example config and the model card pin the same value).
+BOOTSTRAP = ROOT / "models" / "bootstrap-bc-v1" / "policy.onnx"
+BOOTSTRAP_SHA = hashlib.sha256(BOOTSTRAP.read_bytes()).hexdigest()
 
 
 def write_config(tmp: Path, model: Path, sha: str, **changes) -> Path:

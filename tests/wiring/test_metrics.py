@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from rigs.cycle_rig import ROOT, write_config
+from rigs.cycle_rig import BOOTSTRAP, BOOTSTRAP_SHA, write_config
 from rigs.served import free_port
 
 from boiler_ai.config import load_config
@@ -20,8 +20,6 @@ from boiler_ai.messages import STAGES
 from boiler_ai.metrics import MetricsServer
 from boiler_ai.record.log import iter_records
 
-BOOTSTRAP = ROOT / "models" / "bootstrap-bc-v1" / "policy.onnx"
-BOOTSTRAP_SHA = "e502e01fcac04dc69216a83eb7eb671ddc657048f003ba4ba5c2e949091b0ee5"
 UNIT = ("unit", "reference_unit")
 
 

@@ -19,15 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
-from rigs.cycle_rig import ROOT, write_config
+from rigs.cycle_rig import BOOTSTRAP, BOOTSTRAP_SHA, ROOT, write_config
 
 from boiler_ai.config import load_config
 from boiler_ai.daemon import Daemon, build_core, make_plant, open_recorder
 from boiler_ai.record.log import DurableLog
 from boiler_ai.service import ServiceManager
 
-BOOTSTRAP = ROOT / "models" / "bootstrap-bc-v1" / "policy.onnx"
-BOOTSTRAP_SHA = "e502e01fcac04dc69216a83eb7eb671ddc657048f003ba4ba5c2e949091b0ee5"
 UNIT_FILE = ROOT / "deploy" / "boiler-ai@.service"
 
 
