@@ -3,7 +3,7 @@
 The server runs in its own process on 127.0.0.1, as a DCS's server would be its own machine: the
 figures are one client's round trips, not two event loops sharing one interpreter. Measured: the
 reference tag map (every readable tag), the same map padded to ~200 tags, and a write of the 20
-writable tags (18 AI setpoints, AI_REQUEST, AI_HEARTBEAT) with its read-back.
+writable tags (15 AI setpoints, AI_REQUEST, AI_HEARTBEAT) with its read-back.
 
     python benchmarks/opcua_read.py [--reads 500]      (boiler-ai installed: make install)
 

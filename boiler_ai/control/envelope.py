@@ -132,8 +132,9 @@ class Envelope:
         if not self.couplings:
             lines.append("    none")
         b = self.budget
-        terms = " + ".join(f"{w:g} |{self.mv_names[i]}|" for i, w in enumerate(b.weights) if w)
-        lines.append(f"  influence budget (offsets from the DCS setpoints): {terms} <= {b.limit:g}")
+        # a line per term: fifteen terms on one line would not read as a table
+        lines.append(f"  influence budget: the sum of these terms (offsets from the DCS setpoints) <= {b.limit:g}")
+        lines += [f"    {w:g} |{self.mv_names[i]}|" for i, w in enumerate(b.weights) if w]
         lines.append("  process limits (hard limit, warning threshold; linearised against the warning threshold as "
                      "y_now + S (u - u_prev), S on the conservative side; a threshold already crossed must not "
                      "get worse):")
