@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -54,12 +56,17 @@ def main() -> int:
     if not args.skip_history:
         stages.append(("history", ["-m", "training.history", "--out", str(out / "history"), "--days", str(args.days),
                                    "--seed", seed]))
+    # Spray valves, where the AI still has them, are DCS loops faster than the AI's rate limit: left to the DCS
+    from boiler_ai.plant.tagmap import load_tag_map
+
+    sprays = [mv for mv in load_tag_map(ROOT / "opc" / "reference_unit.yaml").manipulated if "spray" in mv]
     stages += [
         ("process_model", ["-m", "training.process_model", "--history", str(out / "history"), "--out",
                            str(out / "process_model"), "--seed", seed]),
         ("policy", ["-m", "training.policy", "--history", str(out / "history"), "--process-model",
                     str(out / "process_model"), "--out", str(out / "policy"), "--seed", seed, "--starts",
-                    str(args.starts), "--rounds", str(args.rounds), "--steps", str(args.steps)]),
+                    str(args.starts), "--rounds", str(args.rounds), "--steps", str(args.steps),
+                    *(["--hold-mvs", ",".join(sprays)] if sprays else [])]),
         ("package", ["-m", "training.package", "--history", str(out / "history"), "--process-model",
                      str(out / "process_model"), "--policy", str(out / "policy"), "--out", str(out / "package"),
                      "--seed", seed, "--model-id", f"offline-rl-s{seed}"]),

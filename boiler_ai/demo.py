@@ -40,6 +40,8 @@ log = logging.getLogger("boiler_ai.demo")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
+# The promoted offline-RL policy (`boiler-ai promote`; training/README.md): the demo runs it when present
+PROMOTED_MODEL = ROOT / "models" / "offline-rl-v1"
 # Above this share of overrunning cycles (or of simulated time lost), the run does not show the AI's effect
 OVERRUN_WARN_SHARE = 0.05
 KPIS = ("efficiency_pct", "efficiency_lhv_pct", "heat_rate_kj_kwh", "nox_mg_nm3", "co_ppm", "o2_pct", "spray_tph",
@@ -120,7 +122,7 @@ async def run_with_daemon(cfg: DaemonConfig, scenario: str, seed: int, minutes: 
         await sim.stop()
     releases = dict(daemon.metrics.releases)
     summary = meter.summary()
-    summary.update(releases=releases, cycles=daemon.metrics.cycles,
+    summary.update(releases=releases, cycles=daemon.metrics.cycles, model=core.controller.settings.model_id,
                    active_share=round(daemon.active_cycles / max(daemon.metrics.cycles, 1), 3),
                    overruns=daemon.overruns, sim_lag_s=round(sim.lag_s, 1))
     return summary
@@ -138,6 +140,18 @@ def run_dcs_alone(scenario: str, seed: int, minutes: float) -> dict:
     return summary
 
 
+def with_model(cfg: DaemonConfig, folder: Path | None) -> DaemonConfig:
+    """The config with a promoted model's policy.onnx pinned to the sha256 its model card records."""
+    if folder is None:
+        return cfg
+    card = folder / "MODEL_CARD.json"
+    try:
+        sha256 = json.loads(card.read_text())["policy_sha256"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(card, "policy_sha256", f"not a promoted model's card ({exc})") from None
+    return dataclasses.replace(cfg, model_path=folder / "policy.onnx", model_sha256=sha256)
+
+
 def render(ai: dict, dcs: dict, args) -> str:
     rows = [("boiler efficiency, HHV (%)", "efficiency_pct", 2),
             ("boiler efficiency, LHV (%)", "efficiency_lhv_pct", 2),
@@ -146,7 +160,7 @@ def render(ai: dict, dcs: dict, args) -> str:
             ("CO (ppm)", "co_ppm", 0), ("spray flow, all stages (t/h)", "spray_tph", 1),
             ("  of which reheat spray (t/h)", "rh_spray_tph", 1)]
     lines = [f"boiler-ai demo: scenario {args.scenario!r}, seed {args.seed}, {args.minutes:g} simulated minutes "
-             f"at {args.speed:g}x",
+             f"at {args.speed:g}x, model {ai['model']}",
              f"{'':34}{'AI (daemon)':>14}{'DCS alone':>14}{'difference':>14}"]
     for label, key, digits in rows:
         lines.append(f"{label:34}{ai[key]:>14.{digits}f}{dcs[key]:>14.{digits}f}{ai[key] - dcs[key]:>+14.{digits}f}")
@@ -194,6 +208,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default="demo", help="simulator scenario (default demo)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--config", type=Path, default=EXAMPLE_CONFIG, help="daemon config to start from")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a promoted model's folder (models/<id>/: policy.onnx, its sha256 pinned by its "
+                             "MODEL_CARD.json) to run instead of the config's model (default: models/offline-rl-v1 "
+                             "when it is there, else the config's)")
     parser.add_argument("--json", action="store_true", help="also print the summary as one JSON object, last line")
     parser.add_argument("--log-dir", type=Path,
                         help="keep the daemon's decision log in this folder and write report.html beside it "
@@ -206,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
     log.setLevel(logging.INFO)  # the demo's progress; the daemon's own lines only from warning up
 
     started = time.monotonic()
-    base = load_config(args.config)
+    base = with_model(load_config(args.config), args.model if args.model is not None else
+                      PROMOTED_MODEL if (PROMOTED_MODEL / "policy.onnx").is_file() else None)
     if args.scenario not in SCENARIOS:
         raise ConfigError("command line", "--scenario", f"unknown scenario {args.scenario!r} "
                                                         f"(known: {', '.join(SCENARIOS)})")

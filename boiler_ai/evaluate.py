@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from boiler_ai.config import DaemonConfig, SteppedConfig, load_config
+from boiler_ai.errors import ExpectedError
 from boiler_ai.strict import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,8 +181,20 @@ def evaluation_config(model: Path, sha256: str, base: Path = EXAMPLE_CONFIG) -> 
         cpu_latency_limit_us=None)
 
 
+class RunFailed(ExpectedError):
+    """A worker's run could not start (its config, tag map or model): one message, so it crosses processes."""
+
+
 def run_one(job: dict) -> dict:
-    """One (scenario, seed): DCS alone, the policy in closed loop, the oracle; every figure of the run."""
+    """One (scenario, seed) in a worker process; a failure an operator can fix comes back as one line."""
+    try:
+        return _run_one(job)
+    except ExpectedError as exc:
+        raise RunFailed(f"{job['scenario']} seed {job['seed']}: {exc}") from None
+
+
+def _run_one(job: dict) -> dict:
+    """One (scenario, seed): DCS alone, the policy in closed loop, the DCS echoed, the oracle; every figure."""
     from boiler_ai.sim.oracle import OracleLimits, scenario_headroom
     from boiler_ai.sim.scenario import named_scenario
     from boiler_ai.sim.unit import ReferenceUnit

@@ -1,5 +1,5 @@
 """Stage 3, policy: model-based offline RL on the history and filtered process-model rollouts, with a Lagrangian
-on the process limits, through d3rlpy's TD3+BC.
+on the process limits, through d3rlpy's IQL (or TD3+BC).
 
     python -m training.policy --history runs/history --process-model runs/process_model --out runs/policy --seed 0
 
@@ -17,7 +17,7 @@ deviation, in [-1, 1]) held for `--horizon` model steps. Data, from the training
     (std below `--max-disagreement`, % heat rate, scaled by the model's calibration) and every setpoint it
     asks for lies inside what the history shows at that load (0.5-99.5 % of the logged setpoints in the
     same 50 MW band). Where the data has no support, nothing is learned.
-TD3+BC (d3rlpy) learns a deterministic actor from these one-decision transitions (each ends its episode:
+IQL (d3rlpy) learns an actor from these one-decision transitions (each ends its episode:
 the offsets' effects settle within the horizon, while the unit's state is driven by load and coal, not by
 them). Lagrangian: after each round, the actor's expected cost on the start states (projected and rolled
 out through the model) updates the multiplier, lambda <- max(0, lambda + lr * (cost - budget)); the
@@ -269,12 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envelope", type=Path, default=ENVELOPE)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--horizon", type=int, default=5, help="model steps an offset is held and scored over")
-    parser.add_argument("--starts", type=int, default=20000, help="start states sampled from the history")
+    parser.add_argument("--starts", type=int, default=8000, help="start states sampled from the history")
     parser.add_argument("--candidates", type=int, default=4, help="random offsets tried per start state")
     parser.add_argument("--max-disagreement", type=float, default=0.15,
                         help="largest ensemble std of a candidate's reward kept (%% heat rate)")
-    parser.add_argument("--rounds", type=int, default=4, help="Lagrangian rounds")
-    parser.add_argument("--steps", type=int, default=5000, help="TD3+BC gradient steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="Lagrangian rounds")
+    parser.add_argument("--steps", type=int, default=3000, help="gradient steps per round")
     parser.add_argument("--algorithm", choices=("iql", "td3+bc"), default="iql")
     parser.add_argument("--alpha", type=float, default=2.5, help="TD3+BC's weight of the Q term against BC")
     parser.add_argument("--temperature", type=float, default=30.0,

@@ -34,7 +34,7 @@ class Artefacts:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.stage = stage
-        self.config = {"stage": stage, "argv": sys.argv, **config}
+        self.config = {"stage": stage, "argv": sys.argv, "code_commit": _commit(), **config}
         (self.folder / "config.json").write_text(json.dumps(self.config, indent=2, default=str) + "\n")
         self._losses = None
         self._writer = None
@@ -53,6 +53,16 @@ class Artefacts:
         metrics = {"stage": self.stage, **metrics}
         (self.folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         return metrics
+
+
+def _commit() -> str | None:
+    """The training code's git commit (with -dirty), or None outside a git checkout."""
+    from training.export import ExportError, code_commit
+
+    try:
+        return code_commit()
+    except ExportError:
+        return None
 
 
 def read_stage(folder: Path, stage: str) -> tuple[dict, dict]:
