@@ -43,10 +43,10 @@ from boiler_ai.record.log import iter_records
 # What a replay must reproduce. Timings and wall-clock fields naturally differ.
 COMPARED = ("mode", "transition", "events", "release_reason", "requested", "projected", "written",
             "u_prev", "u_dcs", "projection.status", "projection.active_constraints", "guard", "heartbeat", "policy",
-            "ai_status", "ai_reason")
+            "ai_status", "ai_reason", "handed_back")
 # What a later version added to the record and to the controller's state: records and states logged before
 # have none of it, and are compared without it.
-ADDED_LATER = frozenset({"ai_status", "ai_reason"})
+ADDED_LATER = frozenset({"ai_status", "ai_reason", "handed_back"})
 STATE_ADDED_LATER = frozenset({"status"})
 
 

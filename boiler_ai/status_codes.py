@@ -57,6 +57,8 @@ _CODES: dict[Reason, tuple[int, str, str]] = {
     Reason.NOT_ENOUGH_HEALTHY_CYCLES: (108, "Waiting for enough healthy cycles before engaging", ""),
     Reason.REQUESTING_AI_MODE: (109, "AI asking the DCS for control", ""),
     Reason.DCS_CONFIRMED: (110, "DCS confirmed the hand-back", ""),
+    Reason.MV_HANDED_BACK: (111, "Operator took a variable back to the DCS: the AI runs the others",
+                            "Switch the variable's AI enable on to give it back to the AI"),
     Reason.READ_FAILED: (201, "Cannot read the plant (OPC UA connection)", "Check the OPC UA link to the DCS"),
     Reason.CRITICAL_INPUT_INVALID: (202, "Critical measurement bad, stale or out of range",
                                     "Check the instrument named in the record"),

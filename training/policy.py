@@ -91,8 +91,8 @@ class Rollouts:
         self.steps = base[:, None] + k * np.arange(-1, horizon + 1)[None, :]
         self.u_dcs = np.column_stack([cols[m] for m in lay.mvs])  # setpoints in force, per row
         self.bands = np.asarray(envelope.max_dev, dtype=float)
-        self.available = np.column_stack([
-            np.ones(n, bool) if sig is None else history.column(sig) >= 0.5 for sig in envelope.available_when])
+        # every condition an MV needs (available_when, the operator's per-MV AI enable), per row
+        self.available = {sig: history.column(sig) >= 0.5 for sig in envelope.condition_signals}
         self.process_now = {p: history.column(p) for p in envelope.process_signals}
         self.projector = Projector(envelope)
         self.movable = np.ones(len(envelope.mv_names), bool)  # MVs the policy may move from the DCS setpoint
@@ -131,7 +131,7 @@ class Rollouts:
         names = self.envelope.process_signals
         for j, r in enumerate(self.rows):
             u = self.u_dcs[r]
-            available = {s: bool(a) for s, a in zip(self.envelope.available_when, self.available[r]) if s is not None}
+            available = {s: bool(a[r]) for s, a in self.available.items()}
             p = self.projector.project(u + offsets[j] * self.bands, u, u, {s: self.process_now[s][r] for s in names},
                                        available, dt)
             if p.action is None:

@@ -107,6 +107,9 @@ class Controller:
         self.hs = tag_map.handshake
         self._dcs_tags = [tag_map.manipulated[n].dcs_setpoint for n in self.mv_names]
         self.ai_tags = [tag_map.manipulated[n].ai_setpoint for n in self.mv_names]
+        # the operator's per-MV AI enable, where the tag map has one: (MV name, tag)
+        self._enable_tags = [(n, tag_map.manipulated[n].ai_enable) for n in self.mv_names
+                             if tag_map.manipulated[n].ai_enable is not None]
         # A spread is judged against each action's allowed deviation from the DCS: 0.5 t/h of
         # disagreement matters for a feeder bias, not for a damper opening.
         self._spread_scale = [max(dev, 1e-9) for dev in envelope.max_dev.tolist()]
@@ -158,6 +161,9 @@ class Controller:
         supervision = self.supervisor.update(process_now, u_prev, u_dcs, self.engagement.mode is Mode.ACTIVE)
         events.extend(supervision.events)
         process_now = supervision.judged  # measured, or measured plus the lagging analysers' prediction
+        # Taken back by the operator (or its enable unreadable): the projector and guard hold it at the
+        # DCS's setpoint, as an unavailable MV, and the AI goes on with the others.
+        handed_back = [mv for mv, tag in self._enable_tags if not values.get(tag, 0.0) >= 0.5]
 
         projection = None
         verdict = None
@@ -188,6 +194,8 @@ class Controller:
             events.append(Event(kind, Reason.NO_SAFE_ACTION, ""))
         transition = self.engagement.update(handshake, events)
         healthy = not any(e.type is EventType.IMMEDIATE_DISABLE for e in events)
+        if handed_back and transition.mode is Mode.ACTIVE:  # in AI mode with less than all it could move
+            events.append(Event(EventType.SOFT_DISABLE, Reason.MV_HANDED_BACK, ", ".join(handed_back)))
         ai_status, ai_reason = self.status.update(transition.mode, [e.as_dict() for e in events],
                                                   transition.release_reason)
         writes, setpoints = self._writes(safe_action, healthy, ai_status, ai_reason)
@@ -205,7 +213,7 @@ class Controller:
                                                                         projection.active_constraints),
             guard=verdict, release_reason=transition.release_reason, heartbeat=self.heartbeat,
             controller_state=state_before, writes=writes, setpoints_written=setpoints,
-            ai_status=ai_status, ai_reason=ai_reason)
+            ai_status=ai_status, ai_reason=ai_reason, handed_back=handed_back)
         self.cycle += 1
         lap("record")
         return decision

@@ -98,11 +98,19 @@ class Envelope:
     process_limits: tuple[ProcessLimit, ...]
     iteration_limit: int  # the QP solver's budget, counted in iterations so a replay is machine-independent
     guard_tolerance: float
+    # The tag map's per-MV AI enable (the DCS operator's hand-back), None where it has none: a second
+    # condition, like available_when. Empty: none at all.
+    ai_enable: tuple[str | None, ...] = ()
 
     @property
     def condition_signals(self) -> tuple[str, ...]:
         """Boolean signals the caller must hand in as `available` each cycle."""
-        return tuple(sorted({s for s in self.available_when if s is not None}))
+        return tuple(sorted({s for s in (*self.available_when, *self.ai_enable) if s is not None}))
+
+    def conditions(self) -> list[tuple[int, str]]:
+        """(MV index, Boolean signal) for every condition an MV needs to be the AI's: all must be true."""
+        return [(i, s) for per_mv in (self.available_when, self.ai_enable) for i, s in enumerate(per_mv)
+                if s is not None]
 
     @property
     def process_signals(self) -> tuple[str, ...]:
@@ -124,7 +132,7 @@ class Envelope:
         for i, name in enumerate(self.mv_names):
             lines.append(f"  {name:<24} {self.mv_units[i]:>6} {self.lo[i]:>8g} {self.hi[i]:>8g} {self.rate_up[i]:>10g} "
                          f"{self.rate_down[i]:>10g} {self.max_dev[i]:>8g} {self.weights[i]:>7g}  "
-                         f"{self.available_when[i] or ALWAYS}")
+                         f"{' and '.join(s for i_, s in self.conditions() if i_ == i) or ALWAYS}")
         lines.append("  couplings:")
         for c in self.couplings:
             terms = " ".join(f"{v:+g} {self.mv_names[i]}" for i, v in enumerate(c.coefficients) if v)
@@ -215,6 +223,7 @@ def load_envelope(path: str | Path, tag_map: TagMap) -> Envelope:
         rate_down=frozen(rows["rate_down"]), max_dev=frozen(rows["max_dev"]), weights=frozen(rows["weights"]),
         available_when=tuple(available_when), couplings=couplings, budget=budget, process_limits=process_limits,
         iteration_limit=iteration_limit, guard_tolerance=tolerance,
+        ai_enable=tuple(tag_map.manipulated[n].ai_enable for n in names),
     )
 
 

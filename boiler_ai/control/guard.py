@@ -29,15 +29,15 @@ class Guard:
         if set(mvs.data) != allowed:
             raise ConfigError(envelope_path, "manipulated",
                               "must name exactly the tag map's writable manipulated variables")
-        # per MV: (min, max, rate up /s, rate down /s, max deviation from the DCS, available_when or None);
-        # plain tuples, unpacked in one step per MV on the hot path
-        self.limits: dict[str, tuple[float, float, float, float, float, str | None]] = {}
+        # per MV: (min, max, rate up /s, rate down /s, max deviation from the DCS, available_when or None,
+        # the tag map's per-MV AI enable or None); plain tuples, unpacked in one step per MV on the hot path
+        self.limits: dict[str, tuple[float, float, float, float, float, str | None, str | None]] = {}
         for name in mvs.data:
             f = mvs.mapping(name)
             when = f.string("available_when")
             self.limits[name] = (f.number("min"), f.number("max"), f.number("rate_up_per_s"),
                                  f.number("rate_down_per_s"), f.number("max_deviation_from_dcs"),
-                                 None if when == "always" else when)
+                                 None if when == "always" else when, tag_map.manipulated[name].ai_enable)
         self.couplings = []
         rows = top.mapping("couplings")
         for name in rows.data:
@@ -61,7 +61,8 @@ class Guard:
     def check(self, written: Mapping[str, float], u_prev: Mapping[str, float], u_dcs: Mapping[str, float],
               process_now: Mapping[str, float], available: Mapping[str, bool], dt: float) -> GuardVerdict:
         """Accept or block one write. Mappings are keyed by MV name, except `process_now` (process-limit
-        signal -> value) and `available` (`available_when` signal -> value; missing = false)."""
+        signal -> value) and `available` (`available_when` and per-MV AI enable signal -> value; missing =
+        false)."""
         try:
             violations = self._violations(written, u_prev, u_dcs, process_now, available, dt)
         except Exception as exc:  # noqa: BLE001 -- anything unexpected blocks the write
@@ -76,7 +77,7 @@ class Guard:
             return out + ["cycle period is not a finite non-negative number"]
         x, prev, dcs = {}, {}, {}
         complete = True
-        for name, (lo, hi, up, down, dev, when) in self.limits.items():
+        for name, (lo, hi, up, down, dev, when, enable) in self.limits.items():
             xv = x[name] = _number(written.get(name))
             pv = prev[name] = _number(u_prev.get(name))
             dv = dcs[name] = _number(u_dcs.get(name))
@@ -84,9 +85,10 @@ class Guard:
                 out.append(f"{name}: written value, setpoint in force or DCS setpoint missing or not finite")
                 complete = False
                 continue
-            # Left to the DCS (its condition is false, or the DCS holds it outside the AI's range):
-            # the only acceptable value is the DCS's own setpoint.
-            if (when is not None and not available.get(when, False)) or not lo <= dv <= hi:
+            # Left to the DCS (its condition is false, the operator took it back, or the DCS holds it
+            # outside the AI's range): the only acceptable value is the DCS's own setpoint.
+            if ((when is not None and not available.get(when, False))
+                    or (enable is not None and not available.get(enable, False)) or not lo <= dv <= hi):
                 if abs(xv - dv) > tol:
                     out.append(f"{name}: left to the DCS but {xv:g} is not the DCS setpoint {dv:g}")
                 continue

@@ -82,7 +82,7 @@ class Projector:
         # Our own acceptance checks use half the guard's slack, so rounding differences between our
         # arithmetic and the guard's can never turn an accepted answer into a guard block.
         self._tol = e.guard_tolerance / 2
-        self._conditional = [(i, signal) for i, signal in enumerate(e.available_when) if signal is not None]
+        self._conditional = e.conditions()  # available_when and the operator's per-MV AI enable
         # Per MV, for the per-cycle box: (min, max, rate up /s, rate down /s, max deviation from the DCS).
         self._box = list(zip(e.lo.tolist(), e.hi.tolist(), e.rate_up.tolist(), e.rate_down.tolist(),
                              e.max_dev.tolist()))

@@ -22,7 +22,7 @@ class Mode(enum.StrEnum):
 
 class EventType(enum.StrEnum):
     NO_ENTRY = "no_entry"  # cannot engage now
-    SOFT_DISABLE = "soft_disable"  # degraded but still allowed for a grace period
+    SOFT_DISABLE = "soft_disable"  # degraded but still allowed (for a grace period where the cause can escalate)
     IMMEDIATE_DISABLE = "immediate_disable"  # release this cycle
     ENGAGED = "engaged"
     RELEASED = "released"
@@ -61,6 +61,7 @@ class Reason(enum.StrEnum):
     AI_ACTIVE_NOT_GRANTED = "ai_active_not_granted"
     REQUESTING_AI_MODE = "requesting_ai_mode"
     DCS_CONFIRMED = "dcs_confirmed"
+    MV_HANDED_BACK = "mv_handed_back"  # the operator took MVs back to the DCS (their ai_enable); the AI keeps the rest
     # the write and the daemon
     WRITE_FAILED = "write_failed"
     DAEMON_STOPPING = "daemon_stopping"

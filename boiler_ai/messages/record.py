@@ -128,6 +128,10 @@ class Decision:
         "AI_REASON this cycle: the code of the last release (until the AI engages again), else of this cycle's "
         "most serious hold, else 0 (boiler_ai/status_codes.py; written like ai_status); null in records "
         "written before"))
+    handed_back: Sequence[str] = field(default=(), metadata=doc(
+        "manipulated variables the operator has taken back to the DCS this cycle (their `ai_enable` tag off): "
+        "held at the DCS's own setpoint like an unavailable MV, while the AI keeps the others; absent from "
+        "records written before"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +204,7 @@ class Record:
             "read_error": d.read_error, "mode": d.mode, "events": [e.as_dict() for e in d.events],
             "transition": None if change is None else {"from": change.from_, "to": change.to},
             "server_time": d.server_time, "ai_status": d.ai_status, "ai_reason": d.ai_reason,
+            "handed_back": d.handed_back,
             "inputs": {"signals": inputs.signals, "value": inputs.value, "source_ts": inputs.source_ts,
                        "server_ts": inputs.server_ts, "status_code": inputs.status_code, "issue": inputs.issue,
                        "held": inputs.held},

@@ -47,6 +47,8 @@ class ManipulatedVariable:
     name: str
     dcs_setpoint: str  # signal holding the DCS's own setpoint
     ai_setpoint: str  # signal the daemon writes
+    # the DCS operator's per-MV AI enable (readable Boolean); None: the MV follows the unit's AI_ENABLE only
+    ai_enable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,11 +146,15 @@ def load_tag_map(path: str | Path) -> TagMap:
     mv_fields = top.mapping("manipulated")
     for name in mv_fields.data:
         f = mv_fields.mapping(name)
-        mv = ManipulatedVariable(name, f.string("dcs_setpoint"), f.string("ai_setpoint"))
+        mv = ManipulatedVariable(name, f.string("dcs_setpoint"), f.string("ai_setpoint"), f.string("ai_enable", None))
         if not tm.require(mv.dcs_setpoint, f"manipulated.{name}.dcs_setpoint").readable:
             raise f.error("dcs_setpoint", f"tag {mv.dcs_setpoint!r} must be readable")
         if not tm.require(mv.ai_setpoint, f"manipulated.{name}.ai_setpoint").writable:
             raise f.error("ai_setpoint", f"tag {mv.ai_setpoint!r} must be writable")
+        if mv.ai_enable is not None:
+            spec = tm.require(mv.ai_enable, f"manipulated.{name}.ai_enable")
+            if spec.data_type != "Boolean" or not spec.readable:
+                raise f.error("ai_enable", f"tag {mv.ai_enable!r} must be a readable Boolean")
         f.done()
         tm.manipulated[name] = mv
     if not tm.manipulated:

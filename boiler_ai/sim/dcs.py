@@ -9,7 +9,9 @@ AI handshake: ai_active = ai_enable AND ai_request AND watchdog healthy AND the 
 (coordinated control, load above minimum, no MFT, no runback). For every manipulated variable the DCS
 holds its own setpoint and the AI setpoint; while AI mode is off the AI setpoint tracks the DCS's
 (engaging is bumpless); while on, the AI setpoint is used, clamped to the DCS setpoint +- a per-MV band;
-when AI mode drops, each MV ramps from the AI value back to the DCS's own setpoint.
+when AI mode drops, each MV ramps from the AI value back to the DCS's own setpoint. Each MV also has the
+operator's own AI enable (faceplate): off, that MV alone goes back to the DCS the same way while AI
+mode goes on for the others.
 """
 
 from __future__ import annotations
@@ -251,6 +253,8 @@ class Dcs:
         self.ai_sp = list(self.dcs_sp)
         self.applied = list(self.dcs_sp)
         self.releasing = [False] * n
+        self.mv_enable = [True] * n  # the operator's per-MV AI enable (faceplate)
+        self._use_ai = [False] * n  # AI setpoint in force last step, per MV
         self.operator_feeder_bias = [0.0] * N_LEVELS  # the DCS's own feeder biases (faceplate)
         self.operator_o2_bias = 0.0
         # an operator's bias on each damper's load schedule (SA levels A-F, then SOFA 1-2): step tests
@@ -291,6 +295,10 @@ class Dcs:
         self.ai_enable = bool(on)
         if not on:
             self.trip = None
+
+    def set_mv_ai_enable(self, mv: str, on: bool) -> None:
+        """The operator's AI enable of one manipulated variable: off hands it back to the DCS's own loop."""
+        self.mv_enable[MV_NAMES.index(mv)] = bool(on)
 
     def _process_trips(self, dt: float, m: Measured) -> list[str]:
         """High-high alarms standing now (each after its delay). One standing while AI mode is on
@@ -337,23 +345,22 @@ class Dcs:
             reasons.append("watchdog: heartbeat never changed" if math.isinf(silent)
                            else f"watchdog: heartbeat unchanged for {silent:.0f} s (limit {c.watchdog_s:g} s)")
         reasons += permissive_reasons
-        was_active = self.ai_active
         self.ai_active = not reasons
         self.reasons = tuple(reasons)
-        if was_active and not self.ai_active:
-            for i in self._ai_index:  # an MV the AI does not set has nothing to hand back
-                self.releasing[i] = True
 
     def _select(self, dt: float) -> None:
         """Which setpoint is in force for each MV."""
         dcs, ai, applied = self.dcs_sp, self.ai_sp, self.applied
         for i in self._ai_index:
             lo, hi = self._range[i]
-            if self.ai_active:
+            use = self.ai_active and self.mv_enable[i]
+            if use:
                 c = self._clamp[i]
                 applied[i] = min(max(ai[i], dcs[i] - c, lo), dcs[i] + c, hi)
                 self.releasing[i] = False
             else:
+                if self._use_ai[i]:  # AI mode dropped, or the operator took this MV back: ramp home
+                    self.releasing[i] = True
                 ai[i] = dcs[i]
                 if self.releasing[i]:
                     step = self._handback[i] * dt
@@ -362,6 +369,7 @@ class Dcs:
                     self.releasing[i] = a != dcs[i]
                 else:
                     applied[i] = dcs[i]
+            self._use_ai[i] = use
         for i in self._dcs_only:
             ai[i] = applied[i] = dcs[i]
 

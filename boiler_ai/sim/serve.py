@@ -13,6 +13,8 @@ Besides the tag map's nodes the simulator serves a folder Objects/Simulator that
 have (not in the tag map, so the daemon never sees it):
 - Simulator/OperatorAIEnable (Boolean, read/write): the operator's AI permissive on the DCS
   faceplate. The daemon reads it as Interface.AI.Enable, which stays read-only.
+- Simulator/OperatorMvAIEnable/<mv> (Boolean, read/write), for each manipulated variable the tag map gives
+  an `ai_enable`: the operator's AI enable of that variable alone. The daemon reads it as that tag.
 - Simulator/SimTime (Double, s): simulated seconds since the unit started.
 """
 
@@ -76,6 +78,12 @@ SIM_TIME = SignalSpec(
 )
 
 
+def _operator_mv_enable(name: str, mv: str) -> SignalSpec:
+    return SignalSpec(name=name, node=f"s=Simulator.OperatorMvAIEnable.{mv}", data_type="Boolean", unit="", lo=0.0,
+                      hi=1.0, access="readwrite", critical=False,
+                      description=f"Operator's AI enable of {mv} on the DCS faceplate (simulator only)")
+
+
 class Unit(Protocol):
     """What the server needs of a simulated unit (boiler_ai.sim.unit.ReferenceUnit provides it)."""
 
@@ -88,6 +96,8 @@ class Unit(Protocol):
     def write(self, signal: str, value: float) -> None: ...
 
     def set_ai_enable(self, on: bool) -> None: ...
+
+    def set_mv_ai_enable(self, mv: str, on: bool) -> None: ...
 
 
 class SimulatedUnitServer:
@@ -125,6 +135,9 @@ class SimulatedUnitServer:
                 scenario = named_scenario(scenario, seed)
             unit = ReferenceUnit(scenario=scenario, seed=seed, tag_map=self.tag_map)
         self._unit = unit
+        # the operator's per-MV enable nodes: simulator signal -> (MV, the tag the daemon reads)
+        self._mv_operator = {f"sim_operator_{mv}_ai_enable": (mv, spec.ai_enable)
+                             for mv, spec in self.tag_map.manipulated.items() if spec.ai_enable is not None}
         self.speed = float(speed)
         self.duration_s = duration_s
         self._server = TagServer(
@@ -132,7 +145,8 @@ class SimulatedUnitServer:
             endpoint,
             security=security,
             on_write=self._client_write,
-            extra_signals=(OPERATOR_AI_ENABLE, SIM_TIME),
+            extra_signals=(OPERATOR_AI_ENABLE, SIM_TIME, *(_operator_mv_enable(name, mv)
+                                                           for name, (mv, _) in self._mv_operator.items())),
             application_uri=application_uri or f"urn:boiler-ai:server:{self.tag_map.unit}",
             name=f"boiler-ai simulated {self.tag_map.unit}",
             habits=habits,
@@ -185,9 +199,16 @@ class SimulatedUnitServer:
         self._unit.set_ai_enable(on)
         await self._publish()
 
+    async def set_mv_ai_enable(self, mv: str, on: bool) -> None:
+        """The operator's AI enable of one manipulated variable (faceplate), served at once."""
+        self._unit.set_mv_ai_enable(mv, on)
+        await self._publish()
+
     def _client_write(self, signal: str, value: float) -> None:
         if signal == OPERATOR_AI_ENABLE.name:
             self._unit.set_ai_enable(value >= 0.5)
+        elif signal in self._mv_operator:
+            self._unit.set_mv_ai_enable(self._mv_operator[signal][0], value >= 0.5)
         else:
             self._unit.write(signal, value)
 
@@ -195,6 +216,8 @@ class SimulatedUnitServer:
         values = self._unit.values()
         values[OPERATOR_AI_ENABLE.name] = values[self.tag_map.handshake["ai_enable"]]
         values[SIM_TIME.name] = self._unit.t
+        for name, (_, tag) in self._mv_operator.items():
+            values[name] = values[tag]
         await self._server.publish(values, time.time())
 
     async def _run(self) -> None:

@@ -79,6 +79,7 @@ SIGNALS: tuple[str, ...] = (
     "sh_spray_1_flow_tph", "sh_spray_2_flow_tph", "rh_spray_flow_tph", "drum_level_mm", "boiler_efficiency_pct",
     "ai_enable", "ai_permissive", "ai_active", "ai_request", "ai_heartbeat",
     *(f"{mv}_{k}_sp" for mv in MV_NAMES for k in ("dcs", "ai")),
+    *(f"{mv}_ai_enable" for mv in MV_NAMES),
 )
 # Instrument noise, one standard deviation in the tag's unit (analysers and temperatures kept well
 # inside the tag map's rate-of-change plausibility limits).
@@ -186,6 +187,8 @@ class ReferenceUnit:
         for mv, spec in tm.manipulated.items():
             if spec.ai_setpoint != f"{mv}_ai_sp" or spec.dcs_setpoint != f"{mv}_dcs_sp":
                 raise ValueError(f"{tm.source}: manipulated.{mv} must map to {mv}_dcs_sp / {mv}_ai_sp")
+            if spec.ai_enable not in (None, f"{mv}_ai_enable"):
+                raise ValueError(f"{tm.source}: manipulated.{mv}.ai_enable must be {mv}_ai_enable")
         self.ai_mvs: tuple[str, ...] = tuple(mv for mv in MV_NAMES if mv in tm.manipulated)
         writable = {"ai_request", "ai_heartbeat", "ai_status", "ai_reason", *(f"{mv}_ai_sp" for mv in self.ai_mvs)}
         bad_write = [n for n in tm.writable if n not in writable]
@@ -467,7 +470,7 @@ class ReferenceUnit:
             st.p_drum, st.p_main, st.steam_kgs * 3.6, tc[1], tc[2],
             *st.spray_tph, st.drum_level_mm, self.online_eff,
             float(d.ai_enable), float(d.ai_permissive), float(d.ai_active), float(d.ai_request), d.heartbeat,
-            *sp,
+            *sp, *map(float, d.mv_enable),
         ]
         if self._noise_on:
             if self._noise_i >= _NOISE_BLOCK:
@@ -533,6 +536,13 @@ class ReferenceUnit:
         """The operator's AI permissive on the DCS faceplate (off also resets a latched process trip)."""
         self.dcs.set_ai_enable(on)
         self._out[_IDX["ai_enable"]] = float(self.dcs.ai_enable)
+
+    def set_mv_ai_enable(self, mv: str, on: bool) -> None:
+        """The operator's AI enable of one manipulated variable on the DCS faceplate (off: back to the DCS)."""
+        if mv not in self.ai_mvs:
+            raise ValueError(f"{mv!r} is not a manipulated variable of {self.tag_map.source}")
+        self.dcs.set_mv_ai_enable(mv, on)
+        self._out[_IDX[f"{mv}_ai_enable"]] = float(bool(on))
 
     def inject(self, kind: str, target: str | float | None = None) -> None:
         """Make an event happen now (mill_trip 'c', mft, runback 420.0, coordinated_off, ...)."""

@@ -28,7 +28,8 @@ def test_reference_envelope_follows_the_tag_map(envelope, envelope_path, tag_map
     assert envelope.sha256 == hashlib.sha256(envelope_path.read_bytes()).hexdigest()
     for array in (envelope.lo, envelope.hi, envelope.rate_up, envelope.rate_down, envelope.max_dev, envelope.weights):
         assert array.shape == (15,) and not array.flags.writeable
-    assert envelope.condition_signals == tuple(f"mill_{m}_in_service" for m in "abcdef")
+    assert envelope.condition_signals == tuple(sorted([*(f"mill_{m}_in_service" for m in "abcdef"),
+                                                       *(f"{mv}_ai_enable" for mv in tag_map.manipulated)]))
     assert set(envelope.process_signals) == {"o2_economiser_pct", "co_ppm", "nox_mg_nm3", "main_steam_temp_c",
                                              "reheat_steam_temp_c", "airheater_exit_gas_temp_c"}
 

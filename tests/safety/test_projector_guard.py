@@ -39,7 +39,8 @@ NOX = next(p for p in ENV.process_limits if p.name == "nox_max")
 NOMINAL_DCS = np.array([0.0] * 6 + [60.0] * 5 + [15.0] + [40.0, 40.0, 0.0])
 NOMINAL_PROCESS = {"o2_economiser_pct": 3.5, "co_ppm": 60.0, "nox_mg_nm3": 380.0, "main_steam_temp_c": 540.0,
                    "reheat_steam_temp_c": 538.0, "airheater_exit_gas_temp_c": 130.0}
-MILL_F_OUT = {f"mill_{m}_in_service": m != "f" for m in "abcdef"}
+ALL_ENABLED = {signal: True for signal in ENV.ai_enable if signal is not None}  # no MV taken back by the operator
+MILL_F_OUT = {**ALL_ENABLED, **{f"mill_{m}_in_service": m != "f" for m in "abcdef"}}
 
 
 def project(request, u_prev=NOMINAL_DCS, u_dcs=NOMINAL_DCS, process=NOMINAL_PROCESS, available=MILL_F_OUT, dt=1.0,
@@ -307,6 +308,22 @@ def test_unusable_request_holds_the_setpoints_in_force(request_):
     assert guard_check(result.action).ok
 
 
+def test_an_mv_the_operator_took_back_is_held_at_the_dcs_setpoint_by_both():
+    # the operator drops SOFA damper 1's AI enable: whatever is asked, it is the DCS's, the others still move
+    request = NOMINAL_DCS.copy()
+    request[IDX["sofa_damper_1_pct"]] += 0.8
+    request[IDX["sofa_damper_2_pct"]] += 0.8
+    taken_back = dict(MILL_F_OUT, sofa_damper_1_pct_ai_enable=False)
+    result = project(request, available=taken_back)
+    assert result.action[IDX["sofa_damper_1_pct"]] == NOMINAL_DCS[IDX["sofa_damper_1_pct"]]
+    assert result.action[IDX["sofa_damper_2_pct"]] == pytest.approx(request[IDX["sofa_damper_2_pct"]])
+    assert "sofa_damper_1_pct:unavailable" in result.active_constraints
+    assert guard_check(result.action, available=taken_back).ok
+    verdict = guard_check(request, available=taken_back)
+    assert any("sofa_damper_1_pct: left to the DCS" in v for v in verdict.violations)
+    assert guard_check(request).ok  # the same move with the enable on is fine
+
+
 def test_mill_trip_with_a_bias_on_it_releases():
     # feeder E's bias drops to the DCS's 0 with its mill; the other feeders cannot take up its 2 t/h
     # within their rate limits, so the fuel balance cannot hold this cycle
@@ -479,7 +496,7 @@ SIGNAL_LIMITS = {s: ([p.limit for p in ENV.process_limits if p.signal == s and p
 
 
 def random_case(rng, mills, prev_kind, request_kind, process_kind, dt):
-    available = {f"mill_{m}_in_service": s for m, s in zip("abcdef", mills)}
+    available = {**ALL_ENABLED, **{f"mill_{m}_in_service": s for m, s in zip("abcdef", mills)}}
     pinned = np.array([w is not None and not available[w] for w in ENV.available_when])
     u_dcs = rng.uniform(ENV.lo, ENV.hi)
     u_dcs[FEEDERS] = np.where(rng.random(6) < 0.7, 0.0, rng.uniform(-2, 2, 6))

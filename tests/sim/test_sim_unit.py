@@ -20,7 +20,8 @@ def test_default_tag_map_is_the_packaged_one(tag_map):
     # the unit publishes an AI setpoint for every MV it has; the tag map reads those it hands to the AI
     assert set(tag_map.readable) <= set(SIGNALS)
     sprays = ("sh_spray_1", "sh_spray_2", "rh_spray")
-    assert set(SIGNALS) - set(tag_map.readable) == {f"{s}_valve_pct_ai_sp" for s in sprays}
+    unread = {f"{s}_valve_pct_{k}" for s in sprays for k in ("ai_sp", "ai_enable")}
+    assert set(SIGNALS) - set(tag_map.readable) == unread
 
 
 def test_values_cover_every_readable_tag_in_range(tag_map):

@@ -114,3 +114,13 @@ def test_every_reason_the_daemon_gives_has_one_code_for_the_operator():
     assert names <= set(status_codes.BY_NAME)
     assert set(status_codes.BY_NAME) - names == {"none", "other"}
     assert status_codes.reason("a_reason_from_a_newer_daemon") is status_codes.OTHER
+
+
+def test_a_variable_the_operator_took_back_is_named_so(logged):
+    _, log_dir, records = logged
+    seq = seq_of(records, lambda r: r["mode"] == "active" and r["transition"] is None)
+    record = {**read_record(seq, log_dir=log_dir), "handed_back": ["sofa_damper_1_pct"]}
+    s = story(record)
+    assert [r["mv"] for r in s["mvs"] if r["handed_back"]] == ["sofa_damper_1_pct"]
+    line = next(x for x in render(s).splitlines() if x.strip().startswith("sofa_damper_1_pct"))
+    assert line.endswith("taken back to the DCS by the operator (its AI enable is off)")

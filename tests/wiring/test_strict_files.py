@@ -231,3 +231,25 @@ def test_faceplate_status_tags_are_optional_and_checked(tmp_path):
 
     with pytest.raises(ConfigError, match=r"handshake\.ai_mode: unknown field"):
         load_tag_map(_tag_map_with(tmp_path, unknown_role))
+
+
+def test_per_mv_ai_enable_is_optional_and_must_be_a_readable_boolean(tmp_path):
+    def without(data):
+        del data["manipulated"]["o2_setpoint_bias_pct"]["ai_enable"]
+
+    tag_map = load_tag_map(_tag_map_with(tmp_path, without))
+    assert tag_map.manipulated["o2_setpoint_bias_pct"].ai_enable is None
+    assert tag_map.manipulated["sofa_damper_1_pct"].ai_enable == "sofa_damper_1_pct_ai_enable"
+
+    def a_number(data):
+        data["manipulated"]["o2_setpoint_bias_pct"]["ai_enable"] = "o2_economiser_pct"
+
+    with pytest.raises(ConfigError, match=r"manipulated\.o2_setpoint_bias_pct\.ai_enable: tag 'o2_economiser_pct' "
+                                          r"must be a readable Boolean"):
+        load_tag_map(_tag_map_with(tmp_path, a_number))
+
+    def misspelt(data):
+        data["manipulated"]["o2_setpoint_bias_pct"]["ai_enabled"] = "o2_setpoint_bias_pct_ai_enable"
+
+    with pytest.raises(ConfigError, match=r"manipulated\.o2_setpoint_bias_pct\.ai_enabled: unknown field"):
+        load_tag_map(_tag_map_with(tmp_path, misspelt))
