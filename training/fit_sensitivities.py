@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from boiler_ai.cli import DefaultsShown
 from boiler_ai.control.envelope import Envelope, load_envelope
 from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.strict import ConfigError
@@ -225,15 +226,17 @@ def write_envelope(path: Path, out: Path, envelope: Envelope, fits: dict[tuple[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--envelope", type=Path, default=ROOT / "constraints" / "reference_unit.yaml")
-    parser.add_argument("--tag-map", type=Path, default=ROOT / "opc" / "reference_unit.yaml")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsShown)
+    parser.add_argument("--envelope", type=Path, default=ROOT / "constraints" / "reference_unit.yaml",
+                        help="envelope whose process limits are fitted (default: constraints/reference_unit.yaml)")
+    parser.add_argument("--tag-map", type=Path, default=ROOT / "opc" / "reference_unit.yaml",
+                        help="the unit's tag map (default: opc/reference_unit.yaml)")
     parser.add_argument("--out", type=Path, help="envelope file to write (default: --envelope, in place)")
     parser.add_argument("--log", type=Path, default=Path("step_tests.csv"), help="step-test log (written, then read)")
     parser.add_argument("--no-simulate", action="store_true", help="fit an existing log (a plant's own step tests)")
     parser.add_argument("--hold-s", type=float, default=600.0, help="seconds per plateau of a simulated step test")
     parser.add_argument("--settle-window-s", type=float, default=240.0, help="seconds averaged at a plateau's end")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     args = parser.parse_args(argv)
     try:
         tag_map = load_tag_map(args.tag_map)
