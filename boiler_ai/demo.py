@@ -48,16 +48,15 @@ KPIS = ("efficiency_pct", "efficiency_lhv_pct", "heat_rate_kj_kwh", "nox_mg_nm3"
         "rh_spray_tph")
 
 
-class KpiMeter:
-    """Wraps a simulated unit; after every step it adds the unit's true performance to running sums."""
+class UnitTap:
+    """Wraps a simulated unit: after every step it hands the unit's true performance to `observe` and
+    counts the seconds each process limit is crossed; the rest of the unit's API passes through."""
 
     def __init__(self, unit):
         self.unit = unit
-        self.sums = dict.fromkeys(KPIS, 0.0)
-        self.samples = 0
         self.violation_s: Counter[str] = Counter()
 
-    def __getattr__(self, name):  # the rest of the unit's API passes through
+    def __getattr__(self, name):
         return getattr(self.unit, name)
 
     @property
@@ -67,11 +66,26 @@ class KpiMeter:
     def step(self, dt: float = 1.0) -> None:
         self.unit.step(dt)
         perf = self.unit.performance()
-        for key in KPIS:
-            self.sums[key] += perf[key]
         for limit, crossed in perf["violations"].items():
             if crossed:
                 self.violation_s[limit] += dt
+        self.observe(perf, dt)
+
+    def observe(self, perf: dict, dt: float) -> None:
+        raise NotImplementedError
+
+
+class KpiMeter(UnitTap):
+    """Running sums of the demo's KPIs, one sample per step."""
+
+    def __init__(self, unit):
+        super().__init__(unit)
+        self.sums = dict.fromkeys(KPIS, 0.0)
+        self.samples = 0
+
+    def observe(self, perf: dict, dt: float) -> None:
+        for key in KPIS:
+            self.sums[key] += perf[key]
         self.samples += 1
 
     def summary(self) -> dict:

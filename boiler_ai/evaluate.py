@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from boiler_ai.config import DaemonConfig, SteppedConfig, load_config
+from boiler_ai.demo import UnitTap
 from boiler_ai.errors import ExpectedError
 from boiler_ai.strict import ConfigError
 
@@ -38,39 +39,26 @@ TRACE_EVERY_S = 60  # one point per simulated minute in the report's plots
 STEAM_SP_C = 540.0
 
 
-class Trace:
-    """Wraps a simulated unit: after every step, its true performance into running figures and a
-    one-per-minute series; what the AI did (mode, offsets) is added by the caller."""
+class Trace(UnitTap):
+    """Time-weighted figures of a simulated unit's true performance and a one-per-minute series; what the
+    AI did (mode, offsets) is added by the caller."""
 
     def __init__(self, unit):
-        self.unit = unit
+        super().__init__(unit)
         self.seconds = 0.0
         self.sums: Counter[str] = Counter()
-        self.violation_s: Counter[str] = Counter()
         self.co: list[float] = []
         self.series: dict[str, list[float]] = {k: [] for k in ("t_h", "efficiency_pct", "heat_rate_kj_kwh", "o2_pct",
                                                                "co_ppm", "nox_mg_nm3", "main_steam_temp_c",
                                                                "reheat_steam_temp_c")}
 
-    def __getattr__(self, name):  # the rest of the unit's API passes through
-        return getattr(self.unit, name)
-
-    @property
-    def t(self) -> float:
-        return self.unit.t
-
-    def step(self, dt: float = 1.0) -> None:
-        self.unit.step(dt)
-        p = self.unit.performance()
+    def observe(self, p: dict, dt: float) -> None:
         self.seconds += dt
         for key in ("efficiency_pct", "heat_rate_kj_kwh", "nox_mg_nm3", "o2_pct"):
             self.sums[key] += p[key] * dt
         self.sums["steam_dev_c"] += (abs(p["main_steam_temp_c"] - STEAM_SP_C)
                                      + abs(p["reheat_steam_temp_c"] - STEAM_SP_C)) / 2 * dt
         self.co.append(p["co_ppm"])
-        for limit, crossed in p["violations"].items():
-            if crossed:
-                self.violation_s[limit] += dt
         if int(self.unit.t) % TRACE_EVERY_S < dt:
             s = self.series
             s["t_h"].append(self.unit.t / 3600.0)
