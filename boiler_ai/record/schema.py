@@ -377,16 +377,20 @@ RECORD = _record_type()
 STAMPED = ("seq", "log_dropped_count", "publish_drop_count")
 
 
-def _packed_paths(node: Type, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Packed]]:
+def _paths(node: Type, prefix: tuple[str, ...], pick) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(path, what `pick` says of it) for the fields under `node`, through objects, that `pick` does not answer
+    None for."""
     inner = node.inner if isinstance(node, Nullable) else node
-    if isinstance(inner, Packed):
-        yield prefix, inner
-    elif isinstance(inner, Obj):
+    if isinstance(inner, Obj):
         for name, spec in inner.fields.items():
-            yield from _packed_paths(spec.type, prefix + (name,))
+            yield from _paths(spec.type, prefix + (name,), pick)
+    else:
+        what = pick(inner)
+        if what is not None:
+            yield prefix, what
 
 
-PACKED_PATHS = tuple(_packed_paths(RECORD, ()))
+PACKED_PATHS = tuple(_paths(RECORD, (), lambda node: node if isinstance(node, Packed) else None))
 
 
 def flatten(node: Type = RECORD, prefix: str = "") -> dict[str, str]:
@@ -440,16 +444,12 @@ def validate(record: Mapping, *, stamped: bool = True) -> None:
             raise RecordError(key, f"has {len(record[key])} entries for {m} manipulated variables")
 
 
-def _number_paths(node: Type, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], bool]]:
-    """Where a scalar number (False) or a container that may hold numbers (True) sits outside packed arrays."""
-    inner = node.inner if isinstance(node, Nullable) else node
-    if isinstance(inner, Num):
-        yield prefix, False
-    elif isinstance(inner, Obj):
-        for name, spec in inner.fields.items():
-            yield from _number_paths(spec.type, prefix + (name,))
-    elif isinstance(inner, (Opaque, MapOf, ListOf)) and _may_hold_number(inner):
-        yield prefix, True
+def _number_kind(node: Type) -> bool | None:
+    """False for a scalar number, True for a container that may hold numbers, None for the rest (packed
+    arrays hold theirs bit for bit)."""
+    if isinstance(node, Num):
+        return False
+    return True if isinstance(node, (Opaque, MapOf, ListOf)) and _may_hold_number(node) else None
 
 
 def _may_hold_number(node: Type) -> bool:
@@ -469,7 +469,7 @@ def _by_parent(paths) -> tuple[list, dict[str, list]]:
 
 
 _PACKED_TOP, _PACKED_NESTED = _by_parent(PACKED_PATHS)
-_NUMBER_TOP, _NUMBER_NESTED = _by_parent(_number_paths(RECORD, ()))
+_NUMBER_TOP, _NUMBER_NESTED = _by_parent(_paths(RECORD, (), _number_kind))
 _MISSING = object()
 
 
