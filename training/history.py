@@ -17,7 +17,6 @@ The reader (`read_history`) gives the learner tag-map signals only: the columns 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import math
@@ -32,7 +31,7 @@ import numpy as np
 import yaml
 
 from boiler_ai.strict import ConfigError
-from training.stages import Artefacts, read_stage, sha256_file
+from training.stages import Artefacts, read_stage, sha256_file, stage_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
@@ -249,11 +248,9 @@ def read_history(folder: Path) -> History:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="artefact folder of this stage")
+    parser = stage_parser(__doc__, seed_help="picks the training seeds and the test schedule (default: 0)")
     parser.add_argument("--days", type=float, default=20.0, help="simulated days of operation (default 20)")
     parser.add_argument("--hours", type=float, default=None, help="simulated hours instead of days (small runs)")
-    parser.add_argument("--seed", type=int, default=0, help="picks the training seeds and the test schedule")
     parser.add_argument("--cycle-s", type=float, default=5.0,
                         help="the logging daemon's cycle period (default 5 s, a historian's typical rate)")
     parser.add_argument("--keep-logs", action="store_true", help="keep each episode's decision log beside its export")

@@ -14,12 +14,10 @@ and MODEL_CARD.json (training figures of every stage; `boiler-ai promote` adds t
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -32,7 +30,7 @@ from training.history import read_history
 from training.policy import actor_offsets
 from training.policy_dataset import Dataset
 from training.process_model import HELD_OUT_EVERY
-from training.stages import Artefacts, read_stage
+from training.stages import Artefacts, read_stage, stage_parser
 
 
 def distillation_data(history, tag_map, envelope, algo, obs_signals: tuple[str, ...], stride: int,
@@ -131,13 +129,8 @@ Held-out rows with an input outside the training envelope (5 % margin): \
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--history", type=Path, required=True)
-    parser.add_argument("--process-model", type=Path, required=True)
-    parser.add_argument("--policy", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser = stage_parser(__doc__, "history", "process-model", "policy")
     parser.add_argument("--model-id", default="offline-rl-v1")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=10)

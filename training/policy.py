@@ -28,7 +28,6 @@ round with the best closed-loop reward among those within the cost budget is kep
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -46,7 +45,7 @@ from training import objective
 from training.history import read_history
 from training.policy_dataset import observation_signals
 from training.process_model import HELD_OUT_EVERY, TAG_MAP, ProcessModel, frame
-from training.stages import Artefacts, read_stage, sha256_file
+from training.stages import Artefacts, read_stage, sha256_file, stage_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVELOPE = ROOT / "constraints" / "reference_unit.yaml"
@@ -261,13 +260,9 @@ def closed_loop_check(algo, movable, obs_signals, plan, minutes: float, decision
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--history", type=Path, required=True)
-    parser.add_argument("--process-model", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser = stage_parser(__doc__, "history", "process-model")
     parser.add_argument("--tag-map", type=Path, default=TAG_MAP)
     parser.add_argument("--envelope", type=Path, default=ENVELOPE)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--horizon", type=int, default=5, help="model steps an offset is held and scored over")
     parser.add_argument("--starts", type=int, default=8000, help="start states sampled from the history")
     parser.add_argument("--candidates", type=int, default=4, help="random offsets tried per start state")

@@ -17,7 +17,6 @@ and `spread_scale`, the factor that makes the 1-spread share 68 % (the policy st
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -32,7 +31,7 @@ from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.strict import ConfigError
 from training.ensemble import ResidualMLPEnsemble, predict, train_ensemble
 from training.history import History, read_history
-from training.stages import Artefacts, read_stage, sha256_file
+from training.stages import Artefacts, read_stage, sha256_file, stage_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG_MAP = ROOT / "opc" / "reference_unit.yaml"
@@ -203,12 +202,9 @@ def _r(v: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--history", type=Path, required=True, help="the history stage's folder")
-    parser.add_argument("--out", type=Path, required=True, help="artefact folder of this stage")
+    parser = stage_parser(__doc__, "history")
     parser.add_argument("--tag-map", type=Path, default=TAG_MAP)
     parser.add_argument("--outputs", default=",".join(OUTPUTS), help="comma-separated tag-map names to predict")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step-s", type=float, default=60.0, help="plant time per model step (default 60 s)")
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=128)

@@ -10,6 +10,7 @@ and `data_sha256` in metrics.json pins the data it produced, so a later stage ca
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
@@ -17,6 +18,19 @@ import sys
 from pathlib import Path
 
 from boiler_ai.strict import ConfigError
+
+STAGE_FOLDERS = {"history": "the history stage's folder", "process-model": "the process-model stage's folder",
+                 "policy": "the policy stage's folder"}
+
+
+def stage_parser(doc: str, *reads: str, seed_help: str = "seed (default: 0)") -> argparse.ArgumentParser:
+    """A stage's command line: the earlier stages' folders it reads (required), its own --out and --seed."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    for stage in reads:
+        parser.add_argument(f"--{stage}", type=Path, required=True, help=STAGE_FOLDERS[stage])
+    parser.add_argument("--out", type=Path, required=True, help="artefact folder of this stage")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    return parser
 
 
 def sha256_file(path: Path) -> str:
