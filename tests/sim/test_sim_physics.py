@@ -1,5 +1,6 @@
 """The reference unit's physics: direction and rough magnitude of each behaviour against the figures of
-shared/reference/boiler-facts.md and issue 2 (600 MW subcritical drum unit, tangentially fired)."""
+docs/REFERENCE_UNIT.md (section "Calibration": the cited ranges of a 600 MW subcritical drum unit,
+tangentially fired)."""
 
 from __future__ import annotations
 
