@@ -57,7 +57,7 @@ def main() -> int:
         stages.append(("history", ["-m", "training.history", "--out", str(out / "history"), "--days", str(args.days),
                                    "--seed", seed]))
     # Spray valves, where the AI still has them, are DCS loops faster than the AI's rate limit: left to the DCS
-    from boiler_ai.plant.tagmap import load_tag_map
+    from boiler_ai.tagmap import load_tag_map
 
     sprays = [mv for mv in load_tag_map(ROOT / "opc" / "reference_unit.yaml").manipulated if "spray" in mv]
     stages += [

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from boiler_ai.plant.opcua_client import OpcUaPlantIO
-from boiler_ai.plant.tagmap import SignalSpec, TagMap, load_tag_map
+from boiler_ai.tagmap import SignalSpec, TagMap, load_tag_map
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG_MAP = ROOT / "opc" / "reference_unit.yaml"

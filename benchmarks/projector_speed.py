@@ -20,7 +20,7 @@ import numpy as np
 
 from boiler_ai.control.envelope import Envelope, load_envelope
 from boiler_ai.control.projector import ProjectionStatus, Projector
-from boiler_ai.plant.tagmap import load_tag_map
+from boiler_ai.tagmap import load_tag_map
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,9 +16,9 @@ import argparse
 import json
 
 from boiler_ai.plant.opcua_server import TagServer, VendorHabits
-from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.sim.scenario import SCENARIOS, named_scenario
 from boiler_ai.sim.unit import ReferenceUnit, default_tag_map_path
+from boiler_ai.tagmap import load_tag_map
 
 ANALOG = ("Float", "Double")
 

@@ -17,8 +17,8 @@ import time
 
 from boiler_ai.plant.opcua_client import OpcUaPlantIO
 from boiler_ai.plant.opcua_server import TagServer
-from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.sim.unit import default_tag_map_path
+from boiler_ai.tagmap import load_tag_map
 
 
 def quantile_ms(samples: list[float], q: float) -> float:

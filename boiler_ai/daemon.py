@@ -46,12 +46,12 @@ from boiler_ai.messages import (
     StageTimings,
 )
 from boiler_ai.metrics import Metrics, MetricsServer
-from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.plant.types import PlantIO
 from boiler_ai.preflight import preflight, server_keys
 from boiler_ai.record.recorder import Recorder
 from boiler_ai.service import ServiceManager
 from boiler_ai.strict import ConfigError
+from boiler_ai.tagmap import TagMap, load_tag_map
 
 SOFTWARE = f"boiler-ai {__version__}"
 

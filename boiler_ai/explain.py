@@ -37,7 +37,7 @@ _SYMBOL = {"equal": "=", "at_most": "<=", "at_least": ">="}
 class UnitFiles:
     """What the unit's own files add to a record: units, descriptions, limits (all optional)."""
 
-    tag_map: object | None = None  # boiler_ai.plant.tagmap.TagMap
+    tag_map: object | None = None  # boiler_ai.tagmap.TagMap
     envelope: object | None = None  # boiler_ai.control.envelope.Envelope
     config_hash: str | None = None
 
@@ -48,7 +48,7 @@ def load_unit_files(config: Path | None) -> UnitFiles:
         return UnitFiles()
     from boiler_ai.config import load_config
     from boiler_ai.control.envelope import load_envelope
-    from boiler_ai.plant.tagmap import load_tag_map
+    from boiler_ai.tagmap import load_tag_map
 
     cfg = load_config(config)
     tag_map = load_tag_map(cfg.tag_map)

@@ -17,6 +17,6 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def tag_map():
-    from boiler_ai.plant.tagmap import load_tag_map
+    from boiler_ai.tagmap import load_tag_map
 
     return load_tag_map(ROOT / "opc" / "reference_unit.yaml")

@@ -28,7 +28,7 @@ import torch
 
 from boiler_ai.control.model_contract import ModelContract
 from boiler_ai.control.policy import PolicyRunner
-from boiler_ai.plant.tagmap import TagMap, load_tag_map
+from boiler_ai.tagmap import TagMap, load_tag_map
 from training.ensemble import ResidualMLPEnsemble, predict, train_ensemble
 from training.export import code_commit, created_utc, export_policy
 from training.policy_dataset import Dataset, build_dataset, concat, observation_signals

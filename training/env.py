@@ -45,7 +45,7 @@ class BoilerEnv(gymnasium.Env):
         self._episode = 0
         self.loop = self.twin = self.agent = None
         from boiler_ai.control.envelope import load_envelope
-        from boiler_ai.plant.tagmap import load_tag_map
+        from boiler_ai.tagmap import load_tag_map
 
         self.tag_map = load_tag_map(self.cfg.tag_map)
         self.envelope = load_envelope(self.cfg.envelope, self.tag_map)

@@ -36,8 +36,8 @@ import numpy as np
 
 from boiler_ai.cli import DefaultsShown
 from boiler_ai.control.envelope import Envelope, load_envelope
-from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.strict import ConfigError
+from boiler_ai.tagmap import TagMap, load_tag_map
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADS_MW = (330.0, 450.0, 600.0)

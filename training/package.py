@@ -23,8 +23,8 @@ import numpy as np
 
 from boiler_ai.control.envelope import load_envelope
 from boiler_ai.control.model_contract import ModelContract
-from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.strict import ConfigError
+from boiler_ai.tagmap import load_tag_map
 from training.bootstrap_bc import EnsembleSpec, fit_and_export
 from training.history import read_history
 from training.policy import actor_offsets

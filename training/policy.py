@@ -39,8 +39,8 @@ import numpy as np
 
 from boiler_ai.control.envelope import load_envelope
 from boiler_ai.control.projector import Projector
-from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.strict import ConfigError
+from boiler_ai.tagmap import load_tag_map
 from training import objective
 from training.history import read_history
 from training.policy_dataset import observation_signals

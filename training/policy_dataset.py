@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from boiler_ai.plant.tagmap import TagMap
+from boiler_ai.tagmap import TagMap
 
 
 def observation_signals(tag_map: TagMap) -> list[str]:

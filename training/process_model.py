@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.strict import ConfigError
+from boiler_ai.tagmap import TagMap, load_tag_map
 from training.ensemble import ResidualMLPEnsemble, predict, train_ensemble
 from training.history import History, read_history
 from training.stages import Artefacts, read_stage, sha256_file, stage_parser

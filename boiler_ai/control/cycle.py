@@ -38,8 +38,8 @@ from boiler_ai.messages import (
     Snapshot,
     WriteResult,
 )
-from boiler_ai.plant.tagmap import TagMap
 from boiler_ai.status_codes import StatusLatch
+from boiler_ai.tagmap import TagMap
 
 
 @dataclass(frozen=True)

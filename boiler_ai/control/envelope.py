@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from boiler_ai.plant.tagmap import SignalSpec, TagMap
 from boiler_ai.strict import ConfigError, Fields, load_yaml
+from boiler_ai.tagmap import SignalSpec, TagMap
 
 ALWAYS = "always"  # available_when value for an MV the AI may always move
 RELATIONS = ("equal", "at_most", "at_least")

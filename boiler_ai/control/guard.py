@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from boiler_ai.messages.record import GuardVerdict
-from boiler_ai.plant.tagmap import TagMap
 from boiler_ai.strict import ConfigError, Fields, load_yaml
+from boiler_ai.tagmap import TagMap
 
 _RELATIONS = ("equal", "at_most", "at_least")
 _BASES = ("setpoint", "deviation_from_dcs")

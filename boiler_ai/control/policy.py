@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from boiler_ai.control.model_contract import ModelContract, ModelError, first_line
-from boiler_ai.plant.tagmap import TagMap
+from boiler_ai.tagmap import TagMap
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

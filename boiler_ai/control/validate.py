@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 from boiler_ai.messages.plant import InputIssue, Snapshot
-from boiler_ai.plant.tagmap import SignalSpec
+from boiler_ai.tagmap import SignalSpec
 
 # Issue names (messages.InputIssue) are part of the decision record: add, never rename.
 

@@ -5,7 +5,7 @@ Only opcua_client.py and opcua_server.py import the OPC UA library; importing th
 so the controller core and the tools use the tag map without a network stack.
 """
 
-from boiler_ai.plant.tagmap import SignalSpec, TagMap, load_tag_map
 from boiler_ai.plant.types import PlantIO
+from boiler_ai.tagmap import SignalSpec, TagMap, load_tag_map
 
 __all__ = ["PlantIO", "SignalSpec", "TagMap", "load_tag_map"]

@@ -40,8 +40,8 @@ from boiler_ai.plant.security import (
     load_credentials,
     thumbprint,
 )
-from boiler_ai.plant.tagmap import SignalSpec, TagMap
 from boiler_ai.strict import ConfigError
+from boiler_ai.tagmap import SignalSpec, TagMap
 
 log = logging.getLogger(__name__)
 

@@ -73,7 +73,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from boiler_ai.messages.plant import Quality, Reading
 from boiler_ai.plant.opcua_client import INTEGER_LIMITS, VARIANT_TYPES
 from boiler_ai.plant.security import certificate_uris
-from boiler_ai.plant.tagmap import SignalSpec, TagMap
+from boiler_ai.tagmap import SignalSpec, TagMap
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ pass between cycles). The unit comes from the wiring (anything with `t`, `values
 from __future__ import annotations
 
 from boiler_ai.messages.plant import Reading, Snapshot, WriteResult
-from boiler_ai.plant.tagmap import TagMap
+from boiler_ai.tagmap import TagMap
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: simulated time zero
 

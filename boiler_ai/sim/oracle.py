@@ -78,7 +78,7 @@ class OracleLimits:
     def from_envelope(path: str | Path, tag_map_path: str | Path) -> OracleLimits:
         """The daemon's envelope file, read by the daemon's own loader (so both see the same limits)."""
         from boiler_ai.control.envelope import load_envelope
-        from boiler_ai.plant.tagmap import load_tag_map
+        from boiler_ai.tagmap import load_tag_map
 
         env = load_envelope(path, load_tag_map(tag_map_path))
         # A DCS setpoint the envelope does not list is not the AI's to move: held at the DCS's value.

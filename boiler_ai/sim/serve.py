@@ -45,10 +45,10 @@ from boiler_ai.plant.opcua_server import (
     make_certificate,
 )
 from boiler_ai.plant.security import SecurityError, read_password
-from boiler_ai.plant.tagmap import SignalSpec, TagMap, load_tag_map
 from boiler_ai.sim.scenario import SCENARIOS, Scenario, named_scenario
 from boiler_ai.sim.unit import ReferenceUnit, default_tag_map_path
 from boiler_ai.strict import ConfigError
+from boiler_ai.tagmap import SignalSpec, TagMap, load_tag_map
 
 log = logging.getLogger(__name__)
 

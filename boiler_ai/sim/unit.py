@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 import boiler_ai
-from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.sim import steam
 from boiler_ai.sim.coal import DESIGN_COAL, blend, coal_named, stoichiometry
 from boiler_ai.sim.dcs import (
@@ -41,6 +40,7 @@ from boiler_ai.sim.heatrate import fan_power_mw, unit_heat_rate
 from boiler_ai.sim.mills import MILLS, MillBank, MillStatus
 from boiler_ai.sim.scenario import Event, Scenario, named_scenario
 from boiler_ai.sim.steady import HUMIDITY_KG_PER_KG, OperatingPoint, efficiency_at, flue_gas_tph, humidity_ratio
+from boiler_ai.tagmap import TagMap, load_tag_map
 
 
 def project_file(*parts: str) -> Path:

@@ -23,8 +23,8 @@ from rigs.contracts import (
 
 from boiler_ai.control.model_contract import ModelError, write_contract
 from boiler_ai.control.policy import Inference, PolicyRunner, session_options
-from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.strict import ConfigError
+from boiler_ai.tagmap import load_tag_map
 
 TM = load_tag_map(TAG_MAP)
 REVERSED = tuple(reversed(MVS))

@@ -21,9 +21,9 @@ import yaml
 from rigs.served import free_port
 from rigs.stand_in_unit import StandInUnit
 
-from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.record.log import iter_records
 from boiler_ai.sim.serve import SimulatedUnitServer
+from boiler_ai.tagmap import TagMap, load_tag_map
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "example_330mw.yaml"

@@ -37,8 +37,8 @@ from boiler_ai.plant.opcua_client import (
     parse_node,
 )
 from boiler_ai.plant.security import SecurityError, SecuritySettings
-from boiler_ai.plant.tagmap import SignalSpec, TagMap
 from boiler_ai.strict import ConfigError
+from boiler_ai.tagmap import SignalSpec, TagMap
 
 pytestmark = pytest.mark.timeout(120)
 

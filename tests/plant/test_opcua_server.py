@@ -36,10 +36,10 @@ from boiler_ai.plant.opcua_server import (
     private_key_path,
     trust,
 )
-from boiler_ai.plant.tagmap import TagMap, load_tag_map
 from boiler_ai.sim.dcs import MV_NAMES
 from boiler_ai.sim.serve import SimulatedUnitServer, add_arguments
 from boiler_ai.sim.serve import run as run_sim
+from boiler_ai.tagmap import TagMap, load_tag_map
 
 pytestmark = pytest.mark.timeout(120)
 

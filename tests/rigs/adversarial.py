@@ -19,10 +19,10 @@ from rigs.cycle_rig import BOOTSTRAP, BOOTSTRAP_SHA, Rig, write_config
 from rigs.policies import Adversary, adversary
 
 from boiler_ai.messages import Mode
-from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.sim.dcs import DcsConfig
 from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.unit import PROCESS_LIMITS, ReferenceUnit
+from boiler_ai.tagmap import load_tag_map
 
 ROOT = Path(__file__).resolve().parents[2]
 # The DCS's own process-limit trip of AI mode switched off: these runs measure the daemon's protection alone.

@@ -13,10 +13,10 @@ from boiler_ai.config import load_config
 from boiler_ai.daemon import Core, build_core
 from boiler_ai.messages import Outcome, Record, StageTimings
 from boiler_ai.plant.stepped import SteppedPlant
-from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.sim.dcs import DcsConfig
 from boiler_ai.sim.scenario import named_scenario
 from boiler_ai.sim.unit import ReferenceUnit
+from boiler_ai.tagmap import load_tag_map
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "examples" / "reference_unit.yaml"

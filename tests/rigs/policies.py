@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from boiler_ai.control.model_contract import ModelContract, write_contract
-from boiler_ai.plant.tagmap import TagMap
+from boiler_ai.tagmap import TagMap
 
 FEEDERS = tuple(f"feeder_{m}_bias_tph" for m in "abcdef")
 SA = tuple(f"sa_damper_{m}_pct" for m in "abcdef")

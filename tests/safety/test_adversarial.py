@@ -19,7 +19,7 @@ from rigs.policies import ADVERSARIES, FEEDERS, O2, SA, SOFA, Adversary
 
 from boiler_ai.control.envelope import load_envelope
 from boiler_ai.messages import Reading, Reason, Snapshot
-from boiler_ai.plant.tagmap import load_tag_map
+from boiler_ai.tagmap import load_tag_map
 
 ENV = load_envelope(ROOT / "constraints" / "reference_unit.yaml", load_tag_map(ROOT / "opc" / "reference_unit.yaml"))
 ALLOWED_S = {p.name: p.hold_s + p.analyser_lag_s for p in ENV.process_limits}

@@ -19,8 +19,8 @@ from boiler_ai.control import projector as projector_module
 from boiler_ai.control.envelope import load_envelope
 from boiler_ai.control.guard import Guard
 from boiler_ai.control.projector import ProjectionStatus, Projector
-from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.strict import ConfigError
+from boiler_ai.tagmap import load_tag_map
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVELOPE_PATH = ROOT / "constraints" / "reference_unit.yaml"

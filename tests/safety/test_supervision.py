@@ -12,7 +12,7 @@ import numpy as np
 from boiler_ai.control.envelope import load_envelope
 from boiler_ai.control.supervision import Supervisor
 from boiler_ai.messages import EventType, Reason
-from boiler_ai.plant.tagmap import load_tag_map
+from boiler_ai.tagmap import load_tag_map
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = load_envelope(ROOT / "constraints" / "reference_unit.yaml", load_tag_map(ROOT / "opc" / "reference_unit.yaml"))

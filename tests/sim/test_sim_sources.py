@@ -7,11 +7,11 @@ import pytest
 import yaml
 
 from boiler_ai.control.envelope import load_envelope
-from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.sim.dcs import I_SPRAY, MV_NAMES, MV_RANGE, SPRAY_VALVE, DcsConfig, ProcessTrip
 from boiler_ai.sim.disturbances import NO_DISTURBANCES
 from boiler_ai.sim.scenario import Scenario
 from boiler_ai.sim.unit import PROCESS_LIMITS, ReferenceUnit, default_tag_map_path, project_file
+from boiler_ai.tagmap import load_tag_map
 
 
 @pytest.fixture(scope="module")

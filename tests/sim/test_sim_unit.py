@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.sim.scenario import SCENARIOS, Event, Scenario, named_scenario
 from boiler_ai.sim.unit import PROCESS_LIMITS, SIGNALS, ReferenceUnit, default_tag_map_path
+from boiler_ai.tagmap import load_tag_map
 
 
 def test_default_tag_map_is_the_packaged_one(tag_map):

@@ -14,7 +14,7 @@ from rigs.contracts import sample_contract
 
 from boiler_ai.control.model_contract import read_contract
 from boiler_ai.control.policy import PolicyRunner
-from boiler_ai.plant.tagmap import load_tag_map
+from boiler_ai.tagmap import load_tag_map
 from training import bootstrap_bc
 from training.ensemble import ResidualMLPEnsemble, predict
 from training.export import ExportError, export_policy

@@ -25,9 +25,9 @@ from boiler_ai.control.guard import Guard
 from boiler_ai.control.model_contract import ModelContract, write_contract
 from boiler_ai.daemon import build_core
 from boiler_ai.errors import CannotListen, FileAccessError
-from boiler_ai.plant.tagmap import load_tag_map
 from boiler_ai.preflight import preflight
 from boiler_ai.strict import ConfigError, load_yaml
+from boiler_ai.tagmap import load_tag_map
 
 ENVELOPE = ROOT / "constraints" / "reference_unit.yaml"
 TAG_MAP = ROOT / "opc" / "reference_unit.yaml"
