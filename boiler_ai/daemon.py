@@ -228,7 +228,8 @@ class Daemon:
         stages.lap("record")
         record = Record(decision_log.next_seq, self.core.origin, decision, Outcome(result, read_back, stages.timings()),
                         decision_log.dropped_count, decision_log.publish_drop_count)
-        self.recorder.append(record)
+        # A plant paced by nothing but the cycle itself (stepped) waits for the log rather than lose records
+        self.recorder.append(record, wait=self.pace.period_s == 0)
         self._report(record)
         return record
 

@@ -154,10 +154,9 @@ def episode_plan(days: float, hours: float | None, seed: int) -> list[tuple[str,
     return plan
 
 
-def daemon_config(folder: Path, scenario: str, seed: int, cycle_s: float, seconds: float) -> Path:
-    """The example daemon config in observe mode on the stepped plant, its log in `folder/log`. The
-    stepped plant runs as fast as it can: the log's queue holds the whole episode, so the writer falling
-    behind delays it rather than dropping records (a plant's cycle period leaves the writer idle)."""
+def daemon_config(folder: Path, scenario: str, seed: int, cycle_s: float) -> Path:
+    """The example daemon config in observe mode on the stepped plant, its log in `folder/log` (the
+    stepped daemon waits for the log's writer when it runs ahead, so no record is dropped)."""
     cfg = yaml.safe_load(BASE_CONFIG.read_text())
     cfg.pop("model", None)
     cfg.update(tag_map=str(ROOT / "opc" / "reference_unit.yaml"),
@@ -165,7 +164,7 @@ def daemon_config(folder: Path, scenario: str, seed: int, cycle_s: float, second
                plant={"kind": "stepped", "scenario": scenario, "seed": seed, "ai_enable": False},
                metrics={"listen": None}, host={"cpu_latency_limit_us": None}, log_level="warning")
     cfg["record"].update(log_dir=str(folder / "log"), publish_endpoint=None, catchup_endpoint=None, fsync="never",
-                         retention_days=0, retention_max_mb=None, queue_size=round(seconds / cycle_s) + 16)
+                         retention_days=0, retention_max_mb=None)
     path = folder / "daemon.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -179,7 +178,7 @@ def run_episode(folder: Path, scenario: str, seed: int, seconds: float, cycle_s:
     from boiler_ai.sim.scenario import named_scenario
     from boiler_ai.sim.unit import ReferenceUnit
 
-    cfg = load_config(daemon_config(folder, scenario, seed, cycle_s, seconds))
+    cfg = load_config(daemon_config(folder, scenario, seed, cycle_s))
     core = build_core(cfg)
     env = core.envelope
     from boiler_ai.sim.dcs import I_SPRAY, MV_NAMES

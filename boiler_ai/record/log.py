@@ -379,6 +379,9 @@ class _Segment:
     last_seq: int | None = None  # of the newest frame written into it
 
 
+# How long append(wait=True) waits for room in a full queue before it drops the record as usual.
+APPEND_WAIT_S = 30.0
+
 class DurableLog:
     """Append-only decision log of one unit. `append` is called from the control cycle only.
 
@@ -491,13 +494,15 @@ class DurableLog:
         disk does), as opposed to a fault it reports (a failed write, a full disk)."""
         return self._enqueued > self._processed and time.monotonic() - self._progress_at > self.max_lag_s
 
-    def append(self, record: Record) -> int:
-        """Queue `record` for the writer thread; never blocks on I/O. Returns its seq.
+    def append(self, record: Record, *, wait: bool = False) -> int:
+        """Queue `record` for the writer thread; never blocks on I/O unless told to wait. Returns its seq.
 
         The caller stamps the record (it is immutable; the log never edits it): `seq` must be this
         log's `next_seq` (there is one writer), the loss counters `dropped_count` and
         `publish_drop_count` as they stand. A full queue drops the record (counted, logged, and in
-        the counter of the next record); its seq stays consumed. A record the writer cannot encode
+        the counter of the next record); its seq stays consumed. With `wait` (a caller that keeps no
+        real time: a stepped plant, a test rig) a full queue first waits up to APPEND_WAIT_S for the
+        writer to make room, so running faster than the disk costs time, not records. A record the writer cannot encode
         is a defect: it is counted as dropped and the next `append` raises LogError naming its seq
         and field, so a daemon stops deciding things it cannot record.
         """
@@ -515,6 +520,11 @@ class DurableLog:
         with self._cond:
             if self._closing:
                 raise LogError(f"{self.directory}: append after close")
+            if wait:
+                deadline = time.monotonic() + APPEND_WAIT_S
+                while len(self._pending) >= self.queue_size and not self._closing \
+                        and self._cond.wait(max(0.0, deadline - time.monotonic())):
+                    pass
             if len(self._pending) >= self.queue_size:
                 self._drop(seq, seq, "queue_full", f"queue full ({self.queue_size} records)")
                 return seq
@@ -679,15 +689,16 @@ class DurableLog:
         if expect_last is not None and (last is None or last < expect_last) \
                 and not (found.damaged and found.damaged[-1][1] == found.size):
             found.damaged.append((found.size, found.size))  # cut on a frame boundary: the frames after it are gone
-        if not found.damaged:
-            return header, last, None
-        first_seq = int(_SEGMENT_NAME.match(path.name).group(1))
-        if header is None and not found.frames:  # e.g. torn while the segment was being created
-            self._quarantine(path, data, found, detected, why or "no segment header and no intact frame", [],
-                             "whole")
+        if header is None and not found.frames:  # torn while the segment was being created (or still empty)
+            if data:  # an empty file holds nothing to keep
+                self._quarantine(path, data, found, detected, why or "no segment header and no intact frame", [],
+                                 "whole")
             path.unlink()
             self._sync_directory()
             return None
+        if not found.damaged:
+            return header, last, None
+        first_seq = int(_SEGMENT_NAME.match(path.name).group(1))
         lost = self._lost_seqs(found, first_seq, tail_upto)
         if found.tail_only:
             kind = "tail"

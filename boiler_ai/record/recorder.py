@@ -45,8 +45,8 @@ class Recorder:
             self._close_gate()
             raise
 
-    def append(self, record: Record) -> int:
-        return self.log.append(record)
+    def append(self, record: Record, *, wait: bool = False) -> int:
+        return self.log.append(record, wait=wait)
 
     def close(self) -> None:
         """Log and publish everything queued, then stop serving catch-up."""

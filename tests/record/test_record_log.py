@@ -22,6 +22,7 @@ from boiler_ai.record.log import (
     iter_records,
     list_segments,
     read_gaps,
+    segment_path,
 )
 from boiler_ai.record.schema import decode, validate
 from boiler_ai.record.synthetic import signal_names, stamped, synthetic_record
@@ -291,6 +292,17 @@ def test_writer_killed_while_appending_reopens_to_a_valid_log(tmp_path):
         validate(r)
 
 
+def test_a_segment_killed_before_its_header_was_written_is_removed_on_reopen(tmp_path):
+    """A kill between creating a segment and writing its header leaves an empty file at the log's end."""
+    with DurableLog(tmp_path, "unit1", fsync="never") as log:
+        fill(log, 5)
+    segment_path(tmp_path, 5).touch()
+    with DurableLog(tmp_path, "unit1") as log:
+        assert log.next_seq == 5
+        fill(log, 2, seed=1)
+    assert [r["seq"] for r in iter_records(tmp_path)] == list(range(7))
+
+
 def test_rotation_by_size_and_by_age(tmp_path):
     now = [1000.0]
     size_dir, age_dir = tmp_path / "size", tmp_path / "age"
@@ -359,6 +371,25 @@ def test_overflow_is_counted_logged_and_recorded_never_silent(tmp_path, caplog):
     assert kept == [0, 1, 2, 3, 4, 5, 6, 7, 23]
     assert records[-1]["log_dropped_count"] == 15
     assert_consistent(records)
+
+
+def test_a_caller_that_keeps_no_real_time_waits_for_room_instead_of_dropping(tmp_path):
+    """A stepped plant or a test rig appends faster than any disk: with wait=True a full queue delays
+    the append until the writer has made room, and nothing is dropped."""
+    slow = Collector()
+    slow.gate.clear()
+    with DurableLog(tmp_path, "unit1", fsync="never", queue_size=5, publisher=slow) as log:
+        fill(log, 3)
+        time.sleep(0.3)  # the writer takes them and stalls publishing
+        threading.Timer(0.5, slow.gate.set).start()  # the writer comes back half a second later
+        started = time.monotonic()
+        rng = random.Random(1)
+        for i in range(20):
+            log.append(stamped(log, record(rng, 3 + i)), wait=True)
+        assert time.monotonic() - started >= 0.4  # it waited for the writer
+        assert log.flush(10)
+        assert log.dropped_count == 0
+    assert [r["seq"] for r in iter_records(tmp_path)] == list(range(23))
 
 
 def test_record_the_writer_cannot_encode_is_counted_and_stops_further_appends(tmp_path, caplog):

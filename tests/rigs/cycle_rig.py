@@ -81,7 +81,7 @@ class Rig:
         record = Record(seq, self.core.origin, decision,
                         Outcome(result, self.controller.read_back(result), StageTimings()))
         if self.log is not None:
-            self.log.append(record)
+            self.log.append(record, wait=True)  # the rig keeps no real time: it waits for the writer
         self.records.append(record.as_dict())
         self.unit.step(1.0)
         return self.records[-1]
