@@ -30,6 +30,7 @@ _BOUND_TEXT = {
     "deviation_high": "largest deviation above the DCS setpoint",
     "unavailable": "left to the DCS (not available to the AI, or taken back by the operator)",
 }
+HANDED_BACK = "taken back to the DCS by the operator (its AI enable is off)"
 _SYMBOL = {"equal": "=", "at_most": "<=", "at_least": ">="}
 
 
@@ -184,6 +185,7 @@ def story(record: dict, files: UnitFiles = UnitFiles()) -> dict:
                              "rate_down_per_s": float(env.rate_down[i]), "available_when": env.available_when[i]}
         row["binding"] = [c for c in constraints if c.get("mv") == mv]
         row["handed_back"] = mv in record.get("handed_back", ())  # absent from records written before
+        row["note"] = HANDED_BACK if row["handed_back"] else None
         req, proj, prev = _num(row["requested"]), _num(row["projected"]), _num(row["u_prev"])
         row["held_back"] = None if req is None or proj is None else req - proj
         wrote = _num(row["written"])
@@ -418,8 +420,8 @@ def render(s: dict) -> str:
     for row in s["mvs"]:
         bound = "; ".join(f"{c['text']}" + (f" (held back {_mv(c['by'])})" if _significant(c["by"]) else "")
                           for c in row["binding"])
-        if row["handed_back"]:
-            bound = "taken back to the DCS by the operator (its AI enable is off)"
+        if row["note"]:
+            bound = row["note"]
         lines.append(f"  {row['mv']:<24} {row['unit']:<5} {_mv(row['u_dcs']):>9} {_mv(row['u_prev']):>9} "
                      f"{_mv(row['requested']):>10} {_mv(row['projected']):>10} {_mv(row['written']):>9} "
                      f"{_mv(row['read_back']):>10} {_mv(row['move']):>8}  {bound}")

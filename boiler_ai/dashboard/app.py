@@ -12,6 +12,7 @@ over TLS only). It has no route that changes anything, and it never talks to the
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
 import ipaddress
@@ -40,6 +41,9 @@ log = logging.getLogger("boiler_ai.dashboard")
 
 STATIC = Path(__file__).resolve().parent / "static"
 STALE_S = 5.0  # no decision for this long: the page says the stream is stale
+# A page asks 1.5 times a second; this leaves room for a control room full of screens, while a client gone
+# wrong (a script polling back to back) cannot take the edge box's CPU from the control loop.
+MAX_API_ANSWERS_PER_S = 20.0
 
 
 class BasicAuth:
@@ -66,6 +70,25 @@ class BasicAuth:
         except (binascii.Error, ValueError):
             return False
         return secrets.compare_digest(password, self.password)
+
+
+class Paced:
+    """ASGI middleware: `/api/` answers go out at most `per_s` a second in all; a request beyond that
+    waits its turn asleep (in the event loop, spending no CPU), so answering can never busy the host."""
+
+    def __init__(self, app, per_s: float = MAX_API_ANSWERS_PER_S):
+        self.app = app
+        self.gap_s = 1.0 / per_s
+        self._next = 0.0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            now = asyncio.get_running_loop().time()
+            turn = max(now, self._next)
+            self._next = turn + self.gap_s
+            if turn > now:
+                await asyncio.sleep(turn - now)
+        await self.app(scope, receive, send)
 
 
 def create_app(timeline: Timeline, feed, files: UnitFiles = UnitFiles(), password: str | None = None):
@@ -120,7 +143,7 @@ def create_app(timeline: Timeline, feed, files: UnitFiles = UnitFiles(), passwor
 
     routes = [Route("/", index), Route("/api/status", status), Route("/api/trend", trend),
               Route("/api/explain/{seq:int}", explain), Mount("/static", StaticFiles(directory=STATIC))]
-    app = Starlette(routes=routes)
+    app = Paced(Starlette(routes=routes))
     return BasicAuth(app, password) if password is not None else app
 
 

@@ -139,6 +139,14 @@ def test_dashboard_shows_live_mode_trends_and_an_explanation(tmp_path, browser, 
         wait_for(lambda: int(trend.get_attribute("data-points")) > 5, 15, "O2 trend points")
         assert trend.find_elements(By.TAG_NAME, "canvas")
 
+        # the operator takes damper C back on its own enable: the page greys its row and says why
+        sim.call(sim.server.set_mv_ai_enable("sa_damper_c_pct", False))
+        row = lambda: browser.find_element(By.CSS_SELECTOR, '#mvs tr[data-mv="sa_damper_c_pct"]')  # noqa: E731
+        wait_for(lambda: row().get_attribute("class") == "handed-back", MODE_CHANGE_S + 1, "damper C shown handed back")
+        assert "taken back to the DCS by the operator" in row().text and mode() == "active"
+        assert "AI_REASON 111" in browser.find_element(By.ID, "reason-code").text
+        assert "Operator took a variable back" in browser.find_element(By.ID, "reason").text
+
         # the operator drops AI_ENABLE: the page shows the hand-back within two seconds
         sim.call(sim.server.set_ai_enable(False))
         dropped = time.monotonic()

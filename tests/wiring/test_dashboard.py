@@ -109,6 +109,26 @@ def test_password_protects_every_route(logged):
     assert client.get("/api/status", headers={"Authorization": f"Basic {good}"}).status_code == 200
 
 
+def test_a_client_polling_back_to_back_is_answered_at_the_paced_rate_only():
+    """What keeps a runaway client from taking the edge box's CPU: it waits (asleep) for its turn."""
+    import time
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from boiler_ai.dashboard.app import Paced
+
+    answered = []
+    app = Starlette(routes=[Route("/api/x", lambda r: answered.append(1) or PlainTextResponse("x"))])
+    client = TestClient(Paced(app, per_s=50.0))
+    start = time.monotonic()
+    for _ in range(26):
+        assert client.get("/api/x").status_code == 200
+    assert time.monotonic() - start >= 25 / 50.0 * 0.95  # 25 gaps of 20 ms at least
+    assert len(answered) == 26
+
+
 @pytest.mark.parametrize("args, says", [
     (["--host", "0.0.0.0"], "needs --tls-cert, --tls-key and --password-file"),
     (["--tls-cert", "cert.pem"], "--tls-cert/--tls-key: give both or neither"),

@@ -59,8 +59,8 @@ function showStatus(s) {
     row.dataset.mv = mv.mv;
     const ai = mv.written !== null ? mv.written : mv.read_back;
     const lim = mv.limits;
-    const handedBack = mv.binding.some((b) => b.bound === "unavailable");
-    if (handedBack) row.className = "handed-back";
+    // greyed: out of the AI's hands (taken back by the operator, or its DCS loop not available)
+    if (mv.handed_back || mv.binding.some((b) => b.bound === "unavailable")) row.className = "handed-back";
     cell(row, mv.mv);
     cell(row, mv.unit);
     cell(row, fmt(mv.u_dcs), "num");
@@ -69,7 +69,8 @@ function showStatus(s) {
     cell(row, fmt(mv.requested), "num");
     cell(row, fmt(mv.projected), "num");
     cell(row, lim ? `${lim.min} .. ${lim.max}, \u00b1${lim.max_deviation}` : "-");
-    cell(row, mv.binding.map((b) => b.text + (b.by >= 5e-4 ? ` (held back ${fmt(b.by)})` : "")).join("; "), "binding");
+    cell(row, mv.note || mv.binding.map((b) => b.text + (b.by >= 5e-4 ? ` (held back ${fmt(b.by)})` : "")).join("; "),
+         "binding");
   }
   const rows = s.constraints.filter((c) => c.kind !== "mv");
   $("rows").textContent = rows.length ? "Rules at their limit: " +
