@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"model       {cfg.model_path}: {policy.model_id}, sha256 {cfg.model_sha256[:16]}... "
               f"{len(policy.input_signals)} inputs")
+    if core.controller.challenger is not None:
+        runner, ref = core.controller.challenger
+        print(f"challenger  {cfg.challenger.path}: {runner.model_id}, sha256 {ref.sha256[:16]}... in shadow"
+              + ("  (the previous model: boiler-ai model rollback returns to it)" if cfg.challenger.previous else ""))
     if opcua is not None:
         print(f"plant       OPC UA {opcua.endpoint}  security {opcua.security.policy}")
     else:

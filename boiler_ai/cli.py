@@ -37,6 +37,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("boiler_ai.report", "Trends, AI on against off, benefit and releases as one HTML file"),
     "evaluate": ("boiler_ai.evaluate", "A policy in closed loop on held-out simulated days against the DCS and oracle"),
     "promote": ("boiler_ai.promote", "Gate a policy on its evaluation; on a pass, install it under models/<id>/"),
+    "model": ("boiler_ai.lifecycle", "A new model beside the active one: install (shadow), switch, rollback"),
 }
 
 

@@ -86,6 +86,15 @@ class RecordConfig:
 
 
 @dataclass(frozen=True)
+class Challenger:
+    """A second model run in shadow beside the active one (`boiler-ai model install`), to switch to."""
+
+    path: Path
+    sha256: str
+    previous: bool  # the model that was active before the last switch: what `boiler-ai model rollback` returns to
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     source: Path
     unit: str
@@ -103,6 +112,7 @@ class DaemonConfig:
     metrics_listen: str | None  # "host:port" for the Prometheus endpoint, or None
     log_level: str
     cpu_latency_limit_us: int | None  # PM QoS limit held while running (boiler_ai.host); None: the OS decides
+    challenger: Challenger | None = None
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -111,7 +121,8 @@ class DaemonConfig:
     def config_hash(self) -> str:
         """sha256 over this file and every file it brings in, so a record names its exact setup."""
         digest = hashlib.sha256()
-        for path in (self.source, self.tag_map, self.envelope, self.model_path):
+        challenger = None if self.challenger is None else self.challenger.path
+        for path in (self.source, self.tag_map, self.envelope, self.model_path, challenger):
             if path is not None:
                 digest.update(path.read_bytes())
         return digest.hexdigest()
@@ -180,12 +191,31 @@ def _model(top: Fields, base: Path, mode: str) -> tuple[Path | None, str | None]
     if not top.has("model"):
         raise top.error("model", "required field is missing (a unit without a model yet runs mode: observe)")
     model = top.mapping("model")
-    model_path = _path(model, "path", base)
-    sha = model.string("sha256")
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise model.error("sha256", "expected 64 lowercase hex digits (sha256sum of the .onnx file)")
+    model_path, sha = _pinned(model, base)
     model.done()
     return model_path, sha
+
+
+def _pinned(f: Fields, base: Path) -> tuple[Path, str]:
+    path = _path(f, "path", base)
+    sha = f.string("sha256")
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise f.error("sha256", "expected 64 lowercase hex digits (sha256sum of the .onnx file)")
+    return path, sha
+
+
+def _challenger(top: Fields, base: Path, mode: str, active_sha: str | None) -> Challenger | None:
+    if not top.has("challenger"):
+        return None
+    if mode == "observe":
+        raise top.error("challenger", "observe mode runs no model: a challenger runs beside an active model")
+    f = top.mapping("challenger")
+    path, sha = _pinned(f, base)
+    if sha == active_sha:
+        raise f.error("sha256", "the challenger is the active model: remove challenger:")
+    challenger = Challenger(path, sha, f.boolean("previous", False))
+    f.done()
+    return challenger
 
 
 def _curve(rc: Fields, base: Path, record: RecordConfig) -> CurveConfig | None:
@@ -216,6 +246,7 @@ def load_config(path: str | Path) -> DaemonConfig:
 
     mode = top.string("mode", choices=CONTROL_MODES)
     model_path, sha = _model(top, base, mode)
+    challenger = _challenger(top, base, mode, sha)
 
     if top.has("opcua"):
         raise top.error("opcua", "moved: write it as `plant:` with `kind: opcua` and the same keys "
@@ -285,6 +316,7 @@ def load_config(path: str | Path) -> DaemonConfig:
         metrics_listen=metrics_listen,
         log_level=top.string("log_level", "info", choices=("debug", "info", "warning", "error")),
         cpu_latency_limit_us=cpu_latency_limit_us,
+        challenger=challenger,
     )
     top.done()
     return cfg

@@ -4,8 +4,10 @@ Each cycle: one batch read, the pure controller core (a `Decision`), one batch w
 AI_REQUEST, AI_HEARTBEAT) with read-back (the `Outcome`, with every stage's time), then the `Record`
 (stamped with the log's next seq) to the durable log, which publishes it. SIGTERM or SIGINT release
 control through the normal path (AI_REQUEST dropped, DCS confirmation awaited for a few cycles),
-flush the log, and exit. The plant is the config's: a DCS over OPC UA, paced by the wall clock, or
-the simulated unit stepped in process, as fast as it goes (`plant: {kind: stepped}`).
+flush the log, and exit. SIGHUP (systemctl reload) takes the config file's `model:` and `challenger:`
+between two cycles, engaged or not (boiler-ai model switch); any other change needs a restart. The
+plant is the config's: a DCS over OPC UA, paced by the wall clock, or the simulated unit stepped in
+process, as fast as it goes (`plant: {kind: stepped}`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import hashlib
 import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -81,10 +84,8 @@ def build_core(cfg: DaemonConfig, policy=None) -> Core:
     tag_map = load_tag_map(cfg.tag_map)
     check_unit_matches(cfg, tag_map.unit)
     envelope = load_envelope(cfg.envelope, tag_map)
-    policy = policy if policy is not None else None if cfg.model_path is None else PolicyRunner(
-        cfg.model_path, tag_map=tag_map, expected_sha256=cfg.model_sha256, mv_names=list(tag_map.manipulated),
-        envelope_margin=cfg.policy.training_envelope_margin,
-        cycle_period_s=cfg.cycle_period_s, cycle_period_from=str(cfg.source))
+    policy = policy if policy is not None else None if cfg.model_path is None else load_policy(
+        cfg, tag_map, cfg.model_path, cfg.model_sha256)
     model = ModelRef(NO_MODEL_ID, NO_MODEL_SHA256) if policy is None else ModelRef(policy.model_id, cfg.model_sha256)
     settings = ControllerSettings(
         unit_id=cfg.unit, closed_loop=cfg.mode == "closed_loop", cycle_period_s=cfg.cycle_period_s,
@@ -93,10 +94,60 @@ def build_core(cfg: DaemonConfig, policy=None) -> Core:
         max_spread=cfg.policy.max_spread,
         out_of_depth_hold_s=cfg.policy.out_of_depth_hold_s, state_every_cycles=cfg.record.state_every_cycles,
         model_id=model.id, model_sha256=model.sha256, config_hash=cfg.config_hash())
-    controller = Controller(settings, tag_map, envelope, Projector(envelope), Guard(cfg.envelope, tag_map), policy)
+    controller = Controller(settings, tag_map, envelope, Projector(envelope), Guard(cfg.envelope, tag_map), policy,
+                            load_challenger(cfg, tag_map))
     origin = Origin(cfg.unit, cfg.cycle_period_s, model,
                     tuple(controller.mv_names), settings.config_hash, SOFTWARE)
     return Core(cfg, tag_map, envelope, controller, origin)
+
+
+def load_policy(cfg: DaemonConfig, tag_map: TagMap, path: Path, sha256: str) -> PolicyRunner:
+    return PolicyRunner(path, tag_map=tag_map, expected_sha256=sha256, mv_names=list(tag_map.manipulated),
+                        envelope_margin=cfg.policy.training_envelope_margin,
+                        cycle_period_s=cfg.cycle_period_s, cycle_period_from=str(cfg.source))
+
+
+def load_challenger(cfg: DaemonConfig, tag_map: TagMap,
+                    running: Mapping[str, PolicyRunner] = {}) -> tuple[PolicyRunner, ModelRef] | None:
+    """The config's challenger; `running` (sha256 -> runner) reuses a runner already observing."""
+    c = cfg.challenger
+    if c is None:
+        return None
+    runner = running.get(c.sha256) or load_policy(cfg, tag_map, c.path, c.sha256)
+    return runner, ModelRef(runner.model_id, c.sha256)
+
+
+def reload_models(core: Core, cfg: DaemonConfig) -> str:
+    """Take the models of `cfg` (the config file as it is now) into the running core, between cycles.
+
+    Only `model:` and `challenger:` may differ from the config the daemon runs: anything else needs a
+    restart (ConfigError). A model already running (as active or challenger) keeps its runner, so its input
+    history carries over and a switch to the challenger is seamless. Returns what changed, for the log."""
+    old = core.config
+    cfg = replace(cfg, time_scale=old.time_scale)  # --sim-speed is not in the file
+    same = replace(cfg, model_path=old.model_path, model_sha256=old.model_sha256, challenger=old.challenger)
+    if same != old or _unit_files_sha256(cfg) != _unit_files_sha256(old):
+        raise ConfigError(str(cfg.source), "", "changed beyond model: and challenger: (restart the daemon to apply "
+                                               "that); the models were not reloaded either")
+    if (old.model_path is None) != (cfg.model_path is None):
+        raise ConfigError(str(cfg.source), "mode", "observe mode and a model cannot be swapped while running")
+    controller = core.controller
+    running = {old.model_sha256: controller.policy} if controller.policy is not None else {}
+    if controller.challenger is not None:
+        running[old.challenger.sha256] = controller.challenger[0]
+    policy = None if cfg.model_path is None else (
+        running.get(cfg.model_sha256) or load_policy(cfg, core.tag_map, cfg.model_path, cfg.model_sha256))
+    challenger = load_challenger(cfg, core.tag_map, running)
+    controller.use_models(policy, cfg.model_sha256 or NO_MODEL_SHA256, challenger)
+    core.config = cfg
+    core.origin = replace(core.origin, model=ModelRef(controller.settings.model_id, controller.settings.model_sha256),
+                          config_hash=cfg.config_hash())
+    before = f"active {old.model_sha256}, challenger {None if old.challenger is None else old.challenger.sha256}"
+    return f"{before} -> active {cfg.model_sha256}, challenger {None if challenger is None else cfg.challenger.sha256}"
+
+
+def _unit_files_sha256(cfg: DaemonConfig) -> str:
+    return hashlib.sha256(cfg.tag_map.read_bytes() + cfg.envelope.read_bytes()).hexdigest()
 
 
 def open_recorder(cfg: DaemonConfig) -> Recorder:
@@ -160,8 +211,10 @@ class Daemon:
     """Runs the cycle against a PlantIO at the pace's period until asked to stop."""
 
     def __init__(self, core: Core, plant: PlantIO, recorder: Recorder, metrics: Metrics | None = None,
-                 pace: Pace | None = None, service: ServiceManager | None = None):
+                 pace: Pace | None = None, service: ServiceManager | None = None,
+                 reload: asyncio.Event | None = None):
         self.core = core
+        self.reload = reload  # set (SIGHUP): take the config file's model: and challenger: before the next cycle
         self.controller = core.controller
         self.plant = plant
         self.recorder = recorder
@@ -178,6 +231,9 @@ class Daemon:
         next_start = time.monotonic()
         cycles = 0
         while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
+            if self.reload is not None and self.reload.is_set():
+                self.reload.clear()
+                self.reload_models()
             try:
                 await self.cycle()
             except Exception:
@@ -232,6 +288,16 @@ class Daemon:
         self.recorder.append(record, wait=self.pace.period_s == 0)
         self._report(record)
         return record
+
+    def reload_models(self) -> None:
+        """Between cycles: the models the config file names now (boiler-ai model install/switch/rollback)."""
+        try:
+            change = reload_models(self.core, load_config(self.core.config.source))
+        except ConfigError as exc:
+            event(log, logging.ERROR, "reload refused: running on with the models as they were", error=str(exc))
+            return
+        event(log, logging.WARNING, "models reloaded", change=change, mode=self.controller.engagement.mode.value,
+              model=self.controller.settings.model_id)
 
     def _record_durable(self, extra_events: Sequence[Event]) -> Sequence[Event]:
         """No AI control without a durable record: while the log cannot persist records, release and stay out."""
@@ -332,13 +398,13 @@ def cpu_latency_limit(cfg: DaemonConfig) -> Iterator[CpuLatencyLimit]:
 
 
 async def run_daemon(core: Core, plant: PlantIO, stop: asyncio.Event, *, max_cycles: int | None = None,
-                     pace: Pace | None = None) -> Daemon:
+                     pace: Pace | None = None, reload: asyncio.Event | None = None) -> Daemon:
     cfg = core.config
     recorder = open_recorder(cfg)
     metrics_server = None
     service = ServiceManager()
     try:
-        daemon = Daemon(core, plant, recorder, pace=pace, service=service)
+        daemon = Daemon(core, plant, recorder, pace=pace, service=service, reload=reload)
         if cfg.metrics_address is not None:
             metrics_server = MetricsServer(daemon.metrics, *cfg.metrics_address)
         event(log, logging.INFO, "starting", unit=cfg.unit, mode=cfg.mode, plant=_describe(cfg),
@@ -409,8 +475,10 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reload = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, reload.set)  # systemctl reload: the models only
         plant, pace = make_plant(core)
-        await run_daemon(core, plant, stop, max_cycles=max_cycles, pace=pace)
+        await run_daemon(core, plant, stop, max_cycles=max_cycles, pace=pace, reload=reload)
 
     max_cycles = args.max_cycles
     if args.sim_hours is not None:

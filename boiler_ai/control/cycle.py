@@ -24,6 +24,7 @@ from boiler_ai.control.supervision import Supervisor
 from boiler_ai.control.validate import Validator
 from boiler_ai.messages import (
     ABSENT_STATUS,
+    ChallengerRun,
     Decision,
     Event,
     EventType,
@@ -31,6 +32,7 @@ from boiler_ai.messages import (
     Inputs,
     Mode,
     ModeChange,
+    ModelRef,
     PolicyCheck,
     ProjectionResult,
     ProjectionStatus,
@@ -86,15 +88,15 @@ class Controller:
     """The controller core for one unit. Holds all state that a replay must reproduce."""
 
     def __init__(self, settings: ControllerSettings, tag_map: TagMap, envelope: Envelope,
-                 projector: Projector, guard: Guard, policy: PolicyRunner | None):
+                 projector: Projector, guard: Guard, policy: PolicyRunner | None,
+                 challenger: tuple[PolicyRunner, ModelRef] | None = None):
         self.settings = settings
         self.tag_map = tag_map
         self.envelope = envelope
         self.projector = projector
         self.guard = guard
-        self.policy = policy
         # No policy: observe mode. Read, validate and record the unit's history; never engage or write.
-        self._policy_inputs = frozenset(policy.input_signals) if policy is not None else frozenset()
+        self.use_models(policy, settings.model_sha256, challenger)
         self.mv_names = list(tag_map.manipulated)
         self._readable = tag_map.readable
         self.validator = Validator([tag_map.signals[n] for n in self._readable], settings.time_scale)
@@ -118,6 +120,18 @@ class Controller:
         self.cycle = 0
         self.out_of_depth_s = 0.0
         self.status = StatusLatch()  # AI_STATUS and AI_REASON for the DCS faceplate
+
+    def use_models(self, policy: PolicyRunner | None, sha256: str,
+                   challenger: tuple[PolicyRunner, ModelRef] | None) -> None:
+        """The active model and the challenger run in shadow beside it. Between cycles a switch hands in the
+        challenger's runner as the active one: its input history is already full, so the next cycle infers
+        and the engagement (the operator's permissive) goes on untouched."""
+        self.policy = policy
+        self._policy_inputs = frozenset(policy.input_signals) if policy is not None else frozenset()
+        if policy is not None:
+            self.settings = dataclasses.replace(self.settings, model_id=policy.model_id, model_sha256=sha256)
+        self.challenger = challenger
+        self._challenger_inputs = frozenset(challenger[0].input_signals) if challenger is not None else frozenset()
 
     # --- the cycle -------------------------------------------------------------------------
 
@@ -186,6 +200,10 @@ class Controller:
             if not verdict.ok:
                 events.append(Event(EventType.IMMEDIATE_DISABLE, Reason.GUARD_BLOCK, "; ".join(verdict.violations)))
         lap("guard")
+        challenger = None
+        if self.challenger is not None:
+            challenger = self._challenge(values, u_prev, u_dcs, process_now, available, supervision.retreat)
+            lap("infer")
 
         safe_action = action if verdict is not None and verdict.ok else None
         if safe_action is None and not any(e.type is EventType.IMMEDIATE_DISABLE for e in events):
@@ -213,7 +231,7 @@ class Controller:
                                                                         projection.active_constraints),
             guard=verdict, release_reason=transition.release_reason, heartbeat=self.heartbeat,
             controller_state=state_before, writes=writes, setpoints_written=setpoints,
-            ai_status=ai_status, ai_reason=ai_reason, handed_back=handed_back)
+            ai_status=ai_status, ai_reason=ai_reason, handed_back=handed_back, challenger=challenger)
         self.cycle += 1
         lap("record")
         return decision
@@ -261,12 +279,35 @@ class Controller:
             events.append(Event(EventType.NO_ENTRY, Reason.POLICY_HISTORY_FILLING, ""))
         return policy.ready
 
+    def _spread(self, inference) -> float | None:
+        """The ensemble's largest disagreement, in units of each action's allowed deviation."""
+        if inference.spread is None:
+            return None
+        ratios = [s / k for s, k in zip(inference.spread, self._spread_scale)]
+        return math.nan if any(map(math.isnan, ratios)) else max(ratios)
+
+    def _challenge(self, values: dict[str, float], u_prev: list[float], u_dcs: list[float],
+                   process_now: dict[str, float], available: dict[str, bool], retreat: bool) -> ChallengerRun:
+        """The challenger on this cycle's inputs, projected from the same setpoints in force; never written."""
+        runner, model = self.challenger
+        requested = projected = spread = None
+        if not self._challenger_inputs <= values.keys():
+            runner.reset()
+        else:
+            runner.observe(values)
+            if runner.ready:
+                inference = runner.infer()
+                spread = self._spread(inference)
+                requested = inference.action if inference.finite else None
+        if requested is not None and all(map(math.isfinite, u_prev)) and all(map(math.isfinite, u_dcs)):
+            projection = self.projector.project(requested, u_prev, u_dcs, process_now, available,
+                                                self.settings.cycle_period_s, retreat)
+            projected = None if projection.status is ProjectionStatus.RELEASE else projection.action
+        return ChallengerRun(model, requested, projected, spread)
+
     def _infer(self, u_prev: list[float], events: list[Event]) -> tuple[list[float] | None, PolicyCheck]:
         inference = self.policy.infer()
-        spread = None
-        if inference.spread is not None:
-            ratios = [s / k for s, k in zip(inference.spread, self._spread_scale)]
-            spread = math.nan if any(map(math.isnan, ratios)) else max(ratios)
+        spread = self._spread(inference)
         info = PolicyCheck(spread, list(inference.out_of_envelope))
         if not inference.finite:
             events.append(Event(EventType.IMMEDIATE_DISABLE, Reason.MODEL_OUTPUT_NOT_FINITE, ""))
@@ -322,7 +363,8 @@ class Controller:
         return {"validator": self.validator.state(), "engagement": self.engagement.state(),
                 "policy": None if self.policy is None else self.policy.state(), "heartbeat": self.heartbeat,
                 "cycle": self.cycle, "out_of_depth_s": self.out_of_depth_s, "status": self.status.state(),
-                "supervision": self.supervisor.state()}
+                "supervision": self.supervisor.state(),
+                "challenger": None if self.challenger is None else self.challenger[0].state()}
 
     def restore(self, state: dict) -> None:
         self.validator.restore(state["validator"])
@@ -334,3 +376,5 @@ class Controller:
         self.out_of_depth_s = state["out_of_depth_s"]
         self.status.restore(state.get("status"))  # absent from states logged before AI_STATUS existed
         self.supervisor.restore(state["supervision"])
+        if self.challenger is not None and state.get("challenger") is not None:  # absent from states logged before
+            self.challenger[0].restore(state["challenger"])

@@ -13,6 +13,7 @@ from boiler_ai.messages.plant import ABSENT_STATUS, InputIssue, Quality, Reading
 from boiler_ai.messages.record import (
     SCHEMA_VERSION,
     STAGES,
+    ChallengerRun,
     Decision,
     GuardVerdict,
     Inputs,
@@ -28,8 +29,8 @@ from boiler_ai.messages.record import (
 )
 
 __all__ = [
-    "ABSENT_STATUS", "EXTERNAL_REASONS", "SCHEMA_VERSION", "STAGES", "Decision", "Event", "EventType", "GuardVerdict",
-    "Handshake", "InputIssue", "Inputs", "Mode", "ModeChange", "ModelRef", "Origin", "Outcome", "PolicyCheck",
-    "ProjectionResult", "ProjectionStatus", "Quality", "Reading", "Reason", "Record", "Snapshot", "StageTimings",
-    "Transition", "WriteResult",
+    "ABSENT_STATUS", "EXTERNAL_REASONS", "SCHEMA_VERSION", "STAGES", "ChallengerRun", "Decision", "Event",
+    "EventType", "GuardVerdict", "Handshake", "InputIssue", "Inputs", "Mode", "ModeChange", "ModelRef", "Origin",
+    "Outcome", "PolicyCheck", "ProjectionResult", "ProjectionStatus", "Quality", "Reading", "Reason", "Record",
+    "Snapshot", "StageTimings", "Transition", "WriteResult",
 ]

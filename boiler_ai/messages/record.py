@@ -87,6 +87,21 @@ class ModelRef:
 
 
 @dataclass(frozen=True, slots=True)
+class ChallengerRun:
+    """A challenger model run in shadow beside the active one on the same inputs: what it would have asked and
+    what the projector would have let through. Never written, never guarded; the basis for a switch."""
+
+    model: ModelRef = field(metadata=doc("the challenger"))
+    requested: Floats | None = field(metadata=doc(
+        f"action it asked, {_ACTION}; null while its history fills, or when its answer was not finite"))
+    projected: Floats | None = field(metadata=doc(
+        f"that action after projection into the envelope from the same setpoints in force, {_ACTION}; null when "
+        "nothing was projected (nothing requested, or the projector found nothing that fits)"))
+    spread: Number | None = field(metadata=doc("its ensemble spread, in units of allowed deviation; null without "
+                                               "ensemble or answer"))
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What the controller core decided in one cycle, from the snapshot and the times handed in."""
 
@@ -132,6 +147,9 @@ class Decision:
         "manipulated variables the operator has taken back to the DCS this cycle (their `ai_enable` tag off): "
         "held at the DCS's own setpoint like an unavailable MV, while the AI keeps the others; absent from "
         "records written before"))
+    challenger: ChallengerRun | None = field(default=None, metadata=doc(
+        "the challenger model's shadow run this cycle (`challenger:` in the daemon config; `boiler-ai model "
+        "install`); null without one, and absent from records written before"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +222,10 @@ class Record:
             "read_error": d.read_error, "mode": d.mode, "events": [e.as_dict() for e in d.events],
             "transition": None if change is None else {"from": change.from_, "to": change.to},
             "server_time": d.server_time, "ai_status": d.ai_status, "ai_reason": d.ai_reason,
-            "handed_back": d.handed_back,
+            "handed_back": d.handed_back, "challenger": None if d.challenger is None else {
+                "model": {"id": d.challenger.model.id, "sha256": d.challenger.model.sha256},
+                "requested": d.challenger.requested, "projected": d.challenger.projected,
+                "spread": d.challenger.spread},
             "inputs": {"signals": inputs.signals, "value": inputs.value, "source_ts": inputs.source_ts,
                        "server_ts": inputs.server_ts, "status_code": inputs.status_code, "issue": inputs.issue,
                        "held": inputs.held},

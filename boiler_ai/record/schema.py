@@ -469,6 +469,8 @@ def _by_parent(paths) -> tuple[list, dict[str, list]]:
 
 
 _PACKED_TOP, _PACKED_NESTED = _by_parent(PACKED_PATHS)
+# nested blocks that may be null (and absent from records written before they were added)
+_NULLABLE_NESTED = frozenset(name for name in _PACKED_NESTED if isinstance(RECORD.fields[name].type, Nullable))
 _NUMBER_TOP, _NUMBER_NESTED = _by_parent(_paths(RECORD, (), _number_kind))
 _MISSING = object()
 
@@ -546,6 +548,8 @@ def _encode_owned(record: Mapping, *, copy: bool) -> bytes:
     for name, entries in _PACKED_NESTED.items():
         child = out.get(name)
         if not isinstance(child, Mapping):
+            if child is None and name in _NULLABLE_NESTED:
+                continue
             raise RecordError(name, "required mapping is missing")
         out[name] = holder = dict(child) if copy else child  # on a copy: the caller's record stays as it was
         _pack_into(holder, entries)

@@ -84,6 +84,7 @@ def synthetic_record(rng: random.Random, *, unit_id: str = "unit1", wall_time: f
         "ai_status": 2 if active else 1,
         "ai_reason": 0 if active else 101,
         "handed_back": [] if active else mvs[:1],
+        "challenger": None,
         "timings_us": {stage: rng.randrange(1, 400) for stage in STAGES},
         "config_hash": "ab" * 32,
         "software": "boiler-ai 0.1.0",
