@@ -156,15 +156,16 @@ def episode_plan(days: float, hours: float | None, seed: int) -> list[tuple[str,
 
 def daemon_config(folder: Path, scenario: str, seed: int, cycle_s: float) -> Path:
     """The example daemon config in observe mode on the stepped plant, its log in `folder/log` (the
-    stepped daemon waits for the log's writer when it runs ahead, so no record is dropped)."""
+    stepped daemon waits for the log's writer when it runs ahead, so no record is dropped). The log's path is
+    absolute: the config resolves relative paths from its own folder, not from where the command runs."""
     cfg = yaml.safe_load(BASE_CONFIG.read_text())
     cfg.pop("model", None)
     cfg.update(tag_map=str(ROOT / "opc" / "reference_unit.yaml"),
                envelope=str(ROOT / "constraints" / "reference_unit.yaml"), mode="observe", cycle_period_s=cycle_s,
                plant={"kind": "stepped", "scenario": scenario, "seed": seed, "ai_enable": False},
                metrics={"listen": None}, host={"cpu_latency_limit_us": None}, log_level="warning")
-    cfg["record"].update(log_dir=str(folder / "log"), publish_endpoint=None, catchup_endpoint=None, fsync="never",
-                         retention_days=0, retention_max_mb=None)
+    cfg["record"].update(log_dir=str((folder / "log").resolve()), publish_endpoint=None, catchup_endpoint=None,
+                         fsync="never", retention_days=0, retention_max_mb=None)
     path = folder / "daemon.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
