@@ -172,7 +172,9 @@ class Controller:
         handshake = Handshake(*(self._flag(values, self.hs[k]) for k in ("ai_enable", "ai_permissive", "ai_active")))
         process_now = {name: values.get(name, math.nan) for name in self.envelope.process_signals}
         available = {sig: values.get(sig, 0.0) >= 0.5 for sig in self.envelope.condition_signals}
-        supervision = self.supervisor.update(process_now, u_prev, u_dcs, self.engagement.mode is Mode.ACTIVE)
+        transients = {name: values.get(name, math.nan) for name in self.envelope.retreat_while.signals}
+        supervision = self.supervisor.update(process_now, u_prev, u_dcs, self.engagement.mode is Mode.ACTIVE,
+                                             transients)
         events.extend(supervision.events)
         process_now = supervision.judged  # measured, or measured plus the lagging analysers' prediction
         # Taken back by the operator (or its enable unreadable): the projector and guard hold it at the

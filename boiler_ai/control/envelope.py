@@ -71,6 +71,20 @@ class ProcessLimit:
 
 
 @dataclass(frozen=True)
+class RetreatWhile:
+    """Boolean signals of plant transients (a mill start or stop sequence) during which, and for settle_s
+    after, the AI retreats to the DCS setpoints: combustion then moves faster than the lagging analysers
+    show it, so the AI gives the DCS its own margins back before the measurements could."""
+
+    description: str
+    signals: tuple[str, ...]
+    settle_s: float
+
+
+NO_TRANSIENTS = RetreatWhile("", (), 0.0)
+
+
+@dataclass(frozen=True)
 class InfluenceBudget:
     """sum_i weights_i |u_i - u_dcs_i| <= limit: a bound on the AI's combined offset from the DCS."""
 
@@ -101,6 +115,7 @@ class Envelope:
     # The tag map's per-MV AI enable (the DCS operator's hand-back), None where it has none: a second
     # condition, like available_when. Empty: none at all.
     ai_enable: tuple[str | None, ...] = ()
+    retreat_while: RetreatWhile = NO_TRANSIENTS
 
     @property
     def condition_signals(self) -> tuple[str, ...]:
@@ -209,6 +224,8 @@ def load_envelope(path: str | Path, tag_map: TagMap) -> Envelope:
     couplings = _couplings(top.mapping("couplings"), names)
     budget = _budget(top.mapping("influence_budget"), names)
     process_limits = _process_limits(top.mapping("process_limits"), names, tag_map)
+    retreat_while = _retreat_while(top.mapping("retreat_while"), tag_map) if top.has("retreat_while") \
+        else NO_TRANSIENTS
     top.done()
 
     def frozen(values: list[float]) -> np.ndarray:
@@ -223,7 +240,7 @@ def load_envelope(path: str | Path, tag_map: TagMap) -> Envelope:
         rate_down=frozen(rows["rate_down"]), max_dev=frozen(rows["max_dev"]), weights=frozen(rows["weights"]),
         available_when=tuple(available_when), couplings=couplings, budget=budget, process_limits=process_limits,
         iteration_limit=iteration_limit, guard_tolerance=tolerance,
-        ai_enable=tuple(tag_map.manipulated[n].ai_enable for n in names),
+        ai_enable=tuple(tag_map.manipulated[n].ai_enable for n in names), retreat_while=retreat_while,
     )
 
 
@@ -270,6 +287,22 @@ def _couplings(section: Fields, names: tuple[str, ...]) -> tuple[Coupling, ...]:
         ))
         f.done()
     return tuple(out)
+
+
+def _retreat_while(f: Fields, tag_map: TagMap) -> RetreatWhile:
+    description = f.string("description")
+    signals = f.raw("signals")
+    if not isinstance(signals, list) or not signals or not all(isinstance(s, str) for s in signals):
+        raise f.error("signals", f"expected a list of Boolean signal names, got {signals!r}")
+    for name in signals:
+        spec = _signal(f, "signals", name, tag_map)
+        if not spec.readable or spec.data_type != "Boolean":
+            raise f.error("signals", f"tag {name!r} must be a readable Boolean")
+    if len(set(signals)) != len(signals):
+        raise f.error("signals", "a signal is listed twice")
+    settle_s = f.number("settle_s", lo=0.0)
+    f.done()
+    return RetreatWhile(description, tuple(signals), settle_s)
 
 
 def _budget(f: Fields, names: tuple[str, ...]) -> InfluenceBudget:

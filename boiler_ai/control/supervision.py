@@ -16,6 +16,10 @@ Then:
                                  the limit
   not inside the warning band    for recover_s (since it was last beyond): no entry, reason
                                  process_limit_recovering; the operator's AI_ENABLE is needed as always
+And independently of any value: while a plant transient of the envelope's `retreat_while` runs (a mill
+start or stop sequence; an unreadable signal counts as running) and for its settle_s after, retreat,
+reason plant_transient. A mill change moves combustion faster than a 25 s CO analyser shows it: measured
+CO alone would see the spike only once it is there.
 
 Pure: values and the cycle period are handed in; the state (offset history, timers) is plain data for
 the decision record's controller state, so a replay resumes it exactly.
@@ -56,9 +60,12 @@ class Supervisor:
         # Seconds since each value was last beyond its warning threshold. A new daemon has no history:
         # it starts as recovered and the first value beyond the threshold resets it.
         self.inside_s = [p.recover_s for p in self._limits]
+        self._transients = envelope.retreat_while
+        self.since_transient_s = self._transients.settle_s  # seconds since a transient last ran
 
     def update(self, process_now: Mapping[str, float], u_prev: Sequence[float], u_dcs: Sequence[float],
-               active: bool) -> Supervision:
+               active: bool, transients: Mapping[str, float]) -> Supervision:
+        """`transients`: this cycle's value of each `retreat_while` signal (NaN or absent: unreadable)."""
         dt = self.dt
         offsets = [p - d for p, d in zip(u_prev, u_dcs)]
         if all(map(math.isfinite, offsets)):
@@ -95,7 +102,14 @@ class Supervisor:
             if not active and self.inside_s[k] < p.recover_s:
                 recovering.append(f"{p.name}: {p.signal} inside its warning threshold {p.warning:g} for "
                                   f"{self.inside_s[k]:g} of {p.recover_s:g} s")
+        running = [s for s in self._transients.signals if not transients.get(s, math.nan) < 0.5]
+        self.since_transient_s = 0.0 if running else self.since_transient_s + dt
+        settling = self.since_transient_s < self._transients.settle_s
         events = [Event(EventType.SOFT_DISABLE, Reason.PROCESS_LIMIT_WARNING, w) for w in warnings]
+        if active and settling:
+            retreat = True
+            events.append(Event(EventType.SOFT_DISABLE, Reason.PLANT_TRANSIENT, ", ".join(running) if running else
+                                f"settling: {self.since_transient_s:g} of {self._transients.settle_s:g} s"))
         events += [Event(EventType.IMMEDIATE_DISABLE, Reason.PROCESS_LIMIT_EXCEEDED, r) for r in releases]
         if recovering:
             events.append(Event(EventType.NO_ENTRY, Reason.PROCESS_LIMIT_RECOVERING, "; ".join(recovering)))
@@ -103,9 +117,11 @@ class Supervisor:
 
     def state(self) -> dict:
         return {"offsets": [list(o) for o in self.offsets], "over_hard_s": list(self.over_hard_s),
-                "inside_s": list(self.inside_s)}
+                "inside_s": list(self.inside_s), "since_transient_s": self.since_transient_s}
 
     def restore(self, state: dict) -> None:
         self.offsets = [list(o) for o in state["offsets"]]
         self.over_hard_s = list(state["over_hard_s"])
         self.inside_s = list(state["inside_s"])
+        # absent from states logged before retreat_while: as a new daemon, settled
+        self.since_transient_s = state.get("since_transient_s", self._transients.settle_s)

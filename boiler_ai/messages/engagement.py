@@ -50,6 +50,7 @@ class Reason(enum.StrEnum):
     PROCESS_LIMIT_WARNING = "process_limit_warning"  # a value beyond its warning threshold: retreat to the DCS
     PROCESS_LIMIT_EXCEEDED = "process_limit_exceeded"  # beyond its hard limit for hold_s: release
     PROCESS_LIMIT_RECOVERING = "process_limit_recovering"  # not yet back inside its warning band for recover_s
+    PLANT_TRANSIENT = "plant_transient"  # a DCS sequence (mill start or stop) runs or just ran: retreat to the DCS
     # the DCS and the operator
     AI_ENABLE_OFF = "ai_enable_off"
     AWAITING_OPERATOR_REENABLE = "awaiting_operator_reenable"

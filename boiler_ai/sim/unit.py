@@ -66,7 +66,8 @@ PROCESS_LIMITS: dict[str, tuple[str, str, float]] = {
 }
 
 _MILL_SIGNALS = tuple(s for m in MILLS
-                      for s in (f"mill_{m}_coal_flow_tph", f"mill_{m}_in_service", f"mill_{m}_outlet_temp_c"))
+                      for s in (f"mill_{m}_coal_flow_tph", f"mill_{m}_in_service", f"mill_{m}_outlet_temp_c",
+                                f"mill_{m}_sequence_active"))
 # Every signal the unit publishes, in the order _publish() builds them.
 SIGNALS: tuple[str, ...] = (
     "unit_load_mw", "unit_load_demand_mw", "coordinated_control", "mft_active", "runback_active", "ambient_temp_c",
@@ -457,7 +458,8 @@ class ReferenceUnit:
         in_service = mills.in_service
         mill_values = []
         for i in range(N_LEVELS):
-            mill_values += (mills.feeder[i], 1.0 if in_service[i] else 0.0, mills.outlet_temp[i])
+            mill_values += (mills.feeder[i], 1.0 if in_service[i] else 0.0, mills.outlet_temp[i],
+                            1.0 if mills.status[i] in (MillStatus.STARTING, MillStatus.STOPPING) else 0.0)
         sp = []
         for k in range(len(MV_NAMES)):
             sp += (d.dcs_sp[k], d.ai_sp[k])

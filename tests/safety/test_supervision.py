@@ -23,6 +23,7 @@ NORMAL = {"o2_economiser_pct": 3.5, "co_ppm": 20.0, "nox_mg_nm3": 300.0, "main_s
           "reheat_steam_temp_c": 538.0, "airheater_exit_gas_temp_c": 130.0}
 DCS = [0.0] * 6 + [60.0] * 5 + [15.0] + [40.0, 40.0, 0.0]
 I_O2 = ENV.mv_names.index("o2_setpoint_bias_pct")
+QUIET = {name: 0.0 for name in ENV.retreat_while.signals}  # no mill starting or stopping
 
 
 def reasons(verdict, kind=None):
@@ -32,45 +33,45 @@ def reasons(verdict, kind=None):
 def test_normal_values_raise_nothing():
     sup = Supervisor(ENV, 1.0)
     for active in (True, False):
-        verdict = sup.update(NORMAL, DCS, DCS, active)
+        verdict = sup.update(NORMAL, DCS, DCS, active, QUIET)
         assert not verdict.retreat and verdict.events == ()
 
 
 def test_warning_band_retreats_and_the_hard_limit_releases_after_its_hold():
     sup = Supervisor(ENV, 1.0)
     in_band = dict(NORMAL, nox_mg_nm3=(NOX.warning + NOX.limit) / 2)
-    verdict = sup.update(in_band, DCS, DCS, True)
+    verdict = sup.update(in_band, DCS, DCS, True, QUIET)
     assert verdict.retreat and reasons(verdict) == [Reason.PROCESS_LIMIT_WARNING]
     assert "nox_max" in verdict.events[0].detail
     over = dict(NORMAL, nox_mg_nm3=NOX.limit + 30.0)
     for _ in range(int(NOX.hold_s) - 1):
-        verdict = sup.update(over, DCS, DCS, True)
+        verdict = sup.update(over, DCS, DCS, True, QUIET)
         assert verdict.retreat and Reason.PROCESS_LIMIT_EXCEEDED not in reasons(verdict)
-    verdict = sup.update(over, DCS, DCS, True)
+    verdict = sup.update(over, DCS, DCS, True, QUIET)
     assert reasons(verdict, EventType.IMMEDIATE_DISABLE) == [Reason.PROCESS_LIMIT_EXCEEDED] and not verdict.retreat
     detail = verdict.events[-1].detail
     assert detail.startswith("nox_max: nox_mg_nm3 530") and f"for {NOX.hold_s:g} s" in detail
     # a dip back under the hard limit restarts the hold
-    sup.update(in_band, DCS, DCS, True)
-    assert Reason.PROCESS_LIMIT_EXCEEDED not in reasons(sup.update(over, DCS, DCS, True))
+    sup.update(in_band, DCS, DCS, True, QUIET)
+    assert Reason.PROCESS_LIMIT_EXCEEDED not in reasons(sup.update(over, DCS, DCS, True, QUIET))
 
 
 def test_lower_limits_work_the_same_way():
     sup = Supervisor(ENV, 1.0)
     low = dict(NORMAL, o2_economiser_pct=O2_MIN.limit - 0.2)
-    verdicts = [sup.update(low, DCS, DCS, True) for _ in range(int(O2_MIN.hold_s))]
+    verdicts = [sup.update(low, DCS, DCS, True, QUIET) for _ in range(int(O2_MIN.hold_s))]
     assert all(v.retreat for v in verdicts[:-1])
     assert "o2_min: o2_economiser_pct 1.8" in verdicts[-1].events[-1].detail
 
 
 def test_reengaging_waits_until_the_value_has_been_inside_its_band_for_recover_s():
     sup = Supervisor(ENV, 1.0)
-    sup.update(dict(NORMAL, nox_mg_nm3=NOX.limit + 10.0), DCS, DCS, False)
+    sup.update(dict(NORMAL, nox_mg_nm3=NOX.limit + 10.0), DCS, DCS, False, QUIET)
     for second in range(int(NOX.recover_s) - 1):
-        verdict = sup.update(NORMAL, DCS, DCS, False)
+        verdict = sup.update(NORMAL, DCS, DCS, False, QUIET)
         assert reasons(verdict, EventType.NO_ENTRY) == [Reason.PROCESS_LIMIT_RECOVERING], second
         assert f"nox_max: nox_mg_nm3 inside its warning threshold {NOX.warning:g}" in verdict.events[0].detail
-    assert sup.update(NORMAL, DCS, DCS, False).events == ()
+    assert sup.update(NORMAL, DCS, DCS, False, QUIET).events == ()
 
 
 def test_a_lagging_analyser_is_judged_on_measured_plus_predicted():
@@ -83,15 +84,16 @@ def test_a_lagging_analyser_is_judged_on_measured_plus_predicted():
     u = list(DCS)
     for k in range(int(NOX.analyser_lag_s)):
         u[I_O2] = 0.005 * k  # the AI's O2 bias ramps up
-        verdict = sup.update(measured, u, DCS, True)
+        verdict = sup.update(measured, u, DCS, True, QUIET)
     assert verdict.retreat and "predicted" in verdict.events[0].detail
     assert verdict.judged["nox_mg_nm3"] > NOX.warning > measured["nox_mg_nm3"]  # the projector starts from it
     # The same measured value with no recent AI move is fine: it is the move that counts.
-    assert not Supervisor(ENV, 1.0).update(measured, u, DCS, True).retreat
+    assert not Supervisor(ENV, 1.0).update(measured, u, DCS, True, QUIET).retreat
     # Moves that lower NOx are not credited: the measured value stands.
     down = Supervisor(ENV, 1.0)
     for k in range(30):
-        verdict = down.update(dict(NORMAL, nox_mg_nm3=NOX.warning + 5.0), [*DCS[:I_O2], 0.3 - 0.01 * k], DCS, True)
+        verdict = down.update(dict(NORMAL, nox_mg_nm3=NOX.warning + 5.0), [*DCS[:I_O2], 0.3 - 0.01 * k], DCS, True,
+                              QUIET)
     assert verdict.retreat and "predicted" not in verdict.events[0].detail
     assert verdict.judged["nox_mg_nm3"] == NOX.warning + 5.0
 
@@ -102,7 +104,26 @@ def test_state_resumes_exactly_through_json():
     values = [dict(NORMAL, nox_mg_nm3=float(v)) for v in rng.uniform(400, 520, 40)]
     offsets = [[*DCS[:I_O2], float(o)] for o in rng.uniform(-0.3, 0.3, 40)]
     for v, u in zip(values[:20], offsets[:20]):
-        first.update(v, u, DCS, True)
+        first.update(v, u, DCS, True, QUIET)
     second.restore(json.loads(json.dumps(first.state())))
     for v, u in zip(values[20:], offsets[20:]):
-        assert first.update(v, u, DCS, True) == second.update(v, u, DCS, True)
+        assert first.update(v, u, DCS, True, QUIET) == second.update(v, u, DCS, True, QUIET)
+
+
+def test_a_mill_sequence_retreats_while_it_runs_and_until_it_settles():
+    """A mill start or stop moves combustion faster than the CO analyser shows it: retreat, whatever the values."""
+    sup = Supervisor(ENV, 1.0)
+    settle = ENV.retreat_while.settle_s
+    assert settle > 0 and "mill_e_sequence_active" in ENV.retreat_while.signals
+    stopping = dict(QUIET, mill_e_sequence_active=1.0)
+    for _ in range(30):
+        verdict = sup.update(NORMAL, DCS, DCS, True, stopping)
+        assert verdict.retreat and reasons(verdict) == [Reason.PLANT_TRANSIENT]
+        assert verdict.events[0].detail == "mill_e_sequence_active" and verdict.events[0].type is EventType.SOFT_DISABLE
+    for k in range(int(settle) - 1):  # sequence over: still settling
+        verdict = sup.update(NORMAL, DCS, DCS, True, QUIET)
+        assert verdict.retreat and "settling" in verdict.events[0].detail
+    assert not sup.update(NORMAL, DCS, DCS, True, QUIET).retreat
+    # an unreadable sequence flag counts as a sequence running; out of AI mode nothing is raised
+    assert sup.update(NORMAL, DCS, DCS, True, dict(QUIET, mill_a_sequence_active=float("nan"))).retreat
+    assert sup.update(NORMAL, DCS, DCS, False, stopping).events == ()
