@@ -37,11 +37,11 @@ from boiler_ai.messages import STAGES, Mode, StageTimings
 # Stage and cycle times from 10 us (a projection) to 2.5 s (past a 1 s cycle period), about x2.5 apart
 DURATION_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5,
                     1.0, 2.5)
-RENDER_INTERVAL_S = 0.5
+RENDER_INTERVAL_S = 1.0
 # The `_created` gauge the library adds beside each counter and histogram doubles the series for a
 # start time the registry's process collector gives (`process_start_time_seconds`).
 disable_created_metrics()
-MAX_ANSWERS_PER_S = 20.0
+MAX_ANSWERS_PER_S = 5.0  # a Prometheus server scrapes every 15 s: room for several, and for a person with curl
 
 
 class Metrics:
