@@ -9,8 +9,10 @@ the plant's and the loop's doing, never a model's, so its release rate is the DC
 the oracle's headroom at operating points sampled along the DCS run. The DCS and AI runs are measured on
 the simulator's true (noise-free) performance every simulated second. ONNX Runtime only: no torch here.
 
-The last line printed is JSON (see `aggregate` for the keys); `--report DIR` also writes report.html with
-PNG plots and evaluation.json there.
+With `--opcua SCENARIO` (default demo) one more run goes through the whole daemon (OPC UA adapter, core,
+durable log) against the simulated unit served over OPC UA, beside the DCS alone on the same seed: its
+figures are the summary's `opcua`. The last line printed is JSON (see `aggregate` for the keys);
+`--report DIR` also writes report.html with PNG plots and evaluation.json there.
 """
 
 from __future__ import annotations
@@ -230,6 +232,12 @@ def _run_one(job: dict) -> dict:
             "wall_s": time.perf_counter() - started}
 
 
+def excess_seconds(ai: dict, dcs: dict) -> float:
+    """Seconds over the process limits with the AI beyond the DCS alone's, limit by limit."""
+    return sum(max(ai["violation_s"].get(k, 0.0) - dcs["violation_s"].get(k, 0.0), 0.0)
+               for k in set(ai["violation_s"]) | set(dcs["violation_s"]))
+
+
 def aggregate(runs: list[dict]) -> dict:
     """Figures over all runs (time-weighted), the ones the promotion gate and the issue's targets read."""
     hours = np.array([r["hours"] for r in runs])
@@ -239,8 +247,7 @@ def aggregate(runs: list[dict]) -> dict:
         return float(np.dot(w, [r[key] for r in runs]))
 
     hr_gain, hr_headroom = mean("heat_rate_gain_pct"), mean("oracle_heat_rate_headroom_pct")
-    excess = sum(max(r["ai"]["violation_s"].get(k, 0.0) - r["dcs"]["violation_s"].get(k, 0.0), 0.0)
-                 for r in runs for k in set(r["ai"]["violation_s"]) | set(r["dcs"]["violation_s"]))
+    excess = sum(excess_seconds(r["ai"], r["dcs"]) for r in runs)
     releases = sum(sum(r["releases"].values()) for r in runs)
     per_scenario = {}
     for name in dict.fromkeys(r["scenario"] for r in runs):
@@ -299,6 +306,34 @@ def evaluate(model: Path, *, scenarios: list[str], seeds: list[int], hours: floa
     return {"model": str(model), "model_sha256": sha256, **aggregate(runs)}, runs
 
 
+def over_opcua(model: Path, sha256: str, config: Path, scenario: str, seed: int, minutes: float,
+               speed: float) -> dict:
+    """The model through the whole daemon (OPC UA adapter, core, durable log) against the simulated unit
+    served over OPC UA at `speed`, then the DCS alone on the same scenario and seed: what a plant's
+    commissioning run would see, beside the stepped runs."""
+    import asyncio
+    import tempfile
+
+    from boiler_ai.demo import demo_config, free_port, run_dcs_alone, run_with_daemon
+    from boiler_ai.sim.scenario import SCENARIOS
+
+    if scenario not in SCENARIOS:
+        raise ConfigError("command line", "--opcua", f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
+    for option, value in (("--opcua-minutes", minutes), ("--opcua-speed", speed)):
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError("command line", option, f"expected a positive number, got {value:g}")
+    base = dataclasses.replace(load_config(config), model_path=Path(model).resolve(), model_sha256=sha256)
+    with tempfile.TemporaryDirectory(prefix="boiler-ai-evaluate-") as tmp:
+        cfg = demo_config(base, f"opc.tcp://127.0.0.1:{free_port()}", speed, Path(tmp) / "log")
+        ai = asyncio.run(run_with_daemon(cfg, scenario, seed, minutes, speed))
+    dcs = run_dcs_alone(scenario, seed, minutes)
+    return {"scenario": scenario, "seed": seed, "minutes": minutes, "speed": speed,
+            "efficiency_gain_pct_pt": round(ai["efficiency_pct"] - dcs["efficiency_pct"], 4),
+            "heat_rate_gain_pct": round(100.0 * (1.0 - ai["heat_rate_kj_kwh"] / dcs["heat_rate_kj_kwh"]), 4),
+            "ai_time_share": ai["active_share"], "releases": ai["releases"], "cycles": ai["cycles"],
+            "overruns": ai["overruns"], "excess_violation_s": round(excess_seconds(ai, dcs), 1)}
+
+
 def seeds_from(text: str) -> list[int]:
     from boiler_ai.sim.scenario import HELD_OUT_SEEDS
 
@@ -323,6 +358,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hours", type=float, default=24.0, help="cap on simulated hours per run (default 24)")
     parser.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     parser.add_argument("--config", type=Path, default=EXAMPLE_CONFIG, help="daemon config to evaluate with")
+    parser.add_argument("--opcua", default="demo", metavar="SCENARIO",
+                        help="also run this scenario (first selected seed) through the whole daemon against the "
+                             "simulated unit served over OPC UA, against the DCS alone ('none': skip; default demo)")
+    parser.add_argument("--opcua-minutes", type=float, default=30.0, help="simulated minutes of the OPC UA run")
+    parser.add_argument("--opcua-speed", type=float, default=60.0, help="its simulated seconds per wall second")
     parser.add_argument("--report", type=Path, default=None, help="write report.html, PNG plots and evaluation.json")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary (last line)")
 
@@ -358,6 +398,9 @@ def run(args: argparse.Namespace) -> int:
 
     summary, runs = evaluate(args.model, scenarios=scenarios, seeds=seeds, hours=args.hours, workers=args.workers,
                              config=args.config, progress=progress)
+    if args.opcua != "none":
+        summary["opcua"] = over_opcua(args.model, summary["model_sha256"], args.config, args.opcua, seeds[0],
+                                      args.opcua_minutes, args.opcua_speed)
     summary["wall_s"] = round(time.monotonic() - started, 1)
     if args.report is not None:
         from boiler_ai.evaluate_report import write_report
@@ -381,4 +424,11 @@ def render(s: dict) -> str:
                  f"(oracle {s['oracle_headroom_pct_pt']:.3f}), heat rate {s['heat_rate_gain_pct']:+.3f} % (oracle "
                  f"{s['oracle_heat_rate_headroom_pct']:.3f} %, share {s['share_of_headroom']}), excess limit seconds "
                  f"{s['excess_violation_s']}, CO p99 {s['co_p99_ppm']} ppm")
+    if "opcua" in s:
+        o = s["opcua"]
+        lines.append(f"through OPC UA ({o['scenario']} seed {o['seed']}, {o['minutes']:g} min at {o['speed']:g}x, the "
+                     f"whole daemon): efficiency {o['efficiency_gain_pct_pt']:+.3f} pct-pt, heat rate "
+                     f"{o['heat_rate_gain_pct']:+.3f} %, AI mode {o['ai_time_share']:.1%}, releases "
+                     f"{sum(o['releases'].values())}, overruns {o['overruns']}, excess limit seconds "
+                     f"{o['excess_violation_s']}")
     return "\n".join(lines)

@@ -187,6 +187,7 @@ def test_evaluate_reports_the_issue_keys_without_torch(package, runs):
     report = runs / "report"
     code = (f"import sys; from boiler_ai.cli import main; rc = main(['evaluate', {str(package / 'policy.onnx')!r}, "
             f"'--scenarios', 'mill_trip', '--max-seeds', '1', '--hours', '0.1', '--workers', '1', '--json', "
+            f"'--opcua', 'steady_full_load', '--opcua-minutes', '3', '--opcua-speed', '30', "
             f"'--report', {str(report)!r}]); "
             "assert 'torch' not in sys.modules and 'd3rlpy' not in sys.modules, 'evaluate imported torch'; "
             "sys.exit(rc)")
@@ -200,6 +201,12 @@ def test_evaluate_reports_the_issue_keys_without_torch(package, runs):
         assert key in result
     assert result["per_scenario"]["mill_trip"]["seeds"] == [9001]
     assert result["oracle_heat_rate_headroom_pct"] > 0
+    # one scenario through the whole daemon over OPC UA, every cycle run (the tiny model, trained on a few
+    # hours of history, is out of its depth there: whether it engages is not the point here)
+    opcua = result["opcua"]
+    assert opcua["scenario"] == "steady_full_load" and opcua["seed"] == 9001 and opcua["cycles"] >= 170
+    assert {"efficiency_gain_pct_pt", "heat_rate_gain_pct", "ai_time_share", "releases", "excess_violation_s"} \
+        <= set(opcua)
     assert (report / "report.html").is_file() and (report / "mill_trip_9001.png").is_file()
 
 
