@@ -1,0 +1,40 @@
+"""The promoted model the demo runs by default: its card pins the file, it fits today's tag map and
+envelope, its evaluation passes the promotion gate, and it runs closed loop through the real core."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from rigs.cycle_rig import ROOT
+
+from boiler_ai.demo import PROMOTED_MODEL, with_model
+from boiler_ai.evaluate import ClosedLoop, evaluation_config
+from boiler_ai.promote import gate
+from boiler_ai.sim.scenario import named_scenario
+from boiler_ai.sim.unit import ReferenceUnit
+
+
+def test_the_demo_runs_the_promoted_model_and_it_passes_its_gate():
+    policy = PROMOTED_MODEL / "policy.onnx"
+    sha256 = hashlib.sha256(policy.read_bytes()).hexdigest()
+    card = json.loads((PROMOTED_MODEL / "MODEL_CARD.json").read_text())
+    assert card["policy_sha256"] == sha256
+    evaluation = json.loads((PROMOTED_MODEL / "evaluation.json").read_text())
+    assert evaluation["model_sha256"] == sha256 and gate(evaluation) == []
+    assert evaluation["excess_violation_s"] == 0 and evaluation["heat_rate_gain_pct"] > 0
+    cfg = with_model(evaluation_config(policy, sha256, ROOT / "deploy" / "examples" / "reference_unit.yaml"),
+                     PROMOTED_MODEL)
+    assert cfg.model_path == policy
+
+
+def test_the_promoted_model_engages_and_holds_on_a_held_out_day():
+    policy = PROMOTED_MODEL / "policy.onnx"
+    cfg = evaluation_config(policy, hashlib.sha256(policy.read_bytes()).hexdigest())
+    unit = ReferenceUnit(dataclasses.replace(named_scenario("steady_full_load", 9001), duration_s=900.0), seed=9001)
+    unit.set_ai_enable(True)
+    loop = ClosedLoop(cfg, unit)
+    for _ in range(900):
+        loop.cycle()
+    assert loop.active_cycles > 800 and not loop.releases and loop.guard_blocks == 0
