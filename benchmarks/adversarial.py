@@ -12,7 +12,10 @@ AI mode in these runs.
 
 Prints a table and, as the last line, JSON with `policies` (per policy and scenario: seconds over each
 limit with the AI, in total, and the DCS alone's) and `max_excess_violation_s` (the largest, over
-policies, scenarios and limits, of the AI run's seconds over the limit minus the DCS alone's).
+policies, scenarios and limits, of the AI run's seconds over the limit minus the DCS alone's, whoever was
+in control: after a release the DCS runs a unit whose state the AI's hours have changed) and
+`max_longest_with_ai_s` (the longest stretch over any limit while the AI's setpoints were in force or
+being ramped out by the DCS).
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def main() -> int:
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         results = {(n, sc): r for n, sc, r in pool.map(run_one, jobs)}
 
-    policies, worst = [], 0
+    policies, worst, longest = [], 0, 0
     print(f"{'policy':<24} {'scenario':<18} {'AI s':>7} {'releases':<44} over limits, AI run (DCS alone)")
     for sc, _ in scenarios:
         base = results[("dcs_alone", sc)]
@@ -82,6 +85,7 @@ def main() -> int:
             excess = {k: r["over_s"].get(k, 0) - base["over_s"].get(k, 0)
                       for k in set(r["over_s"]) | set(base["over_s"])}
             worst = max([worst, *excess.values()])
+            longest = max([longest, *r["longest_with_ai_s"].values()])
             policies.append({"policy": n, "scenario": sc, "seed": args.seed, "seconds": r["seconds"],
                              "ai_active_s": r["ai_active_s"], "over_with_ai_s": r["over_with_ai_s"],
                              "over_s": r["over_s"], "dcs_alone_over_s": base["over_s"],
@@ -90,7 +94,7 @@ def main() -> int:
             over = ", ".join(f"{k} {v} ({base['over_s'].get(k, 0)})" for k, v in r["over_s"].items()) or "none"
             releases = ", ".join(f"{k} x{v}" for k, v in r["releases"].items()) or "-"
             print(f"{n:<24} {sc:<18} {r['ai_active_s']:>7} {releases[:44]:<44} {over}")
-    print(json.dumps({"policies": policies, "max_excess_violation_s": worst}))
+    print(json.dumps({"policies": policies, "max_excess_violation_s": worst, "max_longest_with_ai_s": longest}))
     return 0
 
 

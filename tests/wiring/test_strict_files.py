@@ -253,3 +253,22 @@ def test_per_mv_ai_enable_is_optional_and_must_be_a_readable_boolean(tmp_path):
 
     with pytest.raises(ConfigError, match=r"manipulated\.o2_setpoint_bias_pct\.ai_enabled: unknown field"):
         load_tag_map(_tag_map_with(tmp_path, misspelt))
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda rw: rw.update(settle_seconds=120), r"retreat_while\.settle_seconds: unknown field"),
+    (lambda rw: rw.pop("settle_s"), r"retreat_while\.settle_s: required field is missing"),
+    (lambda rw: rw.update(signals=["mill_a_sequence_active", "mill_q_sequence_active"]),
+     r"retreat_while\.signals: unknown tag 'mill_q_sequence_active'"),
+    (lambda rw: rw.update(signals=["mill_a_coal_flow_tph"]), r"retreat_while\.signals: .* must be a readable Boolean"),
+    (lambda rw: rw.update(settle_s=-1), r"retreat_while\.settle_s"),
+])
+def test_the_plant_transients_section_is_checked_strictly(tmp_path, change, says):
+    from boiler_ai.control.envelope import load_envelope
+
+    data = yaml.safe_load(ENVELOPE.read_text())
+    change(data["retreat_while"])
+    path = tmp_path / "envelope.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=says):
+        load_envelope(path, load_tag_map(TAG_MAP))
