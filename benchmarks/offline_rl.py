@@ -97,7 +97,7 @@ def main() -> int:
         "policy_rounds": results["policy"]["rounds"], "policy_candidates": results["policy"]["candidates"],
         "model_sha256": results["package"]["policy_sha256"],
         "promoted": code == 0, "promote_refusal": None if code == 0 else tail,
-        **{k: v for k, v in ev.items() if k not in ("model",)},
+        **{k: v for k, v in ev.items() if k not in ("model", "wall_s")},  # the stages' wall times are above
     }
     print(json.dumps(summary))
     return 0
