@@ -126,11 +126,12 @@ def reload_models(core: Core, cfg: DaemonConfig) -> str:
     old = core.config
     cfg = replace(cfg, time_scale=old.time_scale)  # --sim-speed is not in the file
     same = replace(cfg, model_path=old.model_path, model_sha256=old.model_sha256, challenger=old.challenger)
-    if same != old or _unit_files_sha256(cfg) != _unit_files_sha256(old):
-        raise ConfigError(str(cfg.source), "", "changed beyond model: and challenger: (restart the daemon to apply "
-                                               "that); the models were not reloaded either")
-    if (old.model_path is None) != (cfg.model_path is None):
-        raise ConfigError(str(cfg.source), "mode", "observe mode and a model cannot be swapped while running")
+    # (the mode is part of `same`: observe mode, without a model, never reaches the swap below)
+    if (same != old or load_tag_map(cfg.tag_map) != core.tag_map
+            or hashlib.sha256(cfg.envelope.read_bytes()).hexdigest() != core.envelope.sha256):
+        raise ConfigError(str(cfg.source), "", "changed beyond model: and challenger: (the file, its tag map or "
+                                               "envelope; restart the daemon to apply that); the models were not "
+                                               "reloaded either")
     controller = core.controller
     running = {old.model_sha256: controller.policy} if controller.policy is not None else {}
     if controller.challenger is not None:
@@ -144,10 +145,6 @@ def reload_models(core: Core, cfg: DaemonConfig) -> str:
                           config_hash=cfg.config_hash())
     before = f"active {old.model_sha256}, challenger {None if old.challenger is None else old.challenger.sha256}"
     return f"{before} -> active {cfg.model_sha256}, challenger {None if challenger is None else cfg.challenger.sha256}"
-
-
-def _unit_files_sha256(cfg: DaemonConfig) -> str:
-    return hashlib.sha256(cfg.tag_map.read_bytes() + cfg.envelope.read_bytes()).hexdigest()
 
 
 def open_recorder(cfg: DaemonConfig) -> Recorder:

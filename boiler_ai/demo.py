@@ -102,6 +102,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+RUN_OPTIONS = ("--scenario", "--minutes", "--speed")
+
+
+def check_run(scenario: str, minutes: float, speed: float, options: tuple[str, str, str] = RUN_OPTIONS) -> None:
+    """A served run's scenario, minutes and speed; an error names the command-line `options` they came from."""
+    from boiler_ai.sim.scenario import SCENARIOS
+
+    if scenario not in SCENARIOS:
+        raise ConfigError("command line", options[0], f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
+    for option, value in zip(options[1:], (minutes, speed)):
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError("command line", option, f"expected a positive number, got {value:g}")
+
+
 def demo_config(base: DaemonConfig, endpoint: str, speed: float, log_dir: Path) -> DaemonConfig:
     # the operator has AI_ENABLE on from the start of the demo; a demo does not pin the machine's cores
     return dataclasses.replace(
@@ -233,19 +247,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boiler_ai.sim.scenario import SCENARIOS
-
     log.setLevel(logging.INFO)  # the demo's progress; the daemon's own lines only from warning up
 
     started = time.monotonic()
     base = with_model(load_config(args.config), args.model if args.model is not None else
                       PROMOTED_MODEL if (PROMOTED_MODEL / "policy.onnx").is_file() else None)
-    if args.scenario not in SCENARIOS:
-        raise ConfigError("command line", "--scenario", f"unknown scenario {args.scenario!r} "
-                                                        f"(known: {', '.join(SCENARIOS)})")
-    for option, value in (("--minutes", args.minutes), ("--speed", args.speed)):
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError("command line", option, f"expected a positive number, got {value:g}")
+    check_run(args.scenario, args.minutes, args.speed)
     kept = args.log_dir is not None
     with (nullcontext(str(args.log_dir)) if kept else tempfile.TemporaryDirectory(prefix="boiler-ai-demo-")) as tmp:
         log_dir = Path(tmp) if kept else Path(tmp) / "log"

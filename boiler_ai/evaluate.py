@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from boiler_ai.config import DaemonConfig, SteppedConfig, load_config
-from boiler_ai.demo import UnitTap
+from boiler_ai.demo import UnitTap, check_run
 from boiler_ai.errors import ExpectedError
 from boiler_ai.strict import ConfigError
 
@@ -315,13 +315,7 @@ def over_opcua(model: Path, sha256: str, config: Path, scenario: str, seed: int,
     import tempfile
 
     from boiler_ai.demo import demo_config, free_port, run_dcs_alone, run_with_daemon
-    from boiler_ai.sim.scenario import SCENARIOS
 
-    if scenario not in SCENARIOS:
-        raise ConfigError("command line", "--opcua", f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
-    for option, value in (("--opcua-minutes", minutes), ("--opcua-speed", speed)):
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError("command line", option, f"expected a positive number, got {value:g}")
     base = dataclasses.replace(load_config(config), model_path=Path(model).resolve(), model_sha256=sha256)
     with tempfile.TemporaryDirectory(prefix="boiler-ai-evaluate-") as tmp:
         cfg = demo_config(base, f"opc.tcp://127.0.0.1:{free_port()}", speed, Path(tmp) / "log")
@@ -382,6 +376,8 @@ def options(args: argparse.Namespace) -> tuple[list[str], list[int]]:
         seeds = seeds[:args.max_seeds]
     if not (math.isfinite(args.hours) and args.hours > 0) or args.workers < 1:
         raise ConfigError("command line", "--hours/--workers", "must be positive")
+    if args.opcua != "none":  # checked before hours of stepped runs, not after
+        check_run(args.opcua, args.opcua_minutes, args.opcua_speed, ("--opcua", "--opcua-minutes", "--opcua-speed"))
     if not Path(args.model).is_file():
         raise ConfigError(args.model, "", "no such model file")
     return scenarios, seeds

@@ -172,9 +172,8 @@ class Controller:
         handshake = Handshake(*(self._flag(values, self.hs[k]) for k in ("ai_enable", "ai_permissive", "ai_active")))
         process_now = {name: values.get(name, math.nan) for name in self.envelope.process_signals}
         available = {sig: values.get(sig, 0.0) >= 0.5 for sig in self.envelope.condition_signals}
-        transients = {name: values.get(name, math.nan) for name in self.envelope.retreat_while.signals}
         supervision = self.supervisor.update(process_now, u_prev, u_dcs, self.engagement.mode is Mode.ACTIVE,
-                                             transients)
+                                             values)
         events.extend(supervision.events)
         process_now = supervision.judged  # measured, or measured plus the lagging analysers' prediction
         # Taken back by the operator (or its enable unreadable): the projector and guard hold it at the
@@ -273,13 +272,10 @@ class Controller:
         if policy is None:
             events.append(Event(EventType.NO_ENTRY, Reason.OBSERVE_MODE, "no model: reading and recording only"))
             return False
-        if not self._policy_inputs <= values.keys():
-            policy.reset()  # a gap in the history would feed the model a picture that never existed
-            return False
-        policy.observe(values)
-        if not policy.ready:
+        fed = _feed(policy, self._policy_inputs, values)
+        if fed is False:
             events.append(Event(EventType.NO_ENTRY, Reason.POLICY_HISTORY_FILLING, ""))
-        return policy.ready
+        return bool(fed)
 
     def _spread(self, inference) -> float | None:
         """The ensemble's largest disagreement, in units of each action's allowed deviation."""
@@ -293,14 +289,10 @@ class Controller:
         """The challenger on this cycle's inputs, projected from the same setpoints in force; never written."""
         runner, model = self.challenger
         requested = projected = spread = None
-        if not self._challenger_inputs <= values.keys():
-            runner.reset()
-        else:
-            runner.observe(values)
-            if runner.ready:
-                inference = runner.infer()
-                spread = self._spread(inference)
-                requested = inference.action if inference.finite else None
+        if _feed(runner, self._challenger_inputs, values):
+            inference = runner.infer()
+            spread = self._spread(inference)
+            requested = inference.action if inference.finite else None
         if requested is not None and all(map(math.isfinite, u_prev)) and all(map(math.isfinite, u_dcs)):
             projection = self.projector.project(requested, u_prev, u_dcs, process_now, available,
                                                 self.settings.cycle_period_s, retreat)
@@ -380,3 +372,14 @@ class Controller:
         self.supervisor.restore(state["supervision"])
         if self.challenger is not None and state.get("challenger") is not None:  # absent from states logged before
             self.challenger[0].restore(state["challenger"])
+
+
+def _feed(runner: PolicyRunner, inputs: frozenset[str], values: dict[str, float]) -> bool | None:
+    """This cycle's inputs into a model's history: True when it can infer, False while the history fills,
+    None when an input is missing (the history is reset: a gap would feed the model a picture that never
+    existed)."""
+    if not inputs <= values.keys():
+        runner.reset()
+        return None
+    runner.observe(values)
+    return runner.ready

@@ -65,7 +65,7 @@ class Supervisor:
 
     def update(self, process_now: Mapping[str, float], u_prev: Sequence[float], u_dcs: Sequence[float],
                active: bool, transients: Mapping[str, float]) -> Supervision:
-        """`transients`: this cycle's value of each `retreat_while` signal (NaN or absent: unreadable)."""
+        """`transients`: this cycle's values, with those of the `retreat_while` signals (NaN or absent: unreadable)."""
         dt = self.dt
         offsets = [p - d for p, d in zip(u_prev, u_dcs)]
         if all(map(math.isfinite, offsets)):

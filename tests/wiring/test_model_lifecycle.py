@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from rigs.cycle_rig import ROOT, Rig, follower_config
 from rigs.policies import follower
 
@@ -18,6 +19,7 @@ from boiler_ai.config import load_config
 from boiler_ai.daemon import reload_models
 from boiler_ai.record.log import iter_frames
 from boiler_ai.record.schema import decode
+from boiler_ai.strict import ConfigError
 from boiler_ai.tagmap import load_tag_map
 
 DAMPER = "sa_damper_c_pct"
@@ -109,15 +111,19 @@ def test_the_challenger_runs_in_shadow_and_a_switch_keeps_the_ai_in_control(tmp_
 
 
 def test_a_reload_that_changes_more_than_the_models_is_refused(tmp_path):
-    config, second, sha_first, _ = two_models(tmp_path)
+    envelope = tmp_path / "envelope.yaml"
+    envelope.write_text((ROOT / "constraints" / "reference_unit.yaml").read_text())
+    config, second, sha_first, _ = two_models(tmp_path, envelope=str(envelope))
     rig = Rig(config)
-    config.write_text(config.read_text().replace("cycle_period_s: 1.0", "cycle_period_s: 2.0"))
-    try:
+    original = config.read_text()
+    config.write_text(original.replace("cycle_period_s: 1.0", "cycle_period_s: 2.0"))
+    with pytest.raises(ConfigError, match="restart the daemon"):
         reload_models(rig.core, load_config(config))
-    except Exception as exc:  # noqa: BLE001 (the type is asserted below)
-        assert "restart the daemon" in str(exc) and type(exc).__name__ == "ConfigError"
-    else:
-        raise AssertionError("a reload that changes the cycle period was taken")
+    # the same for a changed envelope file, which the config only names
+    config.write_text(original)
+    envelope.write_text(envelope.read_text().replace("settle_s: 180", "settle_s: 120"))
+    with pytest.raises(ConfigError, match="restart the daemon"):
+        reload_models(rig.core, load_config(config))
     assert rig.core.config.model_sha256 == sha_first
 
 

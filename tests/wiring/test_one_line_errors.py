@@ -131,6 +131,13 @@ CASES = [
     # demo
     ("demo-missing-config", lambda t, f: ["demo", "--config", t / "absent.yaml"], "absent.yaml: cannot read file"),
     ("demo-unknown-scenario", lambda t, f: ["demo", "--scenario", "tuesday"], "--scenario: unknown scenario 'tuesday'"),
+    # evaluate: a bad OPC UA run is refused before hours of stepped runs, not after
+    ("evaluate-unknown-opcua-scenario",
+     lambda t, f: ["evaluate", ROOT / "models" / "offline-rl-v1" / "policy.onnx", "--opcua", "tuesday"],
+     "--opcua: unknown scenario 'tuesday'"),
+    # model lifecycle
+    ("model-switch-without-challenger", lambda t, f: ["model", "switch", config(t), "--sha256", "0" * 64],
+     "challenger: there is none"),
     # replay
     ("replay-missing-log", lambda t, f: ["replay", t / "no-log", "--config", config(t)],
      "no-log: not a decision log directory"),

@@ -9,6 +9,8 @@ import json
 
 from rigs.cycle_rig import ROOT
 
+from boiler_ai.config import load_config
+from boiler_ai.daemon import build_core
 from boiler_ai.demo import PROMOTED_MODEL, with_model
 from boiler_ai.evaluate import ClosedLoop, evaluation_config
 from boiler_ai.promote import gate
@@ -24,9 +26,10 @@ def test_the_demo_runs_the_promoted_model_and_it_passes_its_gate():
     evaluation = json.loads((PROMOTED_MODEL / "evaluation.json").read_text())
     assert evaluation["model_sha256"] == sha256 and gate(evaluation) == []
     assert evaluation["excess_violation_s"] == 0 and evaluation["heat_rate_gain_pct"] > 0
-    cfg = with_model(evaluation_config(policy, sha256, ROOT / "deploy" / "examples" / "reference_unit.yaml"),
-                     PROMOTED_MODEL)
+    # what `make demo` runs: the example config with the model pinned by its card, loaded as the daemon does
+    cfg = with_model(load_config(ROOT / "deploy" / "examples" / "reference_unit.yaml"), PROMOTED_MODEL)
     assert cfg.model_path == policy
+    assert build_core(cfg).controller.settings.model_id == card["model_id"] == "offline-rl-v1"
 
 
 def test_the_promoted_model_engages_and_holds_on_a_held_out_day():
