@@ -116,6 +116,15 @@ def test_dashboard_shows_live_mode_trends_and_an_explanation(tmp_path, browser, 
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     mode = lambda: browser.find_element(By.ID, "mode").get_attribute("data-mode")  # noqa: E731
+
+    def mv_rows() -> dict:
+        """The MV table read in one script: the page rebuilds its rows on every update, so an element found
+        by one WebDriver call can be gone by the next (StaleElementReferenceException)."""
+        return browser.execute_script(
+            "const rows = {};"
+            "for (const r of document.querySelectorAll('#mvs tbody tr'))"
+            "  rows[r.dataset.mv] = {class: r.className, text: r.innerText};"
+            "return rows;")
     try:
         wait_for(lambda: sim.unit.dcs.ai_active, 60, "the daemon engaging")
 
@@ -130,9 +139,7 @@ def test_dashboard_shows_live_mode_trends_and_an_explanation(tmp_path, browser, 
         wait_for(lambda: mode() == "active", 15, "the page showing AI in control")
         assert "AI IN CONTROL" in browser.find_element(By.ID, "mode").text
         # each MV's AI and DCS setpoints, with limits from the envelope
-        rows = browser.find_elements(By.CSS_SELECTOR, "#mvs tbody tr")
-        assert len(rows) >= 1 and "sa_damper_c_pct" in [r.get_attribute("data-mv") for r in rows]
-        assert ".." in browser.find_element(By.CSS_SELECTOR, '#mvs tr[data-mv="sa_damper_c_pct"]').text
+        assert ".." in mv_rows()["sa_damper_c_pct"]["text"]
         # a trend with data points, drawn
         trend = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#trend-o2_economiser_pct[data-points]"),
                          15, "the O2 trend")[0]
@@ -141,9 +148,9 @@ def test_dashboard_shows_live_mode_trends_and_an_explanation(tmp_path, browser, 
 
         # the operator takes damper C back on its own enable: the page greys its row and says why
         sim.call(sim.server.set_mv_ai_enable("sa_damper_c_pct", False))
-        row = lambda: browser.find_element(By.CSS_SELECTOR, '#mvs tr[data-mv="sa_damper_c_pct"]')  # noqa: E731
-        wait_for(lambda: row().get_attribute("class") == "handed-back", MODE_CHANGE_S + 1, "damper C shown handed back")
-        assert "taken back to the DCS by the operator" in row().text and mode() == "active"
+        damper_c = wait_for(lambda: (row := mv_rows().get("sa_damper_c_pct")) and row["class"] == "handed-back" and row,
+                            MODE_CHANGE_S + 1, "damper C shown handed back")
+        assert "taken back to the DCS by the operator" in damper_c["text"] and mode() == "active"
         assert "AI_REASON 111" in browser.find_element(By.ID, "reason-code").text
         assert "Operator took a variable back" in browser.find_element(By.ID, "reason").text
 
