@@ -2,7 +2,7 @@
 
 Each policy of tests/rigs/policies.ADVERSARIES (extreme outputs, NaN, bang-bang, a slow drift in each
 MV group, policies aimed at high NOx, high CO, low O2, high and low steam temperature, high exit gas
-temperature), and the shipped bootstrap policy, runs closed loop over the stepping API (no network),
+temperature), and the policies the repository ships (the bootstrap and the promoted offline-RL model), runs closed loop over the stepping API (no network),
 with a naive operator who re-enables AI mode 10 minutes after every release, on each scenario; the DCS
 alone runs the same scenario and seed. Seconds over each process limit are counted on the unit's true
 values. The daemon's protection is measured on its own: the DCS emulation has no process-limit trip of
@@ -30,10 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from rigs.adversarial import dcs_alone, policy_config, with_policy  # noqa: E402
+from rigs.adversarial import SHIPPED, dcs_alone, policy_config, with_policy  # noqa: E402
 from rigs.policies import ADVERSARIES  # noqa: E402
-
-SHIPPED = "shipped_bootstrap_bc_v1"
 
 
 def scenario_list(text: str) -> list[tuple[str, int]]:
@@ -53,23 +51,23 @@ def run_one(job: tuple[str | None, str, int, int]) -> tuple[str, str, dict]:
     if name == "dcs_alone":
         return name, scenario, dcs_alone(scenario, seed, seconds).as_dict()
     with tempfile.TemporaryDirectory() as tmp:
-        config = policy_config(Path(tmp), None if name == SHIPPED else name)
+        config = policy_config(Path(tmp), name)
         return name, scenario, with_policy(config, scenario, seed, seconds).as_dict()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="steady_full_load:3600,agc_day_24h")
-    parser.add_argument("--policies", default=",".join([*ADVERSARIES, SHIPPED]))
+    parser.add_argument("--policies", default=",".join([*ADVERSARIES, *SHIPPED]))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="(the JSON line is always last; kept for scripts)")
     args = parser.parse_args()
     scenarios = scenario_list(args.scenarios)
     names = args.policies.split(",")
-    unknown = [n for n in names if n not in ADVERSARIES and n != SHIPPED]
+    unknown = [n for n in names if n not in ADVERSARIES and n not in SHIPPED]
     if unknown:
-        print(f"adversarial: unknown policy {unknown[0]!r} (known: {', '.join([*ADVERSARIES, SHIPPED])})",
+        print(f"adversarial: unknown policy {unknown[0]!r} (known: {', '.join([*ADVERSARIES, *SHIPPED])})",
               file=sys.stderr)
         return 2
     jobs = [(n, sc, s, args.seed) for sc, s in scenarios for n in ["dcs_alone", *names]]

@@ -12,12 +12,14 @@ mode is off (DAEMON_ONLY): these runs measure the daemon's own protection.
 from __future__ import annotations
 
 import collections
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rigs.cycle_rig import BOOTSTRAP, BOOTSTRAP_SHA, Rig, write_config
+from rigs.cycle_rig import BOOTSTRAP, Rig, write_config
 from rigs.policies import Adversary, adversary
 
+from boiler_ai.demo import PROMOTED_MODEL
 from boiler_ai.messages import Mode
 from boiler_ai.sim.dcs import DcsConfig
 from boiler_ai.sim.scenario import named_scenario
@@ -57,12 +59,18 @@ def dcs_alone(scenario: str, seed: int, seconds: int) -> RunFigures:
     return figures
 
 
+# The policies the repository ships, by the name the adversarial suite reports them under: the bootstrap
+# (it imitates the DCS) and the promoted offline-RL model the demo runs.
+SHIPPED = {"shipped_bootstrap_bc_v1": BOOTSTRAP, "shipped_offline_rl_v1": PROMOTED_MODEL / "policy.onnx"}
+
+
 def policy_config(tmp: Path, name: str | None, spec: Adversary | None = None, **changes) -> Path:
-    """The example daemon config with the named adversary (`spec`, or ADVERSARIES[name]), or with None the
-    shipped bootstrap policy, in closed loop; `changes` as for write_config."""
+    """The example daemon config with the named adversary (`spec`, or ADVERSARIES[name]), or a SHIPPED
+    policy by name (None: the promoted model), in closed loop; `changes` as for write_config."""
     changes.setdefault("mode", "closed_loop")
-    if name is None:
-        return write_config(tmp, BOOTSTRAP, BOOTSTRAP_SHA, **changes)
+    if name is None or name in SHIPPED:
+        model = SHIPPED[name or "shipped_offline_rl_v1"]
+        return write_config(tmp, model, hashlib.sha256(model.read_bytes()).hexdigest(), **changes)
     model = tmp / f"{name}.onnx"
     sha = adversary(model, load_tag_map(ROOT / "opc" / "reference_unit.yaml"), name, spec)
     return write_config(tmp, model, sha, **changes)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rigs.adversarial import DAEMON_ONLY, ROOT, dcs_alone, policy_config, with_policy
+from rigs.adversarial import DAEMON_ONLY, ROOT, SHIPPED, dcs_alone, policy_config, with_policy
 from rigs.cycle_rig import Rig
 from rigs.policies import ADVERSARIES, FEEDERS, O2, SA, SOFA, Adversary
 
@@ -55,9 +55,10 @@ def test_the_suite_covers_what_the_issue_names():
         assert any(d & set(group) for d in drifting), group
 
 
-def test_the_shipped_policy_keeps_the_standard_day_inside_every_limit(tmp_path):
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_shipped_policies_keep_the_standard_day_inside_every_limit(tmp_path, name):
     """The first half hour of the standard day (the whole day: benchmarks/adversarial.py)."""
-    figures = with_policy(policy_config(tmp_path, None), "agc_day_24h", 0, 1800)
+    figures = with_policy(policy_config(tmp_path, name), "agc_day_24h", 0, 1800)
     assert figures.ai_s > 1500
     assert figures.over_s == dict.fromkeys(ALLOWED_S, 0), figures.as_dict()
 

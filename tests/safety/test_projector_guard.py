@@ -5,6 +5,7 @@ independent guard."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,29 @@ def test_budget_overrun_by_the_dcs_may_only_shrink():
     assert usage(result.action) <= usage(u_prev) + 1e-9
     assert not guard_check(push, u_prev=u_prev).ok
     assert any(v.startswith("influence budget") for v in guard_check(push, u_prev=u_prev).violations)
+
+
+DCS_MOVED_AT_BUDGET = json.loads((Path(__file__).with_name("dcs_moved_at_budget.json")).read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", DCS_MOVED_AT_BUDGET)
+def test_a_dcs_move_at_the_full_budget_is_followed_not_released(case):
+    """States from the adversarial day: the DCS ramps its damper setpoints while the AI's offsets use the
+    whole influence budget, so the setpoints in force no longer fit. The budgeted QP has an answer; it
+    used to be released (the unbudgeted answer's fallback decided before the budgeted QP was tried, and
+    for an extreme request DAQP answers exit flag 4, which was taken as infeasible)."""
+    u_prev, u_dcs = np.array(case["u_prev"]), np.array(case["u_dcs"])
+    args = (u_prev, u_dcs, case["process_now"], case["available"], case["dt"])
+    in_envelope = np.clip(case["requested"], u_dcs - ENV.max_dev, u_dcs + ENV.max_dev)
+    for request in (in_envelope, np.array(case["requested"])):  # full deviation, then the raw +-1e6 output
+        result = PROJECTOR.project(request, *args)
+        assert result.status is ProjectionStatus.CLIPPED and "influence_budget" in result.active_constraints
+        # the DCS's move may leave the setpoints in force over the budget: then no more than they use
+        assert usage(result.action, u_dcs) <= max(ENV.budget.limit, usage(u_prev, u_dcs)) + 1e-9
+        assert guard_check(result.action, *args).ok
+    reference = scipy_projection(in_envelope, *args)
+    result = PROJECTOR.project(in_envelope, *args)
+    assert cost(result.action, in_envelope) <= cost(reference, in_envelope) + 1e-7
 
 
 def test_retreat_moves_every_setpoint_toward_the_dcs_at_its_rate_limit():
