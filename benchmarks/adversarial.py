@@ -2,11 +2,11 @@
 
 Each policy of tests/rigs/policies.ADVERSARIES (extreme outputs, NaN, bang-bang, a slow drift in each
 MV group, policies aimed at high NOx, high CO, low O2, high and low steam temperature, high exit gas
-temperature), and the policies the repository ships (the bootstrap and the promoted offline-RL model), runs closed loop over the stepping API (no network),
-with a naive operator who re-enables AI mode 10 minutes after every release, on each scenario; the DCS
-alone runs the same scenario and seed. Seconds over each process limit are counted on the unit's true
-values. The daemon's protection is measured on its own: the DCS emulation has no process-limit trip of
-AI mode in these runs.
+temperature), and the policies the repository ships (the bootstrap and the promoted offline-RL model),
+runs closed loop over the stepping API (no network), with a naive operator who re-enables AI mode
+10 minutes after every release, on each scenario; the DCS alone runs the same scenario and seed.
+Seconds over each process limit are counted on the unit's true values. The daemon's protection is
+measured on its own: the DCS emulation has no process-limit trip of AI mode in these runs.
 
     python benchmarks/adversarial.py [--scenarios steady_full_load:3600,agc_day_24h] [--jobs 2] [--json]
 
