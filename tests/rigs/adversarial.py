@@ -64,12 +64,12 @@ def dcs_alone(scenario: str, seed: int, seconds: int) -> RunFigures:
 SHIPPED = {"shipped_bootstrap_bc_v1": BOOTSTRAP, "shipped_offline_rl_v1": PROMOTED_MODEL / "policy.onnx"}
 
 
-def policy_config(tmp: Path, name: str | None, spec: Adversary | None = None, **changes) -> Path:
+def policy_config(tmp: Path, name: str, spec: Adversary | None = None, **changes) -> Path:
     """The example daemon config with the named adversary (`spec`, or ADVERSARIES[name]), or a SHIPPED
-    policy by name (None: the promoted model), in closed loop; `changes` as for write_config."""
+    policy by name, in closed loop; `changes` as for write_config."""
     changes.setdefault("mode", "closed_loop")
-    if name is None or name in SHIPPED:
-        model = SHIPPED[name or "shipped_offline_rl_v1"]
+    if name in SHIPPED:
+        model = SHIPPED[name]
         return write_config(tmp, model, hashlib.sha256(model.read_bytes()).hexdigest(), **changes)
     model = tmp / f"{name}.onnx"
     sha = adversary(model, load_tag_map(ROOT / "opc" / "reference_unit.yaml"), name, spec)
