@@ -20,7 +20,7 @@ from boiler_ai.control.envelope import Envelope
 from boiler_ai.control.guard import Guard
 from boiler_ai.control.policy import PolicyRunner
 from boiler_ai.control.projector import Projector
-from boiler_ai.control.supervision import Supervisor
+from boiler_ai.control.supervision import Supervision, Supervisor
 from boiler_ai.control.validate import Validator
 from boiler_ai.messages import (
     ABSENT_STATUS,
@@ -185,7 +185,7 @@ class Controller:
         action = None
         if requested is not None and all(map(math.isfinite, u_prev)) and all(map(math.isfinite, u_dcs)):
             projection = self.projector.project(requested, u_prev, u_dcs, process_now, available, dt,
-                                                supervision.retreat)
+                                                supervision.retreat, supervision.hold)
             if projection.status is ProjectionStatus.RELEASE:
                 events.append(Event(EventType.IMMEDIATE_DISABLE, Reason.ENVELOPE_INFEASIBLE, projection.reason))
             else:
@@ -203,7 +203,7 @@ class Controller:
         lap("guard")
         challenger = None
         if self.challenger is not None:
-            challenger = self._challenge(values, u_prev, u_dcs, process_now, available, supervision.retreat)
+            challenger = self._challenge(values, u_prev, u_dcs, process_now, available, supervision)
             lap("infer")
 
         safe_action = action if verdict is not None and verdict.ok else None
@@ -285,7 +285,8 @@ class Controller:
         return math.nan if any(map(math.isnan, ratios)) else max(ratios)
 
     def _challenge(self, values: dict[str, float], u_prev: list[float], u_dcs: list[float],
-                   process_now: dict[str, float], available: dict[str, bool], retreat: bool) -> ChallengerRun:
+                   process_now: dict[str, float], available: dict[str, bool],
+                   supervision: Supervision) -> ChallengerRun:
         """The challenger on this cycle's inputs, projected from the same setpoints in force; never written."""
         runner, model = self.challenger
         requested = projected = spread = None
@@ -295,7 +296,8 @@ class Controller:
             requested = inference.action if inference.finite else None
         if requested is not None and all(map(math.isfinite, u_prev)) and all(map(math.isfinite, u_dcs)):
             projection = self.projector.project(requested, u_prev, u_dcs, process_now, available,
-                                                self.settings.cycle_period_s, retreat)
+                                                self.settings.cycle_period_s, supervision.retreat,
+                                                supervision.hold)
             projected = None if projection.status is ProjectionStatus.RELEASE else projection.action
         return ChallengerRun(model, requested, projected, spread)
 

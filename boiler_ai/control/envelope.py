@@ -7,7 +7,8 @@ What the AI may do with each manipulated variable (MV), and which unit-level rul
   couplings  linear rows over the MVs' setpoints or over their deviations from the DCS setpoints
   budget     the influence budget: sum of weight x |AI setpoint - DCS setpoint| over all MVs
   process    limits on measured signals: a hard limit, a warning band inside it (where the AI retreats
-             to the DCS setpoints), a hold time, a recovery time and an analyser lag; linearised each
+             to the DCS setpoints, for an off-delay after the value is back, and which a trend look-ahead
+             may enter early), a hold time, a recovery time and an analyser lag; linearised each
              cycle as y_now + S (u - u_prev) against the warning threshold, with S taken on the
              conservative side of its fitted interval
 
@@ -60,6 +61,8 @@ class ProcessLimit:
     hold_s: float
     recover_s: float  # inside the warning band this long before the AI may engage again
     analyser_lag_s: float  # dead time plus lag of the measurement
+    retreat_off_delay_s: float  # back inside the warning band, the retreat goes on this long
+    trend_lookahead_s: float  # the warning also judges measured + (measured now - measured this long ago)
     sensitivity: np.ndarray  # the conservative side of the interval (larger magnitude), in MV order
     sensitivity_low: np.ndarray  # the fitted interval, signal units per MV unit
     sensitivity_high: np.ndarray
@@ -353,10 +356,18 @@ def _process_limits(section: Fields, names: tuple[str, ...], tag_map: TagMap) ->
             raise f.error("warning", f"the warning threshold {warning:g} must be on the safe side of the limit "
                                      f"{limit:g} ({'below' if relation == 'at_most' else 'above'} it)")
         conservative, low, high = _sensitivity(f, "sensitivity", names)
+        recover_s, lag_s = f.number("recover_s", lo=0.0), f.number("analyser_lag_s", lo=0.0)
+        # The retreat's own effect must reach the analyser before the policy may push again, and a value
+        # recovered for an engagement (recover_s) must also count as recovered for a retreat.
+        off_delay_s = f.number("retreat_off_delay_s", lo=0.0)
+        if not lag_s <= off_delay_s <= recover_s:
+            raise f.error("retreat_off_delay_s", f"must lie between analyser_lag_s ({lag_s:g}) and recover_s "
+                                                 f"({recover_s:g}), got {off_delay_s:g}")
         out.append(ProcessLimit(
             name=str(name), description=f.string("description"), signal=signal, unit=spec.unit,
             relation=relation, limit=limit, warning=warning, hold_s=f.number("hold_s", lo=0.0),
-            recover_s=f.number("recover_s", lo=0.0), analyser_lag_s=f.number("analyser_lag_s", lo=0.0),
+            recover_s=recover_s, analyser_lag_s=lag_s, retreat_off_delay_s=off_delay_s,
+            trend_lookahead_s=f.number("trend_lookahead_s", lo=0.0),
             sensitivity=conservative, sensitivity_low=low, sensitivity_high=high,
             sensitivity_source=f.string("sensitivity_source"),
         ))

@@ -27,7 +27,9 @@ the current setpoints always satisfies it and only moves that pull back are allo
 Retreat (requested by supervision when a measured value is inside its warning band, supervision.py):
 the request becomes the DCS's own setpoints and every MV may only move from where it is toward its DCS
 setpoint, at its rate limits; couplings and the budget still hold, the linearised process rows do not
-apply (the DCS's own setpoints are the reference the limits are judged against).
+apply (the DCS's own setpoints are the reference the limits are judged against). A hold (supervision's
+off-delay, once the value is back inside) is a retreat whose request is the setpoints in force: nothing
+moves except where the DCS moves its own setpoint past the AI's.
 
 The per-cycle box is the intersection of all per-MV limits. If it is empty (crossed bounds) the problem
 is infeasible without asking a solver. If the clipped request satisfies every row, it is the answer (the
@@ -133,20 +135,21 @@ class Projector:
 
     def project(self, requested: np.ndarray, u_prev: np.ndarray, u_dcs: np.ndarray,
                 process_now: Mapping[str, float], available: Mapping[str, bool], dt: float,
-                retreat: bool = False) -> Projection:
+                retreat: bool = False, hold: bool = False) -> Projection:
         """The action to write, in envelope MV order; see the module docstring.
 
         u_prev: setpoints in force (last applied, or the DCS setpoints while not active);
         process_now: current value of every process-limit signal; available: value of every
         `available_when` signal (missing = false); dt: seconds until the next cycle's setpoints;
-        retreat: supervision's request to move back toward the DCS setpoints (the request is then ignored).
+        retreat: supervision's request to move back toward the DCS setpoints (the request is then ignored);
+        hold: in a retreat, stand still instead.
         """
         try:
-            return self._project(requested, u_prev, u_dcs, process_now, available, dt, retreat)
+            return self._project(requested, u_prev, u_dcs, process_now, available, dt, retreat, hold)
         except Exception as exc:  # noqa: BLE001 -- a bug here must hand control back, never crash the cycle
             return Projection(None, ProjectionStatus.RELEASE, (), 0, f"projector error: {exc!r}")
 
-    def _project(self, requested, u_prev, u_dcs, process_now, available, dt, retreat) -> Projection:
+    def _project(self, requested, u_prev, u_dcs, process_now, available, dt, retreat, hold) -> Projection:
         u_prev, u_dcs = self._floats(u_prev), self._floats(u_dcs)
         if u_prev is None:
             return _release("last applied setpoints missing or not finite")
@@ -171,7 +174,7 @@ class Projector:
             low, high = (self._bound(limits, i, upper).split(":")[1] for upper in (False, True))
             return self._fallback(limits, f"no setpoint fits {self.envelope.mv_names[i]}: its {low} bound "
                                           f"{lo[i]:g} is above its {high} bound {hi[i]:g}", names)
-        request = u_dcs if retreat else self._floats(requested)
+        request = (u_prev if hold else u_dcs) if retreat else self._floats(requested)
         if request is None:
             return self._fallback(limits, "requested action missing or not finite", ())
 

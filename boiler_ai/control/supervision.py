@@ -9,9 +9,19 @@ cycle, per limit, the value judged is the worse of
               recent moves that a lagging analyser (NOx, CO: 20-30 s) has not shown yet.
 The judged values are also what the projector's linearised rows and the guard start from, so moves
 made within an analyser's lag add up instead of each being judged against the same stale reading.
+For the warning alone, the value judged may also be where the measured trend leads:
+  trend       measured + (measured now - measured trend_lookahead_s ago), where that is worse: a steam
+              temperature behind a 20 s thermocouple and the superheater's heat capacity is still rising
+              when it first reads beyond the threshold. The hard limit stays on measured and predicted.
 Then:
   beyond the warning threshold   while the AI is active: retreat (the projector moves every AI setpoint
-                                 toward the DCS's at its rate limits, ignoring the policy)
+                                 toward the DCS's at its rate limits, ignoring the policy); then, once
+                                 the value is back inside, hold the setpoints for retreat_off_delay_s
+                                 (an alarm off-delay): the policy cannot push straight back across the
+                                 band while the analyser still shows its last push, and the retreat
+                                 stops where the value recovered instead of undoing every AI move (on
+                                 a slow steam-temperature loop, undoing them all is a disturbance of
+                                 its own, the other way)
   beyond the hard limit          for hold_s while active: release, reason process_limit_exceeded, naming
                                  the limit
   not inside the warning band    for recover_s (since it was last beyond): no entry, reason
@@ -21,7 +31,7 @@ start or stop sequence; an unreadable signal counts as running) and for its sett
 reason plant_transient. A mill change moves combustion faster than a 25 s CO analyser shows it: measured
 CO alone would see the spike only once it is there.
 
-Pure: values and the cycle period are handed in; the state (offset history, timers) is plain data for
+Pure: values and the cycle period are handed in; the state (offset and trend history, timers) is plain data for
 the decision record's controller state, so a replay resumes it exactly.
 """
 
@@ -40,6 +50,7 @@ class Supervision:
     """This cycle's verdict."""
 
     retreat: bool  # ask the projector to move back toward the DCS setpoints
+    hold: bool  # within the retreat, stand still (every value is inside; some are in their off-delay)
     events: tuple[Event, ...]  # warning (soft), release (immediate) or no-entry events, in limit order
     # Per process signal, the value judged (measured, or predicted where that is worse): what the
     # projector's rows and the guard start from, so moves made within an analyser's lag add up.
@@ -56,6 +67,11 @@ class Supervisor:
         self._terms = [tuple((i, s) for i, s in enumerate(p.sensitivity.tolist()) if s) for p in self._limits]
         self._depth = max(self._lag_cycles, default=0) + 1
         self.offsets: list[list[float]] = []  # newest last, at most _depth entries
+        # per signal with a trend look-ahead: its measured values, newest last, lookahead + 1 of them
+        self._trend_cycles = [max(0, round(p.trend_lookahead_s / cycle_period_s)) for p in self._limits]
+        self._trend_depth = {p.signal: max(n for q, n in zip(self._limits, self._trend_cycles) if q.signal == p.signal) + 1
+                             for p in self._limits if p.trend_lookahead_s > 0}
+        self.measured: dict[str, list[float]] = {}
         self.over_hard_s = [0.0] * len(self._limits)
         # Seconds since each value was last beyond its warning threshold. A new daemon has no history:
         # it starts as recovered and the first value beyond the threshold resets it.
@@ -71,7 +87,15 @@ class Supervisor:
         if all(map(math.isfinite, offsets)):
             self.offsets.append(offsets)
             del self.offsets[:-self._depth]
-        retreat = False
+        for signal, depth in self._trend_depth.items():
+            value = process_now.get(signal, math.nan)
+            history = self.measured.setdefault(signal, [])
+            if math.isfinite(value):
+                history.append(value)
+                del history[:-depth]
+            else:
+                history.clear()  # a trend across a gap in the signal means nothing
+        retreat = hold = False
         warnings, releases, recovering = [], [], []
         judged_values = dict(process_now)
         for k, p in enumerate(self._limits):
@@ -88,14 +112,24 @@ class Supervisor:
                     judged_values[p.signal] = predicted
             over_hard = p.beyond(judged, p.limit)
             self.over_hard_s[k] = self.over_hard_s[k] + dt if over_hard else 0.0
-            if p.beyond(judged, p.warning):
+            warned, warn_note = judged, note
+            history = self.measured.get(p.signal, ())
+            if self._trend_cycles[k] and len(history) > 1:
+                trend = 2.0 * measured - history[max(0, len(history) - 1 - self._trend_cycles[k])]
+                if p.beyond(trend, judged):
+                    warned, warn_note = trend, f" (measured {measured:.4g}, trend {trend:.4g})"
+            if p.beyond(warned, p.warning):
                 self.inside_s[k] = 0.0
                 if active:
                     retreat = True
-                    warnings.append(f"{p.name}: {p.signal} {judged:.4g}{note} beyond its warning threshold "
+                    warnings.append(f"{p.name}: {p.signal} {warned:.4g}{warn_note} beyond its warning threshold "
                                     f"{p.warning:g} {p.unit}")
             else:
                 self.inside_s[k] += dt
+                if active and self.inside_s[k] < p.retreat_off_delay_s:
+                    hold = True
+                    warnings.append(f"{p.name}: {p.signal} back inside its warning threshold {p.warning:g} "
+                                    f"{p.unit} for {self.inside_s[k]:g} of {p.retreat_off_delay_s:g} s: holding")
             if active and over_hard and self.over_hard_s[k] >= p.hold_s:
                 releases.append(f"{p.name}: {p.signal} {judged:.4g} {p.unit}{note} beyond its limit {p.limit:g} "
                                 f"for {self.over_hard_s[k]:g} s (hold {p.hold_s:g} s)")
@@ -113,11 +147,14 @@ class Supervisor:
         events += [Event(EventType.IMMEDIATE_DISABLE, Reason.PROCESS_LIMIT_EXCEEDED, r) for r in releases]
         if recovering:
             events.append(Event(EventType.NO_ENTRY, Reason.PROCESS_LIMIT_RECOVERING, "; ".join(recovering)))
-        return Supervision(retreat and not releases, tuple(events), judged_values)
+        holding = hold and not retreat  # a value beyond its threshold, or a transient, moves back instead
+        retreat = (retreat or hold) and not releases
+        return Supervision(retreat, retreat and holding, tuple(events), judged_values)
 
     def state(self) -> dict:
         return {"offsets": [list(o) for o in self.offsets], "over_hard_s": list(self.over_hard_s),
-                "inside_s": list(self.inside_s), "since_transient_s": self.since_transient_s}
+                "inside_s": list(self.inside_s), "since_transient_s": self.since_transient_s,
+                "measured": {signal: list(h) for signal, h in self.measured.items()}}
 
     def restore(self, state: dict) -> None:
         self.offsets = [list(o) for o in state["offsets"]]
@@ -125,3 +162,5 @@ class Supervisor:
         self.inside_s = list(state["inside_s"])
         # absent from states logged before retreat_while: as a new daemon, settled
         self.since_transient_s = state.get("since_transient_s", self._transients.settle_s)
+        # absent from states logged before the trend look-ahead: no trend yet, as a new daemon
+        self.measured = {signal: list(h) for signal, h in state.get("measured", {}).items()}

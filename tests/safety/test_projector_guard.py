@@ -266,6 +266,18 @@ def test_retreat_moves_every_setpoint_toward_the_dcs_at_its_rate_limit():
     assert project(NOMINAL_DCS, process=high_nox, retreat=True).action == list(NOMINAL_DCS)
 
 
+def test_a_hold_stands_still_whatever_the_policy_asks():
+    u_prev = NOMINAL_DCS.copy()
+    u_prev[IDX["sofa_damper_1_pct"]] -= 10.0
+    u_prev[O2] = 0.3
+    moved = NOMINAL_DCS.copy()
+    moved[IDX["sofa_damper_2_pct"]] += 3.0
+    for u_dcs in (NOMINAL_DCS, moved):  # also while the DCS moves its own setpoints
+        result = PROJECTOR.project(u_prev + 1.0, u_prev, u_dcs, NOMINAL_PROCESS, MILL_F_OUT, 1.0, True, True)
+        assert result.status is ProjectionStatus.RETREAT and result.action == list(u_prev)
+        assert guard_check(np.asarray(result.action), u_prev=u_prev, u_dcs=u_dcs).ok
+
+
 def test_the_solver_stops_on_an_iteration_count_not_a_clock():
     assert not hasattr(projector_module, "time") and not hasattr(guard_module, "time")
     starved = Projector(dataclasses.replace(ENV, iteration_limit=1))
@@ -575,12 +587,14 @@ def random_case(rng, mills, prev_kind, request_kind, process_kind, dt):
             if in_service:
                 shift = rng.normal(0, 0.02, len(in_service))
                 request[in_service] += shift - shift.mean()
-    retreat = bool(rng.random() < 0.2)  # supervision found a value in its warning band
-    return request, u_prev, u_dcs, process, available, dt, pinned, retreat
+    draw = rng.random()
+    retreat = bool(draw < 0.2)  # supervision found a value in its warning band ...
+    hold = bool(draw < 0.1)  # ... or in its off-delay
+    return request, u_prev, u_dcs, process, available, dt, pinned, retreat, hold
 
 
-def check_case(request, u_prev, u_dcs, process, available, dt, pinned, retreat, request_kind):
-    result = PROJECTOR.project(request, u_prev, u_dcs, process, available, dt, retreat)
+def check_case(request, u_prev, u_dcs, process, available, dt, pinned, retreat, hold, request_kind):
+    result = PROJECTOR.project(request, u_prev, u_dcs, process, available, dt, retreat, hold)
     assert (result.action is None) == (result.status is ProjectionStatus.RELEASE)
     holding = GUARD.check(ENV.mapping(u_prev), ENV.mapping(u_prev), ENV.mapping(u_dcs), process, available, dt)
     if result.action is not None:

@@ -1,6 +1,6 @@
-"""Process-limit supervision on measured values: warning band -> retreat, hard limit for hold_s ->
-release naming the limit, recovery time before re-engaging, lagging analysers judged on measured plus
-predicted values."""
+"""Process-limit supervision on measured values: warning band -> retreat (with an off-delay, and early on
+a slow signal's trend), hard limit for hold_s -> release naming the limit, recovery time before
+re-engaging, lagging analysers judged on measured plus predicted values."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ ENV = load_envelope(ROOT / "constraints" / "reference_unit.yaml", load_tag_map(R
 LIMITS = {p.name: p for p in ENV.process_limits}
 NOX = LIMITS["nox_max"]
 O2_MIN = LIMITS["o2_min"]
+STEAM_MAX = LIMITS["main_steam_temp_max"]
 NORMAL = {"o2_economiser_pct": 3.5, "co_ppm": 20.0, "nox_mg_nm3": 300.0, "main_steam_temp_c": 540.0,
           "reheat_steam_temp_c": 538.0, "airheater_exit_gas_temp_c": 130.0}
 DCS = [0.0] * 6 + [60.0] * 5 + [15.0] + [40.0, 40.0, 0.0]
@@ -64,6 +65,54 @@ def test_lower_limits_work_the_same_way():
     assert "o2_min: o2_economiser_pct 1.8" in verdicts[-1].events[-1].detail
 
 
+def test_the_retreat_holds_for_its_off_delay_after_the_value_is_back_inside():
+    """NOx lags 25 s: were the retreat to end the cycle NOx reads inside again, a policy could push straight
+    back and saw-tooth across the band with the true value over the limit. The setpoints stand still
+    meanwhile."""
+    sup = Supervisor(ENV, 1.0)
+    assert NOX.retreat_off_delay_s >= NOX.analyser_lag_s > 0
+    verdict = sup.update(dict(NORMAL, nox_mg_nm3=NOX.warning + 5.0), DCS, DCS, True, QUIET)
+    assert verdict.retreat and not verdict.hold
+    for second in range(1, int(NOX.retreat_off_delay_s)):
+        verdict = sup.update(NORMAL, DCS, DCS, True, QUIET)
+        assert verdict.retreat and verdict.hold and reasons(verdict) == [Reason.PROCESS_LIMIT_WARNING], second
+        assert f"back inside its warning threshold {NOX.warning:g} mg/Nm3 for {second:g} of" in verdict.events[0].detail
+        if second == 10:  # another value beyond its threshold meanwhile: move back, not hold
+            moving = Supervisor(ENV, 1.0)
+            moving.restore(sup.state())
+            both = moving.update(dict(NORMAL, co_ppm=LIMITS["co_max"].warning + 1.0), DCS, DCS, True, QUIET)
+            assert both.retreat and not both.hold
+    verdict = sup.update(NORMAL, DCS, DCS, True, QUIET)
+    assert not verdict.retreat and verdict.events == ()
+
+
+def test_a_slow_signal_warns_on_where_its_trend_leads():
+    """Main steam read through a 20 s thermocouple, rising 2.5 degC over the look-ahead: 1 degC below the
+    warning threshold as read, beyond it where the trend leads; a steady value at the same reading raises
+    nothing, and the trend never releases (the hard limit is judged on the value as read)."""
+    sup = Supervisor(ENV, 1.0)
+    lookahead = int(STEAM_MAX.trend_lookahead_s)
+    assert lookahead > 0
+    rising = [STEAM_MAX.warning - 3.5 + 2.5 * k / lookahead for k in range(lookahead + 1)]
+    for value in rising:
+        verdict = sup.update(dict(NORMAL, main_steam_temp_c=value), DCS, DCS, True, QUIET)
+    assert rising[-1] < STEAM_MAX.warning and verdict.retreat and not verdict.hold
+    assert f"main_steam_temp_c {2 * rising[-1] - rising[0]:.4g} (measured {rising[-1]:.4g}, trend" in \
+        verdict.events[0].detail
+    steady = Supervisor(ENV, 1.0)
+    for _ in range(lookahead + 1):
+        verdict = steady.update(dict(NORMAL, main_steam_temp_c=rising[-1]), DCS, DCS, True, QUIET)
+    assert not verdict.retreat and verdict.events == ()
+    steep = Supervisor(ENV, 1.0)  # the trend far beyond the hard limit, the reading inside it
+    for k in range(lookahead + 30):
+        verdict = steep.update(dict(NORMAL, main_steam_temp_c=min(540.0 + 0.2 * k, STEAM_MAX.limit - 0.5)), DCS,
+                               DCS, True, QUIET)
+        assert Reason.PROCESS_LIMIT_EXCEEDED not in reasons(verdict)
+    # a gap in the signal starts the trend afresh
+    steep.update(dict(NORMAL, main_steam_temp_c=float("nan")), DCS, DCS, True, QUIET)
+    assert steep.measured["main_steam_temp_c"] == []
+
+
 def test_reengaging_waits_until_the_value_has_been_inside_its_band_for_recover_s():
     sup = Supervisor(ENV, 1.0)
     sup.update(dict(NORMAL, nox_mg_nm3=NOX.limit + 10.0), DCS, DCS, False, QUIET)
@@ -101,7 +150,8 @@ def test_a_lagging_analyser_is_judged_on_measured_plus_predicted():
 def test_state_resumes_exactly_through_json():
     first, second = Supervisor(ENV, 1.0), Supervisor(ENV, 1.0)
     rng = np.random.default_rng(4)
-    values = [dict(NORMAL, nox_mg_nm3=float(v)) for v in rng.uniform(400, 520, 40)]
+    values = [dict(NORMAL, nox_mg_nm3=float(v), main_steam_temp_c=float(t))
+              for v, t in zip(rng.uniform(400, 520, 40), rng.uniform(538, 546, 40))]
     offsets = [[*DCS[:I_O2], float(o)] for o in rng.uniform(-0.3, 0.3, 40)]
     for v, u in zip(values[:20], offsets[:20]):
         first.update(v, u, DCS, True, QUIET)
