@@ -31,8 +31,8 @@ start or stop sequence; an unreadable signal counts as running) and for its sett
 reason plant_transient. A mill change moves combustion faster than a 25 s CO analyser shows it: measured
 CO alone would see the spike only once it is there.
 
-Pure: values and the cycle period are handed in; the state (offset and trend history, timers) is plain data for
-the decision record's controller state, so a replay resumes it exactly.
+Pure: values and the cycle period are handed in; the state (offset and trend history, timers) is plain
+data for the decision record's controller state, so a replay resumes it exactly.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class Supervisor:
         self.offsets: list[list[float]] = []  # newest last, at most _depth entries
         # per signal with a trend look-ahead: its measured values, newest last, lookahead + 1 of them
         self._trend_cycles = [max(0, round(p.trend_lookahead_s / cycle_period_s)) for p in self._limits]
-        self._trend_depth = {p.signal: max(n for q, n in zip(self._limits, self._trend_cycles) if q.signal == p.signal) + 1
+        self._trend_depth = {p.signal: 1 + max(n for q, n in zip(self._limits, self._trend_cycles)
+                                               if q.signal == p.signal)
                              for p in self._limits if p.trend_lookahead_s > 0}
         self.measured: dict[str, list[float]] = {}
         self.over_hard_s = [0.0] * len(self._limits)
