@@ -15,7 +15,8 @@ limit with the AI, in total, and the DCS alone's) and `max_excess_violation_s` (
 policies, scenarios and limits, of the AI run's seconds over the limit minus the DCS alone's, whoever was
 in control: after a release the DCS runs a unit whose state the AI's hours have changed) and
 `max_longest_with_ai_s` (the longest stretch over any limit while the AI's setpoints were in force or
-being ramped out by the DCS).
+being ramped out by the DCS); per run, `peak_over` is how far each value went beyond its limit (in the
+limit's unit).
 """
 
 from __future__ import annotations
@@ -87,9 +88,11 @@ def main() -> int:
             policies.append({"policy": n, "scenario": sc, "seed": args.seed, "seconds": r["seconds"],
                              "ai_active_s": r["ai_active_s"], "over_with_ai_s": r["over_with_ai_s"],
                              "over_s": r["over_s"], "dcs_alone_over_s": base["over_s"],
-                             "longest_with_ai_s": r["longest_with_ai_s"], "excess_s": excess,
+                             "longest_with_ai_s": r["longest_with_ai_s"], "peak_over": r["peak_over"],
+                             "excess_s": excess,
                              "releases": r["releases"], "retreat_cycles": r["retreat_cycles"]})
-            over = ", ".join(f"{k} {v} ({base['over_s'].get(k, 0)})" for k, v in r["over_s"].items()) or "none"
+            over = ", ".join(f"{k} {v} s, peak +{r['peak_over'][k]:g} ({base['over_s'].get(k, 0)} s)"
+                             for k, v in r["over_s"].items()) or "none"
             releases = ", ".join(f"{k} x{v}" for k, v in r["releases"].items()) or "-"
             print(f"{n:<24} {sc:<18} {r['ai_active_s']:>7} {releases[:44]:<44} {over}")
     print(json.dumps({"policies": policies, "max_excess_violation_s": worst, "max_longest_with_ai_s": longest}))

@@ -32,6 +32,7 @@ ALWAYS = "always"  # available_when value for an MV the AI may always move
 RELATIONS = ("equal", "at_most", "at_least")
 COUPLING_BASES = ("setpoint", "deviation_from_dcs")
 PROCESS_RELATIONS = ("at_most", "at_least")
+WARNING_ACTIONS = ("retreat", "hold")
 MAX_GUARD_TOLERANCE = 1e-3  # a looser guard stops being a check
 
 
@@ -61,7 +62,8 @@ class ProcessLimit:
     hold_s: float
     recover_s: float  # inside the warning band this long before the AI may engage again
     analyser_lag_s: float  # dead time plus lag of the measurement
-    retreat_off_delay_s: float  # back inside the warning band, the retreat goes on this long
+    warning_action: str  # "retreat" (toward the DCS setpoints) or "hold" (stand still) beyond the warning
+    retreat_off_delay_s: float  # back inside the warning band, the setpoints hold this long
     trend_lookahead_s: float  # the warning also judges measured + (measured now - measured this long ago)
     sensitivity: np.ndarray  # the conservative side of the interval (larger magnitude), in MV order
     sensitivity_low: np.ndarray  # the fitted interval, signal units per MV unit
@@ -366,7 +368,8 @@ def _process_limits(section: Fields, names: tuple[str, ...], tag_map: TagMap) ->
         out.append(ProcessLimit(
             name=str(name), description=f.string("description"), signal=signal, unit=spec.unit,
             relation=relation, limit=limit, warning=warning, hold_s=f.number("hold_s", lo=0.0),
-            recover_s=recover_s, analyser_lag_s=lag_s, retreat_off_delay_s=off_delay_s,
+            recover_s=recover_s, analyser_lag_s=lag_s,
+            warning_action=f.string("warning_action", choices=WARNING_ACTIONS), retreat_off_delay_s=off_delay_s,
             trend_lookahead_s=f.number("trend_lookahead_s", lo=0.0),
             sensitivity=conservative, sensitivity_low=low, sensitivity_high=high,
             sensitivity_source=f.string("sensitivity_source"),

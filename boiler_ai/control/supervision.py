@@ -15,7 +15,9 @@ For the warning alone, the value judged may also be where the measured trend lea
               when it first reads beyond the threshold. The hard limit stays on measured and predicted.
 Then:
   beyond the warning threshold   while the AI is active: retreat (the projector moves every AI setpoint
-                                 toward the DCS's at its rate limits, ignoring the policy); then, once
+                                 toward the DCS's at its rate limits, ignoring the policy), or, for a
+                                 limit whose warning_action is hold, stand still and leave the value to
+                                 the DCS's own loop (steam temperature: its sprays); then, once
                                  the value is back inside, hold the setpoints for retreat_off_delay_s
                                  (an alarm off-delay): the policy cannot push straight back across the
                                  band while the analyser still shows its last push, and the retreat
@@ -122,7 +124,10 @@ class Supervisor:
             if p.beyond(warned, p.warning):
                 self.inside_s[k] = 0.0
                 if active:
-                    retreat = True
+                    if p.warning_action == "hold":
+                        hold = True
+                    else:
+                        retreat = True
                     warnings.append(f"{p.name}: {p.signal} {warned:.4g}{warn_note} beyond its warning threshold "
                                     f"{p.warning:g} {p.unit}")
             else:

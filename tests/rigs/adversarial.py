@@ -38,6 +38,9 @@ class RunFigures:
     over_with_ai_s: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROCESS_LIMITS, 0))
     # longest stretch over each limit while the AI's setpoints were in use (before control was back)
     longest_with_ai_s: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROCESS_LIMITS, 0))
+    # the furthest each value went beyond its limit, in the limit's unit: a second 0.1 degC over is not
+    # a second 600 mg/Nm3 over
+    peak_over: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PROCESS_LIMITS, 0.0))
     ai_s: int = 0
     releases: collections.Counter = field(default_factory=collections.Counter)
     retreat_cycles: int = 0
@@ -47,6 +50,7 @@ class RunFigures:
                 "over_s": {k: v for k, v in self.over_s.items() if v},
                 "over_with_ai_s": {k: v for k, v in self.over_with_ai_s.items() if v},
                 "longest_with_ai_s": {k: v for k, v in self.longest_with_ai_s.items() if v},
+                "peak_over": {k: float(f"{v:.3g}") for k, v in self.peak_over.items() if v},
                 "releases": dict(self.releases)}
 
 
@@ -55,7 +59,7 @@ def dcs_alone(scenario: str, seed: int, seconds: int) -> RunFigures:
     figures = RunFigures()
     for _ in range(seconds):
         unit.step(1.0)
-        _count(figures, unit.performance()["violations"], False, {})
+        _count(figures, unit.performance(), False, {})
     return figures
 
 
@@ -101,16 +105,24 @@ def with_policy(config: Path, scenario: str, seed: int, seconds: int, reenable_e
         if check is not None:
             check(rig, record)
         with_ai = unit.dcs.ai_active or any(unit.dcs.releasing)
-        _count(figures, unit.performance()["violations"], with_ai, running)
+        _count(figures, unit.performance(), with_ai, running)
     return figures
 
 
-def _count(figures: RunFigures, violations: dict[str, bool], with_ai: bool, running: dict[str, int]) -> None:
+# performance() keys of the values the limits are judged on (CO on its one-minute average)
+_PERFORMANCE_KEY = {"o2_economiser_pct": "o2_pct", "co_ppm": "co_minute_ppm"}
+
+
+def _count(figures: RunFigures, performance: dict, with_ai: bool, running: dict[str, int]) -> None:
     figures.seconds += 1
     figures.ai_s += with_ai
-    for name, crossed in violations.items():
+    for name, crossed in performance["violations"].items():
         if crossed:
             figures.over_s[name] += 1
+            signal, relation, limit = PROCESS_LIMITS[name]
+            value = performance[_PERFORMANCE_KEY.get(signal, signal)]
+            beyond = value - limit if relation == "at_most" else limit - value
+            figures.peak_over[name] = max(figures.peak_over[name], beyond)
             if with_ai:
                 figures.over_with_ai_s[name] += 1
                 running[name] = running.get(name, 0) + 1

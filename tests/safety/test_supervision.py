@@ -96,7 +96,7 @@ def test_a_slow_signal_warns_on_where_its_trend_leads():
     rising = [STEAM_MAX.warning - 3.5 + 2.5 * k / lookahead for k in range(lookahead + 1)]
     for value in rising:
         verdict = sup.update(dict(NORMAL, main_steam_temp_c=value), DCS, DCS, True, QUIET)
-    assert rising[-1] < STEAM_MAX.warning and verdict.retreat and not verdict.hold
+    assert rising[-1] < STEAM_MAX.warning and verdict.retreat
     assert f"main_steam_temp_c {2 * rising[-1] - rising[0]:.4g} (measured {rising[-1]:.4g}, trend" in \
         verdict.events[0].detail
     steady = Supervisor(ENV, 1.0)
@@ -111,6 +111,23 @@ def test_a_slow_signal_warns_on_where_its_trend_leads():
     # a gap in the signal starts the trend afresh
     steep.update(dict(NORMAL, main_steam_temp_c=float("nan")), DCS, DCS, True, QUIET)
     assert steep.measured["main_steam_temp_c"] == []
+
+
+def test_steam_over_temperature_holds_and_leaves_the_cooling_to_the_dcs_sprays():
+    """Sprays can cool, not heat: beyond the over-temperature warning the AI setpoints stand still (undoing a
+    lowered O2 at once would add heat); beyond the under-temperature warning they retreat."""
+    assert STEAM_MAX.warning_action == "hold" and LIMITS["main_steam_temp_min"].warning_action == "retreat"
+    hot = Supervisor(ENV, 1.0).update(dict(NORMAL, main_steam_temp_c=STEAM_MAX.warning + 0.5), DCS, DCS, True, QUIET)
+    assert hot.retreat and hot.hold and reasons(hot) == [Reason.PROCESS_LIMIT_WARNING]
+    cold_limit = LIMITS["main_steam_temp_min"]
+    cold = Supervisor(ENV, 1.0).update(dict(NORMAL, main_steam_temp_c=cold_limit.warning - 0.5), DCS, DCS, True,
+                                       QUIET)
+    assert cold.retreat and not cold.hold
+    # a hold does not excuse the hard limit: over it for hold_s releases as for any limit
+    sup = Supervisor(ENV, 1.0)
+    for _ in range(int(STEAM_MAX.hold_s)):
+        verdict = sup.update(dict(NORMAL, main_steam_temp_c=STEAM_MAX.limit + 0.5), DCS, DCS, True, QUIET)
+    assert reasons(verdict, EventType.IMMEDIATE_DISABLE) == [Reason.PROCESS_LIMIT_EXCEEDED] and not verdict.retreat
 
 
 def test_reengaging_waits_until_the_value_has_been_inside_its_band_for_recover_s():
