@@ -6,6 +6,7 @@ these runs: they measure the daemon's own protection."""
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from pathlib import Path
 
@@ -63,13 +64,25 @@ def test_the_shipped_policies_keep_the_standard_day_inside_every_limit(tmp_path,
     assert figures.over_s == dict.fromkeys(ALLOWED_S, 0), figures.as_dict()
 
 
-def nox_reading(rig: Rig, value: float):
+def forced_reading(rig: Rig, signal: str, value: float, ramp_per_cycle: float = math.inf):
+    """From the next cycle, `signal` reads `value`, reached from the value read now at `ramp_per_cycle` (a
+    step larger than the tag's max_rate_per_s is an implausible reading, not a process value), or from the
+    value an earlier forced_reading left it at."""
+    shown = list(getattr(rig.snapshot_hook, "shown", ())[-1:])
+
     def hook(snapshot: Snapshot) -> Snapshot:
         readings = dict(snapshot.readings)
-        old = readings["nox_mg_nm3"]
-        readings["nox_mg_nm3"] = Reading(value, old.status_code, old.source_ts, old.server_ts)
+        old = readings[signal]
+        start = shown[-1] if shown else old.value
+        shown.append(min(max(value, start - ramp_per_cycle), start + ramp_per_cycle))
+        readings[signal] = Reading(shown[-1], old.status_code, old.source_ts, old.server_ts)
         return Snapshot(readings, snapshot.read_time, snapshot.error, snapshot.server_time)
+    hook.shown = shown
     rig.snapshot_hook = hook
+
+
+def nox_reading(rig: Rig, value: float):
+    forced_reading(rig, "nox_mg_nm3", value)
 
 
 def test_over_the_hard_limit_for_its_hold_releases_and_reengaging_waits_for_recovery(tmp_path):
@@ -92,6 +105,32 @@ def test_over_the_hard_limit_for_its_hold_releases_and_reengaging_waits_for_reco
     assert all(r["mode"] == "disabled" for r in waiting)
     assert any(e["reason"] == Reason.PROCESS_LIMIT_RECOVERING for e in waiting[-1]["events"])
     rig.engage(limit=30)
+
+
+def test_steam_over_temperature_holds_the_ai_setpoints_through_the_real_core(tmp_path):
+    """Main steam read in its over-temperature band: the written setpoints stand still whatever the policy
+    asks (the DCS's sprays cool); back inside, they stay put for the off-delay, then the policy resumes."""
+    rig = Rig(policy_config(tmp_path, "high_steam_temp"), dcs_config=DAEMON_ONLY)
+    rig.engage()
+    rig.run(20)  # the policy has pushed some way
+    steam = next(p for p in ENV.process_limits if p.name == "main_steam_temp_max")
+    forced_reading(rig, "main_steam_temp_c", (steam.warning + steam.limit) / 2, ramp_per_cycle=0.5)
+    rising = rig.run(10)
+    held = [r for r in rising if r["projection"]["status"] == "retreat"]
+    assert len(held) >= 5 and all(r["mode"] == "active" for r in rising)
+    assert all(still(r) for r in held)
+    assert "trend" in held[0]["events"][0]["detail"]  # warned on where the reading was heading
+    forced_reading(rig, "main_steam_temp_c", steam.warning - 3.0, ramp_per_cycle=0.5)
+    after = rig.run(int(steam.retreat_off_delay_s) + 10)
+    off_delay = after[:int(steam.retreat_off_delay_s) - 1]
+    assert all(still(r) for r in off_delay)
+    assert any("holding" in e["detail"] for e in off_delay[-1]["events"])
+    assert not still(after[-1]) and after[-1]["projection"]["status"] != "retreat"  # the policy resumes
+
+
+def still(record) -> bool:
+    """No AI setpoint moved, except those that follow the DCS's own (an MV of a mill out of service)."""
+    return all(w == p or w == d for w, p, d in zip(record["written"], record["u_prev"], record["u_dcs"]))
 
 
 ENVELOPE_OFFSETS = st.fixed_dictionaries({
