@@ -27,9 +27,10 @@ the current setpoints always satisfies it and only moves that pull back are allo
 Retreat (requested by supervision when a measured value is inside its warning band, supervision.py):
 the request becomes the DCS's own setpoints and every MV may only move from where it is toward its DCS
 setpoint, at its rate limits; couplings and the budget still hold, the linearised process rows do not
-apply (the DCS's own setpoints are the reference the limits are judged against). A hold (supervision's
-off-delay, once the value is back inside) is a retreat whose request is the setpoints in force: nothing
-moves except where the DCS moves its own setpoint past the AI's.
+apply (the DCS's own setpoints are the reference the limits are judged against). A hold (a limit whose
+warning_action is hold, or any limit's off-delay once the value is back inside) is a retreat whose
+request is the setpoints in force: nothing moves except an MV that follows the DCS (unavailable) or
+that a move of the DCS's own setpoint leaves beyond its deviation limit.
 
 The per-cycle box is the intersection of all per-MV limits. If it is empty (crossed bounds) the problem
 is infeasible without asking a solver. If the clipped request satisfies every row, it is the answer (the

@@ -52,7 +52,7 @@ class Supervision:
     """This cycle's verdict."""
 
     retreat: bool  # ask the projector to move back toward the DCS setpoints
-    hold: bool  # within the retreat, stand still (every value is inside; some are in their off-delay)
+    hold: bool  # within the retreat, stand still (no limit beyond its threshold asks for a retreat)
     events: tuple[Event, ...]  # warning (soft), release (immediate) or no-entry events, in limit order
     # Per process signal, the value judged (measured, or predicted where that is worse): what the
     # projector's rows and the guard start from, so moves made within an analyser's lag add up.
@@ -153,7 +153,7 @@ class Supervisor:
         events += [Event(EventType.IMMEDIATE_DISABLE, Reason.PROCESS_LIMIT_EXCEEDED, r) for r in releases]
         if recovering:
             events.append(Event(EventType.NO_ENTRY, Reason.PROCESS_LIMIT_RECOVERING, "; ".join(recovering)))
-        holding = hold and not retreat  # a value beyond its threshold, or a transient, moves back instead
+        holding = hold and not retreat  # a limit that retreats, or a transient, moves back instead
         retreat = (retreat or hold) and not releases
         return Supervision(retreat, retreat and holding, tuple(events), judged_values)
 
