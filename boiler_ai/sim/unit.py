@@ -601,6 +601,7 @@ class ReferenceUnit:
         signal = {"o2_economiser_pct": f.o2_pct, "co_ppm": self.co_minute, "nox_mg_nm3": f.nox_mg_nm3,
                   "main_steam_temp_c": st.main_steam_c, "reheat_steam_temp_c": st.reheat_c,
                   "airheater_exit_gas_temp_c": self.exit_gas_c}
+        kpi["limit_signals"] = signal  # the values the limits are judged on, by signal
         kpi["violations"] = {name: firing and (signal[s] > lim if rel == "at_most" else signal[s] < lim)
                              for name, (s, rel, lim) in PROCESS_LIMITS.items()}
         kpi["any_violation"] = any(kpi["violations"].values())

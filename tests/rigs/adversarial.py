@@ -109,10 +109,6 @@ def with_policy(config: Path, scenario: str, seed: int, seconds: int, reenable_e
     return figures
 
 
-# performance() keys of the values the limits are judged on (CO on its one-minute average)
-_PERFORMANCE_KEY = {"o2_economiser_pct": "o2_pct", "co_ppm": "co_minute_ppm"}
-
-
 def _count(figures: RunFigures, performance: dict, with_ai: bool, running: dict[str, int]) -> None:
     figures.seconds += 1
     figures.ai_s += with_ai
@@ -120,7 +116,7 @@ def _count(figures: RunFigures, performance: dict, with_ai: bool, running: dict[
         if crossed:
             figures.over_s[name] += 1
             signal, relation, limit = PROCESS_LIMITS[name]
-            value = performance[_PERFORMANCE_KEY.get(signal, signal)]
+            value = performance["limit_signals"][signal]
             beyond = value - limit if relation == "at_most" else limit - value
             figures.peak_over[name] = max(figures.peak_over[name], beyond)
             if with_ai:

@@ -74,22 +74,18 @@ def forced_reading(rig: Rig, signal: str, value: float, ramp_per_cycle: float = 
         readings = dict(snapshot.readings)
         old = readings[signal]
         start = shown[-1] if shown else old.value
-        shown.append(min(max(value, start - ramp_per_cycle), start + ramp_per_cycle))
+        shown[:] = [min(max(value, start - ramp_per_cycle), start + ramp_per_cycle)]
         readings[signal] = Reading(shown[-1], old.status_code, old.source_ts, old.server_ts)
         return Snapshot(readings, snapshot.read_time, snapshot.error, snapshot.server_time)
     hook.shown = shown
     rig.snapshot_hook = hook
 
 
-def nox_reading(rig: Rig, value: float):
-    forced_reading(rig, "nox_mg_nm3", value)
-
-
 def test_over_the_hard_limit_for_its_hold_releases_and_reengaging_waits_for_recovery(tmp_path):
     rig = Rig(policy_config(tmp_path, "high_nox"), dcs_config=DAEMON_ONLY)
     rig.engage()
     nox = next(p for p in ENV.process_limits if p.name == "nox_max")
-    nox_reading(rig, nox.limit + 20.0)
+    forced_reading(rig, "nox_mg_nm3", nox.limit + 20.0)
     records = rig.run(int(nox.hold_s) + 1)
     assert records[0]["projection"]["status"] == "retreat"
     released = [r for r in records if r["release_reason"]]
@@ -97,7 +93,7 @@ def test_over_the_hard_limit_for_its_hold_releases_and_reengaging_waits_for_reco
     event = next(e for e in released[0]["events"] if e["reason"] == Reason.PROCESS_LIMIT_EXCEEDED)
     assert event["detail"].startswith("nox_max: nox_mg_nm3 520") and f"hold {nox.hold_s:g} s" in event["detail"]
     # Back inside the warning band and the operator re-enables: no request until recover_s has passed.
-    nox_reading(rig, nox.warning - 50.0)
+    forced_reading(rig, "nox_mg_nm3", nox.warning - 50.0)
     rig.unit.set_ai_enable(False)
     rig.run(2)
     rig.unit.set_ai_enable(True)

@@ -107,6 +107,8 @@ def test_performance_is_noise_free_and_flags_limits():
                 "main_steam_temp_c", "reheat_steam_temp_c", "load_mw", "coal_tph", "carbon_in_fly_ash_pct"):
         assert math.isfinite(p[key]), key
     assert set(p["violations"]) == set(PROCESS_LIMITS) and p["any_violation"] is False
+    assert set(p["limit_signals"]) == {signal for signal, _, _ in PROCESS_LIMITS.values()}
+    assert p["limit_signals"]["co_ppm"] == p["co_minute_ppm"] and p["limit_signals"]["o2_economiser_pct"] == p["o2_pct"]
     assert unit.performance() is p  # computed once per step
     assert abs(p["o2_pct"] - unit.values()["o2_economiser_pct"]) < 0.2
     # Online efficiency tag: the DCS's heat-loss calculation on its own instruments
