@@ -205,6 +205,9 @@ def write_envelope(path: Path, out: Path, envelope: Envelope, fits: dict[tuple[s
     text = path.read_text()
     report = []
     for p in envelope.process_limits:
+        if p.average_s:  # judged on an average, by supervision alone: no projector rows to fit
+            report.append(f"  {p.name} ({p.signal}): averaged over {p.average_s:g} s, supervision only, not fitted")
+            continue
         terms = {}
         for mv in envelope.mv_names:
             fit = fits.get((p.signal, mv))

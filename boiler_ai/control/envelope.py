@@ -65,6 +65,7 @@ class ProcessLimit:
     warning_action: str  # "retreat" (toward the DCS setpoints) or "hold" (stand still) beyond the warning
     retreat_off_delay_s: float  # back inside the warning band, the setpoints hold this long
     trend_lookahead_s: float  # the warning also judges measured + (measured now - measured this long ago)
+    average_s: float  # judged on the mean of the measured values over this long (0: the value as read)
     sensitivity: np.ndarray  # the conservative side of the interval (larger magnitude), in MV order
     sensitivity_low: np.ndarray  # the fitted interval, signal units per MV unit
     sensitivity_high: np.ndarray
@@ -365,12 +366,18 @@ def _process_limits(section: Fields, names: tuple[str, ...], tag_map: TagMap) ->
         if not lag_s <= off_delay_s <= recover_s:
             raise f.error("retreat_off_delay_s", f"must lie between analyser_lag_s ({lag_s:g}) and recover_s "
                                                  f"({recover_s:g}), got {off_delay_s:g}")
+        average_s = f.number("average_s", lo=0.0)
+        if average_s and f.data.get("trend_lookahead_s"):
+            raise f.error("average_s", "an averaged limit is judged without a trend look-ahead (trend_lookahead_s: 0)")
+        if average_s and conservative.any():
+            raise f.error("average_s", "an averaged limit has no sensitivity rows (sensitivity: {}): the projector's "
+                                       "rows start from the value as read")
         out.append(ProcessLimit(
             name=str(name), description=f.string("description"), signal=signal, unit=spec.unit,
             relation=relation, limit=limit, warning=warning, hold_s=f.number("hold_s", lo=0.0),
             recover_s=recover_s, analyser_lag_s=lag_s,
             warning_action=f.string("warning_action", choices=WARNING_ACTIONS), retreat_off_delay_s=off_delay_s,
-            trend_lookahead_s=f.number("trend_lookahead_s", lo=0.0),
+            trend_lookahead_s=f.number("trend_lookahead_s", lo=0.0), average_s=average_s,
             sensitivity=conservative, sensitivity_low=low, sensitivity_high=high,
             sensitivity_source=f.string("sensitivity_source"),
         ))

@@ -13,6 +13,8 @@ For the warning alone, the value judged may also be where the measured trend lea
   trend       measured + (measured now - measured trend_lookahead_s ago), where that is worse: a steam
               temperature behind a 20 s thermocouple and the superheater's heat capacity is still rising
               when it first reads beyond the threshold. The hard limit stays on measured and predicted.
+A limit with average_s judges instead the mean of the values read over that window (CO over a minute, as
+the DCS's CO trim judges it): spikes that mean nothing to combustion do not count, a CO that stands does.
 Then:
   beyond the warning threshold   while the AI is active: retreat (the projector moves every AI setpoint
                                  toward the DCS's at its rate limits, ignoring the policy), or, for a
@@ -69,11 +71,15 @@ class Supervisor:
         self._terms = [tuple((i, s) for i, s in enumerate(p.sensitivity.tolist()) if s) for p in self._limits]
         self._depth = max(self._lag_cycles, default=0) + 1
         self.offsets: list[list[float]] = []  # newest last, at most _depth entries
-        # per signal with a trend look-ahead: its measured values, newest last, lookahead + 1 of them
+        # per signal with a trend look-ahead or an average: its measured values, newest last, as many as
+        # the longest look-ahead (plus one) or average on that signal needs
         self._trend_cycles = [max(0, round(p.trend_lookahead_s / cycle_period_s)) for p in self._limits]
-        self._trend_depth = {p.signal: 1 + max(n for q, n in zip(self._limits, self._trend_cycles)
-                                               if q.signal == p.signal)
-                             for p in self._limits if p.trend_lookahead_s > 0}
+        self._average_cycles = [max(1, round(p.average_s / cycle_period_s)) if p.average_s else 0
+                                for p in self._limits]
+        self._history_depth = {p.signal: max(max(t + 1, a) for q, t, a in
+                                             zip(self._limits, self._trend_cycles, self._average_cycles)
+                                             if q.signal == p.signal)
+                               for p in self._limits if p.trend_lookahead_s > 0 or p.average_s > 0}
         self.measured: dict[str, list[float]] = {}
         self.over_hard_s = [0.0] * len(self._limits)
         # Seconds since each value was last beyond its warning threshold. A new daemon has no history:
@@ -90,14 +96,14 @@ class Supervisor:
         if all(map(math.isfinite, offsets)):
             self.offsets.append(offsets)
             del self.offsets[:-self._depth]
-        for signal, depth in self._trend_depth.items():
+        for signal, depth in self._history_depth.items():
             value = process_now.get(signal, math.nan)
             history = self.measured.setdefault(signal, [])
             if math.isfinite(value):
                 history.append(value)
                 del history[:-depth]
             else:
-                history.clear()  # a trend across a gap in the signal means nothing
+                history.clear()  # a trend or an average across a gap in the signal means nothing
         retreat = hold = False
         warnings, releases, recovering = [], [], []
         judged_values = dict(process_now)
@@ -105,6 +111,10 @@ class Supervisor:
             measured = process_now.get(p.signal, math.nan)
             if not math.isfinite(measured):
                 continue  # validation and the projector deal with a missing value
+            history = self.measured.get(p.signal, ())
+            if self._average_cycles[k]:
+                window = history[-self._average_cycles[k]:]
+                measured = math.fsum(window) / len(window)
             judged, note = measured, ""
             if self._lag_cycles[k] and self.offsets:
                 past = self.offsets[max(0, len(self.offsets) - 1 - self._lag_cycles[k])]
@@ -113,10 +123,11 @@ class Supervisor:
                 if p.beyond(predicted, measured):
                     judged, note = predicted, f" (measured {measured:.4g}, predicted {predicted:.4g})"
                     judged_values[p.signal] = predicted
+            if self._average_cycles[k]:
+                note = f" ({p.average_s:g} s average)"
             over_hard = p.beyond(judged, p.limit)
             self.over_hard_s[k] = self.over_hard_s[k] + dt if over_hard else 0.0
             warned, warn_note = judged, note
-            history = self.measured.get(p.signal, ())
             if self._trend_cycles[k] and len(history) > 1:
                 trend = 2.0 * measured - history[max(0, len(history) - 1 - self._trend_cycles[k])]
                 if p.beyond(trend, judged):

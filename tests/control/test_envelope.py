@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from boiler_ai.control.envelope import load_envelope
+from boiler_ai.sim.dcs import CO_OVERRIDE_PPM
 from boiler_ai.strict import ConfigError
 
 
@@ -60,10 +61,15 @@ def test_reference_limits_are_ones_a_plant_engineer_signs(envelope):
     for p in envelope.process_limits:
         assert np.all(p.sensitivity_low <= p.sensitivity_high)
         assert np.all(np.abs(p.sensitivity) == np.maximum(np.abs(p.sensitivity_low), np.abs(p.sensitivity_high)))
-        assert p.sensitivity_source.startswith("python -m training.fit_sensitivities")
+        # an averaged limit is supervision only: nothing fitted
+        assert p.sensitivity_source.startswith("none" if p.average_s else "python -m training.fit_sensitivities")
         assert p.beyond(p.limit, p.warning) and p.hold_s > 0  # the warning threshold is inside the limit
     assert limits["main_steam_temp_max"].limit == limits["reheat_temp_max"].limit == 545.0
     assert limits["nox_max"].analyser_lag_s >= 20 and limits["co_max"].analyser_lag_s >= 20
+    # O2 falls slowly enough that the CO analyser shows a move before 0.05 % more has gone by (the CO knee)
+    assert envelope.rate_down[o2] * limits["co_max"].analyser_lag_s <= 0.05 < envelope.rate_up[o2] * 25
+    # the AI keeps the minute-averaged CO below where the DCS's CO trim starts adding O2
+    assert limits["co_minute_max"].average_s == 60 and limits["co_minute_max"].warning < CO_OVERRIDE_PPM
     assert envelope.budget.limit > 0 and np.all(envelope.budget.weights > 0)
 
 
@@ -147,6 +153,14 @@ def _delete(path_keys):
      "process_limits.reheat_temp_max.trend_lookahead_s", "required field is missing"),
     (_set(["process_limits", "reheat_temp_max", "trend_lookahead_s"], -1),
      "process_limits.reheat_temp_max.trend_lookahead_s", ">= 0.0"),
+    (_delete(["process_limits", "co_minute_max", "average_s"]), "process_limits.co_minute_max.average_s",
+     "required field is missing"),
+    (_set(["process_limits", "co_minute_max", "average_s"], -60), "process_limits.co_minute_max.average_s",
+     ">= 0.0"),
+    (_set(["process_limits", "co_minute_max", "trend_lookahead_s"], 30), "process_limits.co_minute_max.average_s",
+     "without a trend look-ahead"),
+    (_set(["process_limits", "co_minute_max", "sensitivity", "o2_setpoint_bias_pct"], [-80.0, -10.0]),
+     "process_limits.co_minute_max.average_s", "no sensitivity rows"),
     (_delete(["process_limits", "co_max", "sensitivity_source"]), "process_limits.co_max.sensitivity_source",
      "required field is missing"),
     (_set(["process_limits", "co_max", "sensitivity", "o2_setpoint_bias_pct"], -60.0),

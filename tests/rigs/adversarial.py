@@ -54,8 +54,10 @@ class RunFigures:
                 "releases": dict(self.releases)}
 
 
-def dcs_alone(scenario: str, seed: int, seconds: int) -> RunFigures:
+def dcs_alone(scenario: str, seed: int, seconds: int, start_s: int = 0) -> RunFigures:
     unit = ReferenceUnit(named_scenario(scenario, seed), seed=seed, dcs_config=DAEMON_ONLY)
+    for _ in range(start_s):
+        unit.step(1.0)
     figures = RunFigures()
     for _ in range(seconds):
         unit.step(1.0)
@@ -81,9 +83,12 @@ def policy_config(tmp: Path, name: str, spec: Adversary | None = None, **changes
 
 
 def with_policy(config: Path, scenario: str, seed: int, seconds: int, reenable_every_s: int = 600,
-                check=None) -> RunFigures:
-    """Run `seconds` cycles closed loop; `check(rig, record)` is called every cycle when given."""
+                check=None, start_s: int = 0) -> RunFigures:
+    """Run `seconds` cycles closed loop, after the DCS alone has run the scenario's first `start_s`
+    seconds; `check(rig, record)` is called every cycle when given."""
     rig = Rig(config, scenario=scenario, seed=seed, dcs_config=DAEMON_ONLY)
+    for _ in range(start_s):
+        rig.unit.step(1.0)
     rig.records = collections.deque(maxlen=1)  # a day of records is too much to keep
     unit, engagement = rig.unit, rig.controller.engagement
     figures = RunFigures()

@@ -20,10 +20,13 @@ from rigs.policies import ADVERSARIES, FEEDERS, O2, SA, SOFA, Adversary
 
 from boiler_ai.control.envelope import load_envelope
 from boiler_ai.messages import Reading, Reason, Snapshot
+from boiler_ai.sim.unit import PROCESS_LIMITS
 from boiler_ai.tagmap import load_tag_map
 
 ENV = load_envelope(ROOT / "constraints" / "reference_unit.yaml", load_tag_map(ROOT / "opc" / "reference_unit.yaml"))
-ALLOWED_S = {p.name: p.hold_s + p.analyser_lag_s for p in ENV.process_limits}
+# Seconds allowed over each of the plant's limits, as the simulator judges them (the envelope's
+# co_minute_max is the daemon's own: it keeps the AI off the DCS's CO trim, the plant has no such limit).
+ALLOWED_S = {p.name: p.hold_s + p.analyser_lag_s for p in ENV.process_limits if p.name in PROCESS_LIMITS}
 SECONDS = 400
 
 
@@ -61,6 +64,20 @@ def test_the_shipped_policies_keep_the_standard_day_inside_every_limit(tmp_path,
     """The first half hour of the standard day (the whole day: benchmarks/adversarial.py)."""
     figures = with_policy(policy_config(tmp_path, name), "agc_day_24h", 0, 1800)
     assert figures.ai_s > 1500
+    assert figures.over_s == dict.fromkeys(ALLOWED_S, 0), figures.as_dict()
+
+
+@pytest.mark.parametrize("start_s", [63300, 74300])
+def test_o2_pushed_down_toward_the_co_knee_retreats_in_time(tmp_path, start_s):
+    """O2 bias and burner air pushed down on the standard day from 17:35 (590 MW) and 20:38 (520 MW),
+    where 1 % less O2 than the DCS's curve reaches the CO knee. The O2 bias falls slowly enough for the
+    25 s CO analyser and the minute-averaged CO keeps the AI off the DCS's CO trim: the AI retreats in
+    time, CO stays under 200 ppm, and there is no release (a release hands the DCS a lowered O2 bias plus
+    a wound-up trim, whose return together heated the reheater past 545 degC). With the O2 bias falling
+    at 0.01 %/s and no averaged CO, the same runs released twice and once, the second after 49 s of CO
+    over 200 ppm (peak +98 ppm)."""
+    figures = with_policy(policy_config(tmp_path, "low_o2"), "agc_day_24h", 0, 900, start_s=start_s)
+    assert figures.retreat_cycles > 0 and not figures.releases, figures.as_dict()
     assert figures.over_s == dict.fromkeys(ALLOWED_S, 0), figures.as_dict()
 
 
@@ -154,5 +171,8 @@ def test_sensitivities_come_from_the_fit_command_not_by_hand():
     text = (ROOT / "constraints" / "reference_unit.yaml").read_text()
     data = yaml.safe_load(text)
     for name, limit in data["process_limits"].items():
+        if limit["average_s"]:  # supervision only: the fit leaves it alone
+            assert limit["sensitivity"] == {} and limit["sensitivity_source"].startswith("none"), name
+            continue
         assert limit["sensitivity_source"].startswith("python -m training.fit_sensitivities"), name
     assert Path(ROOT / "docs" / "STEP_TESTS.md").is_file()

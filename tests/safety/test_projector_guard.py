@@ -95,13 +95,13 @@ def test_box_only_envelope_is_an_exact_clip():
     request = NOMINAL_DCS.copy()
     request[IDX["sa_damper_a_pct"]] = 100.0  # rate limit: 60 + 1 %/s
     request[IDX["sofa_damper_2_pct"]] = 0.0  # rate limit: 40 - 1 %/s
-    request[O2] = -5.0  # rate limit 0.01 %/s
+    request[O2] = -5.0  # rate limit down 0.002 %/s
     request[IDX["sofa_damper_1_pct"]] = 40.5  # inside
     request[IDX["feeder_f_bias_tph"]] = 3.0  # mill F out: stays on the DCS setpoint
     request[IDX["sa_damper_f_pct"]] = 50.0  # idle level: stays on the DCS cooling position, below the AI minimum
     result = project(request, projector=clip)
     expected = request.copy()
-    expected[[IDX["sa_damper_a_pct"], IDX["sofa_damper_2_pct"], O2]] = [61.0, 39.0, -0.01]
+    expected[[IDX["sa_damper_a_pct"], IDX["sofa_damper_2_pct"], O2]] = [61.0, 39.0, -0.002]
     expected[[IDX["feeder_f_bias_tph"], IDX["sa_damper_f_pct"]]] = [0.0, 15.0]
     assert result.status is ProjectionStatus.CLIPPED and result.iterations == 0
     assert np.array_equal(result.action, expected)
@@ -109,7 +109,7 @@ def test_box_only_envelope_is_an_exact_clip():
                                               "o2_setpoint_bias_pct:rate_down", "feeder_f_bias_tph:unavailable",
                                               "sa_damper_f_pct:unavailable"}
     # Over a long step the deviation from the DCS and the absolute limits bind instead.
-    long_step = project(request, projector=clip, dt=300.0)
+    long_step = project(request, projector=clip, dt=600.0)
     assert long_step.action[IDX["sa_damper_a_pct"]] == 80.0 and long_step.action[O2] == -1.0
     assert "sa_damper_a_pct:deviation_high" in long_step.active_constraints
     assert "o2_setpoint_bias_pct:min" in long_step.active_constraints
@@ -255,7 +255,8 @@ def test_retreat_moves_every_setpoint_toward_the_dcs_at_its_rate_limit():
     result = project(request, u_prev=u_prev, process=high_nox, retreat=True)
     assert result.status is ProjectionStatus.RETREAT
     x = np.asarray(result.action)
-    assert x[IDX["sa_damper_a_pct"]] == 69.0 and x[IDX["sofa_damper_1_pct"]] == 31.0 and x[O2] == pytest.approx(0.29)
+    assert x[IDX["sa_damper_a_pct"]] == 69.0 and x[IDX["sofa_damper_1_pct"]] == 31.0
+    assert x[O2] == pytest.approx(0.298)  # the O2 bias comes down at 0.002 %/s
     assert abs(x[FEEDERS].sum()) < 1e-9  # the fuel balance still holds
     between = (x >= np.minimum(u_prev, NOMINAL_DCS) - 1e-9) & (x <= np.maximum(u_prev, NOMINAL_DCS) + 1e-9)
     assert between.all() and np.all(np.abs(x - NOMINAL_DCS) <= np.abs(u_prev - NOMINAL_DCS) + 1e-12)
@@ -324,7 +325,7 @@ def test_crossed_threshold_may_not_get_worse_but_may_recover():
     assert NOX.sensitivity @ (result.action - NOMINAL_DCS) <= 1e-9
     assert guard_check(result.action, process=high_nox).ok
     recover = NOMINAL_DCS.copy()
-    recover[O2] = -0.01
+    recover[O2] = -0.002  # one cycle of the O2 bias's rate down
     assert project(recover, process=high_nox).status is ProjectionStatus.OK
     # inside the hard limit but over the warning threshold: the row is against the threshold
     assert project(request, process=dict(NOMINAL_PROCESS, nox_mg_nm3=NOX.warning + 1.0)).action[O2] < 0.01

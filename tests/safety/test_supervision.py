@@ -113,6 +113,36 @@ def test_a_slow_signal_warns_on_where_its_trend_leads():
     assert steep.measured["main_steam_temp_c"] == []
 
 
+def test_an_averaged_limit_judges_the_mean_over_its_window():
+    """CO averaged over a minute, as the DCS's CO trim sees it: a few spikes mean nothing; a CO that
+    stands at 50 ppm (a third of the instantaneous warning) warns once the minute's mean crosses 45 ppm;
+    a mean over the hard limit for its hold releases, naming the averaged limit."""
+    minute = LIMITS["co_minute_max"]
+    window = int(minute.average_s)
+    sup = Supervisor(ENV, 1.0)
+    for k in range(window):
+        verdict = sup.update(dict(NORMAL, co_ppm=140.0 if k % 20 == 10 else 20.0), DCS, DCS, True, QUIET)
+        assert not verdict.retreat and verdict.events == ()
+    standing = [sup.update(dict(NORMAL, co_ppm=50.0), DCS, DCS, True, QUIET) for _ in range(window)]
+    first = next(i for i, v in enumerate(standing) if v.retreat)
+    assert 0.75 * window < first < window  # when the minute's mean passes the warning, not at the first reading
+    detail = standing[first].events[0].detail
+    assert detail.startswith("co_minute_max: co_ppm") and "(60 s average) beyond its warning threshold 45" in detail
+    assert all(not any(e.detail.startswith("co_max") for e in v.events) for v in standing)
+    # CO over 200 ppm four seconds in every five: never long enough for co_max's hold as read, but the
+    # minute's mean stands at 270 ppm
+    over = [sup.update(dict(NORMAL, co_ppm=290.0 if k % 5 else 190.0), DCS, DCS, True, QUIET)
+            for k in range(window + int(minute.hold_s))]
+    released = [v for v in over if Reason.PROCESS_LIMIT_EXCEEDED in reasons(v)]
+    assert released and released[0].events[-1].detail.startswith("co_minute_max: co_ppm")
+    assert not any(e.detail.startswith("co_max") for v in over for e in v.events
+                   if e.type is EventType.IMMEDIATE_DISABLE)
+    assert f"(hold {minute.hold_s:g} s)" in released[0].events[-1].detail
+    # a gap in the signal starts the average afresh
+    sup.update(dict(NORMAL, co_ppm=float("nan")), DCS, DCS, True, QUIET)
+    assert sup.measured["co_ppm"] == []
+
+
 def test_steam_over_temperature_holds_and_leaves_the_cooling_to_the_dcs_sprays():
     """Sprays can cool, not heat: beyond the over-temperature warning the AI setpoints stand still (undoing a
     lowered O2 at once would add heat); beyond the under-temperature warning they retreat."""
@@ -167,8 +197,8 @@ def test_a_lagging_analyser_is_judged_on_measured_plus_predicted():
 def test_state_resumes_exactly_through_json():
     first, second = Supervisor(ENV, 1.0), Supervisor(ENV, 1.0)
     rng = np.random.default_rng(4)
-    values = [dict(NORMAL, nox_mg_nm3=float(v), main_steam_temp_c=float(t))
-              for v, t in zip(rng.uniform(400, 520, 40), rng.uniform(538, 546, 40))]
+    values = [dict(NORMAL, nox_mg_nm3=float(v), main_steam_temp_c=float(t), co_ppm=float(c))
+              for v, t, c in zip(rng.uniform(400, 520, 40), rng.uniform(538, 546, 40), rng.uniform(20, 140, 40))]
     offsets = [[*DCS[:I_O2], float(o)] for o in rng.uniform(-0.3, 0.3, 40)]
     for v, u in zip(values[:20], offsets[:20]):
         first.update(v, u, DCS, True, QUIET)
