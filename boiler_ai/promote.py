@@ -83,17 +83,22 @@ def run(args: argparse.Namespace) -> int:
         raise Refused(f"{args.model}: not promoted: {'; '.join(why)}")
     folder = args.models_dir / contract.model_id
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.model, folder / "policy.onnx")
+    if args.model.resolve() != (folder / "policy.onnx").resolve():  # else re-promoting it where it is installed
+        shutil.copyfile(args.model, folder / "policy.onnx")
     (folder / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n")
     card_md, card_json = args.model.with_name("MODEL_CARD.md"), args.model.with_name("MODEL_CARD.json")
     card = json.loads(card_json.read_text()) if card_json.is_file() else {"model_id": contract.model_id}
     card["evaluation"] = summary
     (folder / "MODEL_CARD.json").write_text(json.dumps(card, indent=2) + "\n")
     text = card_md.read_text() if card_md.is_file() else f"# Model card: {contract.model_id}\n"
+    text = text.split(EVALUATION_HEADING)[0]  # re-promoting an installed model: its new evaluation replaces the old
     (folder / "MODEL_CARD.md").write_text(text.rstrip() + "\n\n" + evaluation_md(summary))
     print(f"promoted {contract.model_id} to {folder}")
     print(f"sha256 {sha256}")
     return 0
+
+
+EVALUATION_HEADING = "## Evaluation (boiler-ai evaluate, held-out seeds) and the promotion gate"
 
 
 def evaluation_md(s: dict) -> str:
@@ -102,7 +107,7 @@ def evaluation_md(s: dict) -> str:
                      f"{r['nox_ratio']:.3f} | "
                      f"{r['ai_time_share']:.1%} | {r['guard_blocks']} | {r['releases']} |"
                      for name, r in s["per_scenario"].items())
-    return f"""## Evaluation (boiler-ai evaluate, held-out seeds) and the promotion gate
+    return f"""{EVALUATION_HEADING}
 
 {s['runs']} runs, {s['simulated_h']} simulated hours, closed loop through the real controller core on the
 stepped plant against the DCS alone and the steady-state oracle on the same seeds. Passed the gate: no

@@ -250,3 +250,13 @@ def test_promote_installs_a_passing_model_and_prints_its_sha256(package, runs, t
     assert sha == hashlib.sha256((models / "tiny-rl" / "policy.onnx").read_bytes()).hexdigest()
     assert "promotion gate" in (models / "tiny-rl" / "MODEL_CARD.md").read_text()
     assert json.loads((models / "tiny-rl" / "MODEL_CARD.json").read_text())["evaluation"]["heat_rate_gain_pct"] == 0.3
+    # Promoted again from where it is installed (a new evaluation, say after an envelope change): the card
+    # carries the new evaluation once, in place of the old.
+    evaluation["summary"]["heat_rate_gain_pct"] = 0.25
+    passing.write_text(json.dumps(evaluation))
+    again = subprocess.run([sys.executable, "-m", "boiler_ai", "promote", str(models / "tiny-rl" / "policy.onnx"),
+                            "--evaluation", str(passing), "--models-dir", str(models)], capture_output=True,
+                           text=True, cwd=ROOT, env=ENV)
+    assert again.returncode == 0, again.stderr
+    card = (models / "tiny-rl" / "MODEL_CARD.md").read_text()
+    assert card.count("## Evaluation (boiler-ai evaluate") == 1 and "+0.2500 %" in card
