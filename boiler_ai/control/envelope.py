@@ -366,8 +366,8 @@ def _process_limits(section: Fields, names: tuple[str, ...], tag_map: TagMap) ->
         if not lag_s <= off_delay_s <= recover_s:
             raise f.error("retreat_off_delay_s", f"must lie between analyser_lag_s ({lag_s:g}) and recover_s "
                                                  f"({recover_s:g}), got {off_delay_s:g}")
-        average_s = f.number("average_s", lo=0.0)
-        if average_s and f.data.get("trend_lookahead_s"):
+        trend_s, average_s = f.number("trend_lookahead_s", lo=0.0), f.number("average_s", lo=0.0)
+        if average_s and trend_s:
             raise f.error("average_s", "an averaged limit is judged without a trend look-ahead (trend_lookahead_s: 0)")
         if average_s and conservative.any():
             raise f.error("average_s", "an averaged limit has no sensitivity rows (sensitivity: {}): the projector's "
@@ -377,7 +377,7 @@ def _process_limits(section: Fields, names: tuple[str, ...], tag_map: TagMap) ->
             relation=relation, limit=limit, warning=warning, hold_s=f.number("hold_s", lo=0.0),
             recover_s=recover_s, analyser_lag_s=lag_s,
             warning_action=f.string("warning_action", choices=WARNING_ACTIONS), retreat_off_delay_s=off_delay_s,
-            trend_lookahead_s=f.number("trend_lookahead_s", lo=0.0), average_s=average_s,
+            trend_lookahead_s=trend_s, average_s=average_s,
             sensitivity=conservative, sensitivity_low=low, sensitivity_high=high,
             sensitivity_source=f.string("sensitivity_source"),
         ))
