@@ -185,7 +185,7 @@ class Controller:
         action = None
         if requested is not None and all(map(math.isfinite, u_prev)) and all(map(math.isfinite, u_dcs)):
             projection = self.projector.project(requested, u_prev, u_dcs, process_now, available, dt,
-                                                supervision.retreat, supervision.hold)
+                                                supervision.retreat)
             if projection.status is ProjectionStatus.RELEASE:
                 events.append(Event(EventType.IMMEDIATE_DISABLE, Reason.ENVELOPE_INFEASIBLE, projection.reason))
             else:
@@ -296,8 +296,7 @@ class Controller:
             requested = inference.action if inference.finite else None
         if requested is not None and all(map(math.isfinite, u_prev)) and all(map(math.isfinite, u_dcs)):
             projection = self.projector.project(requested, u_prev, u_dcs, process_now, available,
-                                                self.settings.cycle_period_s, supervision.retreat,
-                                                supervision.hold)
+                                                self.settings.cycle_period_s, supervision.retreat)
             projected = None if projection.status is ProjectionStatus.RELEASE else projection.action
         return ChallengerRun(model, requested, projected, spread)
 

@@ -18,6 +18,7 @@ The projector works on this object; the guard reads the file again on its own (g
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,14 @@ RELATIONS = ("equal", "at_most", "at_least")
 COUPLING_BASES = ("setpoint", "deviation_from_dcs")
 PROCESS_RELATIONS = ("at_most", "at_least")
 WARNING_ACTIONS = ("retreat", "hold")
+
+
+class Retreat(enum.Enum):
+    """What supervision asks of the projector this cycle."""
+
+    NONE = "none"  # follow the policy, inside the envelope
+    TOWARD_DCS = "toward_dcs"  # ignore the policy: every setpoint toward the DCS's, at its rate limits
+    HOLD = "hold"  # ignore the policy: every setpoint stands still (the DCS's own loop acts)
 MAX_GUARD_TOLERANCE = 1e-3  # a looser guard stops being a check
 
 

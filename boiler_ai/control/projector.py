@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import daqp
 import numpy as np
 
-from boiler_ai.control.envelope import Envelope
+from boiler_ai.control.envelope import Envelope, Retreat
 from boiler_ai.messages.record import ProjectionStatus
 
 SOLVER_INF = 1e30  # DAQP's infinity; np.inf makes it return NaN with a "solved" flag
@@ -136,21 +136,22 @@ class Projector:
 
     def project(self, requested: np.ndarray, u_prev: np.ndarray, u_dcs: np.ndarray,
                 process_now: Mapping[str, float], available: Mapping[str, bool], dt: float,
-                retreat: bool = False, hold: bool = False) -> Projection:
+                retreat: Retreat = Retreat.NONE) -> Projection:
         """The action to write, in envelope MV order; see the module docstring.
 
         u_prev: setpoints in force (last applied, or the DCS setpoints while not active);
         process_now: current value of every process-limit signal; available: value of every
         `available_when` signal (missing = false); dt: seconds until the next cycle's setpoints;
-        retreat: supervision's request to move back toward the DCS setpoints (the request is then ignored);
-        hold: in a retreat, stand still instead.
+        retreat: supervision's request to move back toward the DCS setpoints, or to stand still (either way
+        the policy's request is ignored).
         """
         try:
-            return self._project(requested, u_prev, u_dcs, process_now, available, dt, retreat, hold)
+            return self._project(requested, u_prev, u_dcs, process_now, available, dt, retreat)
         except Exception as exc:  # noqa: BLE001 -- a bug here must hand control back, never crash the cycle
             return Projection(None, ProjectionStatus.RELEASE, (), 0, f"projector error: {exc!r}")
 
-    def _project(self, requested, u_prev, u_dcs, process_now, available, dt, retreat, hold) -> Projection:
+    def _project(self, requested, u_prev, u_dcs, process_now, available, dt, mode: Retreat) -> Projection:
+        retreat = mode is not Retreat.NONE  # a hold is a retreat whose request is the setpoints in force
         u_prev, u_dcs = self._floats(u_prev), self._floats(u_dcs)
         if u_prev is None:
             return _release("last applied setpoints missing or not finite")
@@ -175,7 +176,7 @@ class Projector:
             low, high = (self._bound(limits, i, upper).split(":")[1] for upper in (False, True))
             return self._fallback(limits, f"no setpoint fits {self.envelope.mv_names[i]}: its {low} bound "
                                           f"{lo[i]:g} is above its {high} bound {hi[i]:g}", names)
-        request = (u_prev if hold else u_dcs) if retreat else self._floats(requested)
+        request = u_prev if mode is Retreat.HOLD else u_dcs if retreat else self._floats(requested)
         if request is None:
             return self._fallback(limits, "requested action missing or not finite", ())
 

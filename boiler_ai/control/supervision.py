@@ -45,7 +45,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from boiler_ai.control.envelope import Envelope
+from boiler_ai.control.envelope import Envelope, Retreat
 from boiler_ai.messages import Event, EventType, Reason
 
 
@@ -53,8 +53,7 @@ from boiler_ai.messages import Event, EventType, Reason
 class Supervision:
     """This cycle's verdict."""
 
-    retreat: bool  # ask the projector to move back toward the DCS setpoints
-    hold: bool  # within the retreat, stand still (no limit beyond its threshold asks for a retreat)
+    retreat: Retreat  # toward the DCS setpoints, or stand still (no limit beyond its threshold moves back)
     events: tuple[Event, ...]  # warning (soft), release (immediate) or no-entry events, in limit order
     # Per process signal, the value judged (measured, or predicted where that is worse): what the
     # projector's rows and the guard start from, so moves made within an analyser's lag add up.
@@ -164,9 +163,9 @@ class Supervisor:
         events += [Event(EventType.IMMEDIATE_DISABLE, Reason.PROCESS_LIMIT_EXCEEDED, r) for r in releases]
         if recovering:
             events.append(Event(EventType.NO_ENTRY, Reason.PROCESS_LIMIT_RECOVERING, "; ".join(recovering)))
-        holding = hold and not retreat  # a limit that retreats, or a transient, moves back instead
-        retreat = (retreat or hold) and not releases
-        return Supervision(retreat, retreat and holding, tuple(events), judged_values)
+        # a limit that retreats, or a transient, moves back rather than stand still; a release ends both
+        mode = Retreat.NONE if releases else (Retreat.TOWARD_DCS if retreat else Retreat.HOLD if hold else Retreat.NONE)
+        return Supervision(mode, tuple(events), judged_values)
 
     def state(self) -> dict:
         return {"offsets": [list(o) for o in self.offsets], "over_hard_s": list(self.over_hard_s),

@@ -17,7 +17,7 @@ from scipy.optimize import minimize
 
 from boiler_ai.control import guard as guard_module
 from boiler_ai.control import projector as projector_module
-from boiler_ai.control.envelope import load_envelope
+from boiler_ai.control.envelope import Retreat, load_envelope
 from boiler_ai.control.guard import Guard
 from boiler_ai.control.projector import ProjectionStatus, Projector
 from boiler_ai.strict import ConfigError
@@ -45,7 +45,7 @@ MILL_F_OUT = {**ALL_ENABLED, **{f"mill_{m}_in_service": m != "f" for m in "abcde
 
 
 def project(request, u_prev=NOMINAL_DCS, u_dcs=NOMINAL_DCS, process=NOMINAL_PROCESS, available=MILL_F_OUT, dt=1.0,
-            projector=PROJECTOR, retreat=False):
+            projector=PROJECTOR, retreat=Retreat.NONE):
     return projector.project(np.asarray(request, dtype=float), u_prev, u_dcs, process, available, dt, retreat)
 
 
@@ -252,7 +252,7 @@ def test_retreat_moves_every_setpoint_toward_the_dcs_at_its_rate_limit():
     u_prev[O2] = 0.3
     high_nox = dict(NOMINAL_PROCESS, nox_mg_nm3=480.0)
     request = u_prev + 1.0  # the policy keeps pushing: ignored
-    result = project(request, u_prev=u_prev, process=high_nox, retreat=True)
+    result = project(request, u_prev=u_prev, process=high_nox, retreat=Retreat.TOWARD_DCS)
     assert result.status is ProjectionStatus.RETREAT
     x = np.asarray(result.action)
     assert x[IDX["sa_damper_a_pct"]] == 69.0 and x[IDX["sofa_damper_1_pct"]] == 31.0
@@ -264,7 +264,7 @@ def test_retreat_moves_every_setpoint_toward_the_dcs_at_its_rate_limit():
                                atol=1e-4)
     # the guard takes a move toward the DCS without a prediction, even with NOx over its warning threshold
     assert guard_check(x, u_prev=u_prev, process=high_nox).ok
-    assert project(NOMINAL_DCS, process=high_nox, retreat=True).action == list(NOMINAL_DCS)
+    assert project(NOMINAL_DCS, process=high_nox, retreat=Retreat.TOWARD_DCS).action == list(NOMINAL_DCS)
 
 
 def test_a_hold_stands_still_whatever_the_policy_asks():
@@ -274,7 +274,7 @@ def test_a_hold_stands_still_whatever_the_policy_asks():
     moved = NOMINAL_DCS.copy()
     moved[IDX["sofa_damper_2_pct"]] += 3.0
     for u_dcs in (NOMINAL_DCS, moved):  # also while the DCS moves its own setpoints
-        result = PROJECTOR.project(u_prev + 1.0, u_prev, u_dcs, NOMINAL_PROCESS, MILL_F_OUT, 1.0, True, True)
+        result = PROJECTOR.project(u_prev + 1.0, u_prev, u_dcs, NOMINAL_PROCESS, MILL_F_OUT, 1.0, Retreat.HOLD)
         assert result.status is ProjectionStatus.RETREAT and result.action == list(u_prev)
         assert guard_check(np.asarray(result.action), u_prev=u_prev, u_dcs=u_dcs).ok
 
@@ -589,13 +589,13 @@ def random_case(rng, mills, prev_kind, request_kind, process_kind, dt):
                 shift = rng.normal(0, 0.02, len(in_service))
                 request[in_service] += shift - shift.mean()
     draw = rng.random()
-    retreat = bool(draw < 0.2)  # supervision found a value in its warning band ...
-    hold = bool(draw < 0.1)  # ... or in its off-delay
-    return request, u_prev, u_dcs, process, available, dt, pinned, retreat, hold
+    # supervision found a value in its warning band, or in its off-delay (or a hold limit's band)
+    retreat = Retreat.HOLD if draw < 0.1 else Retreat.TOWARD_DCS if draw < 0.2 else Retreat.NONE
+    return request, u_prev, u_dcs, process, available, dt, pinned, retreat
 
 
-def check_case(request, u_prev, u_dcs, process, available, dt, pinned, retreat, hold, request_kind):
-    result = PROJECTOR.project(request, u_prev, u_dcs, process, available, dt, retreat, hold)
+def check_case(request, u_prev, u_dcs, process, available, dt, pinned, retreat, request_kind):
+    result = PROJECTOR.project(request, u_prev, u_dcs, process, available, dt, retreat)
     assert (result.action is None) == (result.status is ProjectionStatus.RELEASE)
     holding = GUARD.check(ENV.mapping(u_prev), ENV.mapping(u_prev), ENV.mapping(u_dcs), process, available, dt)
     if result.action is not None:
@@ -606,13 +606,13 @@ def check_case(request, u_prev, u_dcs, process, available, dt, pinned, retreat, 
         assert np.array_equal(x[pinned], u_dcs[pinned])
         # the influence budget, in this test's own arithmetic: within it, or no worse than before
         assert usage(x, u_dcs) <= max(ENV.budget.limit, usage(u_prev, u_dcs)) + 1e-6
-        if retreat and result.status is not ProjectionStatus.HOLD:
+        if retreat is not Retreat.NONE and result.status is not ProjectionStatus.HOLD:
             assert np.all(np.abs(x - u_dcs)[~pinned] <= np.abs(u_prev - u_dcs)[~pinned] + 1e-9)
     if result.status is ProjectionStatus.HOLD:
         assert np.array_equal(result.action, u_prev)
     if result.status is ProjectionStatus.RELEASE:  # the setpoints in force do not fit: the guard agrees
         assert not holding.ok, result.reason
-    if request_kind == "still" and holding.ok and not retreat:
+    if request_kind == "still" and holding.ok and retreat is Retreat.NONE:
         assert result.status is ProjectionStatus.OK and np.array_equal(result.action, u_prev)
     return result
 

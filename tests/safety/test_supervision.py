@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from boiler_ai.control.envelope import load_envelope
+from boiler_ai.control.envelope import Retreat, load_envelope
 from boiler_ai.control.supervision import Supervisor
 from boiler_ai.messages import EventType, Reason
 from boiler_ai.tagmap import load_tag_map
@@ -35,21 +35,22 @@ def test_normal_values_raise_nothing():
     sup = Supervisor(ENV, 1.0)
     for active in (True, False):
         verdict = sup.update(NORMAL, DCS, DCS, active, QUIET)
-        assert not verdict.retreat and verdict.events == ()
+        assert verdict.retreat is Retreat.NONE and verdict.events == ()
 
 
 def test_warning_band_retreats_and_the_hard_limit_releases_after_its_hold():
     sup = Supervisor(ENV, 1.0)
     in_band = dict(NORMAL, nox_mg_nm3=(NOX.warning + NOX.limit) / 2)
     verdict = sup.update(in_band, DCS, DCS, True, QUIET)
-    assert verdict.retreat and reasons(verdict) == [Reason.PROCESS_LIMIT_WARNING]
+    assert verdict.retreat is Retreat.TOWARD_DCS and reasons(verdict) == [Reason.PROCESS_LIMIT_WARNING]
     assert "nox_max" in verdict.events[0].detail
     over = dict(NORMAL, nox_mg_nm3=NOX.limit + 30.0)
     for _ in range(int(NOX.hold_s) - 1):
         verdict = sup.update(over, DCS, DCS, True, QUIET)
-        assert verdict.retreat and Reason.PROCESS_LIMIT_EXCEEDED not in reasons(verdict)
+        assert verdict.retreat is Retreat.TOWARD_DCS and Reason.PROCESS_LIMIT_EXCEEDED not in reasons(verdict)
     verdict = sup.update(over, DCS, DCS, True, QUIET)
-    assert reasons(verdict, EventType.IMMEDIATE_DISABLE) == [Reason.PROCESS_LIMIT_EXCEEDED] and not verdict.retreat
+    assert reasons(verdict, EventType.IMMEDIATE_DISABLE) == [Reason.PROCESS_LIMIT_EXCEEDED]
+    assert verdict.retreat is Retreat.NONE
     detail = verdict.events[-1].detail
     assert detail.startswith("nox_max: nox_mg_nm3 530") and f"for {NOX.hold_s:g} s" in detail
     # a dip back under the hard limit restarts the hold
@@ -61,7 +62,7 @@ def test_lower_limits_work_the_same_way():
     sup = Supervisor(ENV, 1.0)
     low = dict(NORMAL, o2_economiser_pct=O2_MIN.limit - 0.2)
     verdicts = [sup.update(low, DCS, DCS, True, QUIET) for _ in range(int(O2_MIN.hold_s))]
-    assert all(v.retreat for v in verdicts[:-1])
+    assert all(v.retreat is Retreat.TOWARD_DCS for v in verdicts[:-1])
     assert "o2_min: o2_economiser_pct 1.8" in verdicts[-1].events[-1].detail
 
 
@@ -72,18 +73,18 @@ def test_the_retreat_holds_for_its_off_delay_after_the_value_is_back_inside():
     sup = Supervisor(ENV, 1.0)
     assert NOX.retreat_off_delay_s >= NOX.analyser_lag_s > 0
     verdict = sup.update(dict(NORMAL, nox_mg_nm3=NOX.warning + 5.0), DCS, DCS, True, QUIET)
-    assert verdict.retreat and not verdict.hold
+    assert verdict.retreat is Retreat.TOWARD_DCS
     for second in range(1, int(NOX.retreat_off_delay_s)):
         verdict = sup.update(NORMAL, DCS, DCS, True, QUIET)
-        assert verdict.retreat and verdict.hold and reasons(verdict) == [Reason.PROCESS_LIMIT_WARNING], second
+        assert verdict.retreat is Retreat.HOLD and reasons(verdict) == [Reason.PROCESS_LIMIT_WARNING], second
         assert f"back inside its warning threshold {NOX.warning:g} mg/Nm3 for {second:g} of" in verdict.events[0].detail
         if second == 10:  # another value beyond its threshold meanwhile: move back, not hold
             moving = Supervisor(ENV, 1.0)
             moving.restore(sup.state())
             both = moving.update(dict(NORMAL, co_ppm=LIMITS["co_max"].warning + 1.0), DCS, DCS, True, QUIET)
-            assert both.retreat and not both.hold
+            assert both.retreat is Retreat.TOWARD_DCS
     verdict = sup.update(NORMAL, DCS, DCS, True, QUIET)
-    assert not verdict.retreat and verdict.events == ()
+    assert verdict.retreat is Retreat.NONE and verdict.events == ()
 
 
 def test_a_slow_signal_warns_on_where_its_trend_leads():
@@ -96,13 +97,13 @@ def test_a_slow_signal_warns_on_where_its_trend_leads():
     rising = [STEAM_MAX.warning - 3.5 + 2.5 * k / lookahead for k in range(lookahead + 1)]
     for value in rising:
         verdict = sup.update(dict(NORMAL, main_steam_temp_c=value), DCS, DCS, True, QUIET)
-    assert rising[-1] < STEAM_MAX.warning and verdict.retreat
+    assert rising[-1] < STEAM_MAX.warning and verdict.retreat is Retreat.HOLD
     assert f"main_steam_temp_c {2 * rising[-1] - rising[0]:.4g} (measured {rising[-1]:.4g}, trend" in \
         verdict.events[0].detail
     steady = Supervisor(ENV, 1.0)
     for _ in range(lookahead + 1):
         verdict = steady.update(dict(NORMAL, main_steam_temp_c=rising[-1]), DCS, DCS, True, QUIET)
-    assert not verdict.retreat and verdict.events == ()
+    assert verdict.retreat is Retreat.NONE and verdict.events == ()
     steep = Supervisor(ENV, 1.0)  # the trend far beyond the hard limit, the reading inside it
     for k in range(lookahead + 30):
         verdict = steep.update(dict(NORMAL, main_steam_temp_c=min(540.0 + 0.2 * k, STEAM_MAX.limit - 0.5)), DCS,
@@ -122,9 +123,9 @@ def test_an_averaged_limit_judges_the_mean_over_its_window():
     sup = Supervisor(ENV, 1.0)
     for k in range(window):
         verdict = sup.update(dict(NORMAL, co_ppm=140.0 if k % 20 == 10 else 20.0), DCS, DCS, True, QUIET)
-        assert not verdict.retreat and verdict.events == ()
+        assert verdict.retreat is Retreat.NONE and verdict.events == ()
     standing = [sup.update(dict(NORMAL, co_ppm=50.0), DCS, DCS, True, QUIET) for _ in range(window)]
-    first = next(i for i, v in enumerate(standing) if v.retreat)
+    first = next(i for i, v in enumerate(standing) if v.retreat is Retreat.TOWARD_DCS)
     assert 0.75 * window < first < window  # when the minute's mean passes the warning, not at the first reading
     detail = standing[first].events[0].detail
     assert detail.startswith("co_minute_max: co_ppm") and "(60 s average) beyond its warning threshold 45" in detail
@@ -148,16 +149,17 @@ def test_steam_over_temperature_holds_and_leaves_the_cooling_to_the_dcs_sprays()
     lowered O2 at once would add heat); beyond the under-temperature warning they retreat."""
     assert STEAM_MAX.warning_action == "hold" and LIMITS["main_steam_temp_min"].warning_action == "retreat"
     hot = Supervisor(ENV, 1.0).update(dict(NORMAL, main_steam_temp_c=STEAM_MAX.warning + 0.5), DCS, DCS, True, QUIET)
-    assert hot.retreat and hot.hold and reasons(hot) == [Reason.PROCESS_LIMIT_WARNING]
+    assert hot.retreat is Retreat.HOLD and reasons(hot) == [Reason.PROCESS_LIMIT_WARNING]
     cold_limit = LIMITS["main_steam_temp_min"]
     cold = Supervisor(ENV, 1.0).update(dict(NORMAL, main_steam_temp_c=cold_limit.warning - 0.5), DCS, DCS, True,
                                        QUIET)
-    assert cold.retreat and not cold.hold
+    assert cold.retreat is Retreat.TOWARD_DCS
     # a hold does not excuse the hard limit: over it for hold_s releases as for any limit
     sup = Supervisor(ENV, 1.0)
     for _ in range(int(STEAM_MAX.hold_s)):
         verdict = sup.update(dict(NORMAL, main_steam_temp_c=STEAM_MAX.limit + 0.5), DCS, DCS, True, QUIET)
-    assert reasons(verdict, EventType.IMMEDIATE_DISABLE) == [Reason.PROCESS_LIMIT_EXCEEDED] and not verdict.retreat
+    assert reasons(verdict, EventType.IMMEDIATE_DISABLE) == [Reason.PROCESS_LIMIT_EXCEEDED]
+    assert verdict.retreat is Retreat.NONE
 
 
 def test_reengaging_waits_until_the_value_has_been_inside_its_band_for_recover_s():
@@ -181,16 +183,16 @@ def test_a_lagging_analyser_is_judged_on_measured_plus_predicted():
     for k in range(int(NOX.analyser_lag_s)):
         u[I_O2] = 0.005 * k  # the AI's O2 bias ramps up
         verdict = sup.update(measured, u, DCS, True, QUIET)
-    assert verdict.retreat and "predicted" in verdict.events[0].detail
+    assert verdict.retreat is Retreat.TOWARD_DCS and "predicted" in verdict.events[0].detail
     assert verdict.judged["nox_mg_nm3"] > NOX.warning > measured["nox_mg_nm3"]  # the projector starts from it
     # The same measured value with no recent AI move is fine: it is the move that counts.
-    assert not Supervisor(ENV, 1.0).update(measured, u, DCS, True, QUIET).retreat
+    assert Supervisor(ENV, 1.0).update(measured, u, DCS, True, QUIET).retreat is Retreat.NONE
     # Moves that lower NOx are not credited: the measured value stands.
     down = Supervisor(ENV, 1.0)
     for k in range(30):
         verdict = down.update(dict(NORMAL, nox_mg_nm3=NOX.warning + 5.0), [*DCS[:I_O2], 0.3 - 0.01 * k], DCS, True,
                               QUIET)
-    assert verdict.retreat and "predicted" not in verdict.events[0].detail
+    assert verdict.retreat is Retreat.TOWARD_DCS and "predicted" not in verdict.events[0].detail
     assert verdict.judged["nox_mg_nm3"] == NOX.warning + 5.0
 
 
@@ -215,12 +217,13 @@ def test_a_mill_sequence_retreats_while_it_runs_and_until_it_settles():
     stopping = dict(QUIET, mill_e_sequence_active=1.0)
     for _ in range(30):
         verdict = sup.update(NORMAL, DCS, DCS, True, stopping)
-        assert verdict.retreat and reasons(verdict) == [Reason.PLANT_TRANSIENT]
+        assert verdict.retreat is Retreat.TOWARD_DCS and reasons(verdict) == [Reason.PLANT_TRANSIENT]
         assert verdict.events[0].detail == "mill_e_sequence_active" and verdict.events[0].type is EventType.SOFT_DISABLE
     for k in range(int(settle) - 1):  # sequence over: still settling
         verdict = sup.update(NORMAL, DCS, DCS, True, QUIET)
-        assert verdict.retreat and "settling" in verdict.events[0].detail
-    assert not sup.update(NORMAL, DCS, DCS, True, QUIET).retreat
+        assert verdict.retreat is Retreat.TOWARD_DCS and "settling" in verdict.events[0].detail
+    assert sup.update(NORMAL, DCS, DCS, True, QUIET).retreat is Retreat.NONE
     # an unreadable sequence flag counts as a sequence running; out of AI mode nothing is raised
-    assert sup.update(NORMAL, DCS, DCS, True, dict(QUIET, mill_a_sequence_active=float("nan"))).retreat
+    unreadable = dict(QUIET, mill_a_sequence_active=float("nan"))
+    assert sup.update(NORMAL, DCS, DCS, True, unreadable).retreat is Retreat.TOWARD_DCS
     assert sup.update(NORMAL, DCS, DCS, False, stopping).events == ()
