@@ -33,16 +33,19 @@ ALWAYS = "always"  # available_when value for an MV the AI may always move
 RELATIONS = ("equal", "at_most", "at_least")
 COUPLING_BASES = ("setpoint", "deviation_from_dcs")
 PROCESS_RELATIONS = ("at_most", "at_least")
-WARNING_ACTIONS = ("retreat", "hold")
+MAX_GUARD_TOLERANCE = 1e-3  # a looser guard stops being a check
 
 
 class Retreat(enum.Enum):
-    """What supervision asks of the projector this cycle."""
+    """What supervision asks of the projector this cycle; a process limit's warning_action names the
+    retreat its warning band asks for (the envelope file's words: retreat | hold)."""
 
     NONE = "none"  # follow the policy, inside the envelope
-    TOWARD_DCS = "toward_dcs"  # ignore the policy: every setpoint toward the DCS's, at its rate limits
+    TOWARD_DCS = "retreat"  # ignore the policy: every setpoint toward the DCS's, at its rate limits
     HOLD = "hold"  # ignore the policy: every setpoint stands still (the DCS's own loop acts)
-MAX_GUARD_TOLERANCE = 1e-3  # a looser guard stops being a check
+
+
+WARNING_ACTIONS = (Retreat.TOWARD_DCS.value, Retreat.HOLD.value)
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class ProcessLimit:
     hold_s: float
     recover_s: float  # inside the warning band this long before the AI may engage again
     analyser_lag_s: float  # dead time plus lag of the measurement
-    warning_action: str  # "retreat" (toward the DCS setpoints) or "hold" (stand still) beyond the warning
+    warning_action: Retreat  # beyond the warning: TOWARD_DCS (file word: retreat) or HOLD (stand still)
     retreat_off_delay_s: float  # back inside the warning band, the setpoints hold this long
     trend_lookahead_s: float  # the warning also judges measured + (measured now - measured this long ago)
     average_s: float  # judged on the mean of the measured values over this long (0: the value as read)
@@ -385,7 +388,8 @@ def _process_limits(section: Fields, names: tuple[str, ...], tag_map: TagMap) ->
             name=str(name), description=f.string("description"), signal=signal, unit=spec.unit,
             relation=relation, limit=limit, warning=warning, hold_s=f.number("hold_s", lo=0.0),
             recover_s=recover_s, analyser_lag_s=lag_s,
-            warning_action=f.string("warning_action", choices=WARNING_ACTIONS), retreat_off_delay_s=off_delay_s,
+            warning_action=Retreat(f.string("warning_action", choices=WARNING_ACTIONS)),
+            retreat_off_delay_s=off_delay_s,
             trend_lookahead_s=trend_s, average_s=average_s,
             sensitivity=conservative, sensitivity_low=low, sensitivity_high=high,
             sensitivity_source=f.string("sensitivity_source"),

@@ -111,10 +111,11 @@ class Supervisor:
             if not math.isfinite(measured):
                 continue  # validation and the projector deal with a missing value
             history = self.measured.get(p.signal, ())
-            if self._average_cycles[k]:
+            note = ""
+            if self._average_cycles[k]:  # no sensitivity rows (envelope.py): judged on the mean alone
                 window = history[-self._average_cycles[k]:]
-                measured = math.fsum(window) / len(window)
-            judged, note = measured, ""
+                measured, note = math.fsum(window) / len(window), f" ({p.average_s:g} s average)"
+            judged = measured
             if self._lag_cycles[k] and self.offsets:
                 past = self.offsets[max(0, len(self.offsets) - 1 - self._lag_cycles[k])]
                 now = self.offsets[-1]
@@ -122,8 +123,6 @@ class Supervisor:
                 if p.beyond(predicted, measured):
                     judged, note = predicted, f" (measured {measured:.4g}, predicted {predicted:.4g})"
                     judged_values[p.signal] = predicted
-            if self._average_cycles[k]:
-                note = f" ({p.average_s:g} s average)"
             over_hard = p.beyond(judged, p.limit)
             self.over_hard_s[k] = self.over_hard_s[k] + dt if over_hard else 0.0
             warned, warn_note = judged, note
@@ -134,7 +133,7 @@ class Supervisor:
             if p.beyond(warned, p.warning):
                 self.inside_s[k] = 0.0
                 if active:
-                    if p.warning_action == "hold":
+                    if p.warning_action is Retreat.HOLD:
                         hold = True
                     else:
                         retreat = True
@@ -164,8 +163,9 @@ class Supervisor:
         if recovering:
             events.append(Event(EventType.NO_ENTRY, Reason.PROCESS_LIMIT_RECOVERING, "; ".join(recovering)))
         # a limit that retreats, or a transient, moves back rather than stand still; a release ends both
-        mode = Retreat.NONE if releases else (Retreat.TOWARD_DCS if retreat else Retreat.HOLD if hold else Retreat.NONE)
-        return Supervision(mode, tuple(events), judged_values)
+        if releases or not (retreat or hold):
+            return Supervision(Retreat.NONE, tuple(events), judged_values)
+        return Supervision(Retreat.TOWARD_DCS if retreat else Retreat.HOLD, tuple(events), judged_values)
 
     def state(self) -> dict:
         return {"offsets": [list(o) for o in self.offsets], "over_hard_s": list(self.over_hard_s),

@@ -54,10 +54,8 @@ class RunFigures:
                 "releases": dict(self.releases)}
 
 
-def dcs_alone(scenario: str, seed: int, seconds: int, start_s: int = 0) -> RunFigures:
+def dcs_alone(scenario: str, seed: int, seconds: int) -> RunFigures:
     unit = ReferenceUnit(named_scenario(scenario, seed), seed=seed, dcs_config=DAEMON_ONLY)
-    for _ in range(start_s):
-        unit.step(1.0)
     figures = RunFigures()
     for _ in range(seconds):
         unit.step(1.0)

@@ -147,7 +147,8 @@ def test_an_averaged_limit_judges_the_mean_over_its_window():
 def test_steam_over_temperature_holds_and_leaves_the_cooling_to_the_dcs_sprays():
     """Sprays can cool, not heat: beyond the over-temperature warning the AI setpoints stand still (undoing a
     lowered O2 at once would add heat); beyond the under-temperature warning they retreat."""
-    assert STEAM_MAX.warning_action == "hold" and LIMITS["main_steam_temp_min"].warning_action == "retreat"
+    assert STEAM_MAX.warning_action is Retreat.HOLD
+    assert LIMITS["main_steam_temp_min"].warning_action is Retreat.TOWARD_DCS
     hot = Supervisor(ENV, 1.0).update(dict(NORMAL, main_steam_temp_c=STEAM_MAX.warning + 0.5), DCS, DCS, True, QUIET)
     assert hot.retreat is Retreat.HOLD and reasons(hot) == [Reason.PROCESS_LIMIT_WARNING]
     cold_limit = LIMITS["main_steam_temp_min"]
