@@ -75,7 +75,7 @@ class Guard:
         dt = _number(dt)
         if dt is None or dt < 0:
             return out + ["cycle period is not a finite non-negative number"]
-        x, prev, dcs = {}, {}, {}
+        x, prev, dcs, held = {}, {}, {}, {}
         complete = True
         for name, (lo, hi, up, down, dev, when, enable) in self.limits.items():
             xv = x[name] = _number(written.get(name))
@@ -89,9 +89,11 @@ class Guard:
             # outside the AI's range): the only acceptable value is the DCS's own setpoint.
             if ((when is not None and not available.get(when, False))
                     or (enable is not None and not available.get(enable, False)) or not lo <= dv <= hi):
+                held[name] = dv
                 if abs(xv - dv) > tol:
                     out.append(f"{name}: left to the DCS but {xv:g} is not the DCS setpoint {dv:g}")
                 continue
+            held[name] = pv
             step = xv - pv
             if step > up * dt + tol or -step > down * dt + tol:
                 out.append(f"{name}: moves {step:+g} in {dt:g} s, beyond its rate limit")
@@ -102,11 +104,12 @@ class Guard:
         if not complete:
             return out
         for name, on_deviation, terms, relation, limit in self.couplings:
-            if on_deviation:
-                total = sum([c * (x[mv] - dcs[mv]) for mv, c in terms])
-            else:
-                total = sum([c * x[mv] for mv, c in terms])
-            if not _holds(total, relation, limit, tol):
+            base = {mv: dcs[mv] if on_deviation else 0.0 for mv, _ in terms}
+            total = sum([c * (x[mv] - base[mv]) for mv, c in terms])
+            # Crossed with the setpoints in force and the MVs left to the DCS on its setpoints (a mill
+            # tripped under a feeder bias): met by coming back, or at least not going further out.
+            before = sum([c * (held[mv] - base[mv]) for mv, c in terms])
+            if not (_holds(total, relation, limit, tol) or _no_worse(total, before, relation, limit, tol)):
                 out.append(f"coupling {name}: {total:g} is not {relation} {limit:g}")
         used = sum([w * abs(x[mv] - dcs[mv]) for mv, w in self.budget])
         before = sum([w * abs(prev[mv] - dcs[mv]) for mv, w in self.budget])
@@ -142,6 +145,15 @@ def _holds(value: float, relation: str, limit: float, tol: float) -> bool:
     if relation == "at_least":
         return value >= limit - tol
     return abs(value - limit) <= tol
+
+
+def _no_worse(value: float, before: float, relation: str, limit: float, tol: float) -> bool:
+    """`value` lies between `before` (on the wrong side of `limit`) and the limit."""
+    if relation == "at_most":
+        return value <= before + tol
+    if relation == "at_least":
+        return value >= before - tol
+    return min(before, limit) - tol <= value <= max(before, limit) + tol
 
 
 def _number(value) -> float | None:

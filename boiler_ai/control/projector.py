@@ -22,7 +22,9 @@ the budget directly.
 
 A process threshold or a budget already crossed (by the process, or by the DCS moving its own setpoints)
 must not lock the AI out, nor may the AI make it worse: its row becomes "no worse than now", so holding
-the current setpoints always satisfies it and only moves that pull back are allowed.
+the current setpoints always satisfies it and only moves that pull back are allowed. Likewise a coupling
+crossed by an MV handed back to the DCS (a mill trip under a feeder bias) or by the DCS moving its own
+setpoints: no worse than the setpoints in force with the MVs left to the DCS on its setpoints.
 
 Retreat (requested by supervision when a measured value is inside its warning band, supervision.py):
 the request becomes the DCS's own setpoints and every MV may only move from where it is toward its DCS
@@ -95,6 +97,7 @@ class Projector:
                                   c.limit if c.relation != "at_least" else SOLVER_INF,
                                   c.basis == "deviation_from_dcs", _terms(c.coefficients)) for c in e.couplings]
         self._process_bounds = [(p.relation == "at_most", p.warning, _terms(p.sensitivity)) for p in e.process_limits]
+        self._equal_rows = [c.relation == "equal" for c in e.couplings]  # coupling rows DAQP takes as equalities
         self._row_terms = [b[3] for b in self._coupling_bounds] + [b[2] for b in self._process_bounds]
         self._budget = _terms(e.budget.weights)  # (MV index, weight) of the budgeted MVs
         self._budget_limit = e.budget.limit
@@ -232,8 +235,12 @@ class Projector:
         row_hi: list[float] = []
         for low, high, on_deviation, terms in self._coupling_bounds:
             offset = sum([c * u_dcs[i] for i, c in terms]) if on_deviation else 0.0
-            row_lo.append(low + offset)
-            row_hi.append(high + offset)
+            low, high = low + offset, high + offset
+            # A coupling the setpoints in force no longer meet once the MVs left to the DCS are on its
+            # setpoints (a mill tripped under a feeder bias, say) must not lock the AI out: no worse than that.
+            held = sum([c * (u_dcs[i] if pinned[i] else u_prev[i]) for i, c in terms])
+            row_lo.append(min(low, held))
+            row_hi.append(max(high, held))
         # Process rows as bounds on S u: S u_prev + room left to the warning threshold, never less
         # than no change. None in a retreat.
         for (upper, threshold, terms), now in zip(self._process_bounds, y_now):
@@ -304,7 +311,14 @@ class Projector:
                          + [limits.budget if budget else SOLVER_INF])
         lower = np.array(lo + [0.0] * m + limits.row_lo + aux_lo + [-SOLVER_INF])
         f = np.r_[-self._h_diag[:n] * np.array(request), np.zeros(m)]
-        self._model.update(f=f, bupper=upper, blower=lower, sense=self._sense)
+        # an equality coupling left crossed (_limits: no worse than the setpoints in force) is an interval
+        widened = [n + m + k for k, equal in enumerate(self._equal_rows)
+                   if equal and limits.row_lo[k] != limits.row_hi[k]]
+        sense = self._sense
+        if widened:
+            sense = sense.copy()
+            sense[widened] = _INEQUALITY
+        self._model.update(f=f, bupper=upper, blower=lower, sense=sense)
         x, _, flag, info = self._model.solve()
         iterations = int(info.get("iterations", 1)) or 1
         # Any positive exit flag is a candidate answer (DAQP 0.11 also answers 4 where the budget's

@@ -362,17 +362,32 @@ def test_an_mv_the_operator_took_back_is_held_at_the_dcs_setpoint_by_both():
     assert guard_check(request).ok  # the same move with the enable on is fine
 
 
-def test_mill_trip_with_a_bias_on_it_releases():
-    # feeder E's bias drops to the DCS's 0 with its mill; the other feeders cannot take up its 2 t/h
-    # within their rate limits, so the fuel balance cannot hold this cycle
+def test_mill_trip_with_a_bias_on_it_is_taken_up_by_the_other_feeders_at_their_rates():
+    # feeder E's bias drops to the DCS's 0 with its mill; the other four cannot take up its 2 t/h in one
+    # cycle, so the fuel balance may stay crossed, no worse, while the policy asks them back (to no bias
+    # here) at their rate limits (0.05 t/h/s each), instead of releasing
     u_prev = NOMINAL_DCS.copy()
     u_prev[FEEDERS[:5]] = [-0.5, -0.5, -0.5, -0.5, 2.0]
     trip = dict(MILL_F_OUT, mill_e_in_service=False)
-    result = project(u_prev, u_prev=u_prev, available=trip)
-    assert result.status is ProjectionStatus.RELEASE and result.action is None
-    assert "no action fits" in result.reason
-    verdict = guard_check(u_prev, u_prev=u_prev, available=trip)
-    assert any("feeder_e_bias_tph: left to the DCS" in v for v in verdict.violations)
+    assert project(u_prev, u_prev=u_prev, available=trip).status is ProjectionStatus.CLIPPED
+    result = project(NOMINAL_DCS, u_prev=u_prev, available=trip)
+    assert result.status is ProjectionStatus.CLIPPED
+    assert "feeder_a_bias_tph:rate_up" in result.active_constraints
+    np.testing.assert_allclose(np.asarray(result.action)[FEEDERS], [-0.45] * 4 + [0.0, 0.0], atol=1e-9)
+    assert guard_check(result.action, u_prev=u_prev, available=trip).ok
+    # the guard: the setpoints in force are not acceptable (E must follow the DCS), and neither is
+    # letting the balance get worse than the trip left it
+    assert any("feeder_e_bias_tph: left to the DCS" in v
+               for v in guard_check(u_prev, u_prev=u_prev, available=trip).violations)
+    worse = np.asarray(result.action)
+    worse[FEEDERS[:4]] = -0.55
+    assert any("coupling feeder_fuel_balance" in v
+               for v in guard_check(worse, u_prev=u_prev, available=trip).violations)
+    # ten seconds on, it is back in balance
+    x = u_prev
+    for _ in range(10):
+        x = np.asarray(project(NOMINAL_DCS, u_prev=x, available=trip).action)
+    np.testing.assert_allclose(x[FEEDERS], [0.0] * 6, atol=1e-9)
 
 
 def test_a_dcs_setpoint_outside_the_ai_range_is_left_to_the_dcs():
@@ -522,7 +537,7 @@ def test_guard_reads_the_file_itself(tmp_path):
 
 # ── the property: whatever is asked, the projector's answer passes the guard ────────────────────
 
-PREV_KINDS = ("dcs", "moved", "edge", "wild")
+PREV_KINDS = ("dcs", "moved", "edge", "wild", "trip")
 REQUEST_KINDS = ("still", "near", "balanced", "anywhere", "huge", "nan", "inf")
 PROCESS_KINDS = ("normal", "crossed", "nan")
 STEPS = (0.0, 0.5, 1.0, 2.0, 5.0)  # cycle periods, s
@@ -542,13 +557,15 @@ def random_case(rng, mills, prev_kind, request_kind, process_kind, dt):
     u_dcs[idle_sa] = rng.uniform(5, 40, len(idle_sa))  # cooling position, often below the AI's minimum
 
     u_prev = u_dcs.copy()
-    if prev_kind in ("moved", "edge"):
+    if prev_kind in ("moved", "edge", "trip"):
+        # a trip: the mills out of service stopped this cycle, under the AI's offsets
+        tripped = pinned if prev_kind == "trip" else np.zeros(N, bool)
         step = rng.uniform(-0.5, 0.5, N) * ENV.max_dev
-        step[pinned] = 0.0
+        step[pinned & ~tripped] = 0.0
         for group in (FEEDERS, SA_DAMPERS):  # keep the fuel balance and the total secondary air
-            moving = [i for i in group if not pinned[i]]
+            moving = [i for i in group if tripped[i] or not pinned[i]]
             step[moving] -= step[moving].mean() if moving else 0.0
-        u_prev = np.where(pinned, u_dcs, np.clip(u_dcs + step, ENV.lo, ENV.hi))
+        u_prev = np.where(pinned & ~tripped, u_dcs, np.clip(u_dcs + step, ENV.lo, ENV.hi))
         if prev_kind == "edge":  # some MVs on a limit; on a feeder that usually breaks the balance
             edge = rng.random(N) < 0.15
             low = np.maximum(ENV.lo, u_dcs - ENV.max_dev)
@@ -642,4 +659,7 @@ def test_random_states_reach_every_outcome():
         seen[key] = seen.get(key, 0) + 1
         if "influence_budget" in result.active_constraints:
             seen["budget"] = seen.get("budget", 0) + 1
-    assert all(seen.get(k, 0) >= 50 for k in ("ok", "clipped", "qp", "hold", "release", "retreat", "budget")), seen
+        if kinds[0] == "trip" and "coupling:feeder_fuel_balance" in result.active_constraints:
+            seen["balance_after_trip"] = seen.get("balance_after_trip", 0) + 1
+    assert all(seen.get(k, 0) >= 50 for k in ("ok", "clipped", "qp", "hold", "release", "retreat", "budget",
+                                              "balance_after_trip")), seen
