@@ -40,7 +40,7 @@ BASE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
 PLAN = ("agc_day_24h", "hot_summer_day", "fouling_drift", "low_load_night", "coal_switch", "mill_trip")
 STEP_HOLD_S = (600.0, 900.0)  # a step test is held 10-15 minutes
 STEP_GAP_S = (300.0, 1200.0)  # then the unit settles 5-20 minutes on the DCS's own setpoints
-STEP_SIZE = (0.3, 0.7)  # of the MV's allowed deviation from the DCS (the envelope's max_deviation_from_dcs)
+STEP_SIZE = (0.3, 1.0)  # of the MV's allowed deviation from the DCS (max_deviation_from_dcs): up to its edge
 OPERATOR_O2_EVERY_S = (4 * 3600.0, 8 * 3600.0)  # how often the operator re-trims the O2 bias
 OPERATOR_O2_SIZE = 0.4  # of the O2 bias's allowed deviation, either way
 
