@@ -385,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         "history_sha256": hist_metrics["data_sha256"], "process_model_sha256": pm_metrics["data_sha256"],
         "held_mvs": held,
         "algorithm": (f"model-based offline RL: {_describe(args)} (d3rlpy {d3rlpy.__version__}) on "
-                      f"{args.candidates} filtered model rollouts per start state (horizon {args.horizon} x "
+                      f"filtered model rollouts of {args.candidates} random offsets and {args.refine} cross-entropy "
+                      f"refinement rounds per start state (horizon {args.horizon} x "
                       f"{model.step_s:g} s, ensemble of {model.net.members}), Lagrangian on process-limit cost"),
         "kept_round": None if best is None else best[1], "within_cost_budget": best is not None,
         "candidates": data["stats"], "start_states": len(ro.rows),
