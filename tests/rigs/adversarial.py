@@ -65,7 +65,7 @@ def dcs_alone(scenario: str, seed: int, seconds: int) -> RunFigures:
 
 # The policies the repository ships, by the name the adversarial suite reports them under: the bootstrap
 # (it imitates the DCS) and the promoted offline-RL model the demo runs.
-SHIPPED = {"shipped_bootstrap_bc_v1": BOOTSTRAP, "shipped_offline_rl_v1": PROMOTED_MODEL / "policy.onnx"}
+SHIPPED = {"shipped_bootstrap_bc_v1": BOOTSTRAP, "shipped_offline_rl": PROMOTED_MODEL / "policy.onnx"}
 
 
 def policy_config(tmp: Path, name: str, spec: Adversary | None = None, **changes) -> Path:

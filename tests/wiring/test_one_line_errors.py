@@ -133,7 +133,7 @@ CASES = [
     ("demo-unknown-scenario", lambda t, f: ["demo", "--scenario", "tuesday"], "--scenario: unknown scenario 'tuesday'"),
     # evaluate: a bad OPC UA run is refused before hours of stepped runs, not after
     ("evaluate-unknown-opcua-scenario",
-     lambda t, f: ["evaluate", ROOT / "models" / "offline-rl-v1" / "policy.onnx", "--opcua", "tuesday"],
+     lambda t, f: ["evaluate", ROOT / "models" / "offline-rl-v2" / "policy.onnx", "--opcua", "tuesday"],
      "--opcua: unknown scenario 'tuesday'"),
     # model lifecycle
     ("model-switch-without-challenger", lambda t, f: ["model", "switch", config(t), "--sha256", "0" * 64],
