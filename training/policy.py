@@ -5,11 +5,11 @@ on the process limits, through d3rlpy's IQL (or TD3+BC).
 
 A decision is a set of offsets from the DCS's setpoints (per MV, in units of the envelope's allowed
 deviation, in [-1, 1]) held for `--horizon` model steps. Data, from the training episodes of the history:
-  * start states every model step; at each, the DCS's own setting (offset 0), `--candidates` random
-    offsets (one to six MVs moved, each by up to its allowed deviation) and `--refine` rounds of offsets
-    drawn around the best kept so far at that state (build_candidates), each passed through the daemon's
-    own projector (boiler_ai.control.projector, with the row's process values and the MVs' availability),
-    so only what the projector lets through is ever scored;
+  * start states every model step; at each, the DCS's own setting (offset 0), `--candidates` random offsets (one
+    to six MVs moved, each by up to its allowed deviation) and `--refine` rounds of offsets drawn around the
+    best kept so far at that state and around the best states' settings (build_candidates), each passed through
+    the daemon's own projector (boiler_ai.control.projector, with the row's process values and the MVs'
+    availability), so only what the projector lets through is ever scored;
   * each is rolled out with the process model along the logged operating conditions, beside the DCS's
     setting rolled out the same way; reward = `training.objective.reward` (heat rate saved against the
     DCS, minus NOx, CO and steam-temperature penalties), cost = the process-limit cost beyond the
@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=8000, help="start states sampled from the history")
     parser.add_argument("--candidates", type=int, default=4, help="random offsets tried per start state")
     parser.add_argument("--refine", type=int, default=8,
-                        help="refinement rounds: offsets drawn around each start state's best so far")
+                        help="cross-entropy refinement rounds: offsets drawn around each start state's best so far "
+                             "and around the best states' settings")
     parser.add_argument("--max-disagreement", type=float, default=0.15,
                         help="largest ensemble std of a candidate's reward kept (%% heat rate)")
     parser.add_argument("--rounds", type=int, default=3, help="Lagrangian rounds")
