@@ -207,17 +207,19 @@ def build_candidates(ro: Rollouts, n_candidates: int, n_refine: int, max_disagre
              "improved_by_refinement": 0}
     best = np.zeros((n_rows, n_mv))  # per start state, the best offsets kept so far (the DCS's own setting first)
     best_reward = np.full(n_rows, -np.inf)
-    draws = ["dcs"] + ["random"] * n_candidates + [(k, r) for r in range(1, n_refine + 1) for k in ("state", "all")]
-    for draw in draws:
+    n_movable = max(int(ro.movable.sum()), 1)
+    # (kind, refinement round): the DCS's own setting, the random offsets, then per round both draws
+    draws = [("dcs", 0)] + [("random", 0)] * n_candidates
+    draws += [(kind, r) for r in range(1, n_refine + 1) for kind in ("state", "all")]
+    for kind, rnd in draws:
         raw = np.zeros((n_rows, n_mv))
-        if draw == "random":
-            n_movable = max(int(ro.movable.sum()), 1)
+        if kind == "random":
             share = rng.integers(1, min(MAX_MOVED, n_movable) + 1, (n_rows, 1)) / n_movable
             moved = (rng.random((n_rows, n_mv)) < share) & ro.movable
             raw = np.where(moved, rng.uniform(-STEP_REACH, STEP_REACH, raw.shape), 0.0)
-        elif draw[0] == "state":
-            raw = best + rng.normal(0.0, REFINE_SPREAD / draw[1], raw.shape)
-        elif draw[0] == "all":
+        elif kind == "state":
+            raw = best + rng.normal(0.0, REFINE_SPREAD / rnd, raw.shape)
+        elif kind == "all":
             elite = best[best_reward >= np.quantile(best_reward, 1.0 - ELITE_SHARE)]
             spread = np.maximum(elite.std(axis=0), MIN_SPREAD)
             raw = elite.mean(axis=0) + rng.normal(0.0, 1.0, raw.shape) * spread
@@ -226,14 +228,14 @@ def build_candidates(ro: Rollouts, n_candidates: int, n_refine: int, max_disagre
         support = ro.supported(offsets)
         s = ro.score(offsets)
         agree = s["disagreement"] <= max_disagreement
-        keep = kept & support & (agree | (draw == "dcs"))  # the DCS's own setting is always in the data
+        keep = kept & support & (agree | (kind == "dcs"))  # the DCS's own setting is always in the data
         better = keep & (s["cost"] <= 0.0) & (s["reward"] > best_reward)
         best[better], best_reward[better] = offsets[better], s["reward"][better]
-        stats["improved_by_refinement"] += int(better.sum()) if isinstance(draw, tuple) else 0
+        stats["improved_by_refinement"] += int(better.sum()) if rnd else 0
         stats["proposed"] += len(raw)
         stats["released_by_projector"] += int((~kept).sum())
         stats["no_support"] += int((kept & ~support).sum())
-        stats["ensemble_disagrees"] += int((kept & support & ~agree).sum()) if draw != "dcs" else 0
+        stats["ensemble_disagrees"] += int((kept & support & ~agree).sum()) if kind != "dcs" else 0
         stats["kept"] += int(keep.sum())
         obs.append(ro.obs[keep])
         act.append(offsets[keep])

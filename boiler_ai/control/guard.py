@@ -104,11 +104,14 @@ class Guard:
         if not complete:
             return out
         for name, on_deviation, terms, relation, limit in self.couplings:
-            base = {mv: dcs[mv] if on_deviation else 0.0 for mv, _ in terms}
-            total = sum([c * (x[mv] - base[mv]) for mv, c in terms])
+            if on_deviation:
+                total = sum([c * (x[mv] - dcs[mv]) for mv, c in terms])
+            else:
+                total = sum([c * x[mv] for mv, c in terms])
             # Crossed with the setpoints in force and the MVs left to the DCS on its setpoints (a mill
-            # tripped under a feeder bias): met by coming back, or at least not going further out.
-            before = sum([c * (held[mv] - base[mv]) for mv, c in terms])
+            # tripped under a feeder bias): met by coming back, or at least not going further out. The
+            # row's basis is the same for both, so only the difference of the setpoints counts.
+            before = total + sum([c * (held[mv] - x[mv]) for mv, c in terms])
             if not (_holds(total, relation, limit, tol) or _no_worse(total, before, relation, limit, tol)):
                 out.append(f"coupling {name}: {total:g} is not {relation} {limit:g}")
         used = sum([w * abs(x[mv] - dcs[mv]) for mv, w in self.budget])
