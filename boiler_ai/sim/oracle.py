@@ -9,9 +9,10 @@ feeders keep the DCS's values (the envelope makes them unavailable). The spray v
 temperatures, not boiler efficiency: at the optimum they sit where the spray loops would put them, and
 the steam-temperature limits are checked with them there.
 
-Limits: the envelope file's MV ranges, deviations from the DCS setpoints, couplings and process limits
-(constraints/reference_unit.yaml, read with the daemon's own loader); without the file, the tag map's
-ranges, the DCS clamps and the unit's PROCESS_LIMITS.
+Limits: the envelope file's MV ranges, deviations from the DCS setpoints, couplings, process limits and
+influence budget (constraints/reference_unit.yaml, read with the daemon's own loader): whatever the
+envelope forbids the AI is no headroom; without the file, the tag map's ranges, the DCS clamps and the
+unit's PROCESS_LIMITS.
 
     python -m boiler_ai.sim.oracle --scenario agc_day_24h
 """
@@ -54,7 +55,8 @@ class Coupling:
 
 @dataclass(frozen=True)
 class OracleLimits:
-    """What the oracle may do: absolute MV ranges, deviation from the DCS setpoint, couplings, process limits."""
+    """What the oracle may do: absolute MV ranges, deviation from the DCS setpoint, couplings, process limits
+    and the influence budget (sum of weight x |setpoint - DCS setpoint| <= limit; none without an envelope)."""
 
     source: str
     lo: tuple[float, ...]
@@ -62,6 +64,8 @@ class OracleLimits:
     max_dev: tuple[float, ...]
     couplings: tuple[Coupling, ...]
     process: tuple[tuple[str, str, str, float], ...]  # (name, signal, relation, limit)
+    budget_weights: tuple[float, ...] = ()  # per MV in MV_NAMES order
+    budget_limit: float = math.inf
 
     @staticmethod
     def default() -> OracleLimits:
@@ -94,7 +98,8 @@ class OracleLimits:
         return OracleLimits(
             str(path), per_mv(env.lo, -math.inf), per_mv(env.hi, math.inf), per_mv(env.max_dev, 0.0),
             tuple(Coupling(c.basis, per_mv(c.coefficients, 0.0), c.relation, c.limit) for c in env.couplings),
-            tuple((p.name, p.signal, p.relation, p.limit) for p in env.process_limits))
+            tuple((p.name, p.signal, p.relation, p.limit) for p in env.process_limits),
+            per_mv(env.budget.weights, 0.0), float(env.budget.limit))
 
 
 STEADY_SIGNALS = ("o2_economiser_pct", "co_ppm", "nox_mg_nm3", "main_steam_temp_c", "reheat_steam_temp_c",
@@ -150,6 +155,9 @@ class OracleResult:
                 "dcs_carbon_in_fly_ash_pct": round(b.fire.carbon_in_fly_ash_pct, 2)}
 
 
+BUDGET_SMOOTHING = 1e-3
+
+
 def _residuals(sp: SteadyPoint, dcs_u: list[float], limits: OracleLimits, free: list[int]) -> list[float]:
     """Inequality residuals (>= 0 when satisfied) for everything but the plain bounds."""
     u = sp.mvs
@@ -163,6 +171,11 @@ def _residuals(sp: SteadyPoint, dcs_u: list[float], limits: OracleLimits, free: 
         x = u if c.basis == "setpoint" else [a - b for a, b in zip(u, dcs_u)]
         value = sum(k * v for k, v in zip(c.coefficients, x) if k)
         out.append(c.limit - value if c.relation == "at_most" else value - c.limit)
+    if math.isfinite(limits.budget_limit):
+        # |x| smoothed (a kink at 0 stalls SLSQP), on the conservative side by at most 0.1 % of each MV's band
+        out.append(limits.budget_limit - sum(
+            w * math.sqrt((a - b) ** 2 + (BUDGET_SMOOTHING * d) ** 2)
+            for w, a, b, d in zip(limits.budget_weights, u, dcs_u, limits.max_dev) if w))
     for _, signal, relation, limit in limits.process:
         y = steady_signal(sp, signal)
         out.append(limit - y if relation == "at_most" else y - limit)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 
+import numpy as np
 import pytest
 
 from boiler_ai.sim.coal import COALS, DESIGN_COAL
-from boiler_ai.sim.dcs import I_FEEDER, I_O2, I_SA, MV_NAMES
+from boiler_ai.sim.dcs import I_FEEDER, I_O2, I_SA, I_SOFA, MV_NAMES
 from boiler_ai.sim.oracle import OracleLimits, default_limits, main, solve, steady_signal, violations
 from boiler_ai.sim.steady import OperatingPoint
 from boiler_ai.sim.unit import PROCESS_LIMITS
@@ -34,6 +37,9 @@ def check_inside(limits: OracleLimits, op: OperatingPoint, best) -> None:
             assert value <= c.limit + 1e-4
         else:
             assert value >= c.limit - 1e-4
+    if math.isfinite(limits.budget_limit):
+        used = sum(w * abs(a - b) for w, a, b in zip(limits.budget_weights, u, dcs))
+        assert used <= limits.budget_limit + 1e-4
     assert violations(best, limits, tol=1e-3) == []
 
 
@@ -61,6 +67,49 @@ def test_oracle_beats_the_dcs_inside_every_limit(limits, load, coal):
     for i in range(6):
         if not op.in_service[i]:
             assert res.best.mvs[I_FEEDER + i] == 0.0 and res.best.mvs[I_SA + i] == res.baseline.mvs[I_SA + i]
+
+
+def test_the_influence_budget_binds_the_oracle_as_it_binds_the_ai(limits):
+    """The envelope's influence budget is one of its limits: headroom beyond it is headroom no controller
+    may take. At full load the oracle spends the whole budget, and without it would claim more."""
+    assert limits.budget_limit == 2.0 and max(limits.budget_weights) == 1.0  # the O2 bias, per % O2
+    op = OperatingPoint(600.0, DESIGN_COAL)
+    res = solve(op, limits)
+    dcs = op.dcs_mvs(res.best.feeders_tph)
+    used = sum(w * abs(a - b) for w, a, b in zip(limits.budget_weights, res.best.mvs, dcs))
+    assert used == pytest.approx(limits.budget_limit, abs=0.05)
+    unbounded = solve(op, dataclasses.replace(limits, budget_limit=math.inf))
+    assert unbounded.heat_rate_headroom_pct > res.heat_rate_headroom_pct + 0.05
+
+
+def test_no_random_setting_inside_the_envelope_beats_the_oracle(limits):
+    """An independent search: settings drawn inside every limit (the budget spent in full or in part)
+    never save more heat rate than the oracle's solution."""
+    from boiler_ai.sim.oracle import _residuals
+
+    op = OperatingPoint(450.0, DESIGN_COAL)
+    res = solve(op, limits)
+    dcs, hr0 = res.baseline.mvs, res.baseline.heat_rate_kj_kwh
+    serving = [i for i in range(6) if op.in_service[i]]
+    feeders = [I_FEEDER + i for i in serving]
+    moved = feeders + [I_SA + i for i in serving] + [I_SOFA, I_SOFA + 1, I_O2]
+    band = np.array([limits.max_dev[i] for i in moved])
+    weights = np.array([limits.budget_weights[i] for i in moved])
+    rng = np.random.default_rng(7)
+    best, feasible = -math.inf, 0
+    for _ in range(400):
+        d = np.clip(rng.normal(0.0, 0.5, len(moved)), -1.0, 1.0) * band
+        d[:len(feeders)] -= d[:len(feeders)].mean()  # the feeders' fuel balance
+        d *= min(1.0, rng.uniform(0.3, 1.0) * limits.budget_limit / float(weights @ np.abs(d)))
+        u = list(dcs)
+        for i, x in zip(moved, d):
+            u[i] += float(x)
+        sp = op.evaluate(u)
+        if min(_residuals(sp, op.dcs_mvs(sp.feeders_tph), limits, [I_SA + i for i in serving])) >= -1e-4:
+            feasible += 1
+            best = max(best, 100.0 * (1.0 - sp.heat_rate_kj_kwh / hr0))
+    assert feasible > 100
+    assert best <= res.heat_rate_headroom_pct + 1e-3
 
 
 def test_default_limits_without_an_envelope_file():
