@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
 TRACE_EVERY_S = 60  # one point per simulated minute in the report's plots
 STEAM_SP_C = 540.0
+STEAM_BAND_C = 5.0  # main and hot reheat are held within this of set point (the DCS's own band)
 
 
 class Trace(UnitTap):
@@ -58,8 +59,9 @@ class Trace(UnitTap):
         self.seconds += dt
         for key in ("efficiency_pct", "heat_rate_kj_kwh", "nox_mg_nm3", "o2_pct"):
             self.sums[key] += p[key] * dt
-        self.sums["steam_dev_c"] += (abs(p["main_steam_temp_c"] - STEAM_SP_C)
-                                     + abs(p["reheat_steam_temp_c"] - STEAM_SP_C)) / 2 * dt
+        main, reheat = abs(p["main_steam_temp_c"] - STEAM_SP_C), abs(p["reheat_steam_temp_c"] - STEAM_SP_C)
+        self.sums["steam_dev_c"] += (main + reheat) / 2 * dt
+        self.sums["steam_outside_band_s"] += dt if max(main, reheat) > STEAM_BAND_C else 0.0
         self.co.append(p["co_ppm"])
         if int(self.unit.t) % TRACE_EVERY_S < dt:
             s = self.series
@@ -74,7 +76,8 @@ class Trace(UnitTap):
                 "heat_rate_kj_kwh": self.sums["heat_rate_kj_kwh"] / n, "nox_mg_nm3": self.sums["nox_mg_nm3"] / n,
                 "o2_pct": self.sums["o2_pct"] / n,
                 "co_p99_ppm": float(np.percentile(self.co, 99)) if self.co else 0.0,
-                "steam_dev_c": self.sums["steam_dev_c"] / n, "violation_s": dict(self.violation_s),
+                "steam_dev_c": self.sums["steam_dev_c"] / n,
+                "steam_outside_band_s": self.sums["steam_outside_band_s"], "violation_s": dict(self.violation_s),
                 "simulated_h": self.seconds / 3600.0}
 
 
@@ -272,6 +275,10 @@ def aggregate(runs: list[dict]) -> dict:
         "dcs_co_p99_ppm": round(max(r["dcs"]["co_p99_ppm"] for r in runs), 1),
         "steam_dev_c": round(float(np.dot(w, [r["ai"]["steam_dev_c"] for r in runs])), 3),
         "dcs_steam_dev_c": round(float(np.dot(w, [r["dcs"]["steam_dev_c"] for r in runs])), 3),
+        # seconds with main or hot reheat steam more than STEAM_BAND_C from set point, AI minus DCS, run by run
+        "steam_outside_band_excess_s": round(sum(max(r["ai"]["steam_outside_band_s"] - r["dcs"]["steam_outside_band_s"],
+                                                     0.0) for r in runs), 1),
+        "dcs_steam_outside_band_s": round(sum(r["dcs"]["steam_outside_band_s"] for r in runs), 1),
         "excess_violation_s": round(excess, 1),
         "ai_time_share": round(mean("ai_time_share"), 4),
         "guard_blocks": sum(r["guard_blocks"] for r in runs),

@@ -233,7 +233,8 @@ def test_evaluate_reports_the_issue_keys_without_torch(package, runs):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     for key in ("efficiency_gain_pct_pt", "heat_rate_gain_pct", "oracle_headroom_pct_pt",
                 "oracle_heat_rate_headroom_pct", "share_of_headroom", "nox_ratio", "co_p99_ppm", "excess_violation_s",
-                "ai_time_share", "guard_blocks", "releases", "releases_per_h", "dcs_faults_per_h", "per_scenario"):
+                "ai_time_share", "guard_blocks", "releases", "releases_per_h", "dcs_faults_per_h", "per_scenario",
+                "steam_outside_band_excess_s", "dcs_steam_outside_band_s"):
         assert key in result
     assert result["per_scenario"]["mill_trip"]["seeds"] == [9001]
     assert result["oracle_heat_rate_headroom_pct"] > 0

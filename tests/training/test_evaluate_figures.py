@@ -1,0 +1,42 @@
+"""`boiler-ai evaluate`'s figures from known traces: the steam-temperature band is counted per second and
+judged against the DCS alone run by run."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from boiler_ai.evaluate import STEAM_BAND_C, STEAM_SP_C, Trace, aggregate
+
+
+def point(main_c: float, reheat_c: float) -> dict:
+    return {"efficiency_pct": 93.0, "heat_rate_kj_kwh": 9400.0, "nox_mg_nm3": 300.0, "o2_pct": 3.5,
+            "co_ppm": 20.0, "main_steam_temp_c": main_c, "reheat_steam_temp_c": reheat_c}
+
+
+def test_seconds_outside_the_steam_band_count_either_temperature():
+    trace = Trace(SimpleNamespace(t=0.0))
+    trace.observe(point(STEAM_SP_C + STEAM_BAND_C - 0.1, STEAM_SP_C), 1.0)  # inside
+    trace.observe(point(STEAM_SP_C, STEAM_SP_C - STEAM_BAND_C - 0.5), 2.0)  # hot reheat low
+    trace.observe(point(STEAM_SP_C + STEAM_BAND_C + 1.0, STEAM_SP_C), 3.0)  # main steam high
+    figures = trace.figures()
+    assert figures["steam_outside_band_s"] == 5.0
+    assert figures["steam_dev_c"] == pytest.approx(((4.9 + 0.0) / 2 + (0.0 + 5.5) / 2 * 2 + (6.0 + 0.0) / 2 * 3) / 6)
+
+
+def run(scenario: str, ai_outside_s: float, dcs_outside_s: float) -> dict:
+    side = {"nox_mg_nm3": 300.0, "co_p99_ppm": 20.0, "steam_dev_c": 2.0, "violation_s": {}}
+    return {"scenario": scenario, "seed": 9001, "hours": 1.0, "efficiency_gain_pct_pt": 0.2, "heat_rate_gain_pct": 0.3,
+            "oracle_headroom_pct_pt": 0.3, "oracle_heat_rate_headroom_pct": 0.4, "ai_time_share": 1.0,
+            "guard_blocks": 0, "releases": {}, "dcs_echo_releases": {},
+            "ai": {**side, "steam_outside_band_s": ai_outside_s},
+            "dcs": {**side, "steam_outside_band_s": dcs_outside_s}}
+
+
+def test_steam_band_seconds_beyond_the_dcs_are_judged_run_by_run():
+    # the AI's 10 s fewer on one run do not pay for its 30 s more on another
+    result = aggregate([run("agc_day_24h", 40.0, 10.0), run("coal_switch", 0.0, 10.0)])
+    assert result["steam_outside_band_excess_s"] == 30.0
+    assert result["dcs_steam_outside_band_s"] == 20.0
+    assert result["share_of_headroom"] == pytest.approx(0.75)
