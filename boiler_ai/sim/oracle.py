@@ -182,6 +182,19 @@ def _residuals(sp: SteadyPoint, dcs_u: list[float], limits: OracleLimits, free: 
     return out
 
 
+PULL_BACK = (1.0, 0.999, 0.997, 0.99, 0.98, 0.95, 0.9)
+
+
+def _pulled_back(z: np.ndarray, feasible) -> np.ndarray | None:
+    """SLSQP may stop a hair outside a curved limit (the budget, a process limit); the DCS's own setting
+    (z = 0) is inside, so the first of a few points on the way back to it that is feasible, if any.
+    Scaling keeps the fuel balance (its right-hand side is 0 at the DCS's setting)."""
+    for a in PULL_BACK:
+        if feasible(a * z):
+            return a * z
+    return None
+
+
 def violations(sp: SteadyPoint, limits: OracleLimits, tol: float = 1e-6) -> list[str]:
     bad = []
     for name, signal, relation, limit in limits.process:
@@ -260,9 +273,8 @@ def solve(op: OperatingPoint, limits: OracleLimits, objective: str = "heat_rate"
     for z0 in starts:
         res = minimize(cost, z0, method="SLSQP", bounds=list(zip(lo_z, hi_z)),
                        constraints=constraints, options={"maxiter": 100, "ftol": 1e-6, "eps": 1e-5})
-        z = np.clip(res.x, lo_z, hi_z)
-        resid = at(z)[1]
-        if min(resid, default=0.0) >= -1e-4 and all(abs(e["fun"](z)) < 1e-6 for e in equalities):
+        z = _pulled_back(np.clip(res.x, lo_z, hi_z), lambda x: min(at(x)[1], default=0.0) >= -1e-4)
+        if z is not None and all(abs(e["fun"](z)) < 1e-6 for e in equalities):
             c = cost(z)
             if c < best_cost:
                 best_z, best_cost = z, c

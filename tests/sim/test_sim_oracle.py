@@ -82,6 +82,18 @@ def test_the_influence_budget_binds_the_oracle_as_it_binds_the_ai(limits):
     assert unbounded.heat_rate_headroom_pct > res.heat_rate_headroom_pct + 0.05
 
 
+def test_the_oracle_finds_headroom_at_every_point_of_a_night(limits):
+    """Near the budget's curved limit SLSQP can stop a hair outside it after its iterations; the oracle
+    then steps back toward the DCS's setting rather than report no headroom (it did, at one point in three
+    of the standard day)."""
+    from boiler_ai.sim.oracle import scenario_headroom
+    from boiler_ai.sim.scenario import named_scenario
+
+    report = scenario_headroom(named_scenario("low_load_night", 0), 0, sample_s=7200.0, limits=limits)
+    assert len(report.points) == 4
+    assert min(p["heat_rate_headroom_pct"] for p in report.points) > 0.3
+
+
 def test_no_random_setting_inside_the_envelope_beats_the_oracle(limits):
     """An independent search: settings drawn inside every limit (the budget spent in full or in part)
     never save more heat rate than the oracle's solution."""
