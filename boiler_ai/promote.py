@@ -107,6 +107,10 @@ def evaluation_md(s: dict) -> str:
                      f"{r['nox_ratio']:.3f} | "
                      f"{r['ai_time_share']:.1%} | {r['guard_blocks']} | {r['releases']} |"
                      for name, r in s["per_scenario"].items())
+    # evaluations written before the steam band was counted have no such figure
+    steam = (f"\n| steam temperatures | {s['steam_dev_c']} °C mean from set point (DCS {s['dcs_steam_dev_c']} °C); "
+             f"beyond ±5 °C {s['steam_outside_band_excess_s']:g} s more than the DCS (DCS alone "
+             f"{s['dcs_steam_outside_band_s']:g} s) |" if "steam_outside_band_excess_s" in s else "")
     return f"""{EVALUATION_HEADING}
 
 {s['runs']} runs, {s['simulated_h']} simulated hours, closed loop through the real controller core on the
@@ -120,7 +124,7 @@ against the DCS's own faults {s['dcs_faults_per_h']:.3g}/h, {s['guard_blocks']} 
 | unit heat rate gain | {s['heat_rate_gain_pct']:+.4f} % (oracle headroom {s['oracle_heat_rate_headroom_pct']:.4f} %, \
 share {s['share_of_headroom']}) |
 | NOx, AI / DCS | {s['nox_ratio']:.4f} |
-| CO p99 | {s['co_p99_ppm']} ppm (DCS {s['dcs_co_p99_ppm']} ppm) |
+| CO p99 | {s['co_p99_ppm']} ppm (DCS {s['dcs_co_p99_ppm']} ppm) |{steam}
 | time in AI mode | {s['ai_time_share']:.1%} |
 
 | scenario | seeds | efficiency pct-pt | heat rate % | oracle heat rate % | NOx ratio | AI mode | blocks | releases |

@@ -40,3 +40,12 @@ def test_steam_band_seconds_beyond_the_dcs_are_judged_run_by_run():
     assert result["steam_outside_band_excess_s"] == 30.0
     assert result["dcs_steam_outside_band_s"] == 20.0
     assert result["share_of_headroom"] == pytest.approx(0.75)
+
+
+def test_the_model_card_shows_the_steam_band_where_the_evaluation_has_it():
+    from boiler_ai.promote import evaluation_md
+
+    result = aggregate([run("agc_day_24h", 40.0, 10.0), run("coal_switch", 0.0, 10.0)])
+    assert "beyond ±5 °C 30 s more than the DCS (DCS alone 20 s)" in evaluation_md(result)
+    older = {k: v for k, v in result.items() if not k.startswith(("steam_outside", "dcs_steam_outside"))}
+    assert "steam temperatures" not in evaluation_md(older)
