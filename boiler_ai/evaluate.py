@@ -241,6 +241,12 @@ def excess_seconds(ai: dict, dcs: dict) -> float:
                for k in set(ai["violation_s"]) | set(dcs["violation_s"]))
 
 
+def steam_band_excess(runs: list[dict]) -> float:
+    """Seconds with main or hot reheat steam outside the band beyond the DCS alone's, run by run (a run where
+    the AI does better does not pay for another)."""
+    return sum(max(r["ai"]["steam_outside_band_s"] - r["dcs"]["steam_outside_band_s"], 0.0) for r in runs)
+
+
 def aggregate(runs: list[dict]) -> dict:
     """Figures over all runs (time-weighted), the ones the promotion gate and the issue's targets read."""
     hours = np.array([r["hours"] for r in runs])
@@ -262,7 +268,8 @@ def aggregate(runs: list[dict]) -> dict:
                          "oracle_heat_rate_headroom_pct", "ai_time_share")},
             "nox_ratio": round(float(np.mean([r["ai"]["nox_mg_nm3"] / r["dcs"]["nox_mg_nm3"] for r in mine])), 4),
             "guard_blocks": sum(r["guard_blocks"] for r in mine),
-            "releases": sum(sum(r["releases"].values()) for r in mine)}
+            "releases": sum(sum(r["releases"].values()) for r in mine),
+            "steam_outside_band_excess_s": round(steam_band_excess(mine), 1)}
     return {
         "efficiency_gain_pct_pt": round(mean("efficiency_gain_pct_pt"), 4),
         "heat_rate_gain_pct": round(hr_gain, 4),
@@ -275,9 +282,7 @@ def aggregate(runs: list[dict]) -> dict:
         "dcs_co_p99_ppm": round(max(r["dcs"]["co_p99_ppm"] for r in runs), 1),
         "steam_dev_c": round(float(np.dot(w, [r["ai"]["steam_dev_c"] for r in runs])), 3),
         "dcs_steam_dev_c": round(float(np.dot(w, [r["dcs"]["steam_dev_c"] for r in runs])), 3),
-        # seconds with main or hot reheat steam more than STEAM_BAND_C from set point, AI minus DCS, run by run
-        "steam_outside_band_excess_s": round(sum(max(r["ai"]["steam_outside_band_s"] - r["dcs"]["steam_outside_band_s"],
-                                                     0.0) for r in runs), 1),
+        "steam_outside_band_excess_s": round(steam_band_excess(runs), 1),
         "dcs_steam_outside_band_s": round(sum(r["dcs"]["steam_outside_band_s"] for r in runs), 1),
         "excess_violation_s": round(excess, 1),
         "ai_time_share": round(mean("ai_time_share"), 4),

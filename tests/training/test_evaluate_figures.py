@@ -38,6 +38,8 @@ def test_steam_band_seconds_beyond_the_dcs_are_judged_run_by_run():
     # the AI's 10 s fewer on one run do not pay for its 30 s more on another
     result = aggregate([run("agc_day_24h", 40.0, 10.0), run("coal_switch", 0.0, 10.0)])
     assert result["steam_outside_band_excess_s"] == 30.0
+    assert result["per_scenario"]["agc_day_24h"]["steam_outside_band_excess_s"] == 30.0
+    assert result["per_scenario"]["coal_switch"]["steam_outside_band_excess_s"] == 0.0
     assert result["dcs_steam_outside_band_s"] == 20.0
     assert result["share_of_headroom"] == pytest.approx(0.75)
 
