@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
 TRACE_EVERY_S = 60  # one point per simulated minute in the report's plots
 STEAM_SP_C = 540.0
-STEAM_BAND_C = 5.0  # main and hot reheat are held within this of set point (the DCS's own band)
+STEAM_BAND_C = 5.0  # main and hot reheat within this of set point: the offline-RL target, judged against the DCS's
 
 
 class Trace(UnitTap):
