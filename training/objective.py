@@ -5,7 +5,8 @@ the turbine-side correction-curve figures the simulator's heat rate uses (boiler
 main and reheat steam below rated, superheater and reheater spray as a share of steam flow) and the
 draught fans' power rising with the square of the total air flow. Reward of an action = the index under
 the DCS's setting minus the index under the action (heat rate saved, %), minus penalties for NOx above
-the DCS's, CO above 100 ppm and steam temperatures further from set point than the DCS holds them.
+the DCS's, CO above 100 ppm and steam temperatures further from set point than the DCS holds them, ten
+times as steep outside the +-5 degC band the evaluation judges (boiler_ai.evaluate.STEAM_BAND_C).
 Cost = how far the envelope's process limits are crossed (each in % of its limit), for the Lagrangian.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from boiler_ai.control.envelope import Envelope
+from boiler_ai.evaluate import STEAM_BAND_C, STEAM_SP_C
 from boiler_ai.sim.heatrate import (
     MAIN_TEMP_HR_PCT_PER_C,
     REHEAT_TEMP_HR_PCT_PER_C,
@@ -23,13 +25,15 @@ from boiler_ai.sim.heatrate import (
     SH_SPRAY_HR_PCT_PER_PCT,
 )
 
-STEAM_SP_C = 540.0  # main and hot reheat set point of the reference unit
 FAN_MW_AT_RATED_AIR = 15.4  # FD + PA + ID at rated air (sim/heatrate.py: 3.6 + 4.8 + 7.0 MW)
 RATED_AIR_TPH = 2370.0  # total air at 600 MW on the design coal
 NOX_PENALTY = 0.02  # % heat rate per % of NOx above the DCS's
 CO_PENALTY = 0.005  # % heat rate per ppm of CO above CO_SOFT_PPM
 CO_SOFT_PPM = 100.0
 STEAM_PENALTY = 0.01  # % heat rate per degC further from set point than under the DCS
+# ... and per degC outside the band (beyond the DCS's own excursion): less air cools hot reheat slowly, over
+# tens of minutes, and a reheat under-temperature pulls the DCS's steam loops into overshooting main steam
+STEAM_BAND_PENALTY = 0.1
 
 SIGNALS = ("boiler_efficiency_pct", "main_steam_temp_c", "reheat_steam_temp_c", "sh_spray_1_flow_tph",
            "sh_spray_2_flow_tph", "rh_spray_flow_tph", "main_steam_flow_tph", "total_air_flow_tph", "unit_load_mw",
@@ -54,8 +58,11 @@ def reward(ai: Mapping[str, np.ndarray], dcs: Mapping[str, np.ndarray]) -> np.nd
     saved = heat_rate_index(dcs) - heat_rate_index(ai)
     nox = NOX_PENALTY * np.maximum(100.0 * (ai["nox_mg_nm3"] / np.maximum(dcs["nox_mg_nm3"], 1.0) - 1.0), 0.0)
     co = CO_PENALTY * np.maximum(ai["co_ppm"] - np.maximum(CO_SOFT_PPM, dcs["co_ppm"]), 0.0)
-    steam = sum(STEAM_PENALTY * np.maximum(np.abs(ai[s] - STEAM_SP_C) - np.abs(dcs[s] - STEAM_SP_C), 0.0)
-                for s in ("main_steam_temp_c", "reheat_steam_temp_c"))
+    steam = 0.0
+    for s in ("main_steam_temp_c", "reheat_steam_temp_c"):
+        off_ai, off_dcs = np.abs(ai[s] - STEAM_SP_C), np.abs(dcs[s] - STEAM_SP_C)
+        steam = (steam + STEAM_PENALTY * np.maximum(off_ai - off_dcs, 0.0)
+                 + STEAM_BAND_PENALTY * np.maximum(off_ai - np.maximum(off_dcs, STEAM_BAND_C), 0.0))
     return saved - nox - co - steam
 
 

@@ -45,11 +45,11 @@ from boiler_ai.tagmap import load_tag_map
 from training import objective
 from training.history import read_history
 from training.policy_dataset import observation_signals
-from training.process_model import HELD_OUT_EVERY, TAG_MAP, ProcessModel, frame
+from training.process_model import ENVELOPE, HELD_OUT_EVERY, SETTLED_FILE, TAG_MAP, ProcessModel, frame
+from training.settled_response import NOX, REHEAT, SettledResponse
 from training.stages import Artefacts, read_stage, sha256_file, stage_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-ENVELOPE = ROOT / "constraints" / "reference_unit.yaml"
 LOAD_BAND_MW = 50.0
 MAX_MOVED = 6  # a candidate moves 1..6 MVs at once
 STEP_REACH = 1.0  # ... each by up to this much of its allowed deviation (as far as the step tests went)
@@ -62,8 +62,10 @@ MIN_SPREAD = 0.05  # ... with at least this spread per MV
 class Rollouts:
     """Start states and the model-based scoring of offsets there, everything in arrays over start rows."""
 
-    def __init__(self, history, model: ProcessModel, tag_map, envelope, *, horizon: int, starts: int, seed: int):
+    def __init__(self, history, model: ProcessModel, tag_map, envelope, *, horizon: int, starts: int, seed: int,
+                 settled: SettledResponse | None = None):
         self.model, self.tag_map, self.envelope, self.horizon = model, tag_map, envelope, horizon
+        self.settled = settled
         lay = model.layout
         if list(lay.mvs) != list(envelope.mv_names):
             raise ConfigError("process model", "layout", "its manipulated variables differ from the envelope's")
@@ -102,7 +104,7 @@ class Rollouts:
         self.movable = np.ones(len(envelope.mv_names), bool)  # MVs the policy may move from the DCS setpoint
         self.support = self._support(history, cols, lay.mvs, train)
         self._log = {s: history.column(s) for s in objective.SIGNALS}  # what the model does not predict
-        self.baseline = self._rollout(np.zeros((len(base), len(lay.mvs))))
+        self.baseline = self._ensemble_rollout(np.zeros((len(base), len(lay.mvs))))
 
     def _support(self, history, cols, mvs, train) -> dict:
         """Per 50 MW load band, per MV: the 0.5-99.5 % range of the setpoints in force in the history."""
@@ -145,6 +147,23 @@ class Rollouts:
         return out, kept
 
     def _rollout(self, offsets: np.ndarray) -> dict:
+        """The ensemble's rollout, with NOx and hot reheat moved from the DCS setting's rollout by their
+        settled response where the process model has one (the same for every member: it is one fit)."""
+        roll = self._ensemble_rollout(offsets)
+        if self.settled is None:
+            return roll
+        lay = self.model.layout
+        du = offsets * self.bands
+        load = self.cols["unit_load_mw"][self.steps[:, 1]]
+        nox, reheat = lay.outputs.index(NOX), lay.outputs.index(REHEAT)
+        for key, base in (("mean", self.baseline["mean"]), ("members", self.baseline["members"])):
+            if self.settled.nox_pct is not None:
+                roll[key][..., nox] = base[..., nox] * (1.0 + self.settled.nox_change_pct(du, load) / 100.0)
+            if self.settled.reheat_c is not None:
+                roll[key][..., reheat] = base[..., reheat] + self.settled.reheat_change_c(du, load)
+        return roll
+
+    def _ensemble_rollout(self, offsets: np.ndarray) -> dict:
         """Mean trajectory of the ensemble over the horizon with the offsets held; per step the members'
         outputs too. Returns {"mean": [H, B, n_out], "members": [H, K, B, n_out]}."""
         lay, cols, steps = self.model.layout, self.cols, self.steps
@@ -341,11 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     history = read_history(args.history)
     model = ProcessModel.load(args.process_model / "process_model.pt")
+    settled = _settled(args.process_model, model)
     held = [mv for mv in args.hold_mvs.split(",") if mv]
     unknown = [mv for mv in held if mv not in envelope.mv_names]
     if unknown:
         raise ConfigError("command line", "--hold-mvs", f"{unknown[0]!r} is not a manipulated variable of the envelope")
-    ro = Rollouts(history, model, tag_map, envelope, horizon=args.horizon, starts=args.starts, seed=args.seed)
+    ro = Rollouts(history, model, tag_map, envelope, horizon=args.horizon, starts=args.starts, seed=args.seed,
+                  settled=settled)
     ro.movable = np.array([mv not in held for mv in envelope.mv_names])
     with tqdm(total=args.candidates + 2 * args.refine + 1, desc="model rollouts", unit="set", file=sys.stderr) as bar:
         data = build_candidates(ro, args.candidates, args.refine, args.max_disagreement, args.seed, bar)
@@ -399,6 +420,19 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.perf_counter() - started, 1)})
     print(json.dumps(metrics))
     return 0
+
+
+def _settled(folder: Path, model: ProcessModel) -> SettledResponse | None:
+    """The process-model stage's settled response, where that stage wrote one for these outputs and MVs."""
+    path = folder / SETTLED_FILE
+    if not path.exists():
+        return None
+    settled = SettledResponse.from_json(json.loads(path.read_text()))
+    if settled.mvs != model.layout.mvs:
+        raise ConfigError(path, "mvs", "its manipulated variables differ from the process model's")
+    if not {NOX, REHEAT} <= set(model.layout.outputs):
+        return None
+    return settled
 
 
 def _describe(args) -> str:

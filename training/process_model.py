@@ -7,7 +7,9 @@ the step from the outputs now, the manipulated variables' setpoints in force now
 unit's operating conditions (load, steam flow and pressure, total coal, mills in service, ambient). The
 setpoint in force is the AI's while AI mode was active in the log and the DCS's otherwise, so a log of
 shadow or closed-loop operation trains it the same way. Members are trained on their own bootstrap draws,
-so their spread says where the data is thin.
+so their spread says where the data is thin. Beside the ensemble, `settled_response.json`: the slow, settled
+effect of the MVs on NOx and hot reheat from the step tests and standing trims (training.settled_response),
+which the policy stage's rollouts use for those two outputs.
 
 Held out: every fifth episode (other days, other seeds), never random cycles of the training days.
 Reported per output: mean absolute error against the persistence forecast (no change), and calibration
@@ -27,14 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from boiler_ai.control.envelope import load_envelope
 from boiler_ai.strict import ConfigError
 from boiler_ai.tagmap import TagMap, load_tag_map
 from training.ensemble import ResidualMLPEnsemble, predict, train_ensemble
 from training.history import History, read_history
+from training.settled_response import fit_settled_response
 from training.stages import Artefacts, read_stage, sha256_file, stage_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG_MAP = ROOT / "opc" / "reference_unit.yaml"
+ENVELOPE = ROOT / "constraints" / "reference_unit.yaml"
+SETTLED_FILE = "settled_response.json"  # training.settled_response, beside the ensemble
 # The controlled outputs of the reference unit (tag-map names); another unit names its own with --outputs.
 OUTPUTS = ("o2_economiser_pct", "co_ppm", "nox_mg_nm3", "airheater_exit_gas_temp_c", "carbon_in_fly_ash_pct",
            "main_steam_temp_c", "reheat_steam_temp_c", "sh_spray_1_flow_tph", "sh_spray_2_flow_tph",
@@ -81,6 +87,14 @@ def frame(history: History, layout: Layout, tag_map: TagMap) -> dict[str, np.nda
         spec = tag_map.manipulated[mv]
         cols[mv] = np.where(active, history.column(spec.ai_setpoint), history.column(spec.dcs_setpoint))
     return cols
+
+
+def held_out_rows(history: History) -> np.ndarray:
+    """Every fifth episode (other days, other seeds); in a one-episode run, its last fifth."""
+    held = history.episode % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+    if held.all() or not held.any():
+        held = np.arange(len(held)) >= int(0.8 * len(held))
+    return held
 
 
 def samples(history: History, cols: dict[str, np.ndarray], layout: Layout, k: int,
@@ -143,9 +157,7 @@ def fit(history: History, layout: Layout, tag_map: TagMap, *, step_s: float, see
         epochs: int, stride: int, art: Artefacts | None = None, progress=None) -> tuple[ProcessModel, dict]:
     k = max(1, round(step_s / history.cycle_s))
     cols = frame(history, layout, tag_map)
-    held = history.episode % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
-    if held.all() or not held.any():  # one episode (a small run): hold out its last fifth instead
-        held = np.arange(len(held)) >= int(0.8 * len(held))
+    held = held_out_rows(history)
     rows = np.arange(k, len(history.episode) - k)
     x_tr, y_tr, _ = samples(history, cols, layout, k, rows[~held[rows]][::stride])
     x_te, y_te, _ = samples(history, cols, layout, k, rows[held[rows]])
@@ -204,6 +216,8 @@ def _r(v: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__, "history")
     parser.add_argument("--tag-map", type=Path, default=TAG_MAP)
+    parser.add_argument("--envelope", type=Path, default=ENVELOPE,
+                        help="the unit's envelope: its allowed deviations tell a step test from a schedule's move")
     parser.add_argument("--outputs", default=",".join(OUTPUTS), help="comma-separated tag-map names to predict")
     parser.add_argument("--step-s", type=float, default=60.0, help="plant time per model step (default 60 s)")
     parser.add_argument("--members", type=int, default=5)
@@ -218,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     _, hist_metrics = read_stage(args.history, "history")
     tag_map = load_tag_map(args.tag_map)
+    envelope = load_envelope(args.envelope, tag_map)
     layout = layout_for(tag_map, tuple(s for s in args.outputs.split(",") if s))
     art = Artefacts(args.out, "process_model", {"seed": args.seed, "history": str(args.history),
                                                 "history_sha256": hist_metrics["data_sha256"], "step_s": args.step_s,
@@ -230,9 +245,15 @@ def main(argv: list[str] | None = None) -> int:
                              hidden=args.hidden, epochs=args.epochs, stride=args.stride, art=art, progress=bar)
     path = args.out / "process_model.pt"
     model.save(path)
+    settled, settled_figures = fit_settled_response(
+        history, frame(history, layout, tag_map), layout.mvs, layout.conditions,
+        np.array([envelope.max_dev[envelope.mv_names.index(mv)] for mv in layout.mvs]), held_out_rows(history))
+    (args.out / SETTLED_FILE).write_text(json.dumps(settled.to_json(), indent=2) + "\n")
     metrics = art.finish({"data_sha256": sha256_file(path), "history_sha256": hist_metrics["data_sha256"],
-                          **figures, "wall_s": round(time.perf_counter() - started, 1)})
+                          **figures, "settled_response": settled_figures,
+                          "wall_s": round(time.perf_counter() - started, 1)})
     _print_table(figures)
+    print(f"settled response: {json.dumps(settled_figures)}")
     print(json.dumps(metrics))
     return 0
 

@@ -125,6 +125,42 @@ def test_process_model_reports_error_and_calibration_per_output(process_model, h
     assert mean.shape == spread.shape == (4, len(model.layout.outputs)) and np.all(spread >= 0)
 
 
+def test_policy_rollouts_take_nox_and_reheat_from_the_settled_response(process_model, history, tag_map):
+    from boiler_ai.control.envelope import load_envelope
+    from training.policy import Rollouts
+    from training.process_model import ENVELOPE, ProcessModel
+    from training.settled_response import SettledResponse
+
+    figures = json.loads((process_model / "metrics.json").read_text())["settled_response"]
+    assert {"step_events", "step_events_held_out", "standing_trims"} <= set(figures)
+    assert (process_model / "settled_response.json").is_file()
+    model = ProcessModel.load(process_model / "process_model.pt")
+    mvs = model.layout.mvs
+    o2, sofa = mvs.index("o2_setpoint_bias_pct"), mvs.index("sofa_damper_1_pct")
+    reheat = np.zeros((3, len(mvs)))
+    reheat[:, o2] = 6.0
+    nox = np.zeros(2 * len(mvs))
+    nox[sofa] = -1.0  # % NOx per % of over-fire air
+    settled = SettledResponse(mvs, nox, 450.0, reheat)
+    ro = Rollouts(read_history(history), model, tag_map, load_envelope(ENVELOPE, tag_map), horizon=2, starts=20,
+                  seed=0, settled=settled)
+    offsets = np.zeros((len(ro.rows), len(mvs)))
+    still = ro._rollout(offsets)
+    for key in ("mean", "members"):
+        np.testing.assert_array_equal(still[key], ro.baseline[key])  # the DCS's setting: the ensemble's own
+    offsets[:, o2], offsets[:, sofa] = -0.5, 0.5
+    moved = ro._rollout(offsets)
+    out = model.layout.outputs
+    j_rh, j_nox = out.index("reheat_steam_temp_c"), out.index("nox_mg_nm3")
+    d_o2, d_sofa = -0.5 * ro.bands[o2], 0.5 * ro.bands[sofa]
+    # every member moves by the same settled change, however the ensemble's own rollout responds
+    np.testing.assert_allclose(moved["members"][..., j_rh] - ro.baseline["members"][..., j_rh], 6.0 * d_o2)
+    np.testing.assert_allclose(moved["members"][..., j_nox] / ro.baseline["members"][..., j_nox],
+                               1.0 - d_sofa / 100.0)
+    others = [j for j in range(len(out)) if j not in (j_rh, j_nox)]
+    assert not np.allclose(moved["mean"][..., others], ro.baseline["mean"][..., others])  # still the ensemble's
+
+
 def test_a_stage_refuses_a_folder_that_is_not_its_input(runs, process_model):
     done = subprocess.run([sys.executable, "-m", "training.process_model", "--history", str(process_model),
                            "--out", str(runs / "x")], capture_output=True, text=True, cwd=ROOT, env=ENV)
