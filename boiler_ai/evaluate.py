@@ -6,7 +6,9 @@ the same unit with the controller core in closed loop (validation, the ONNX poli
 engagement, the DCS handshake: the daemon's cycle without its log) at the daemon config's cycle period;
 the same loop echoing the DCS's own setpoints (`OffsetPolicy` with zero offsets: what it releases for is
 the plant's and the loop's doing, never a model's, so its release rate is the DCS's own fault rate); and
-the oracle's headroom at operating points sampled along the DCS run. The DCS and AI runs are measured on
+the oracle's headroom at operating points sampled along the DCS run. In both loops a simulated operator
+re-enables AI (AI_ENABLE off and on, what the HMI asks for after a release) `--rearm-after-min` after each
+release; the engagement's own entry checks decide when AI mode returns. The DCS and AI runs are measured on
 the simulator's true (noise-free) performance every simulated second. ONNX Runtime only: no torch here.
 
 With `--opcua SCENARIO` (default demo) one more run goes through the whole daemon (OPC UA adapter, core,
@@ -40,6 +42,7 @@ EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
 TRACE_EVERY_S = 60  # one point per simulated minute in the report's plots
 STEAM_SP_C = 540.0
 STEAM_BAND_C = 5.0  # main and hot reheat within this of set point: the offline-RL target, judged against the DCS's
+REARM_AFTER_MIN = 15.0  # a shift's operator re-enables AI this long after a release (0: never)
 
 
 class Trace(UnitTap):
@@ -125,11 +128,13 @@ def echo_policy(tag_map, envelope) -> OffsetPolicy:
 
 class ClosedLoop:
     """The controller core in closed loop on a stepped unit, one cycle per `cycle()`: the daemon's cycle
-    (read, core, write, finish) without its log. `policy` replaces the config's model (a training agent)."""
+    (read, core, write, finish) without its log. `policy` replaces the config's model (a training agent).
+    With `rearm_after_s`, the operator toggles AI_ENABLE that long after each release that left the daemon
+    awaiting them; without, a release ends AI mode for the rest of the run."""
 
-    def __init__(self, cfg: DaemonConfig, unit, policy=None):
+    def __init__(self, cfg: DaemonConfig, unit, policy=None, rearm_after_s: float = 0.0):
         from boiler_ai.daemon import build_core
-        from boiler_ai.messages import Mode, Reason
+        from boiler_ai.messages import EventType, Mode, Reason
         from boiler_ai.plant.stepped import SteppedPlant
 
         self.core = build_core(cfg, policy=policy)
@@ -140,6 +145,10 @@ class ClosedLoop:
         self.cycles = self.active_cycles = self.guard_blocks = 0
         self.releases: Counter[str] = Counter()
         self.last = None
+        self.rearm_after_s, self.rearms = rearm_after_s, 0
+        self._no_entry = EventType.NO_ENTRY
+        self._since_release: float | None = None  # s since the last release, until the operator re-enables
+        self._enable_off = False
 
     def cycle(self):
         plant, controller = self.plant, self.controller
@@ -156,7 +165,24 @@ class ClosedLoop:
         if decision.release_reason is not None:
             self.releases[str(decision.release_reason)] += 1
         self.last = decision
+        if self.rearm_after_s > 0:
+            self._operator(decision)
         return decision
+
+    def _operator(self, decision) -> None:
+        if self._enable_off:  # AI_ENABLE was off for one cycle: on again, the rising edge re-arms
+            self.unit.set_ai_enable(True)
+            self._enable_off, self._since_release = False, None
+            self.rearms += 1
+        elif decision.release_reason is not None:
+            self._since_release = 0.0
+        elif self._since_release is not None:
+            self._since_release += self.plant.step_s
+            awaiting = any(e.type is self._no_entry and e.reason == "awaiting_operator_reenable"
+                           for e in decision.events)
+            if awaiting and self._since_release >= self.rearm_after_s:
+                self.unit.set_ai_enable(False)
+                self._enable_off = True
 
     def _step_and_read(self):
         self.plant.unit.step(self.plant.step_s)
@@ -201,7 +227,9 @@ def _run_one(job: dict) -> dict:
         dcs.step(1.0)
     ai = Trace(ReferenceUnit(scenario, seed=job["seed"], tag_map=None))
     ai.unit.set_ai_enable(True)
-    loop = ClosedLoop(dataclasses.replace(cfg, plant=SteppedConfig(job["scenario"], job["seed"], True)), ai)
+    rearm_s = 60.0 * job["rearm_after_min"]
+    loop = ClosedLoop(dataclasses.replace(cfg, plant=SteppedConfig(job["scenario"], job["seed"], True)), ai,
+                      rearm_after_s=rearm_s)
     mvs = loop.controller.mv_names
     offsets: dict[str, list[float]] = {mv: [] for mv in mvs}
     mode_series: list[float] = []
@@ -215,7 +243,7 @@ def _run_one(job: dict) -> dict:
     echo_unit = ReferenceUnit(scenario, seed=job["seed"])
     echo_unit.set_ai_enable(True)
     echo = ClosedLoop(dataclasses.replace(cfg, plant=SteppedConfig(job["scenario"], job["seed"], True)), echo_unit,
-                      policy=echo_policy(loop.core.tag_map, loop.core.envelope))
+                      policy=echo_policy(loop.core.tag_map, loop.core.envelope), rearm_after_s=rearm_s)
     for _ in range(steps):
         echo.cycle()
     sample_s = min(3600.0, scenario.duration_s / 4)
@@ -229,7 +257,7 @@ def _run_one(job: dict) -> dict:
             "oracle_headroom_pct_pt": oracle["mean_headroom_pct"],
             "oracle_heat_rate_headroom_pct": oracle["mean_heat_rate_headroom_pct"],
             "ai_time_share": loop.active_cycles / max(loop.cycles, 1), "guard_blocks": loop.guard_blocks,
-            "releases": dict(loop.releases), "dcs_echo_releases": dict(echo.releases),
+            "releases": dict(loop.releases), "dcs_echo_releases": dict(echo.releases), "rearms": loop.rearms,
             "dcs_echo_time_share": echo.active_cycles / max(echo.cycles, 1),
             "series": {"ai": ai.series, "dcs": dcs.series, "ai_mode": mode_series, "offsets": offsets},
             "wall_s": time.perf_counter() - started}
@@ -289,6 +317,7 @@ def aggregate(runs: list[dict]) -> dict:
         "guard_blocks": sum(r["guard_blocks"] for r in runs),
         "releases": releases,
         "releases_per_h": round(releases / hours.sum(), 4),
+        "operator_rearms": sum(r.get("rearms", 0) for r in runs),
         "dcs_faults_per_h": round(sum(sum(r["dcs_echo_releases"].values()) for r in runs) / hours.sum(), 4),
         "releases_by_reason": dict(sum((Counter(r["releases"]) for r in runs), Counter())),
         "dcs_faults_by_reason": dict(sum((Counter(r["dcs_echo_releases"]) for r in runs), Counter())),
@@ -301,21 +330,22 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 def evaluate(model: Path, *, scenarios: list[str], seeds: list[int], hours: float, workers: int,
-             config: Path = EXAMPLE_CONFIG, progress=None) -> tuple[dict, list[dict]]:
+             config: Path = EXAMPLE_CONFIG, rearm_after_min: float = REARM_AFTER_MIN,
+             progress=None) -> tuple[dict, list[dict]]:
     from boiler_ai.control.model_contract import read_contract
 
     model = Path(model)
     read_contract(model)  # a file that is not a model fails here, in one line, before any worker starts
     sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
-    jobs = [{"model": str(model), "sha256": sha256, "config": str(config), "scenario": s, "seed": k, "hours": hours}
-            for s in scenarios for k in seeds]
+    jobs = [{"model": str(model), "sha256": sha256, "config": str(config), "scenario": s, "seed": k, "hours": hours,
+             "rearm_after_min": rearm_after_min} for s in scenarios for k in seeds]
     runs = []
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         for run in pool.map(run_one, jobs):
             runs.append(run)
             if progress is not None:
                 progress(run)
-    return {"model": str(model), "model_sha256": sha256, **aggregate(runs)}, runs
+    return {"model": str(model), "model_sha256": sha256, "rearm_after_min": rearm_after_min, **aggregate(runs)}, runs
 
 
 def over_opcua(model: Path, sha256: str, config: Path, scenario: str, seed: int, minutes: float,
@@ -364,6 +394,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hours", type=float, default=24.0, help="cap on simulated hours per run (default 24)")
     parser.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     parser.add_argument("--config", type=Path, default=EXAMPLE_CONFIG, help="daemon config to evaluate with")
+    parser.add_argument("--rearm-after-min", type=float, default=REARM_AFTER_MIN,
+                        help="minutes after a release until the simulated operator re-enables AI (0: never; "
+                             f"default {REARM_AFTER_MIN:g})")
     parser.add_argument("--opcua", default="demo", metavar="SCENARIO",
                         help="also run this scenario (first selected seed) through the whole daemon against the "
                              "simulated unit served over OPC UA, against the DCS alone ('none': skip; default demo)")
@@ -388,6 +421,8 @@ def options(args: argparse.Namespace) -> tuple[list[str], list[int]]:
         seeds = seeds[:args.max_seeds]
     if not (math.isfinite(args.hours) and args.hours > 0) or args.workers < 1:
         raise ConfigError("command line", "--hours/--workers", "must be positive")
+    if not (math.isfinite(args.rearm_after_min) and args.rearm_after_min >= 0):
+        raise ConfigError("command line", "--rearm-after-min", f"expected minutes >= 0, got {args.rearm_after_min}")
     if args.opcua != "none":  # checked before hours of stepped runs, not after
         check_run(args.opcua, args.opcua_minutes, args.opcua_speed, ("--opcua", "--opcua-minutes", "--opcua-speed"))
     if not Path(args.model).is_file():
@@ -405,7 +440,7 @@ def run(args: argparse.Namespace) -> int:
               f"{r['ai_time_share']:.1%} ({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
 
     summary, runs = evaluate(args.model, scenarios=scenarios, seeds=seeds, hours=args.hours, workers=args.workers,
-                             config=args.config, progress=progress)
+                             config=args.config, rearm_after_min=args.rearm_after_min, progress=progress)
     if args.opcua != "none":
         summary["opcua"] = over_opcua(args.model, summary["model_sha256"], args.config, args.opcua, seeds[0],
                                       args.opcua_minutes, args.opcua_speed)

@@ -1,0 +1,40 @@
+"""The evaluation's simulated operator: after a release it re-enables AI the way the HMI asks (AI_ENABLE off
+and on), and the engagement's own entry checks decide when AI mode returns."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+from boiler_ai.daemon import build_core
+from boiler_ai.demo import PROMOTED_MODEL
+from boiler_ai.evaluate import ClosedLoop, echo_policy, evaluation_config
+from boiler_ai.messages import Mode
+from boiler_ai.sim.scenario import named_scenario
+from boiler_ai.sim.unit import ReferenceUnit
+
+
+def mill_trip_loop(rearm_after_s: float) -> tuple[ClosedLoop, list[Mode]]:
+    """The DCS's own setpoints echoed through the core (no model's doing) over a mill trip at 20 min."""
+    policy = PROMOTED_MODEL / "policy.onnx"
+    cfg = evaluation_config(policy, hashlib.sha256(policy.read_bytes()).hexdigest())
+    unit = ReferenceUnit(dataclasses.replace(named_scenario("mill_trip", 9001), duration_s=2700.0), seed=9001)
+    unit.set_ai_enable(True)
+    core = build_core(cfg)
+    loop = ClosedLoop(cfg, unit, policy=echo_policy(core.tag_map, core.envelope), rearm_after_s=rearm_after_s)
+    modes = [loop.cycle().mode for _ in range(round(2700.0 / cfg.cycle_period_s))]
+    return loop, modes
+
+
+def test_the_operator_re_enables_ai_after_a_release_and_the_engagement_decides_when():
+    never, never_modes = mill_trip_loop(0.0)
+    assert sum(never.releases.values()) >= 1 and never.rearms == 0
+    released_at = next(i for i, m in enumerate(never_modes) if i > 0 and m is not Mode.ACTIVE
+                       and never_modes[i - 1] is Mode.ACTIVE)
+    assert Mode.ACTIVE not in never_modes[released_at:]  # nobody re-enables: AI mode is over for the run
+    loop, modes = mill_trip_loop(600.0)
+    assert loop.rearms >= 1 and modes[released_at] is not Mode.ACTIVE
+    back = next(i for i in range(released_at, len(modes)) if modes[i] is Mode.ACTIVE)
+    # not before the operator's 10 minutes, and AI mode holds once it is back
+    assert back * never.plant.step_s >= released_at * never.plant.step_s + 600.0
+    assert all(m is Mode.ACTIVE for m in modes[back + 60:])
