@@ -111,6 +111,9 @@ def evaluation_md(s: dict) -> str:
     steam = (f"\n| steam temperatures | {s['steam_dev_c']} °C mean from set point (DCS {s['dcs_steam_dev_c']} °C); "
              f"beyond ±5 °C {s['steam_outside_band_excess_s']:g} s more than the DCS (DCS alone "
              f"{s['dcs_steam_outside_band_s']:g} s) |" if "steam_outside_band_excess_s" in s else "")
+    n = s.get("operator_rearms", 0)
+    rearm = (f" (a simulated operator re-enables AI {s['rearm_after_min']:g} min after a release: "
+             f"{n} time{'' if n == 1 else 's'})" if s.get("rearm_after_min") else "")
     return f"""{EVALUATION_HEADING}
 
 {s['runs']} runs, {s['simulated_h']} simulated hours, closed loop through the real controller core on the
@@ -125,7 +128,7 @@ against the DCS's own faults {s['dcs_faults_per_h']:.3g}/h, {s['guard_blocks']} 
 share {s['share_of_headroom']}) |
 | NOx, AI / DCS | {s['nox_ratio']:.4f} |
 | CO p99 | {s['co_p99_ppm']} ppm (DCS {s['dcs_co_p99_ppm']} ppm) |{steam}
-| time in AI mode | {s['ai_time_share']:.1%} |
+| time in AI mode | {s['ai_time_share']:.1%}{rearm} |
 
 | scenario | seeds | efficiency pct-pt | heat rate % | oracle heat rate % | NOx ratio | AI mode | blocks | releases |
 |---|---|---|---|---|---|---|---|---|

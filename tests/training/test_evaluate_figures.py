@@ -51,3 +51,12 @@ def test_the_model_card_shows_the_steam_band_where_the_evaluation_has_it():
     assert "beyond ±5 °C 30 s more than the DCS (DCS alone 20 s)" in evaluation_md(result)
     older = {k: v for k, v in result.items() if not k.startswith(("steam_outside", "dcs_steam_outside"))}
     assert "steam temperatures" not in evaluation_md(older)
+
+
+def test_the_model_card_says_when_the_operator_re_enabled_ai():
+    from boiler_ai.promote import evaluation_md
+
+    result = aggregate([{**run("mill_trip", 0.0, 0.0), "rearms": 1}])
+    assert "re-enables" not in evaluation_md(result)  # an evaluation without the operator
+    card = evaluation_md({**result, "rearm_after_min": 15.0})
+    assert "| time in AI mode | 100.0% (a simulated operator re-enables AI 15 min after a release: 1 time) |" in card
