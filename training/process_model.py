@@ -34,7 +34,7 @@ from boiler_ai.strict import ConfigError
 from boiler_ai.tagmap import TagMap, load_tag_map
 from training.ensemble import ResidualMLPEnsemble, predict, train_ensemble
 from training.history import History, read_history
-from training.settled_response import fit_settled_response
+from training.settled_response import NOX, REHEAT, fit_settled_response
 from training.stages import Artefacts, read_stage, sha256_file, stage_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,10 +245,12 @@ def main(argv: list[str] | None = None) -> int:
                              hidden=args.hidden, epochs=args.epochs, stride=args.stride, art=art, progress=bar)
     path = args.out / "process_model.pt"
     model.save(path)
-    settled, settled_figures = fit_settled_response(
-        history, frame(history, layout, tag_map), layout.mvs, layout.conditions,
-        np.array([envelope.max_dev[envelope.mv_names.index(mv)] for mv in layout.mvs]), held_out_rows(history))
-    (args.out / SETTLED_FILE).write_text(json.dumps(settled.to_json(), indent=2) + "\n")
+    settled_figures = None  # a unit whose outputs leave out NOx or hot reheat: the ensemble alone
+    if {NOX, REHEAT} <= set(layout.outputs):
+        settled, settled_figures = fit_settled_response(
+            history, frame(history, layout, tag_map), layout.mvs, layout.conditions,
+            np.array([envelope.max_dev[envelope.mv_names.index(mv)] for mv in layout.mvs]), held_out_rows(history))
+        (args.out / SETTLED_FILE).write_text(json.dumps(settled.to_json(), indent=2) + "\n")
     metrics = art.finish({"data_sha256": sha256_file(path), "history_sha256": hist_metrics["data_sha256"],
                           **figures, "settled_response": settled_figures,
                           "wall_s": round(time.perf_counter() - started, 1)})

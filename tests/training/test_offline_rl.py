@@ -161,6 +161,13 @@ def test_policy_rollouts_take_nox_and_reheat_from_the_settled_response(process_m
     assert not np.allclose(moved["mean"][..., others], ro.baseline["mean"][..., others])  # still the ensemble's
 
 
+def test_a_unit_without_nox_or_reheat_outputs_gets_the_ensemble_alone(runs, history):
+    out = runs / "process_model_o2_co"
+    metrics = stage("process_model", "--history", str(history), "--out", str(out), "--epochs", "1", "--members", "2",
+                    "--hidden", "8", "--outputs", "o2_economiser_pct,co_ppm")
+    assert metrics["settled_response"] is None and not (out / "settled_response.json").exists()
+
+
 def test_a_stage_refuses_a_folder_that_is_not_its_input(runs, process_model):
     done = subprocess.run([sys.executable, "-m", "training.process_model", "--history", str(process_model),
                            "--out", str(runs / "x")], capture_output=True, text=True, cwd=ROOT, env=ENV)
