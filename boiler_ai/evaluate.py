@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -214,7 +215,6 @@ def run_one(job: dict) -> dict:
 
 def _run_one(job: dict) -> dict:
     """One (scenario, seed): DCS alone, the policy in closed loop, the DCS echoed, the oracle; every figure."""
-    from boiler_ai.sim.oracle import OracleLimits, scenario_headroom
     from boiler_ai.sim.scenario import named_scenario
     from boiler_ai.sim.unit import ReferenceUnit
 
@@ -222,45 +222,100 @@ def _run_one(job: dict) -> dict:
     cfg = evaluation_config(Path(job["model"]), job["sha256"], Path(job["config"]))
     scenario = named_scenario(job["scenario"], job["seed"])
     scenario = dataclasses.replace(scenario, duration_s=min(scenario.duration_s, job["hours"] * 3600.0))
-    dcs = Trace(ReferenceUnit(scenario, seed=job["seed"]))
-    while dcs.t < scenario.duration_s:
-        dcs.step(1.0)
+    steps = round(scenario.duration_s / cfg.cycle_period_s)
+    cached = _baseline_path(job)
+    base = _read_baseline(cached) if cached is not None else None
+    if base is None:
+        base = _baseline(job, cfg, scenario, steps)
+        if cached is not None:
+            _write_baseline(cached, base)
     ai = Trace(ReferenceUnit(scenario, seed=job["seed"], tag_map=None))
     ai.unit.set_ai_enable(True)
-    rearm_s = 60.0 * job["rearm_after_min"]
     loop = ClosedLoop(dataclasses.replace(cfg, plant=SteppedConfig(job["scenario"], job["seed"], True)), ai,
-                      rearm_after_s=rearm_s)
+                      rearm_after_s=60.0 * job["rearm_after_min"])
     mvs = loop.controller.mv_names
     offsets: dict[str, list[float]] = {mv: [] for mv in mvs}
     mode_series: list[float] = []
-    steps = round(scenario.duration_s / cfg.cycle_period_s)
     for _ in range(steps):
         d = loop.cycle()
         if int(ai.t) % TRACE_EVERY_S < cfg.cycle_period_s:
             mode_series.append(1.0 if d.mode is loop._active else 0.0)
             for mv, a, u in zip(mvs, d.written or d.u_dcs, d.u_dcs):
                 offsets[mv].append(a - u)
-    echo_unit = ReferenceUnit(scenario, seed=job["seed"])
-    echo_unit.set_ai_enable(True)
-    echo = ClosedLoop(dataclasses.replace(cfg, plant=SteppedConfig(job["scenario"], job["seed"], True)), echo_unit,
-                      policy=echo_policy(loop.core.tag_map, loop.core.envelope), rearm_after_s=rearm_s)
-    for _ in range(steps):
-        echo.cycle()
-    sample_s = min(3600.0, scenario.duration_s / 4)
-    limits = OracleLimits.from_envelope(cfg.envelope, cfg.tag_map)
-    oracle = scenario_headroom(scenario, job["seed"], sample_s, limits).summary()
-    a, b = ai.figures(), dcs.figures()
+    a, b = ai.figures(), base["dcs"]
     return {"scenario": job["scenario"], "seed": job["seed"], "hours": scenario.duration_s / 3600.0,
             "ai": a, "dcs": b,
             "efficiency_gain_pct_pt": a["efficiency_pct"] - b["efficiency_pct"],
             "heat_rate_gain_pct": 100.0 * (1.0 - a["heat_rate_kj_kwh"] / b["heat_rate_kj_kwh"]),
-            "oracle_headroom_pct_pt": oracle["mean_headroom_pct"],
-            "oracle_heat_rate_headroom_pct": oracle["mean_heat_rate_headroom_pct"],
+            "oracle_headroom_pct_pt": base["oracle_headroom_pct_pt"],
+            "oracle_heat_rate_headroom_pct": base["oracle_heat_rate_headroom_pct"],
             "ai_time_share": loop.active_cycles / max(loop.cycles, 1), "guard_blocks": loop.guard_blocks,
-            "releases": dict(loop.releases), "dcs_echo_releases": dict(echo.releases), "rearms": loop.rearms,
-            "dcs_echo_time_share": echo.active_cycles / max(echo.cycles, 1),
-            "series": {"ai": ai.series, "dcs": dcs.series, "ai_mode": mode_series, "offsets": offsets},
+            "releases": dict(loop.releases), "dcs_echo_releases": base["dcs_echo_releases"], "rearms": loop.rearms,
+            "dcs_echo_time_share": base["dcs_echo_time_share"],
+            "series": {"ai": ai.series, "dcs": base["dcs_series"], "ai_mode": mode_series, "offsets": offsets},
+            "baseline_reused": base.get("from_cache", False),
             "wall_s": time.perf_counter() - started}
+
+
+def _baseline(job: dict, cfg: DaemonConfig, scenario, steps: int) -> dict:
+    """What a run compares the policy with and does not depend on it: the unit under the DCS alone, the DCS's
+    setpoints echoed through the same core (its releases are the DCS's own fault rate), the oracle."""
+    from boiler_ai.control.envelope import load_envelope
+    from boiler_ai.sim.oracle import OracleLimits, scenario_headroom
+    from boiler_ai.sim.unit import ReferenceUnit
+    from boiler_ai.tagmap import load_tag_map
+
+    dcs = Trace(ReferenceUnit(scenario, seed=job["seed"]))
+    while dcs.t < scenario.duration_s:
+        dcs.step(1.0)
+    tag_map = load_tag_map(cfg.tag_map)
+    echo_unit = ReferenceUnit(scenario, seed=job["seed"])
+    echo_unit.set_ai_enable(True)
+    echo = ClosedLoop(dataclasses.replace(cfg, plant=SteppedConfig(job["scenario"], job["seed"], True)), echo_unit,
+                      policy=echo_policy(tag_map, load_envelope(cfg.envelope, tag_map)),
+                      rearm_after_s=60.0 * job["rearm_after_min"])
+    for _ in range(steps):
+        echo.cycle()
+    limits = OracleLimits.from_envelope(cfg.envelope, cfg.tag_map)
+    oracle = scenario_headroom(scenario, job["seed"], min(3600.0, scenario.duration_s / 4), limits).summary()
+    return {"dcs": dcs.figures(), "dcs_series": dcs.series, "dcs_echo_releases": dict(echo.releases),
+            "dcs_echo_time_share": echo.active_cycles / max(echo.cycles, 1),
+            "oracle_headroom_pct_pt": oracle["mean_headroom_pct"],
+            "oracle_heat_rate_headroom_pct": oracle["mean_heat_rate_headroom_pct"]}
+
+
+def baseline_digest(config: Path) -> str:
+    """What the baseline runs depend on besides scenario, seed, hours and the operator: the daemon config,
+    its tag map and envelope, and this package's code (any change to the simulator or the core is a new key)."""
+    cfg = load_config(config)
+    h = hashlib.sha256()
+    for path in (Path(config), cfg.tag_map, cfg.envelope, *sorted(Path(__file__).parent.rglob("*.py"))):
+        h.update(str(path.name).encode())
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()
+
+
+def _baseline_path(job: dict) -> Path | None:
+    if job.get("baseline_cache") is None:
+        return None
+    key = hashlib.sha256(json.dumps([job["baseline_digest"], job["scenario"], job["seed"], job["hours"],
+                                     job["rearm_after_min"]]).encode()).hexdigest()[:20]
+    return Path(job["baseline_cache"]) / f"{job['scenario']}_{job['seed']}_{key}.json"
+
+
+def _read_baseline(path: Path) -> dict | None:
+    """A cached baseline, or None (absent or unreadable: it is recomputed and rewritten)."""
+    try:
+        return {**json.loads(path.read_text()), "from_cache": True}
+    except (OSError, ValueError):
+        return None
+
+
+def _write_baseline(path: Path, base: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two workers never write one file; a reader sees whole files
+    tmp.write_text(json.dumps(base))
+    os.replace(tmp, path)
 
 
 def excess_seconds(ai: dict, dcs: dict) -> float:
@@ -318,6 +373,7 @@ def aggregate(runs: list[dict]) -> dict:
         "releases": releases,
         "releases_per_h": round(releases / hours.sum(), 4),
         "operator_rearms": sum(r.get("rearms", 0) for r in runs),
+        "baseline_runs_reused": sum(r.get("baseline_reused", False) for r in runs),
         "dcs_faults_per_h": round(sum(sum(r["dcs_echo_releases"].values()) for r in runs) / hours.sum(), 4),
         "releases_by_reason": dict(sum((Counter(r["releases"]) for r in runs), Counter())),
         "dcs_faults_by_reason": dict(sum((Counter(r["dcs_echo_releases"]) for r in runs), Counter())),
@@ -331,14 +387,16 @@ def aggregate(runs: list[dict]) -> dict:
 
 def evaluate(model: Path, *, scenarios: list[str], seeds: list[int], hours: float, workers: int,
              config: Path = EXAMPLE_CONFIG, rearm_after_min: float = REARM_AFTER_MIN,
-             progress=None) -> tuple[dict, list[dict]]:
+             baseline_cache: Path | None = None, progress=None) -> tuple[dict, list[dict]]:
     from boiler_ai.control.model_contract import read_contract
 
     model = Path(model)
     read_contract(model)  # a file that is not a model fails here, in one line, before any worker starts
     sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+    cache = {} if baseline_cache is None else {"baseline_cache": str(baseline_cache),
+                                                "baseline_digest": baseline_digest(config)}
     jobs = [{"model": str(model), "sha256": sha256, "config": str(config), "scenario": s, "seed": k, "hours": hours,
-             "rearm_after_min": rearm_after_min} for s in scenarios for k in seeds]
+             "rearm_after_min": rearm_after_min, **cache} for s in scenarios for k in seeds]
     runs = []
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         for run in pool.map(run_one, jobs):
@@ -397,6 +455,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rearm-after-min", type=float, default=REARM_AFTER_MIN,
                         help="minutes after a release until the simulated operator re-enables AI (0: never; "
                              f"default {REARM_AFTER_MIN:g})")
+    parser.add_argument("--baseline-cache", type=Path, default=None, metavar="DIR",
+                        help="keep the runs that do not depend on the model (the DCS alone, the DCS echo, the oracle) "
+                             "in DIR, keyed by scenario, seed, hours, operator, config, tag map, envelope and this "
+                             "package's code, and reuse them in later evaluations")
     parser.add_argument("--opcua", default="demo", metavar="SCENARIO",
                         help="also run this scenario (first selected seed) through the whole daemon against the "
                              "simulated unit served over OPC UA, against the DCS alone ('none': skip; default demo)")
@@ -440,7 +502,8 @@ def run(args: argparse.Namespace) -> int:
               f"{r['ai_time_share']:.1%} ({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
 
     summary, runs = evaluate(args.model, scenarios=scenarios, seeds=seeds, hours=args.hours, workers=args.workers,
-                             config=args.config, rearm_after_min=args.rearm_after_min, progress=progress)
+                             config=args.config, rearm_after_min=args.rearm_after_min,
+                             baseline_cache=args.baseline_cache, progress=progress)
     if args.opcua != "none":
         summary["opcua"] = over_opcua(args.model, summary["model_sha256"], args.config, args.opcua, seeds[0],
                                       args.opcua_minutes, args.opcua_speed)
