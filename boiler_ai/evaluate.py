@@ -147,7 +147,7 @@ class ClosedLoop:
         self.releases: Counter[str] = Counter()
         self.last = None
         self.rearm_after_s, self.rearms = rearm_after_s, 0
-        self._no_entry = EventType.NO_ENTRY
+        self._no_entry, self._awaiting = EventType.NO_ENTRY, Reason.AWAITING_OPERATOR_REENABLE
         self._since_release: float | None = None  # s since the last release, until the operator re-enables
         self._enable_off = False
 
@@ -179,8 +179,7 @@ class ClosedLoop:
             self._since_release = 0.0
         elif self._since_release is not None:
             self._since_release += self.plant.step_s
-            awaiting = any(e.type is self._no_entry and e.reason == "awaiting_operator_reenable"
-                           for e in decision.events)
+            awaiting = any(e.type is self._no_entry and e.reason == self._awaiting for e in decision.events)
             if awaiting and self._since_release >= self.rearm_after_s:
                 self.unit.set_ai_enable(False)
                 self._enable_off = True
@@ -287,9 +286,13 @@ def _baseline(job: dict, cfg: DaemonConfig, scenario, steps: int) -> dict:
 def baseline_digest(config: Path) -> str:
     """What the baseline runs depend on besides scenario, seed, hours and the operator: the daemon config,
     its tag map and envelope, and this package's code (any change to the simulator or the core is a new key)."""
+    from boiler_ai.sim.unit import default_tag_map_path
+
     cfg = load_config(config)
     h = hashlib.sha256()
-    for path in (Path(config), cfg.tag_map, cfg.envelope, *sorted(Path(__file__).parent.rglob("*.py"))):
+    # the simulated unit reads its own tag map (the shipped one), which the config need not name
+    for path in (Path(config), cfg.tag_map, cfg.envelope, default_tag_map_path(),
+                 *sorted(Path(__file__).parent.rglob("*.py"))):
         h.update(str(path.name).encode())
         h.update(Path(path).read_bytes())
     return h.hexdigest()

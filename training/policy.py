@@ -156,11 +156,14 @@ class Rollouts:
         du = offsets * self.bands
         load = self.cols["unit_load_mw"][self.steps[:, 1]]
         nox, reheat = lay.outputs.index(NOX), lay.outputs.index(REHEAT)
-        for key, base in (("mean", self.baseline["mean"]), ("members", self.baseline["members"])):
-            if self.settled.nox_pct is not None:
-                roll[key][..., nox] = base[..., nox] * (1.0 + self.settled.nox_change_pct(du, load) / 100.0)
-            if self.settled.reheat_c is not None:
-                roll[key][..., reheat] = base[..., reheat] + self.settled.reheat_change_c(du, load)
+        if self.settled.nox_pct is not None:
+            factor = 1.0 + self.settled.nox_change_pct(du, load) / 100.0
+            for key in ("mean", "members"):
+                roll[key][..., nox] = self.baseline[key][..., nox] * factor
+        if self.settled.reheat_c is not None:
+            lift = self.settled.reheat_change_c(du, load)
+            for key in ("mean", "members"):
+                roll[key][..., reheat] = self.baseline[key][..., reheat] + lift
         return roll
 
     def _ensemble_rollout(self, offsets: np.ndarray) -> dict:

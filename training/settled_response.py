@@ -149,7 +149,7 @@ def _step_events(history: History, cols, conditions, u: np.ndarray, max_dev: np.
     events = np.flatnonzero(jump)
     ends = np.searchsorted(ep, ep, side="right")  # first row after each row's episode
     conditions = [c for c in conditions if c != LOAD]
-    mills = [c for c in conditions if c.endswith("_in_service")]
+    mills = [j for j, k in enumerate(conditions) if k.endswith("_in_service")]
     c = np.column_stack([cols[k] for k in conditions])
     nox, load = cols[NOX], cols[LOAD]
     rows = {"du": [], "dc": [], "nox_pct": [], "load": [], "held": []}
@@ -163,7 +163,7 @@ def _step_events(history: History, cols, conditions, u: np.ndarray, max_dev: np.
         dc = np.nanmean(c[after], axis=0) - np.nanmean(c[before], axis=0)
         n0 = np.nanmean(nox[before])
         if (not (np.isfinite(du).all() and np.isfinite(dc).all() and np.isfinite(n0)) or n0 <= 0
-                or np.abs(dc[[conditions.index(k) for k in mills]]).sum() > 1e-6):  # a mill started or stopped
+                or np.abs(dc[mills]).sum() > 1e-6):  # a mill started or stopped
             continue
         rows["du"].append(du)
         rows["dc"].append(dc)
