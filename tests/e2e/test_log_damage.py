@@ -107,8 +107,13 @@ def test_live_segment_truncated_mid_run_then_daemon_restarted(tmp_path: Path):
             await sim.stop()
 
         log = log_frames(log_dir)
-        truncated = sorted(set(before) - set(intact))
+        # What the cut took: the seqs missing from the log. The writer may have appended records between
+        # reading `before` and the truncate, so the cut can take records `before` never saw, but never spare
+        # one it saw beyond the cut.
+        truncated = [s for s in range(max(log) + 1) if s not in log]
         assert truncated, "the truncation took no record"
+        assert set(before) - set(intact) <= set(truncated)
+        assert truncated == list(range(max(intact) + 1, truncated[-1] + 1))  # one tail, right after the cut
         # no intact record lost or changed
         assert all(log.get(seq) == payload for seq, payload in intact.items())
         # no seq reused: the truncated seqs stay unused, every other seq up to the end is in the log
