@@ -145,6 +145,8 @@ class ClosedLoop:
         self._active, self._guard = Mode.ACTIVE, Reason.GUARD_BLOCK
         self.cycles = self.active_cycles = self.guard_blocks = 0
         self.releases: Counter[str] = Counter()
+        self.release_limits: Counter[str] = Counter()  # a process-limit release's limit, by name
+        self._limit_release, self._immediate = Reason.PROCESS_LIMIT_EXCEEDED, EventType.IMMEDIATE_DISABLE
         self.last = None
         self.rearm_after_s, self.rearms = rearm_after_s, 0
         self._no_entry, self._awaiting = EventType.NO_ENTRY, Reason.AWAITING_OPERATOR_REENABLE
@@ -165,6 +167,9 @@ class ClosedLoop:
         self.guard_blocks += any(e.reason is self._guard for e in decision.events)
         if decision.release_reason is not None:
             self.releases[str(decision.release_reason)] += 1
+            # supervision names the limit first in its release's detail ("co_max: co_ppm 235 ...")
+            self.release_limits.update({e.detail.split(":", 1)[0] for e in decision.events
+                                        if e.type is self._immediate and e.reason is self._limit_release})
         self.last = decision
         if self.rearm_after_s > 0:
             self._operator(decision)
@@ -250,6 +255,8 @@ def _run_one(job: dict) -> dict:
             "oracle_heat_rate_headroom_pct": base["oracle_heat_rate_headroom_pct"],
             "ai_time_share": loop.active_cycles / max(loop.cycles, 1), "guard_blocks": loop.guard_blocks,
             "releases": dict(loop.releases), "dcs_echo_releases": base["dcs_echo_releases"], "rearms": loop.rearms,
+            "release_limits": dict(loop.release_limits),
+            "dcs_echo_release_limits": base.get("dcs_echo_release_limits", {}),
             "dcs_echo_time_share": base["dcs_echo_time_share"],
             "series": {"ai": ai.series, "dcs": base["dcs_series"], "ai_mode": mode_series, "offsets": offsets},
             "baseline_reused": base.get("from_cache", False),
@@ -278,6 +285,7 @@ def _baseline(job: dict, cfg: DaemonConfig, scenario, steps: int) -> dict:
     limits = OracleLimits.from_envelope(cfg.envelope, cfg.tag_map)
     oracle = scenario_headroom(scenario, job["seed"], min(3600.0, scenario.duration_s / 4), limits).summary()
     return {"dcs": dcs.figures(), "dcs_series": dcs.series, "dcs_echo_releases": dict(echo.releases),
+            "dcs_echo_release_limits": dict(echo.release_limits),
             "dcs_echo_time_share": echo.active_cycles / max(echo.cycles, 1),
             "oracle_headroom_pct_pt": oracle["mean_headroom_pct"],
             "oracle_heat_rate_headroom_pct": oracle["mean_heat_rate_headroom_pct"]}
@@ -380,6 +388,8 @@ def aggregate(runs: list[dict]) -> dict:
         "dcs_faults_per_h": round(sum(sum(r["dcs_echo_releases"].values()) for r in runs) / hours.sum(), 4),
         "releases_by_reason": dict(sum((Counter(r["releases"]) for r in runs), Counter())),
         "dcs_faults_by_reason": dict(sum((Counter(r["dcs_echo_releases"]) for r in runs), Counter())),
+        "releases_by_limit": dict(sum((Counter(r.get("release_limits", {})) for r in runs), Counter())),
+        "dcs_faults_by_limit": dict(sum((Counter(r.get("dcs_echo_release_limits", {})) for r in runs), Counter())),
         "worst_scenario_efficiency_gain_pct_pt": round(min(v["efficiency_gain_pct_pt"] for v in per_scenario.values()),
                                                        4),
         "worst_scenario_heat_rate_gain_pct": round(min(v["heat_rate_gain_pct"] for v in per_scenario.values()), 4),
@@ -533,6 +543,8 @@ def render(s: dict) -> str:
                  f"(oracle {s['oracle_headroom_pct_pt']:.3f}), heat rate {s['heat_rate_gain_pct']:+.3f} % (oracle "
                  f"{s['oracle_heat_rate_headroom_pct']:.3f} %, share {s['share_of_headroom']}), excess limit seconds "
                  f"{s['excess_violation_s']}, CO p99 {s['co_p99_ppm']} ppm")
+    lines.append(f"releases {s['releases_per_h']}/h (the DCS echo's {s['dcs_faults_per_h']}/h); process limits "
+                 f"released on: {tally(s['releases_by_limit'])} (the DCS echo: {tally(s['dcs_faults_by_limit'])})")
     if "opcua" in s:
         o = s["opcua"]
         lines.append(f"through OPC UA ({o['scenario']} seed {o['seed']}, {o['minutes']:g} min at {o['speed']:g}x, the "
@@ -541,3 +553,8 @@ def render(s: dict) -> str:
                      f"{sum(o['releases'].values())}, overruns {o['overruns']}, excess limit seconds "
                      f"{o['excess_violation_s']}")
     return "\n".join(lines)
+
+
+def tally(counts: dict[str, int]) -> str:
+    """{"co_max": 2, "nox_max": 1} -> "co_max x2, nox_max x1" ("none" when empty)."""
+    return ", ".join(f"{name} x{n}" for name, n in sorted(counts.items())) or "none"

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from boiler_ai.errors import ExpectedError
-from boiler_ai.evaluate import EXAMPLE_CONFIG, ROOT, evaluate, options, render
+from boiler_ai.evaluate import EXAMPLE_CONFIG, ROOT, evaluate, options, render, tally
 
 # Below this heat-rate gain (%) a model has not shown it does anything: the DCS runs the unit as well.
 MIN_GAIN_PCT = 0.02
@@ -111,6 +111,10 @@ def evaluation_md(s: dict) -> str:
     steam = (f"\n| steam temperatures | {s['steam_dev_c']} °C mean from set point (DCS {s['dcs_steam_dev_c']} °C); "
              f"beyond ±5 °C {s['steam_outside_band_excess_s']:g} s more than the DCS (DCS alone "
              f"{s['dcs_steam_outside_band_s']:g} s) |" if "steam_outside_band_excess_s" in s else "")
+    # evaluations written before releases were tallied by limit name only their reasons
+    releases = (f"\n| releases | {tally(s['releases_by_reason'])}; process limits {tally(s['releases_by_limit'])} "
+                f"(DCS echo: {tally(s['dcs_faults_by_reason'])}; process limits {tally(s['dcs_faults_by_limit'])}) |"
+                if "releases_by_limit" in s else "")
     n = s.get("operator_rearms", 0)
     rearm = (f" (a simulated operator re-enables AI {s['rearm_after_min']:g} min after a release: "
              f"{n} time{'' if n == 1 else 's'})" if s.get("rearm_after_min") else "")
@@ -128,7 +132,7 @@ against the DCS's own faults {s['dcs_faults_per_h']:.3g}/h, {s['guard_blocks']} 
 share {s['share_of_headroom']}) |
 | NOx, AI / DCS | {s['nox_ratio']:.4f} |
 | CO p99 | {s['co_p99_ppm']} ppm (DCS {s['dcs_co_p99_ppm']} ppm) |{steam}
-| time in AI mode | {s['ai_time_share']:.1%}{rearm} |
+| time in AI mode | {s['ai_time_share']:.1%}{rearm} |{releases}
 
 | scenario | seeds | efficiency pct-pt | heat rate % | oracle heat rate % | NOx ratio | AI mode | blocks | releases |
 |---|---|---|---|---|---|---|---|---|

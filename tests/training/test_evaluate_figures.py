@@ -60,3 +60,21 @@ def test_the_model_card_says_when_the_operator_re_enabled_ai():
     assert "re-enables" not in evaluation_md(result)  # an evaluation without the operator
     card = evaluation_md({**result, "rearm_after_min": 15.0})
     assert "| time in AI mode | 100.0% (a simulated operator re-enables AI 15 min after a release: 1 time) |" in card
+
+
+def test_releases_are_summed_by_reason_and_by_limit_and_shown_on_the_card():
+    from boiler_ai.promote import evaluation_md
+
+    a = {**run("coal_switch", 0.0, 0.0), "releases": {"process_limit_exceeded": 2},
+         "release_limits": {"co_max": 1, "nox_max": 1}, "dcs_echo_releases": {"critical_input_invalid": 1}}
+    b = {**run("mill_trip", 0.0, 0.0), "releases": {"process_limit_exceeded": 1}, "release_limits": {"co_max": 1},
+         "dcs_echo_releases": {"process_limit_exceeded": 1}, "dcs_echo_release_limits": {"co_max": 1}}
+    result = aggregate([a, b])
+    assert result["releases"] == 3 and result["releases_by_limit"] == {"co_max": 2, "nox_max": 1}
+    assert result["dcs_faults_by_limit"] == {"co_max": 1}
+    card = evaluation_md(result)
+    assert ("| releases | process_limit_exceeded x3; process limits co_max x2, nox_max x1 (DCS echo: "
+            "critical_input_invalid x1, process_limit_exceeded x1; process limits co_max x1) |") in card
+    older = aggregate([run("mill_trip", 0.0, 0.0)])  # runs written before the tally by limit
+    assert older["releases_by_limit"] == {} and "| releases | " not in evaluation_md(
+        {k: v for k, v in older.items() if k != "releases_by_limit"})

@@ -38,3 +38,21 @@ def test_the_operator_re_enables_ai_after_a_release_and_the_engagement_decides_w
     # not before the operator's 10 minutes, and AI mode holds once it is back
     assert back * never.plant.step_s >= released_at * never.plant.step_s + 600.0
     assert all(m is Mode.ACTIVE for m in modes[back + 60:])
+
+
+def test_a_process_limit_release_is_tallied_by_the_limit_that_caused_it():
+    """The evaluation's JSON names which limit released AI mode, not only the reason: the CO analyser reads
+    about 440 ppm from the moment AI mode is in (a fault held on the unit's analyser), so co_max's hold runs
+    out before the minute's mean has been over its limit for its own hold."""
+    policy = PROMOTED_MODEL / "policy.onnx"
+    cfg = evaluation_config(policy, hashlib.sha256(policy.read_bytes()).hexdigest())
+    unit = ReferenceUnit(dataclasses.replace(named_scenario("steady_full_load", 9001), duration_s=900.0), seed=9001)
+    unit.set_ai_enable(True)
+    core = build_core(cfg)
+    loop = ClosedLoop(cfg, unit, policy=echo_policy(core.tag_map, core.envelope), rearm_after_s=0.0)
+    while loop.cycle().mode is not Mode.ACTIVE:
+        pass
+    for _ in range(120):
+        unit.co_meas = 500.0  # the analyser's lag pulls each reading a step back toward the true CO
+        loop.cycle()
+    assert dict(loop.releases) == {"process_limit_exceeded": 1} and dict(loop.release_limits) == {"co_max": 1}
