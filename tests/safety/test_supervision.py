@@ -144,6 +144,44 @@ def test_an_averaged_limit_judges_the_mean_over_its_window():
     assert sup.measured["co_ppm"] == []
 
 
+def _released_on(sup, co_trace) -> list[tuple[int, str]]:
+    """(second, limit) of every release while CO follows the trace, everything else normal."""
+    out = []
+    for k, co in enumerate(co_trace):
+        verdict = sup.update(dict(NORMAL, co_ppm=float(co)), DCS, DCS, True, QUIET)
+        out += [(k, e.detail.split(":")[0]) for e in verdict.events if e.type is EventType.IMMEDIATE_DISABLE]
+    return out
+
+
+def test_a_co_pocket_passing_the_analyser_is_ridden_through_a_co_that_stands_is_not():
+    """A pocket as the simulated unit makes one (boiler_ai.sim.unit: a jump decaying over CO_SPIKE_TAU_S,
+    read through the analyser's GAS_ANALYSER_TAU_S lag) reads over 200 ppm for 13 s with the unit's true
+    CO at its usual tens: no release, only the warning's retreat. CO standing at 230 ppm is released by
+    co_max at its hold, before the minute's mean reaches the limit; a mill-stop rise to 790 ppm (the one
+    the envelope's retreat_while notes) by the minute's mean, sooner than co_max's hold would."""
+    from boiler_ai.sim.unit import CO_SPIKE_TAU_S, GAS_ANALYSER_TAU_S
+
+    co_max, minute = LIMITS["co_max"], LIMITS["co_minute_max"]
+    raw = 20.0 + 480.0 * np.exp(-np.arange(200) / CO_SPIKE_TAU_S)
+    read = np.empty_like(raw)
+    read[0] = 20.0
+    for k in range(1, len(raw)):
+        read[k] = read[k - 1] + (raw[k] - read[k - 1]) * (1.0 - np.exp(-1.0 / GAS_ANALYSER_TAU_S))
+    over = int(np.sum(read > co_max.limit))
+    assert 10 <= over < co_max.hold_s
+    sup = Supervisor(ENV, 1.0)
+    pocket = np.concatenate([np.full(60, 20.0), read, np.full(60, 20.0)])
+    assert _released_on(sup, pocket) == []
+    standing = np.concatenate([np.full(60, 20.0), np.full(120, 230.0)])
+    first = _released_on(Supervisor(ENV, 1.0), standing)[0]
+    assert first == (60 + int(co_max.hold_s) - 1, "co_max")
+    rise = np.concatenate([np.full(60, 40.0), np.linspace(40.0, 790.0, 25), np.full(100, 790.0)])
+    second, limit = _released_on(Supervisor(ENV, 1.0), rise)[0]
+    crossed = int(np.argmax(rise > co_max.limit))
+    assert limit == "co_minute_max" and second < crossed + co_max.hold_s - 1 and second - 60 <= 35
+    assert minute.hold_s < co_max.hold_s
+
+
 def test_steam_over_temperature_holds_and_leaves_the_cooling_to_the_dcs_sprays():
     """Sprays can cool, not heat: beyond the over-temperature warning the AI setpoints stand still (undoing a
     lowered O2 at once would add heat); beyond the under-temperature warning they retreat."""

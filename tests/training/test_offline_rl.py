@@ -109,6 +109,14 @@ def test_history_is_the_daemons_record_read_back(history, tag_map):
     assert (history / "losses.csv").read_text().startswith("episode,")
 
 
+def test_limit_episodes_reads_the_history_stage(history):
+    """The hold's evidence comes from the same history the learner reads: every stretch counted once."""
+    figures = stage("limit_episodes", "--history", str(history), "--limit", "co_max")
+    assert figures["limit"] == "co_max" and figures["history_h"] == 1.5 and figures["sample_s"] == 5.0
+    assert 0 <= figures["spikes"] <= figures["episodes"]
+    assert figures["hold_rides_through_spikes"] == (figures["hold_s"] > figures["longest_spike_s"])
+
+
 def test_process_model_reports_error_and_calibration_per_output(process_model, history):
     metrics = json.loads((process_model / "metrics.json").read_text())
     hist = json.loads((history / "metrics.json").read_text())
