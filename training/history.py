@@ -317,10 +317,6 @@ def _digest(files: list[Path]) -> str:
 
 
 if __name__ == "__main__":
-    from boiler_ai.cli import _fail
-    from boiler_ai.errors import ExpectedError
+    from training.stages import run_command
 
-    try:
-        sys.exit(main())
-    except ExpectedError as exc:
-        sys.exit(_fail("training.history", str(exc)))
+    run_command(main, "training.history")

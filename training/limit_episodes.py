@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,10 +127,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from boiler_ai.cli import _fail
-    from boiler_ai.errors import ExpectedError
+    from training.stages import run_command
 
-    try:
-        sys.exit(main())
-    except ExpectedError as exc:
-        sys.exit(_fail("training.limit_episodes", str(exc)))
+    run_command(main, "training.limit_episodes")

@@ -191,10 +191,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from boiler_ai.cli import _fail
-    from boiler_ai.errors import ExpectedError
+    from training.stages import run_command
 
-    try:
-        sys.exit(main())
-    except ExpectedError as exc:
-        sys.exit(_fail("training.package", str(exc)))
+    run_command(main, "training.package")

@@ -450,10 +450,6 @@ def _check_plan(seed: int) -> list[tuple[str, int]]:
 
 
 if __name__ == "__main__":
-    from boiler_ai.cli import _fail
-    from boiler_ai.errors import ExpectedError
+    from training.stages import run_command
 
-    try:
-        sys.exit(main())
-    except ExpectedError as exc:
-        sys.exit(_fail("training.policy", str(exc)))
+    run_command(main, "training.policy")

@@ -268,10 +268,6 @@ def _print_table(figures: dict) -> None:
 
 
 if __name__ == "__main__":
-    from boiler_ai.cli import _fail
-    from boiler_ai.errors import ExpectedError
+    from training.stages import run_command
 
-    try:
-        sys.exit(main())
-    except ExpectedError as exc:
-        sys.exit(_fail("training.process_model", str(exc)))
+    run_command(main, "training.process_model")

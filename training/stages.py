@@ -91,3 +91,15 @@ def read_stage(folder: Path, stage: str) -> tuple[dict, dict]:
     if config.get("stage") != stage:
         raise ConfigError(folder, "stage", f"expected a {stage} stage folder, got {config.get('stage')!r}")
     return config, metrics
+
+
+def run_command(main, name: str) -> None:
+    """A training command's `__main__`: an expected failure (bad input) is one line naming what is wrong,
+    and exit code 2, as for `boiler-ai` itself; anything else is a bug and keeps its traceback."""
+    from boiler_ai.cli import _fail
+    from boiler_ai.errors import ExpectedError
+
+    try:
+        sys.exit(main())
+    except ExpectedError as exc:
+        sys.exit(_fail(name, str(exc)))
