@@ -99,8 +99,9 @@ def _steam(main: float, reheat: float) -> dict:
     return base
 
 
-def test_reward_charges_steam_outside_the_band_ten_times_as_much_beyond_the_dcss_own():
-    sp = objective.STEAM_SP_C
+def test_reward_charges_steam_beyond_the_band_less_its_margin_as_a_limit_beyond_the_dcss_own():
+    sp, margin = objective.STEAM_SP_C, objective.STEAM_BAND_MARGIN_C
+    edge = objective.STEAM_BAND_C - margin  # where the steep charge starts, degC from set point
     heat = objective.REHEAT_TEMP_HR_PCT_PER_C
 
     def penalty(ai_reheat: float, dcs_reheat: float) -> float:
@@ -108,8 +109,13 @@ def test_reward_charges_steam_outside_the_band_ten_times_as_much_beyond_the_dcss
         r = float(objective.reward(_steam(sp, ai_reheat), _steam(sp, dcs_reheat))[0])
         return -(r + heat * (dcs_reheat - ai_reheat))
 
-    assert penalty(sp - 3.0, sp - 1.0) == pytest.approx(2.0 * objective.STEAM_PENALTY)  # inside the band
-    outside = penalty(sp - 8.0, sp - 1.0)  # 3 degC outside the band
-    assert outside == pytest.approx(7.0 * objective.STEAM_PENALTY + 3.0 * objective.STEAM_BAND_PENALTY)
+    assert 0.0 < margin < objective.STEAM_BAND_C
+    assert penalty(sp - edge + 1.0, sp - 1.0) == pytest.approx((edge - 2.0) * objective.STEAM_PENALTY)
+    outside = penalty(sp - 8.0, sp - 1.0)  # 8 - edge degC beyond where the charge starts
+    assert outside == pytest.approx(7.0 * objective.STEAM_PENALTY + (8.0 - edge) * objective.STEAM_BAND_PENALTY)
+    # a degC beyond the edge costs more than any setting saves: the oracle's headroom is under 1 % heat rate
+    assert objective.STEAM_BAND_PENALTY >= 1.0
+    # where the DCS itself is beyond the edge, only going further than the DCS costs
+    assert penalty(sp - 8.0, sp - 7.0) == pytest.approx(objective.STEAM_PENALTY + objective.STEAM_BAND_PENALTY)
     # where the DCS itself is outside the band, only going further than the DCS costs
     assert penalty(sp - 8.0, sp - 7.0) == pytest.approx(objective.STEAM_PENALTY + objective.STEAM_BAND_PENALTY)
