@@ -34,13 +34,14 @@ class BoilerEnv(gymnasium.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, plan: list[tuple[str, int]], *, input_signals: tuple[str, ...], decision_s: float = 60.0,
-                 episode_s: float = 3600.0, config: Path | None = None):
+                 episode_s: float = 3600.0, config: Path | None = None,
+                 band: objective.SteamBand = objective.SteamBand()):
         """`plan`: (scenario, training seed) episodes, taken in turn at each reset."""
         from boiler_ai.evaluate import EXAMPLE_CONFIG
 
         sha = hashlib.sha256(PLACEHOLDER_MODEL.read_bytes()).hexdigest()
         self.cfg = evaluation_config(PLACEHOLDER_MODEL, sha, config or EXAMPLE_CONFIG)
-        self.plan, self.decision_s, self.episode_s = list(plan), decision_s, episode_s
+        self.plan, self.decision_s, self.episode_s, self.band = list(plan), decision_s, episode_s, band
         self.input_signals = tuple(input_signals)
         self._episode = 0
         self.loop = self.twin = self.agent = None
@@ -97,7 +98,7 @@ class BoilerEnv(gymnasium.Env):
             active += decision.mode is Mode.ACTIVE
             ai, dcs = self.loop.unit.values(), self.twin.values()
             a = {s: np.asarray(ai[s]) for s in objective.SIGNALS}
-            rewards.append(float(objective.reward(a, {s: np.asarray(dcs[s]) for s in objective.SIGNALS})))
+            rewards.append(float(objective.reward(a, {s: np.asarray(dcs[s]) for s in objective.SIGNALS}, self.band)))
             costs.append(float(objective.limit_cost(ai, self.envelope)))
         truncated = self.loop.unit.t >= self._end
         info = {"cost": float(np.mean(costs)), "ai_active": active / n, "guard_blocks": self.loop.guard_blocks - blocks}

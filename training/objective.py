@@ -5,15 +5,15 @@ the turbine-side correction-curve figures the simulator's heat rate uses (boiler
 main and reheat steam below rated, superheater and reheater spray as a share of steam flow) and the
 draught fans' power rising with the square of the total air flow. Reward of an action = the index under
 the DCS's setting minus the index under the action (heat rate saved, %), minus penalties for NOx above
-the DCS's, CO above 100 ppm and steam temperatures further from set point than the DCS holds them, a
-hundred times as steep (more than any setting saves) beyond the +-5 degC band the evaluation judges
-(boiler_ai.evaluate.STEAM_BAND_C) less a margin for what the settled response does not know.
+the DCS's, CO above 100 ppm and steam temperatures further from set point than the DCS holds them, steeper
+outside the +-5 degC band the evaluation judges (`SteamBand`: ten times by default).
 Cost = how far the envelope's process limits are crossed (each in % of its limit), for the Lagrangian.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,16 +32,21 @@ NOX_PENALTY = 0.02  # % heat rate per % of NOx above the DCS's
 CO_PENALTY = 0.005  # % heat rate per ppm of CO above CO_SOFT_PPM
 CO_SOFT_PPM = 100.0
 STEAM_PENALTY = 0.01  # % heat rate per degC further from set point than under the DCS
-# ... and per degC outside the band (beyond the DCS's own excursion): less air cools hot reheat slowly, over
-# tens of minutes, and a reheat under-temperature pulls the DCS's steam loops into overshooting main steam.
-# Steep enough to act as a limit (a degC costs more than any setting saves), and judged STEAM_BAND_MARGIN_C
-# inside the evaluation's band: the settled reheat gain of the O2 bias is known to about a half (t 4-5,
-# training/settled_response.py), and at low load the DCS itself holds hot reheat 2-5 degC under set point.
-# On four hard held-out runs (low-load night and dispatch day, seeds 9013 and 9019) 0.1 per degC with no
-# margin left 11 690 s outside the band beyond the DCS's; 1.0 with a 1 degC margin 86 s at 0.62 of the
-# heat rate saved, with 0.5 degC 1 402 s at 0.83 of it.
-STEAM_BAND_PENALTY = 1.0
-STEAM_BAND_MARGIN_C = 0.5
+
+
+@dataclass(frozen=True)
+class SteamBand:
+    """The price of steam outside the band the evaluation judges (boiler_ai.evaluate.STEAM_BAND_C), beyond
+    the DCS's own excursion: `penalty` % heat rate per degC, from `margin_c` inside the band. Less air cools
+    hot reheat slowly, over tens of minutes, and a reheat under-temperature pulls the DCS's steam loops into
+    overshooting main steam. The default (0.1, 0) trained offline-rl-v3. At 1.0, a degC costs more than any
+    setting saves and the band acts as a limit; a margin covers what the settled reheat gain does not know
+    (t 4-5, training/settled_response.py), where the DCS itself holds reheat 2-5 degC under set point at
+    low load. The trade, measured in training/README.md: less time outside the band, less heat rate."""
+
+    penalty: float = 0.1
+    margin_c: float = 0.0
+
 
 SIGNALS = ("boiler_efficiency_pct", "main_steam_temp_c", "reheat_steam_temp_c", "sh_spray_1_flow_tph",
            "sh_spray_2_flow_tph", "rh_spray_flow_tph", "main_steam_flow_tph", "total_air_flow_tph", "unit_load_mw",
@@ -61,7 +66,7 @@ def heat_rate_index(v: Mapping[str, np.ndarray]) -> np.ndarray:
             + 100.0 * fans / gross)
 
 
-def reward(ai: Mapping[str, np.ndarray], dcs: Mapping[str, np.ndarray]) -> np.ndarray:
+def reward(ai: Mapping[str, np.ndarray], dcs: Mapping[str, np.ndarray], band: SteamBand = SteamBand()) -> np.ndarray:
     """Heat rate saved against the DCS (%), minus the NOx, CO and steam-temperature penalties."""
     saved = heat_rate_index(dcs) - heat_rate_index(ai)
     nox = NOX_PENALTY * np.maximum(100.0 * (ai["nox_mg_nm3"] / np.maximum(dcs["nox_mg_nm3"], 1.0) - 1.0), 0.0)
@@ -70,8 +75,7 @@ def reward(ai: Mapping[str, np.ndarray], dcs: Mapping[str, np.ndarray]) -> np.nd
     for s in ("main_steam_temp_c", "reheat_steam_temp_c"):
         off_ai, off_dcs = np.abs(ai[s] - STEAM_SP_C), np.abs(dcs[s] - STEAM_SP_C)
         steam = (steam + STEAM_PENALTY * np.maximum(off_ai - off_dcs, 0.0)
-                 + STEAM_BAND_PENALTY * np.maximum(off_ai - np.maximum(off_dcs, STEAM_BAND_C - STEAM_BAND_MARGIN_C),
-                                                   0.0))
+                 + band.penalty * np.maximum(off_ai - np.maximum(off_dcs, STEAM_BAND_C - band.margin_c), 0.0))
     return saved - nox - co - steam
 
 

@@ -63,9 +63,9 @@ class Rollouts:
     """Start states and the model-based scoring of offsets there, everything in arrays over start rows."""
 
     def __init__(self, history, model: ProcessModel, tag_map, envelope, *, horizon: int, starts: int, seed: int,
-                 settled: SettledResponse | None = None):
+                 settled: SettledResponse | None = None, band: objective.SteamBand = objective.SteamBand()):
         self.model, self.tag_map, self.envelope, self.horizon = model, tag_map, envelope, horizon
-        self.settled = settled
+        self.settled, self.band = settled, band
         lay = model.layout
         if list(lay.mvs) != list(envelope.mv_names):
             raise ConfigError("process model", "layout", "its manipulated variables differ from the envelope's")
@@ -199,14 +199,14 @@ class Rollouts:
         t_rows = self.steps[:, 2:].T  # [H, B] the rows the predictions are for
         base = self._named(self.baseline["mean"], t_rows)
         pol = self._named(roll["mean"], t_rows)
-        reward = objective.reward(pol, base).mean(axis=0)
+        reward = objective.reward(pol, base, self.band).mean(axis=0)
         # only what crosses the limits beyond the DCS's own setting counts against the action
         cost = np.maximum(objective.limit_cost(pol, self.envelope) - objective.limit_cost(base, self.envelope),
                           0.0).mean(axis=0)
         per_member = []
         for k in range(roll["members"].shape[1]):
             mem = self._named(roll["members"][:, k], t_rows)
-            per_member.append(objective.reward(mem, base).mean(axis=0))
+            per_member.append(objective.reward(mem, base, self.band).mean(axis=0))
         scale = float(np.median(self.model.spread_scale))
         return {"reward": reward, "cost": cost, "disagreement": np.std(per_member, axis=0) * scale}
 
@@ -289,12 +289,13 @@ def make_algorithm(d3rlpy, name: str, alpha: float, temperature: float):
     return d3rlpy.algos.TD3PlusBCConfig(alpha=alpha, **common).create(device="cpu:0")
 
 
-def closed_loop_check(algo, movable, obs_signals, plan, minutes: float, decision_s: float) -> dict:
+def closed_loop_check(algo, movable, obs_signals, plan, minutes: float, decision_s: float,
+                      band: objective.SteamBand = objective.SteamBand()) -> dict:
     """The actor in closed loop through the real core on the stepped plant (training seeds): mean reward
     (% heat rate saved against the twin under the DCS), cost, AI-mode share, guard blocks."""
     from training.env import BoilerEnv
 
-    env = BoilerEnv(plan, input_signals=obs_signals, decision_s=decision_s, episode_s=minutes * 60.0)
+    env = BoilerEnv(plan, input_signals=obs_signals, decision_s=decision_s, episode_s=minutes * 60.0, band=band)
     rewards, costs, active, blocks = [], [], [], 0
     for _ in plan:
         obs, _ = env.reset()
@@ -333,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
                              "closes faster than the envelope lets the AI follow)")
     parser.add_argument("--cost-budget", type=float, default=0.0, help="allowed mean process-limit cost")
     parser.add_argument("--lambda-lr", type=float, default=2.0)
+    parser.add_argument("--steam-band-penalty", type=float, default=objective.SteamBand.penalty,
+                        help="%% heat rate per degC of steam outside the +-5 degC band beyond the DCS's own "
+                             "(training.objective.SteamBand)")
+    parser.add_argument("--steam-band-margin", type=float, default=objective.SteamBand.margin_c,
+                        help="degC inside the band where that charge starts")
     parser.add_argument("--check-minutes", type=float, default=60.0,
                         help="closed-loop check per round: minutes per training episode (0: none)")
     args = parser.parse_args(argv)
@@ -341,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
                           "must be >= 1 (--refine >= 0)")
     if not (math.isfinite(args.max_disagreement) and args.max_disagreement > 0):
         raise ConfigError("command line", "--max-disagreement", "must be a positive number")
+    if not (math.isfinite(args.steam_band_penalty) and args.steam_band_penalty >= 0):
+        raise ConfigError("command line", "--steam-band-penalty", "must be a number >= 0")
+    if not (math.isfinite(args.steam_band_margin) and 0 <= args.steam_band_margin < objective.STEAM_BAND_C):
+        raise ConfigError("command line", "--steam-band-margin", f"must be >= 0 and below the band's "
+                          f"{objective.STEAM_BAND_C:g} degC")
     import d3rlpy
     import structlog
     import torch
@@ -368,8 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [mv for mv in held if mv not in envelope.mv_names]
     if unknown:
         raise ConfigError("command line", "--hold-mvs", f"{unknown[0]!r} is not a manipulated variable of the envelope")
+    band = objective.SteamBand(args.steam_band_penalty, args.steam_band_margin)
     ro = Rollouts(history, model, tag_map, envelope, horizon=args.horizon, starts=args.starts, seed=args.seed,
-                  settled=settled)
+                  settled=settled, band=band)
     ro.movable = np.array([mv not in held for mv in envelope.mv_names])
     with tqdm(total=args.candidates + 2 * args.refine + 1, desc="model rollouts", unit="set", file=sys.stderr) as bar:
         data = build_candidates(ro, args.candidates, args.refine, args.max_disagreement, args.seed, bar)
@@ -389,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         offsets, kept = ro.project(actor_offsets(algo, ro.obs, ro.movable))
         s = ro.score(offsets)
         model_reward, model_cost = float(s["reward"][kept].mean()), float(s["cost"][kept].mean())
-        check = (closed_loop_check(algo, ro.movable, ro.obs_signals, plan, args.check_minutes, model.step_s)
+        check = (closed_loop_check(algo, ro.movable, ro.obs_signals, plan, args.check_minutes, model.step_s, band)
                  if plan else {})
         row = {"round": rnd, "lambda": round(lam, 4), "critic_loss": round(losses.get("critic_loss", math.nan), 6),
                "actor_loss": round(losses.get("actor_loss", math.nan), 6), "model_reward": round(model_reward, 5),

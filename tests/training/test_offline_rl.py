@@ -246,6 +246,8 @@ def test_policy_stage_logs_its_lagrangian_rounds(policy, process_model):
     assert metrics["process_model_sha256"] == json.loads((process_model / "metrics.json").read_text())["data_sha256"]
     assert "IQL" in metrics["algorithm"] and "Lagrangian" in metrics["algorithm"]
     assert metrics["held_mvs"] == []  # every MV of the envelope may move unless --hold-mvs says otherwise
+    config = json.loads((policy / "config.json").read_text())  # the steam band's price, as offline-rl-v3's
+    assert (config["steam_band_penalty"], config["steam_band_margin"]) == (0.1, 0.0)
     assert [r["round"] for r in metrics["rounds"]] == [1, 2]
     assert {"lambda", "model_reward", "model_cost", "env_reward", "env_ai_active"} <= set(metrics["rounds"][0])
     c = metrics["candidates"]

@@ -99,23 +99,22 @@ def _steam(main: float, reheat: float) -> dict:
     return base
 
 
-def test_reward_charges_steam_beyond_the_band_less_its_margin_as_a_limit_beyond_the_dcss_own():
-    sp, margin = objective.STEAM_SP_C, objective.STEAM_BAND_MARGIN_C
-    edge = objective.STEAM_BAND_C - margin  # where the steep charge starts, degC from set point
-    heat = objective.REHEAT_TEMP_HR_PCT_PER_C
+def test_reward_charges_steam_outside_the_band_at_its_price_beyond_the_dcss_own():
+    sp, heat = objective.STEAM_SP_C, objective.REHEAT_TEMP_HR_PCT_PER_C
 
-    def penalty(ai_reheat: float, dcs_reheat: float) -> float:
+    def penalty(ai_reheat: float, dcs_reheat: float, band=objective.SteamBand()) -> float:
         """Penalty alone: the reward minus the heat rate the reheat change itself costs."""
-        r = float(objective.reward(_steam(sp, ai_reheat), _steam(sp, dcs_reheat))[0])
+        r = float(objective.reward(_steam(sp, ai_reheat), _steam(sp, dcs_reheat), band)[0])
         return -(r + heat * (dcs_reheat - ai_reheat))
 
-    assert 0.0 < margin < objective.STEAM_BAND_C
-    assert penalty(sp - edge + 1.0, sp - 1.0) == pytest.approx((edge - 2.0) * objective.STEAM_PENALTY)
-    outside = penalty(sp - 8.0, sp - 1.0)  # 8 - edge degC beyond where the charge starts
-    assert outside == pytest.approx(7.0 * objective.STEAM_PENALTY + (8.0 - edge) * objective.STEAM_BAND_PENALTY)
-    # a degC beyond the edge costs more than any setting saves: the oracle's headroom is under 1 % heat rate
-    assert objective.STEAM_BAND_PENALTY >= 1.0
-    # where the DCS itself is beyond the edge, only going further than the DCS costs
-    assert penalty(sp - 8.0, sp - 7.0) == pytest.approx(objective.STEAM_PENALTY + objective.STEAM_BAND_PENALTY)
+    default = objective.SteamBand()
+    assert default.penalty == 10 * objective.STEAM_PENALTY and default.margin_c == 0.0  # offline-rl-v3's
+    assert penalty(sp - 3.0, sp - 1.0) == pytest.approx(2.0 * objective.STEAM_PENALTY)  # inside the band
+    outside = penalty(sp - 8.0, sp - 1.0)  # 3 degC outside the band
+    assert outside == pytest.approx(7.0 * objective.STEAM_PENALTY + 3.0 * default.penalty)
     # where the DCS itself is outside the band, only going further than the DCS costs
-    assert penalty(sp - 8.0, sp - 7.0) == pytest.approx(objective.STEAM_PENALTY + objective.STEAM_BAND_PENALTY)
+    assert penalty(sp - 8.0, sp - 7.0) == pytest.approx(objective.STEAM_PENALTY + default.penalty)
+    # as a limit, from half a degC inside the band
+    limit = objective.SteamBand(penalty=1.0, margin_c=0.5)
+    assert penalty(sp - 4.8, sp - 1.0, limit) == pytest.approx(3.8 * objective.STEAM_PENALTY + 0.3 * 1.0)
+    assert penalty(sp - 4.4, sp - 1.0, limit) == pytest.approx(3.4 * objective.STEAM_PENALTY)
