@@ -41,7 +41,7 @@ class Stretch:
     length_s: float  # samples x the logging cycle
     peak: float
     window_mean: float  # largest mean over the averaged limit's window, from its start to one window after
-    confirmed: bool  # that mean beyond the averaged limit's own limit
+    confirmed: bool  # that mean beyond the averaged limit's own limit (no averaged limit: every stretch counts)
 
 
 def stretches(values: np.ndarray, times: np.ndarray, episodes: np.ndarray, cycle_s: float, limit, averaged
@@ -69,7 +69,7 @@ def stretches(values: np.ndarray, times: np.ndarray, episodes: np.ndarray, cycle
                 end += 1
             span = means[k:min(end + window, len(x))]
             worst = float(np.nanmax(span)) if np.isfinite(span).any() else math.nan
-            confirmed = averaged is not None and math.isfinite(worst) and averaged.beyond(worst, averaged.limit)
+            confirmed = averaged is None or (math.isfinite(worst) and averaged.beyond(worst, averaged.limit))
             peak = float(np.max(x[k:end])) if limit.relation == "at_most" else float(np.min(x[k:end]))
             found.append(Stretch(int(episode), float(t[k] - t[0]) / 3600.0, (end - k) * cycle_s, peak, worst,
                                  confirmed))
@@ -112,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'episode':>8}{'at h':>8}{'length s':>10}{'peak':>9}{'mean':>9}  confirmed")
     for s in sorted(found, key=lambda s: s.length_s):
         print(f"{s.episode:>8}{s.start_h:>8.2f}{s.length_s:>10.0f}{s.peak:>9.4g}{s.window_mean:>9.4g}  "
-              f"{'yes' if s.confirmed or averaged is None else 'no: a spike'}")
-    spikes = [s.length_s for s in found if not s.confirmed and averaged is not None]
-    confirmed = [s.length_s for s in found if s.confirmed or averaged is None]
+              f"{'yes' if s.confirmed else 'no: a spike'}")
+    spikes = [s.length_s for s in found if not s.confirmed]
+    confirmed = [s.length_s for s in found if s.confirmed]
     longest = max(spikes, default=0.0)
-    print(f"longest spike {longest:g} s, shortest confirmed stretch "
+    print(f"longest spike {longest:g} s (to within {history.cycle_s:g} s, one sample), shortest confirmed stretch "
           f"{min(confirmed) if confirmed else 'none'} s: a hold of {limit.hold_s:g} s "
           + ("rides through every spike" if limit.hold_s > longest else "releases on spikes"))
     print(json.dumps({"limit": limit.name, "hold_s": limit.hold_s, "history_h": round(hours, 1),

@@ -42,7 +42,7 @@ def test_episodes_are_not_joined_and_an_at_least_limit_counts_below():
     found = stretches(two, np.arange(len(two)) * CYCLE_S, np.repeat([0, 1], len(co)), CYCLE_S, LIMITS["co_max"],
                       None)
     assert [(s.episode, s.start_h, s.length_s) for s in found] == [(0, 0.0, 20.0), (1, 0.0, 20.0)]
-    assert all(s.confirmed is False for s in found)  # no averaged limit: nothing confirms (main says all count)
+    assert all(s.confirmed for s in found)  # no averaged limit on the signal: every stretch counts
     o2 = _series((3.5, 5), (1.8, 2), (3.5, 5))
     low = stretches(o2, np.arange(len(o2)) * CYCLE_S, np.zeros(len(o2), int), CYCLE_S, LIMITS["o2_min"], None)
     assert [(s.length_s, s.peak) for s in low] == [(10.0, 1.8)]
