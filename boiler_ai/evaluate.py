@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from boiler_ai.config import DaemonConfig, SteppedConfig, load_config
+from boiler_ai.control.supervision import limit_named
 from boiler_ai.demo import UnitTap, check_run
 from boiler_ai.errors import ExpectedError
 from boiler_ai.strict import ConfigError
@@ -167,8 +168,7 @@ class ClosedLoop:
         self.guard_blocks += any(e.reason is self._guard for e in decision.events)
         if decision.release_reason is not None:
             self.releases[str(decision.release_reason)] += 1
-            # supervision names the limit first in its release's detail ("co_max: co_ppm 235 ...")
-            self.release_limits.update({e.detail.split(":", 1)[0] for e in decision.events
+            self.release_limits.update({limit_named(e.detail) for e in decision.events
                                         if e.type is self._immediate and e.reason is self._limit_release})
         self.last = decision
         if self.rearm_after_s > 0:

@@ -49,6 +49,12 @@ from boiler_ai.control.envelope import Envelope, Retreat
 from boiler_ai.messages import Event, EventType, Reason
 
 
+def limit_named(detail: str) -> str:
+    """The process limit a warning or release event of this module is about: its detail starts with the
+    limit's name ("co_max: co_ppm 235 ppm beyond its limit 200 ..."), the one format written below."""
+    return detail.split(":", 1)[0]
+
+
 @dataclass(frozen=True, slots=True)
 class Supervision:
     """This cycle's verdict."""

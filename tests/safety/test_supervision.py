@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from boiler_ai.control.envelope import Retreat, load_envelope
-from boiler_ai.control.supervision import Supervisor
+from boiler_ai.control.supervision import Supervisor, limit_named
 from boiler_ai.messages import EventType, Reason
 from boiler_ai.tagmap import load_tag_map
 
@@ -149,7 +149,7 @@ def _released_on(sup, co_trace) -> list[tuple[int, str]]:
     out = []
     for k, co in enumerate(co_trace):
         verdict = sup.update(dict(NORMAL, co_ppm=float(co)), DCS, DCS, True, QUIET)
-        out += [(k, e.detail.split(":")[0]) for e in verdict.events if e.type is EventType.IMMEDIATE_DISABLE]
+        out += [(k, limit_named(e.detail)) for e in verdict.events if e.type is EventType.IMMEDIATE_DISABLE]
     return out
 
 
