@@ -52,28 +52,21 @@ def stretches(values: np.ndarray, times: np.ndarray, episodes: np.ndarray, cycle
     for episode in np.unique(episodes):
         mine = episodes == episode
         x, t = values[mine], times[mine]
-        beyond = np.array([math.isfinite(v) and limit.beyond(v, limit.limit) for v in x])
+        beyond = limit.beyond(x, limit.limit)  # a NaN compares false: a gap in the signal ends a stretch
         # trailing mean over the window, NaN where the window holds a gap (as supervision restarts it)
         csum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(x))])
         gaps = np.concatenate([[0], np.cumsum(~np.isfinite(x))])
         idx = np.arange(len(x))
         lo = np.maximum(idx + 1 - window, 0)
         means = np.where(gaps[idx + 1] - gaps[lo] == 0, (csum[idx + 1] - csum[lo]) / (idx + 1 - lo), np.nan)
-        k = 0
-        while k < len(x):
-            if not beyond[k]:
-                k += 1
-                continue
-            end = k
-            while end < len(x) and beyond[end]:
-                end += 1
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], beyond.astype(np.int8), [0]])))
+        for k, end in zip(edges[::2], edges[1::2]):  # each stretch: samples k..end-1 beyond
             span = means[k:min(end + window, len(x))]
             worst = float(np.nanmax(span)) if np.isfinite(span).any() else math.nan
             confirmed = averaged is None or (math.isfinite(worst) and averaged.beyond(worst, averaged.limit))
             peak = float(np.max(x[k:end])) if limit.relation == "at_most" else float(np.min(x[k:end]))
-            found.append(Stretch(int(episode), float(t[k] - t[0]) / 3600.0, (end - k) * cycle_s, peak, worst,
+            found.append(Stretch(int(episode), float(t[k] - t[0]) / 3600.0, float((end - k) * cycle_s), peak, worst,
                                  confirmed))
-            k = end
     return found
 
 

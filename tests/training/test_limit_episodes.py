@@ -30,6 +30,8 @@ def test_spikes_and_confirmed_excursions_are_told_apart():
     found = stretches(co, times, np.zeros(len(co), int), CYCLE_S, LIMITS["co_max"], LIMITS["co_minute_max"])
     assert [(s.length_s, s.peak, s.confirmed) for s in found] == [
         (15.0, 260.0, False), (70.0, 300.0, True), (10.0, 250.0, False), (10.0, 250.0, False)]
+    # plain Python values: the command prints them as JSON
+    assert all(type(s.length_s) is float and type(s.peak) is float and type(s.confirmed) is bool for s in found)
     spike, standing = found[0], found[1]
     # the mean over the minute: three samples of 260 among twelve
     assert abs(spike.window_mean - (3 * 260.0 + 9 * 20.0) / 12) < 1e-9

@@ -109,12 +109,22 @@ def test_history_is_the_daemons_record_read_back(history, tag_map):
     assert (history / "losses.csv").read_text().startswith("episode,")
 
 
-def test_limit_episodes_reads_the_history_stage(history):
-    """The hold's evidence comes from the same history the learner reads: every stretch counted once."""
-    figures = stage("limit_episodes", "--history", str(history), "--limit", "co_max")
+def test_limit_episodes_reads_the_history_stage(history, tmp_path):
+    """The hold's evidence comes from the same history the learner reads: every stretch counted once. The
+    tiny history never reaches 200 ppm, so co_max is set at 25 ppm in a copy of the envelope."""
+    import yaml
+
+    envelope = yaml.safe_load((ROOT / "constraints" / "reference_unit.yaml").read_text())
+    envelope["process_limits"]["co_max"].update(limit=25.0, warning=20.0)
+    (tmp_path / "envelope.yaml").write_text(yaml.safe_dump(envelope, sort_keys=False))
+    figures = stage("limit_episodes", "--history", str(history), "--limit", "co_max",
+                    "--envelope", str(tmp_path / "envelope.yaml"))
     assert figures["limit"] == "co_max" and figures["history_h"] == 1.5 and figures["sample_s"] == 5.0
-    assert 0 <= figures["spikes"] <= figures["episodes"]
-    assert figures["hold_rides_through_spikes"] == (figures["hold_s"] > figures["longest_spike_s"])
+    h = read_history(history)
+    over = np.nan_to_num(h.column("co_ppm")) > 25.0
+    starts = over & ~np.concatenate([[False], over[:-1]]) | over & np.concatenate([[True], np.diff(h.episode) != 0])
+    assert figures["episodes"] == int(starts.sum()) > 0 and 0 <= figures["spikes"] <= figures["episodes"]
+    assert figures["longest_spike_s"] % figures["sample_s"] == 0
 
 
 def test_process_model_reports_error_and_calibration_per_output(process_model, history):
