@@ -49,10 +49,12 @@ REARM_AFTER_MIN = 15.0  # a shift's operator re-enables AI this long after a rel
 
 class Trace(UnitTap):
     """Time-weighted figures of a simulated unit's true performance and a one-per-minute series; what the
-    AI did (mode, offsets) is added by the caller."""
+    AI did (mode, offsets) is added by the caller. A DCS-only run also feeds the oracle's operating-point
+    sampler, so the baseline does not simulate that run twice."""
 
-    def __init__(self, unit):
+    def __init__(self, unit, sampler=None):
         super().__init__(unit)
+        self.sampler = sampler
         self.seconds = 0.0
         self.sums: Counter[str] = Counter()
         self.co: list[float] = []
@@ -68,6 +70,8 @@ class Trace(UnitTap):
         self.sums["steam_dev_c"] += (main + reheat) / 2 * dt
         self.sums["steam_outside_band_s"] += dt if max(main, reheat) > STEAM_BAND_C else 0.0
         self.co.append(p["co_ppm"])
+        if self.sampler is not None:
+            self.sampler.after_step(self.unit, p)
         if int(self.unit.t) % TRACE_EVERY_S < dt:
             s = self.series
             s["t_h"].append(self.unit.t / 3600.0)
@@ -267,11 +271,12 @@ def _baseline(job: dict, cfg: DaemonConfig, scenario, steps: int) -> dict:
     """What a run compares the policy with and does not depend on it: the unit under the DCS alone, the DCS's
     setpoints echoed through the same core (its releases are the DCS's own fault rate), the oracle."""
     from boiler_ai.control.envelope import load_envelope
-    from boiler_ai.sim.oracle import OracleLimits, scenario_headroom
+    from boiler_ai.sim.oracle import OperatingPointSampler, OracleLimits, scenario_headroom
     from boiler_ai.sim.unit import ReferenceUnit
     from boiler_ai.tagmap import load_tag_map
 
-    dcs = Trace(ReferenceUnit(scenario, seed=job["seed"]))
+    sample_s = min(3600.0, scenario.duration_s / 4)
+    dcs = Trace(ReferenceUnit(scenario, seed=job["seed"]), OperatingPointSampler(sample_s))
     while dcs.t < scenario.duration_s:
         dcs.step(1.0)
     tag_map = load_tag_map(cfg.tag_map)
@@ -283,7 +288,7 @@ def _baseline(job: dict, cfg: DaemonConfig, scenario, steps: int) -> dict:
     for _ in range(steps):
         echo.cycle()
     limits = OracleLimits.from_envelope(cfg.envelope, cfg.tag_map)
-    oracle = scenario_headroom(scenario, job["seed"], min(3600.0, scenario.duration_s / 4), limits).summary()
+    oracle = scenario_headroom(scenario, job["seed"], sample_s, limits, sampler=dcs.sampler).summary()
     return {"dcs": dcs.figures(), "dcs_series": dcs.series, "dcs_echo_releases": dict(echo.releases),
             "dcs_echo_release_limits": dict(echo.release_limits),
             "dcs_echo_time_share": echo.active_cycles / max(echo.cycles, 1),

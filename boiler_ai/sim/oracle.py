@@ -320,29 +320,50 @@ class HeadroomReport:
                 "limits": self.limits_source}
 
 
+class OperatingPointSampler:
+    """Rides along a DCS-only run of a scenario: every sample_s (mid-interval) it takes the unit's conditions
+    (load demand, coal as fired, mills in service, slag, fouling, ambient, windbox imbalance, air-heater
+    leakage) as an operating point, and keeps the run's mean true efficiency and process-limit seconds.
+    A caller that runs the DCS alone anyway (the evaluation's baseline) hands it each step instead of
+    simulating the same run twice."""
+
+    def __init__(self, sample_s: float = 3600.0):
+        self.sample_s = sample_s
+        self.points: list[tuple[float, OperatingPoint]] = []
+        self._next_t = sample_s / 2.0
+        self._eff_sum, self._n = 0.0, 0
+        self._unit: ReferenceUnit | None = None
+
+    def after_step(self, unit: ReferenceUnit, perf: dict) -> None:
+        self._eff_sum += perf["efficiency_pct"]
+        self._n += 1
+        if unit.t >= self._next_t:
+            self._next_t += self.sample_s
+            self.points.append((unit.t, unit.operating_point()))
+        self._unit = unit
+
+    def sampled(self) -> tuple[list[tuple[float, OperatingPoint]], float, dict[str, float]]:
+        return self.points, self._eff_sum / max(self._n, 1), dict(self._unit.violation_s) if self._unit else {}
+
+
 def sample_operating_points(scenario: Scenario, seed: int = 0, sample_s: float = 3600.0
                             ) -> tuple[list[tuple[float, OperatingPoint]], float, dict[str, float]]:
-    """Run the scenario under the DCS alone; every sample_s (mid-interval) take the unit's conditions
-    (load demand, coal as fired, mills in service, slag, fouling, ambient, windbox imbalance, air-heater
-    leakage) as an operating point. Also the run's mean true efficiency and its process-limit seconds."""
-    unit = ReferenceUnit(scenario, seed)
-    points, eff_sum, n = [], 0.0, 0
-    next_t = sample_s / 2.0
+    """Run the scenario under the DCS alone and sample it (OperatingPointSampler)."""
+    unit, sampler = ReferenceUnit(scenario, seed), OperatingPointSampler(sample_s)
     while unit.t < scenario.duration_s:
         unit.step()
-        eff_sum += unit.performance()["efficiency_pct"]
-        n += 1
-        if unit.t >= next_t:
-            next_t += sample_s
-            points.append((unit.t, unit.operating_point()))
-    return points, eff_sum / max(n, 1), dict(unit.violation_s)
+        sampler.after_step(unit, unit.performance())
+    return sampler.sampled()
 
 
 def scenario_headroom(scenario: Scenario, seed: int = 0, sample_s: float = 3600.0,
-                      limits: OracleLimits | None = None, objective: str = "heat_rate") -> HeadroomReport:
-    """The oracle against the DCS at operating points sampled from a DCS-only run of the scenario."""
+                      limits: OracleLimits | None = None, objective: str = "heat_rate",
+                      sampler: OperatingPointSampler | None = None) -> HeadroomReport:
+    """The oracle against the DCS at operating points sampled from a DCS-only run of the scenario (the
+    sampler of one the caller ran, or a run of its own)."""
     limits = limits or default_limits()
-    sampled, eff, violation_s = sample_operating_points(scenario, seed, sample_s)
+    sampled, eff, violation_s = sampler.sampled() if sampler is not None else \
+        sample_operating_points(scenario, seed, sample_s)
     points = []
     for t, op in sampled:
         res = solve(op, limits, objective)

@@ -97,6 +97,24 @@ def test_the_oracle_finds_headroom_at_every_point_of_a_night(limits):
     assert min(p["heat_rate_headroom_pct"] for p in report.points) > 0.3
 
 
+def test_the_evaluation_s_dcs_run_samples_the_same_points_as_the_oracle_s_own_run(limits):
+    """The evaluation hands the oracle the operating points of the DCS-only run it makes anyway, instead of
+    simulating that run a second time: the headroom must be the same as from the oracle's own run."""
+    from boiler_ai.evaluate import Trace
+    from boiler_ai.sim.oracle import OperatingPointSampler, scenario_headroom
+    from boiler_ai.sim.scenario import named_scenario
+    from boiler_ai.sim.unit import ReferenceUnit
+
+    scenario = dataclasses.replace(named_scenario("coal_switch", 9004), duration_s=1800.0)
+    dcs = Trace(ReferenceUnit(scenario, seed=9004), OperatingPointSampler(900.0))
+    while dcs.t < scenario.duration_s:
+        dcs.step(1.0)
+    ridden = scenario_headroom(scenario, 9004, 900.0, limits, sampler=dcs.sampler)
+    own = scenario_headroom(scenario, 9004, 900.0, limits)
+    assert [p["t_s"] for p in ridden.points] == [450.0, 1350.0]
+    assert ridden.summary() == own.summary()
+
+
 def test_no_random_setting_inside_the_envelope_beats_the_oracle(limits):
     """An independent search: settings drawn inside every limit (the budget spent in full or in part)
     never save more heat rate than the oracle's solution."""
