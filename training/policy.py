@@ -147,8 +147,9 @@ class Rollouts:
         return out, kept
 
     def _rollout(self, offsets: np.ndarray) -> dict:
-        """The ensemble's rollout, with NOx and hot reheat moved from the DCS setting's rollout by their
-        settled response where the process model has one (the same for every member: it is one fit)."""
+        """The ensemble's rollout, with NOx, excess O2, total air, the efficiency tag and hot reheat moved from
+        the DCS setting's rollout by their settled response where the process model has one (the same for
+        every member: it is one fit)."""
         roll = self._ensemble_rollout(offsets)
         if self.settled is None:
             return roll
@@ -160,6 +161,11 @@ class Rollouts:
             factor = 1.0 + self.settled.nox_change_pct(du, load) / 100.0
             for key in ("mean", "members"):
                 roll[key][..., nox] = self.baseline[key][..., nox] * factor
+        for output in self.settled.step:
+            if output in lay.outputs:
+                j, change = lay.outputs.index(output), self.settled.step_change(output, du, load)
+                for key in ("mean", "members"):
+                    roll[key][..., j] = self.baseline[key][..., j] + change
         if self.settled.reheat_c is not None:
             lift = self.settled.reheat_change_c(du, load)
             for key in ("mean", "members"):

@@ -8,8 +8,8 @@ unit's operating conditions (load, steam flow and pressure, total coal, mills in
 setpoint in force is the AI's while AI mode was active in the log and the DCS's otherwise, so a log of
 shadow or closed-loop operation trains it the same way. Members are trained on their own bootstrap draws,
 so their spread says where the data is thin. Beside the ensemble, `settled_response.json`: the slow, settled
-effect of the MVs on NOx and hot reheat from the step tests and standing trims (training.settled_response),
-which the policy stage's rollouts use for those two outputs.
+effect of the MVs on NOx, excess O2, total air, the efficiency tag and hot reheat from the step tests and
+standing trims (training.settled_response), which the policy stage's rollouts use for those outputs.
 
 Held out: every fifth episode (other days, other seeds), never random cycles of the training days.
 Reported per output: mean absolute error against the persistence forecast (no change), and calibration

@@ -1,5 +1,6 @@
-"""Settled responses, part of the process-model stage: the steady effect of the manipulated variables on NOx
-and on hot reheat, from the history's step tests and the operators' standing trims.
+"""Settled responses, part of the process-model stage: the steady effect of the manipulated variables on NOx,
+excess O2, total air, the online efficiency tag and hot reheat, from the history's step tests and the
+operators' standing trims.
 
 Why beside the next-step ensemble: that ensemble learns one-minute changes and the policy stage rolls it
 out eight minutes; it reads the fast part of a response, not the slow one. On the reference unit's history
@@ -11,6 +12,10 @@ from the rollout. A policy trained on the rollouts alone took the low-load rehea
     gives one event: the mean over the 5 min before the step and over the last 5 min of the hold. A ridge
     fit of NOx's change (% of its value before) on the MVs' changes and their changes x load, with the
     operating conditions' changes as nuisance terms.
+  * Excess O2, total air and the efficiency tag: the same events and fit, on their change in their own
+    units. The ensemble's eight-minute rollout of an O2 bias moved total air by a quarter of what the step
+    tests' last five minutes and the hour-long trims agree on (-26 against -100 t/h per %), so the policy
+    saw a quarter of the fans' saving and half the efficiency tag's gain of running with less air.
   * Hot reheat: every standing trim (an MV changed and then held >= 1 h, load within 15 MW) gives its
     change 30-60 min after against the 10 min before; per load band, a gain (degC per unit of the MV)
     through the origin, kept where the trims tell it from zero (|t| >= 3). Main steam is left to the
@@ -24,7 +29,7 @@ offsets stay inside the same allowed deviations.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +38,9 @@ from training.history import History
 NOX = "nox_mg_nm3"
 REHEAT = "reheat_steam_temp_c"
 LOAD = "unit_load_mw"
+# outputs whose settled step change is fitted in their own units (NOx's in % of its value), where the
+# process model predicts them: the objective's fans and efficiency, and the O2 the process limits judge
+STEP_OUTPUTS = ("o2_economiser_pct", "total_air_flow_tph", "boiler_efficiency_pct")
 STEP_SHARE = 0.2  # a step test: one cycle's jump of at least this share of the MV's allowed deviation
 SETTLE_S = 300.0  # averaging window before a step and at the end of its hold
 MIN_HOLD_S = 480.0
@@ -49,17 +57,25 @@ RIDGE = 1e-3
 
 @dataclass(frozen=True)
 class SettledResponse:
-    """Settled NOx and hot-reheat changes for setpoint changes `du` (MV units, [B, n_mv]) at loads [B].
-    None where the history has too few step tests or standing trims to say: the ensemble's rollout stands."""
+    """Settled changes of NOx, the STEP_OUTPUTS and hot reheat for setpoint changes `du` (MV units, [B, n_mv])
+    at loads [B]. None (or absent from `step`) where the history has too few step tests or standing trims to
+    say, or the process model does not predict the output: the ensemble's rollout stands."""
 
     mvs: tuple[str, ...]
     nox_pct: np.ndarray | None  # [2 n_mv]: % NOx per unit of each MV, then per unit per 100 MW above load_centre_mw
     load_centre_mw: float
     reheat_c: np.ndarray | None  # [n_bands, n_mv] degC per unit of each MV, per load band
+    step: dict[str, np.ndarray] = field(default_factory=dict)  # output -> [2 n_mv] as nox_pct, in its own units
 
     def nox_change_pct(self, du: np.ndarray, load: np.ndarray) -> np.ndarray:
+        return self._linear(self.nox_pct, du, load)
+
+    def step_change(self, output: str, du: np.ndarray, load: np.ndarray) -> np.ndarray:
+        return self._linear(self.step[output], du, load)
+
+    def _linear(self, gains: np.ndarray, du: np.ndarray, load: np.ndarray) -> np.ndarray:
         lf = ((load - self.load_centre_mw) / 100.0)[:, None]
-        return np.column_stack([du, du * lf]) @ self.nox_pct
+        return np.column_stack([du, du * lf]) @ gains
 
     def reheat_change_c(self, du: np.ndarray, load: np.ndarray) -> np.ndarray:
         band = np.searchsorted(LOAD_BAND_EDGES_MW, load, side="right")
@@ -70,15 +86,19 @@ class SettledResponse:
         nox = None if self.nox_pct is None else {"per_unit": _round(self.nox_pct[:n]),
                                                  "per_unit_per_100mw": _round(self.nox_pct[n:])}
         reheat = None if self.reheat_c is None else [_round(row) for row in self.reheat_c]
+        step = {o: {"per_unit": _round(g[:n]), "per_unit_per_100mw": _round(g[n:])} for o, g in self.step.items()}
         return {"mvs": list(self.mvs), "nox_pct": nox, "load_centre_mw": round(self.load_centre_mw, 3),
-                "load_band_edges_mw": list(LOAD_BAND_EDGES_MW), "reheat_c_per_unit": reheat}
+                "load_band_edges_mw": list(LOAD_BAND_EDGES_MW), "reheat_c_per_unit": reheat, "step": step}
 
     @classmethod
     def from_json(cls, blob: dict) -> SettledResponse:
+        def gains(g: dict) -> np.ndarray:
+            return np.array(g["per_unit"] + g["per_unit_per_100mw"], dtype=float)
+
         nox, reheat = blob["nox_pct"], blob["reheat_c_per_unit"]
-        return cls(tuple(blob["mvs"]),
-                   None if nox is None else np.array(nox["per_unit"] + nox["per_unit_per_100mw"], dtype=float),
-                   float(blob["load_centre_mw"]), None if reheat is None else np.array(reheat, dtype=float))
+        return cls(tuple(blob["mvs"]), None if nox is None else gains(nox), float(blob["load_centre_mw"]),
+                   None if reheat is None else np.array(reheat, dtype=float),
+                   {o: gains(g) for o, g in blob.get("step", {}).items()})  # older folders: NOx and reheat only
 
 
 def fit_settled_response(history: History, cols: dict[str, np.ndarray], mvs: tuple[str, ...],
@@ -93,14 +113,19 @@ def fit_settled_response(history: History, cols: dict[str, np.ndarray], mvs: tup
     lf = ((steps["load"] - centre) / 100.0)[:, None]
     x = np.column_stack([steps["du"], steps["du"] * lf, steps["dc"], np.ones(len(lf))])
     train, held = ~steps["held"], steps["held"]
-    nox_pct = None
+    nox_pct, step = None, {}
     figures = {"step_events": int(train.sum()), "step_events_held_out": int(held.sum())}
     if train.sum() > x.shape[1]:
-        w = _ridge(x[train], steps["nox_pct"][train])
-        nox_pct = w[:2 * n_mv]
-        if held.sum() > 2:
-            err = steps["nox_pct"][held] - x[held] @ w
-            figures["nox_held_out_r2"] = round(1.0 - float(np.mean(err ** 2) / np.var(steps["nox_pct"][held])), 4)
+        for output, y in [(NOX, steps["nox_pct"]), *steps["changes"].items()]:
+            w = _ridge(x[train], y[train])
+            if output == NOX:
+                nox_pct = w[:2 * n_mv]
+            else:
+                step[output] = w[:2 * n_mv]
+            if held.sum() > 2:
+                err = y[held] - x[held] @ w
+                key = "nox_held_out_r2" if output == NOX else f"{output}_held_out_r2"
+                figures[key] = round(1.0 - float(np.mean(err ** 2) / np.var(y[held])), 4)
     trims = _standing_trims(history, cols, u, held_out)
     bands = len(LOAD_BAND_EDGES_MW) + 1
     reheat, t_stat = np.zeros((bands, n_mv)), np.zeros((bands, n_mv))
@@ -117,7 +142,7 @@ def fit_settled_response(history: History, cols: dict[str, np.ndarray], mvs: tup
                 near = known[np.argmin(np.abs(known - b))]
                 reheat[b, m], t_stat[b, m] = reheat[near, m], t_stat[near, m]
     reheat[np.abs(t_stat) < MIN_T] = 0.0
-    response = SettledResponse(tuple(mvs), nox_pct, centre, reheat if reheat.any() else None)
+    response = SettledResponse(tuple(mvs), nox_pct, centre, reheat if reheat.any() else None, step)
     figures["standing_trims"] = {mv: {"trims_per_band": counts[:, m].tolist(), "gain_c_per_unit": _round(reheat[:, m]),
                                       "t": _round(t_stat[:, m])} for m, mv in enumerate(mvs) if counts[:, m].any()}
     # the held-out days' own gains, where they have trims: what the fitted gains should come close to
@@ -152,7 +177,8 @@ def _step_events(history: History, cols, conditions, u: np.ndarray, max_dev: np.
     mills = [j for j, k in enumerate(conditions) if k.endswith("_in_service")]
     c = np.column_stack([cols[k] for k in conditions])
     nox, load = cols[NOX], cols[LOAD]
-    rows = {"du": [], "dc": [], "nox_pct": [], "load": [], "held": []}
+    others = {o: cols[o] for o in STEP_OUTPUTS if o in cols}
+    rows = {"du": [], "dc": [], "nox_pct": [], "load": [], "held": [], **{o: [] for o in others}}
     for a, i in enumerate(events):
         prev = events[a - 1] if a else -n
         end = min(events[a + 1] if a + 1 < len(events) else n, ends[i])
@@ -162,9 +188,13 @@ def _step_events(history: History, cols, conditions, u: np.ndarray, max_dev: np.
         du = np.nanmean(u[after], axis=0) - np.nanmean(u[before], axis=0)
         dc = np.nanmean(c[after], axis=0) - np.nanmean(c[before], axis=0)
         n0 = np.nanmean(nox[before])
+        changes = {o: np.nanmean(v[after]) - np.nanmean(v[before]) for o, v in others.items()}
         if (not (np.isfinite(du).all() and np.isfinite(dc).all() and np.isfinite(n0)) or n0 <= 0
+                or not all(map(np.isfinite, changes.values()))
                 or np.abs(dc[mills]).sum() > 1e-6):  # a mill started or stopped
             continue
+        for o, change in changes.items():
+            rows[o].append(change)
         rows["du"].append(du)
         rows["dc"].append(dc)
         rows["nox_pct"].append(100.0 * (np.nanmean(nox[after]) / n0 - 1.0))
@@ -173,7 +203,7 @@ def _step_events(history: History, cols, conditions, u: np.ndarray, max_dev: np.
     n_mv, n_c = u.shape[1], c.shape[1]
     return {"du": np.reshape(rows["du"], (-1, n_mv)), "dc": np.reshape(rows["dc"], (-1, n_c)),
             "nox_pct": np.asarray(rows["nox_pct"], float), "load": np.asarray(rows["load"], float),
-            "held": np.asarray(rows["held"], bool)}
+            "held": np.asarray(rows["held"], bool), "changes": {o: np.asarray(rows[o], float) for o in others}}
 
 
 def _standing_trims(history: History, cols, u: np.ndarray, held_out) -> dict:

@@ -143,7 +143,7 @@ def test_process_model_reports_error_and_calibration_per_output(process_model, h
     assert mean.shape == spread.shape == (4, len(model.layout.outputs)) and np.all(spread >= 0)
 
 
-def test_policy_rollouts_take_nox_and_reheat_from_the_settled_response(process_model, history, tag_map):
+def test_policy_rollouts_take_nox_air_and_reheat_from_the_settled_response(process_model, history, tag_map):
     from boiler_ai.control.envelope import load_envelope
     from training.policy import Rollouts
     from training.process_model import ENVELOPE, ProcessModel
@@ -159,7 +159,9 @@ def test_policy_rollouts_take_nox_and_reheat_from_the_settled_response(process_m
     reheat[:, o2] = 6.0
     nox = np.zeros(2 * len(mvs))
     nox[sofa] = -1.0  # % NOx per % of over-fire air
-    settled = SettledResponse(mvs, nox, 450.0, reheat)
+    air = np.zeros(2 * len(mvs))
+    air[o2] = 100.0  # t/h of total air per % O2 bias
+    settled = SettledResponse(mvs, nox, 450.0, reheat, {"total_air_flow_tph": air})
     ro = Rollouts(read_history(history), model, tag_map, load_envelope(ENVELOPE, tag_map), horizon=2, starts=20,
                   seed=0, settled=settled)
     offsets = np.zeros((len(ro.rows), len(mvs)))
@@ -175,7 +177,9 @@ def test_policy_rollouts_take_nox_and_reheat_from_the_settled_response(process_m
     np.testing.assert_allclose(moved["members"][..., j_rh] - ro.baseline["members"][..., j_rh], 6.0 * d_o2)
     np.testing.assert_allclose(moved["members"][..., j_nox] / ro.baseline["members"][..., j_nox],
                                1.0 - d_sofa / 100.0)
-    others = [j for j in range(len(out)) if j not in (j_rh, j_nox)]
+    j_air = out.index("total_air_flow_tph")
+    np.testing.assert_allclose(moved["members"][..., j_air] - ro.baseline["members"][..., j_air], 100.0 * d_o2)
+    others = [j for j in range(len(out)) if j not in (j_rh, j_nox, j_air)]
     assert not np.allclose(moved["mean"][..., others], ro.baseline["mean"][..., others])  # still the ensemble's
 
 

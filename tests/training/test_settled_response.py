@@ -14,6 +14,8 @@ MVS = ("feeder_a_bias_tph", "sa_damper_a_pct", "o2_setpoint_bias_pct")
 MAX_DEV = np.array([5.0, 20.0, 1.0])
 NOX_PCT = np.array([0.0, -0.5, 20.0])  # % NOx per unit of each MV
 REHEAT_C = {300.0: 6.0, 450.0: 1.5, 580.0: 1.0}  # degC per % O2 bias, per load; the other MVs: none
+AIR_TPH = np.array([0.5, 0.2, 100.0])  # total air, t/h per unit of each MV
+EFFICIENCY_PCT = np.array([0.0, 0.01, -0.08])  # the efficiency tag, pct-pt per unit of each MV
 CYCLE_S = 5.0
 BLOCK = 1080  # 90 min between setting changes: each O2 change is a standing trim, each change a step test
 
@@ -39,6 +41,8 @@ def known_plant(episodes: int = 10, blocks: int = 14, seed: int = 0):
     cols["ambient_temp_c"] = 15.0 + rng.normal(0.0, 0.1, n)
     cols["nox_mg_nm3"] = 300.0 * (1.0 + u @ NOX_PCT / 100.0) * (1.0 + rng.normal(0.0, 0.01, n))
     cols["reheat_steam_temp_c"] = 535.0 + gain * u[:, 2] + rng.normal(0.0, 0.3, n)
+    cols["total_air_flow_tph"] = 2000.0 + u @ AIR_TPH + rng.normal(0.0, 5.0, n)
+    cols["boiler_efficiency_pct"] = 93.0 + u @ EFFICIENCY_PCT + rng.normal(0.0, 0.05, n)
     history = History((), np.empty((n, 0)), np.arange(n) * CYCLE_S, episode, CYCLE_S)
     held = episode % 5 == 4
     return history, cols, held
@@ -56,6 +60,18 @@ def test_nox_gains_come_from_the_step_tests_and_transfer_to_held_out_days(fitted
     np.testing.assert_allclose(response.nox_pct[:3], NOX_PCT, atol=0.05 * np.abs(NOX_PCT).max())
     np.testing.assert_allclose(response.nox_pct[3:], 0.0, atol=1.0)  # no load interaction in this plant
     assert figures["nox_held_out_r2"] > 0.9
+
+
+def test_air_and_efficiency_tag_gains_come_from_the_same_step_tests_in_their_own_units(fitted):
+    """The ensemble's short rollout sees a quarter of what less air saves at the fans; the step tests' last
+    minutes see it settled. Outputs the history does not log (excess O2 here) are left to the ensemble."""
+    response, figures = fitted
+    assert set(response.step) == {"total_air_flow_tph", "boiler_efficiency_pct"}
+    np.testing.assert_allclose(response.step["total_air_flow_tph"][:3], AIR_TPH, atol=2.0)
+    np.testing.assert_allclose(response.step["boiler_efficiency_pct"][:3], EFFICIENCY_PCT, atol=0.01)
+    assert figures["total_air_flow_tph_held_out_r2"] > 0.9
+    du, load = np.array([[0.0, 0.0, -0.5]]), np.array([450.0])
+    assert response.step_change("total_air_flow_tph", du, load)[0] == pytest.approx(-50.0, abs=2.0)
 
 
 def test_reheat_gains_per_load_band_come_from_standing_trims_only_where_the_trims_show_one(fitted):
@@ -78,6 +94,10 @@ def test_changes_follow_the_gains_and_round_trip_through_json(fitted):
     load = np.array([300.0, 450.0, 580.0])
     np.testing.assert_allclose(again.reheat_change_c(du, load), response.reheat_change_c(du, load), atol=1e-4)
     np.testing.assert_allclose(again.nox_change_pct(du, load), response.nox_change_pct(du, load), atol=1e-3)
+    np.testing.assert_allclose(again.step_change("boiler_efficiency_pct", du, load),
+                               response.step_change("boiler_efficiency_pct", du, load), atol=1e-3)
+    older = {k: v for k, v in response.to_json().items() if k != "step"}  # a process-model folder before them
+    assert SettledResponse.from_json(older).step == {}
     assert response.reheat_change_c(du, load)[0] == pytest.approx(-0.5 * response.reheat_c[0, 2])
     assert response.reheat_change_c(du, load)[1] == 0.0
 
@@ -88,6 +108,7 @@ def test_a_history_without_trims_or_step_tests_leaves_both_outputs_to_the_ensemb
         cols[mv] = np.zeros_like(cols[mv])  # the DCS alone: nothing ever moved
     response, figures = fit_settled_response(history, cols, MVS, ("unit_load_mw", "ambient_temp_c"), MAX_DEV, held)
     assert response.nox_pct is None and response.reheat_c is None and figures["step_events"] == 0
+    assert response.step == {}
     assert SettledResponse.from_json(response.to_json()).reheat_c is None
 
 
