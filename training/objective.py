@@ -6,7 +6,7 @@ main and reheat steam below rated, superheater and reheater spray as a share of 
 draught fans' power rising with the square of the total air flow. Reward of an action = the index under
 the DCS's setting minus the index under the action (heat rate saved, %), minus penalties for NOx above
 the DCS's, CO above 100 ppm and steam temperatures further from set point than the DCS holds them, steeper
-outside the +-5 degC band the evaluation judges (`SteamBand`: ten times by default).
+outside the +-5 degC band the evaluation judges (`SteamBand`: fifty times by default, from 0.5 degC inside).
 Cost = how far the envelope's process limits are crossed (each in % of its limit), for the Lagrangian.
 """
 
@@ -39,13 +39,14 @@ class SteamBand:
     """The price of steam outside the band the evaluation judges (boiler_ai.evaluate.STEAM_BAND_C), beyond
     the DCS's own excursion: `penalty` % heat rate per degC, from `margin_c` inside the band. Less air cools
     hot reheat slowly, over tens of minutes, and a reheat under-temperature pulls the DCS's steam loops into
-    overshooting main steam. The default (0.1, 0) trained offline-rl-v3. At 1.0, a degC costs more than any
-    setting saves and the band acts as a limit; a margin covers what the settled reheat gain does not know
-    (t 4-5, training/settled_response.py), where the DCS itself holds reheat 2-5 degC under set point at
-    low load. The trade, measured in training/README.md: less time outside the band, less heat rate."""
+    overshooting main steam. At 1.0, a degC costs more than any setting saves and the band acts as a limit;
+    a margin covers what the settled reheat gain does not know (t 4-5, training/settled_response.py), where
+    the DCS itself holds reheat 2-5 degC under set point at low load. The default (0.5, 0.5) trained
+    offline-rl-v4 (offline-rl-v3: 0.1, 0). The trade, measured in training/README.md: less time outside the
+    band, less heat rate."""
 
-    penalty: float = 0.1
-    margin_c: float = 0.0
+    penalty: float = 0.5
+    margin_c: float = 0.5
 
 
 SIGNALS = ("boiler_efficiency_pct", "main_steam_temp_c", "reheat_steam_temp_c", "sh_spray_1_flow_tph",

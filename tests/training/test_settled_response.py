@@ -129,12 +129,15 @@ def test_reward_charges_steam_outside_the_band_at_its_price_beyond_the_dcss_own(
         return -(r + heat * (dcs_reheat - ai_reheat))
 
     default = objective.SteamBand()
-    assert default.penalty == 10 * objective.STEAM_PENALTY and default.margin_c == 0.0  # offline-rl-v3's
-    assert penalty(sp - 3.0, sp - 1.0) == pytest.approx(2.0 * objective.STEAM_PENALTY)  # inside the band
-    outside = penalty(sp - 8.0, sp - 1.0)  # 3 degC outside the band
-    assert outside == pytest.approx(7.0 * objective.STEAM_PENALTY + 3.0 * default.penalty)
+    assert (default.penalty, default.margin_c) == (0.5, 0.5)  # offline-rl-v4's
+    edge = objective.SteamBand(penalty=0.1, margin_c=0.0)  # offline-rl-v3's: charged from the band's edge
+    assert penalty(sp - 3.0, sp - 1.0, edge) == pytest.approx(2.0 * objective.STEAM_PENALTY)  # inside the band
+    outside = penalty(sp - 8.0, sp - 1.0, edge)  # 3 degC outside the band
+    assert outside == pytest.approx(7.0 * objective.STEAM_PENALTY + 3.0 * edge.penalty)
     # where the DCS itself is outside the band, only going further than the DCS costs
-    assert penalty(sp - 8.0, sp - 7.0) == pytest.approx(objective.STEAM_PENALTY + default.penalty)
+    assert penalty(sp - 8.0, sp - 7.0, edge) == pytest.approx(objective.STEAM_PENALTY + edge.penalty)
+    # the default charges from half a degC inside the band
+    assert penalty(sp - 8.0, sp - 1.0) == pytest.approx(7.0 * objective.STEAM_PENALTY + 3.5 * default.penalty)
     # as a limit, from half a degC inside the band
     limit = objective.SteamBand(penalty=1.0, margin_c=0.5)
     assert penalty(sp - 4.8, sp - 1.0, limit) == pytest.approx(3.8 * objective.STEAM_PENALTY + 0.3 * 1.0)
