@@ -14,7 +14,7 @@ from the rollout. A policy trained on the rollouts alone took the low-load rehea
     operating conditions' changes as nuisance terms.
   * Excess O2, total air and the efficiency tag: the same events and fit, on their change in their own
     units. The ensemble's eight-minute rollout of an O2 bias moved total air by a quarter of what the step
-    tests' last five minutes and the hour-long trims agree on (-26 against -100 t/h per %), so the policy
+    tests' last five minutes and the hour-long trims agree on (26 against about 100 t/h per % of O2 bias), so the policy
     saw a quarter of the fans' saving and half the efficiency tag's gain of running with less air.
   * Hot reheat: every standing trim (an MV changed and then held >= 1 h, load within 15 MW) gives its
     change 30-60 min after against the 10 min before; per load band, a gain (degC per unit of the MV)
