@@ -147,30 +147,59 @@ class Rollouts:
         return out, kept
 
     def _rollout(self, offsets: np.ndarray) -> dict:
-        """The ensemble's rollout, with NOx, excess O2, total air, the efficiency tag and hot reheat moved from
-        the DCS setting's rollout by their settled response where the process model has one (the same for
-        every member: it is one fit)."""
-        roll = self._ensemble_rollout(offsets)
+        """The ensemble's rollout, with the outputs the process model has a settled response for moved by it."""
+        return self._settle(self._ensemble_rollout(offsets), offsets)
+
+    def _settle(self, roll: dict, offsets: np.ndarray) -> dict:
+        """NOx, excess O2, total air, the efficiency tag and hot reheat of a rollout (in place) moved from the DCS
+        setting's rollout by their settled response where the process model has one (the same for every
+        member: it is one fit)."""
         if self.settled is None:
             return roll
         lay = self.model.layout
         du = offsets * self.bands
         load = self.cols["unit_load_mw"][self.steps[:, 1]]
-        nox, reheat = lay.outputs.index(NOX), lay.outputs.index(REHEAT)
         if self.settled.nox_pct is not None:
+            nox = lay.outputs.index(NOX)
             factor = 1.0 + self.settled.nox_change_pct(du, load) / 100.0
             for key in ("mean", "members"):
                 roll[key][..., nox] = self.baseline[key][..., nox] * factor
-        for output in self.settled.step:
-            if output in lay.outputs:
-                j, change = lay.outputs.index(output), self.settled.step_change(output, du, load)
-                for key in ("mean", "members"):
-                    roll[key][..., j] = self.baseline[key][..., j] + change
+        added = {o: self.settled.step_change(o, du, load) for o in self.settled.step if o in lay.outputs}
         if self.settled.reheat_c is not None:
-            lift = self.settled.reheat_change_c(du, load)
+            added[REHEAT] = self.settled.reheat_change_c(du, load)
+        for output, change in added.items():
+            j = lay.outputs.index(output)
             for key in ("mean", "members"):
-                roll[key][..., reheat] = self.baseline[key][..., reheat] + lift
+                roll[key][..., j] = self.baseline[key][..., j] + change
         return roll
+
+    def settled_against_rollout(self) -> dict:
+        """Why the rollouts take the settled response: for each MV held one allowed deviation below and above
+        the DCS's setting, each settled output's change at the horizon's end per unit of the MV, as the
+        ensemble rolls it out and as the settled response has it (mean over the start states; the settled
+        response is linear, the same both ways)."""
+        if self.settled is None:
+            return {}
+        outputs = self.model.layout.outputs
+        settled_js = [j for j, o in enumerate(outputs) if o in self.settled.outputs]
+        figures = {}
+        for m, mv in enumerate(self.model.layout.mvs):
+            lower, settled = self._change_per_unit(m, -1.0)
+            higher, _ = self._change_per_unit(m, 1.0)
+            figures[mv] = {outputs[j]: {"rollout_lower": round(float(lower[j]), 4),
+                                        "rollout_raise": round(float(higher[j]), 4),
+                                        "settled": round(float(settled[j]), 4)} for j in settled_js}
+        return figures
+
+    def _change_per_unit(self, m: int, sign: float) -> tuple[np.ndarray, np.ndarray]:
+        """Mean change of every output at the horizon's end per unit of MV m held at sign x its allowed
+        deviation: (the ensemble's rollout, with the settled response)."""
+        offsets = np.zeros((len(self.rows), len(self.model.layout.mvs)))
+        offsets[:, m] = sign
+        roll = self._ensemble_rollout(offsets)
+        ensemble = (roll["mean"][-1] - self.baseline["mean"][-1]).mean(axis=0)
+        settled = (self._settle(roll, offsets)["mean"][-1] - self.baseline["mean"][-1]).mean(axis=0)
+        return ensemble / (sign * self.bands[m]), settled / (sign * self.bands[m])
 
     def _ensemble_rollout(self, offsets: np.ndarray) -> dict:
         """Mean trajectory of the ensemble over the horizon with the offsets held; per step the members'
@@ -435,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{model.step_s:g} s, ensemble of {model.net.members}), Lagrangian on process-limit cost"),
         "kept_round": None if best is None else best[1], "within_cost_budget": best is not None,
         "candidates": data["stats"], "start_states": len(ro.rows),
+        "settled_against_rollout": ro.settled_against_rollout(),
         "transitions": len(data["reward"]), "data_reward_mean": round(float(data["reward"].mean()), 5),
         "data_cost_mean": round(float(data["cost"].mean()), 5), "rounds": rounds,
         "process_model_step_s": model.step_s, "check_plan": plan,

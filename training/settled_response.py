@@ -13,9 +13,10 @@ from the rollout. A policy trained on the rollouts alone took the low-load rehea
     fit of NOx's change (% of its value before) on the MVs' changes and their changes x load, with the
     operating conditions' changes as nuisance terms.
   * Excess O2, total air and the efficiency tag: the same events and fit, on their change in their own
-    units. The ensemble's eight-minute rollout of an O2 bias moved total air by a quarter of what the step
-    tests' last five minutes and the hour-long trims agree on (26 against about 100 t/h per % of O2 bias), so the policy
-    saw a quarter of the fans' saving and half the efficiency tag's gain of running with less air.
+    units. With the O2 bias 1 % lower on the reference unit's history, the ensemble's eight-minute rollout
+    ends with 24 t/h less total air and the efficiency tag 0.02 pct-pt lower, where the step tests have
+    103 t/h less and 0.075 pct-pt higher (the policy stage's metrics.json, `settled_against_rollout`): the
+    learner saw a quarter of the fans' saving and the efficiency tag's gain with the wrong sign.
   * Hot reheat: every standing trim (an MV changed and then held >= 1 h, load within 15 MW) gives its
     change 30-60 min after against the 10 min before; per load band, a gain (degC per unit of the MV)
     through the origin, kept where the trims tell it from zero (|t| >= 3). Main steam is left to the
@@ -66,6 +67,12 @@ class SettledResponse:
     load_centre_mw: float
     reheat_c: np.ndarray | None  # [n_bands, n_mv] degC per unit of each MV, per load band
     step: dict[str, np.ndarray] = field(default_factory=dict)  # output -> [2 n_mv] as nox_pct, in its own units
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The outputs this response moves."""
+        return ((NOX,) if self.nox_pct is not None else ()) + tuple(self.step) + \
+            ((REHEAT,) if self.reheat_c is not None else ())
 
     def nox_change_pct(self, du: np.ndarray, load: np.ndarray) -> np.ndarray:
         return self._linear(self.nox_pct, du, load)

@@ -181,6 +181,15 @@ def test_policy_rollouts_take_nox_air_and_reheat_from_the_settled_response(proce
     np.testing.assert_allclose(moved["members"][..., j_air] - ro.baseline["members"][..., j_air], 100.0 * d_o2)
     others = [j for j in range(len(out)) if j not in (j_rh, j_nox, j_air)]
     assert not np.allclose(moved["mean"][..., others], ro.baseline["mean"][..., others])  # still the ensemble's
+    # the policy stage's figures set the ensemble's response beside the settled one, per unit of each MV
+    figures = ro.settled_against_rollout()
+    assert set(figures) == set(mvs) and set(figures["o2_setpoint_bias_pct"]) == {
+        "nox_mg_nm3", "total_air_flow_tph", "reheat_steam_temp_c"}
+    o2_air = figures["o2_setpoint_bias_pct"]["total_air_flow_tph"]
+    assert o2_air["settled"] == pytest.approx(100.0)
+    assert o2_air["rollout_lower"] != o2_air["settled"] and np.isfinite(o2_air["rollout_raise"])
+    assert figures["o2_setpoint_bias_pct"]["reheat_steam_temp_c"]["settled"] == pytest.approx(6.0)
+    assert figures["sofa_damper_1_pct"]["nox_mg_nm3"]["settled"] < 0.0  # less NOx with more over-fire air
 
 
 def test_a_unit_without_nox_or_reheat_outputs_gets_the_ensemble_alone(runs, history):
@@ -261,6 +270,7 @@ def test_policy_stage_logs_its_lagrangian_rounds(policy, process_model):
     assert metrics["process_model_sha256"] == json.loads((process_model / "metrics.json").read_text())["data_sha256"]
     assert "IQL" in metrics["algorithm"] and "Lagrangian" in metrics["algorithm"]
     assert metrics["held_mvs"] == []  # every MV of the envelope may move unless --hold-mvs says otherwise
+    assert "o2_setpoint_bias_pct" in metrics["settled_against_rollout"]
     config = json.loads((policy / "config.json").read_text())  # the steam band's price, as offline-rl-v4's
     assert (config["steam_band_penalty"], config["steam_band_margin"]) == (0.5, 0.5)
     assert [r["round"] for r in metrics["rounds"]] == [1, 2]
