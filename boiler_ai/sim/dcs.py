@@ -20,9 +20,21 @@ import math
 from dataclasses import dataclass, field
 
 from boiler_ai.sim import steam
+from boiler_ai.sim.clamp import clamp, toward
 from boiler_ai.sim.coal import DESIGN_COAL, stoichiometry
 from boiler_ai.sim.fireside import N_LEVELS, TILT_RANGE_DEG
-from boiler_ai.sim.mills import FEEDER_MAX_TPH, FEEDER_MIN_TPH, MILLS, MillBank, MillStatus
+from boiler_ai.sim.mills import (
+    FEEDER_MAX_TPH,
+    FEEDER_MIN_TPH,
+    IDLE,
+    MILLS,
+    RUNNING,
+    STARTING,
+    STOPPING,
+    TRIPPED,
+    MillBank,
+    MillStatus,
+)
 
 FEEDER_BIAS = tuple(f"feeder_{m}_bias_tph" for m in MILLS)
 SA_DAMPER = tuple(f"sa_damper_{m}_pct" for m in MILLS)
@@ -66,21 +78,21 @@ SA_COOLING_PCT = 5.0  # damper of a burner level without fire: cooling air only
 def o2_curve_pct(load_frac: float) -> float:
     """O2 set point over load: the IDAES schedule (a cubic in coal flow of its 320 MW unit, 3.0 % at
     full, 4.3 % at 62 %) on load fraction, plus the operators' margin: conservative on purpose."""
-    f = 29.0 * min(max(load_frac, 0.3), 1.05)
+    f = 29.0 * clamp(load_frac, 0.3, 1.05)
     return -0.00075 * f ** 3 + 0.067 * f ** 2 - 2.0 * f + 22.95 + O2_MARGIN_PCT
 
 
 def sa_damper_schedule_pct(coal_tph: float) -> float:
     """Secondary-air ("fuel air") damper of a burner level, scheduled on the coal reaching it: 70 % at
     the design 50 t/h, about proportional to the level's fuel, the cooling position without fire."""
-    return min(max(6.0 + 1.28 * coal_tph, SA_COOLING_PCT), 95.0)
+    return clamp(6.0 + 1.28 * coal_tph, SA_COOLING_PCT, 95.0)
 
 
 def sofa_damper_schedule_pct(load_frac: float, idle_above: float) -> float:
     """SOFA dampers (both levels): a load table set at commissioning on the design coal for NOx, less
     for each idle burner level above the top flame (its cooling air already acts as over-fire air)."""
     base = _interp(load_frac, _SOFA_LOAD, _SOFA_PCT)
-    return min(max(base - 12.0 * idle_above, 0.0), 100.0)
+    return clamp(base - 12.0 * idle_above, 0.0, 100.0)
 
 
 _SOFA_LOAD = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -100,10 +112,13 @@ def _interp(x: float, xs: tuple[float, ...], ys: tuple[float, ...]) -> float:
 def dcs_damper_setpoints(load_frac: float, coal_tph: list[float]) -> tuple[list[float], list[float]]:
     """The DCS's own damper setpoints from the load and the coal reaching each burner level. A level
     coming into or out of service counts as partly idle until it carries 25 t/h, so nothing jumps."""
-    top = max((i for i in range(N_LEVELS) if coal_tph[i] > FIRING_TPH), default=N_LEVELS - 1)
+    top = next((i for i in _LEVELS_TOP_DOWN if coal_tph[i] > FIRING_TPH), N_LEVELS - 1)
     idle_above = N_LEVELS - 1 - top + 1.0 - min(coal_tph[top] / 25.0, 1.0)
     sofa = sofa_damper_schedule_pct(load_frac, idle_above)
     return [sa_damper_schedule_pct(c) for c in coal_tph], [sofa, sofa]
+
+
+_LEVELS_TOP_DOWN = range(N_LEVELS - 1, -1, -1)
 
 
 def air_ratio_for_o2(o2_pct: float) -> float:
@@ -112,8 +127,16 @@ def air_ratio_for_o2(o2_pct: float) -> float:
 
 def coal_feedforward_tph(load_mw: float) -> float:
     """Boiler-master feedforward: coal for this load on the design coal at design efficiency."""
-    heat = steam.flow_for_power(load_mw) * steam.HEAT_TO_STEAM_RATED_MW
+    return _coal_for_steam(steam.flow_for_power(load_mw))
+
+
+def _coal_for_steam(flow_frac: float) -> float:
+    """The feedforward's coal for a steam flow (fraction of rated)."""
+    heat = flow_frac * steam.HEAT_TO_STEAM_RATED_MW
     return heat / (DESIGN_EFFICIENCY * DESIGN_COAL.hhv_kj_per_kg) * 3.6e3
+
+
+_FF_RATED_TPH = coal_feedforward_tph(steam.RATED_MW)
 
 
 @dataclass(frozen=True)
@@ -200,10 +223,10 @@ class _PI:
     def step(self, error: float, dt: float, hold: bool = False) -> float:
         """hold: keep the integral (the loop's output is not in use), proportional action only."""
         p = self.kp * error
+        lo, hi = self.lo, self.hi
         if not hold:
-            self.integral = min(max(self.integral + self.ki * error * dt, self.lo - min(p, 0.0)),
-                                self.hi - max(p, 0.0))
-        return min(max(p + self.integral, self.lo), self.hi)
+            self.integral = clamp(self.integral + self.ki * error * dt, lo - min(p, 0.0), hi - max(p, 0.0))
+        return clamp(p + self.integral, lo, hi)
 
 
 class Dcs:
@@ -279,6 +302,7 @@ class Dcs:
         self.tilt_demand = tilt_deg
         self.level_pi = _PI(0.05, 200.0, -60.0, 60.0, 0.0)
         self.feedwater = steam_kgs
+        self._flow = (math.nan, math.nan)  # (load demand, its steam flow fraction) last worked out
         self.feeder_demand = [0.0] * N_LEVELS
         self._coal_model = None  # DCS mill model: feeder flows through the mills' nominal lags
         self._mill_timer = 0.0  # how long the loading has asked for a mill start (+) or stop (-)
@@ -351,25 +375,26 @@ class Dcs:
     def _select(self, dt: float) -> None:
         """Which setpoint is in force for each MV."""
         dcs, ai, applied = self.dcs_sp, self.ai_sp, self.applied
+        active, mv_enable, releasing, use_ai = self.ai_active, self.mv_enable, self.releasing, self._use_ai
         for i in self._ai_index:
-            lo, hi = self._range[i]
-            use = self.ai_active and self.mv_enable[i]
+            use = active and mv_enable[i]
             if use:
+                lo, hi = self._range[i]
                 c = self._clamp[i]
                 applied[i] = min(max(ai[i], dcs[i] - c, lo), dcs[i] + c, hi)
-                self.releasing[i] = False
+                releasing[i] = False
             else:
-                if self._use_ai[i]:  # AI mode dropped, or the operator took this MV back: ramp home
-                    self.releasing[i] = True
+                if use_ai[i]:  # AI mode dropped, or the operator took this MV back: ramp home
+                    releasing[i] = True
                 ai[i] = dcs[i]
-                if self.releasing[i]:
+                if releasing[i]:
                     step = self._handback[i] * dt
                     a = applied[i]
-                    applied[i] = a = min(max(dcs[i], a - step), a + step)
-                    self.releasing[i] = a != dcs[i]
+                    applied[i] = a = toward(dcs[i], a, step)
+                    releasing[i] = a != dcs[i]
                 else:
                     applied[i] = dcs[i]
-            self._use_ai[i] = use
+            use_ai[i] = use
         for i in self._dcs_only:
             ai[i] = applied[i] = dcs[i]
 
@@ -382,8 +407,7 @@ class Dcs:
         rate = (c.runback_rate_mw_per_min if self.runback else c.load_rate_mw_per_min) / 60.0 * dt
         if self.mft:
             target, rate = 0.0, math.inf
-        d = self.load_demand_mw
-        self.load_demand_mw = d = min(max(target, d - rate), d + rate)
+        self.load_demand_mw = d = toward(target, self.load_demand_mw, rate)
         if self.runback and d <= self.load_cap_mw:  # the demand has run back: the loops take over
             self.runback = False
         load_frac = d / steam.RATED_MW
@@ -396,7 +420,7 @@ class Dcs:
         # DCS setpoints of the MVs
         self.dcs_sp[I_FEEDER:I_SA] = self.operator_feeder_bias
         sa, sofa = dcs_damper_setpoints(load_frac, burner)
-        self.dcs_sp[I_SA:I_O2] = [min(max(p + b, 0.0), 100.0) for p, b in zip([*sa, *sofa], self.operator_damper_bias)]
+        self.dcs_sp[I_SA:I_O2] = [clamp(p + b, 0.0, 100.0) for p, b in zip([*sa, *sofa], self.operator_damper_bias)]
         self.dcs_sp[I_O2] = self.operator_o2_bias
         if self.mft:
             sprays = [0.0, 0.0, 0.0]
@@ -430,24 +454,26 @@ class Dcs:
         psp = self.pressure_sp
         self.pressure_sp = psp = psp + (psp_target - psp) * (1.0 - math.exp(-dt / PRESSURE_SP_TAU_S))
         p_err = psp - m.main_pressure_mpa
-        flow = steam.flow_for_power(d)
+        if d != self._flow[0] or not d:  # the Newton inverse only when the demand has moved (most seconds not)
+            self._flow = d, steam.flow_for_power(d)
+        flow = self._flow[1]
         valve_ff = steam.VALVE_RATED * flow * steam.MAIN_PRESSURE_RATED_MPA / psp
         self.turbine_master.lo, self.turbine_master.hi = 0.05 - valve_ff, 1.0 - valve_ff
-        correction = min(max(PRESSURE_CORRECTION_MW_PER_MPA * p_err, -PRESSURE_CORRECTION_MAX_MW),
-                         PRESSURE_CORRECTION_MAX_MW)
+        correction = clamp(PRESSURE_CORRECTION_MW_PER_MPA * p_err, -PRESSURE_CORRECTION_MAX_MW,
+                           PRESSURE_CORRECTION_MAX_MW)
         mw_err = (d - m.load_mw) - correction
         self.turbine_valve = valve_ff + self.turbine_master.step(mw_err, dt)
         # Boiler energy kicker: extra coal while the demand ramps, for the mill lag and for the stored
         # energy the sliding-pressure set point asks for.
-        ff = coal_feedforward_tph(d)
+        ff = _coal_for_steam(flow)
         ahead = (d - self._last_demand) / dt  # MW/s
         self._last_demand = d
         sliding = steam.main_pressure_sp
         dpsp = (sliding((d + 1.0) / steam.RATED_MW) - sliding((d - 1.0) / steam.RATED_MW)) / 2.0  # MPa per MW
-        ff_rated = coal_feedforward_tph(steam.RATED_MW)
+        ff_rated = _FF_RATED_TPH
         kick = ahead * ff_rated * (KICKER_MILL_S / steam.RATED_MW
                                    + KICKER_STORAGE * steam.STORAGE_TIME_S * dpsp / steam.DRUM_PRESSURE_RATED_MPA)
-        kick = min(max(kick, -KICKER_MAX_TPH), KICKER_MAX_TPH)
+        kick = clamp(kick, -KICKER_MAX_TPH, KICKER_MAX_TPH)
         if self.runback:
             # Runback: fuel comes off with the load demand on the feedforward alone, as fast as the
             # load; the pressure loop holds its integral and waits for the runback to end.
@@ -459,7 +485,7 @@ class Dcs:
             want = ff + self.boiler_master.step(p_err, dt) + self._kicker
             step = FUEL_RATE_TPH_S * dt
         want = max(want, 0.0)
-        self.fuel_demand = min(max(want, self.fuel_demand - step), self.fuel_demand + step)
+        self.fuel_demand = toward(want, self.fuel_demand, step)
 
         self._manage_mills(dt, mills)
         self._feeders(mills)
@@ -490,7 +516,7 @@ class Dcs:
         k1, k2 = 1.0 - math.exp(-dt / MILL_MODEL_TAU_S[0]), 1.0 - math.exp(-dt / MILL_MODEL_TAU_S[1])
         out = []
         for f, state, st in zip(feeder_tph, self._coal_model, status):
-            if st == MillStatus.TRIPPED:  # the trip signal: nothing more reaches those burners
+            if st == TRIPPED:  # the trip signal: nothing more reaches those burners
                 state[0] = state[1] = 0.0
             state[0] += (f - state[0]) * k1
             state[1] += (state[0] - state[1]) * k2
@@ -503,29 +529,27 @@ class Dcs:
         share = mills.share
         total_share = sum(share)
         bias = self.applied[I_FEEDER:I_SA]
-        serving = [share[i] >= 1.0 for i in range(N_LEVELS)]
+        serving = [s >= 1.0 for s in share]
         n = sum(serving)
         mean = sum(b for b, s in zip(bias, serving) if s) / n if n else 0.0
+        demand, fuel = self.feeder_demand, self.fuel_demand
         for i in range(N_LEVELS):
             if total_share <= 0.0 or share[i] <= 0.0:
-                self.feeder_demand[i] = 0.0
+                demand[i] = 0.0
                 continue
-            base = self.fuel_demand * share[i] / total_share
-            if serving[i]:
-                self.feeder_demand[i] = min(max(base + bias[i] - mean, FEEDER_MIN_TPH), FEEDER_MAX_TPH)
-            else:
-                self.feeder_demand[i] = base
+            base = fuel * share[i] / total_share
+            demand[i] = clamp(base + bias[i] - mean, FEEDER_MIN_TPH, FEEDER_MAX_TPH) if serving[i] else base
 
     def _manage_mills(self, dt: float, mills: MillBank) -> None:
         """Start the next mill when the feeders run heavily loaded, stop one when they run light.
         Start order A..F (F is the reserve), stop order top down; one change at a time."""
         self._mill_quiet += dt
         status = mills.status
-        if any(s == MillStatus.STARTING or s == MillStatus.STOPPING for s in status):
+        if STARTING in status or STOPPING in status:
             self._mill_timer = 0.0
             return
-        running = [i for i in range(N_LEVELS) if status[i] == MillStatus.RUNNING]
-        idle = [i for i in range(N_LEVELS) if status[i] == MillStatus.IDLE]
+        running = [i for i, s in enumerate(status) if s == RUNNING]
+        idle = [i for i, s in enumerate(status) if s == IDLE]
         per_mill = self.fuel_demand / max(len(running), 1)
         if (per_mill > MILL_START_TPH or not running) and idle:
             self._mill_timer = max(self._mill_timer, 0.0) + dt

@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from boiler_ai.sim.clamp import clamp
 from boiler_ai.sim.coal import Coal
 from boiler_ai.sim.fireside import N_LEVELS
 
@@ -83,21 +84,20 @@ class _OU:
         row = self._rows[self._i]
         self._i += 1
         a, b, x = self.a, self.b, self.x
-        for k in range(len(x)):
-            x[k] = a * x[k] + b * row[k]
+        x[:] = [a * v + b * r for v, r in zip(x, row)]
         return x
 
 
 def vary_coal(coal: Coal, d_moisture: float, d_ash: float, d_volatile: float) -> Coal:
     """The named coal with more or less moisture and ash: the combustible part keeps its dry ash-free
     analysis and heating value, so carbon, hydrogen ... and the HHV scale with 1 - moisture - ash."""
-    m = min(max(coal.moisture_pct + d_moisture, 1.0), 40.0)
-    a = min(max(coal.ash_pct + d_ash, 2.0), 45.0)
+    m = clamp(coal.moisture_pct + d_moisture, 1.0, 40.0)
+    a = clamp(coal.ash_pct + d_ash, 2.0, 45.0)
     k = (100.0 - m - a) / (100.0 - coal.moisture_pct - coal.ash_pct)
     return Coal(name=coal.name, carbon_pct=coal.carbon_pct * k, hydrogen_pct=coal.hydrogen_pct * k,
                 nitrogen_pct=coal.nitrogen_pct * k, sulfur_pct=coal.sulfur_pct * k, oxygen_pct=coal.oxygen_pct * k,
                 moisture_pct=m, ash_pct=a, hhv_kj_per_kg=coal.hhv_kj_per_kg * k,
-                volatile_daf_pct=min(max(coal.volatile_daf_pct + d_volatile, 5.0), 60.0), hgi=coal.hgi)
+                volatile_daf_pct=clamp(coal.volatile_daf_pct + d_volatile, 5.0, 60.0), hgi=coal.hgi)
 
 
 _COAL_FIELDS = ("carbon_pct", "hydrogen_pct", "nitrogen_pct", "sulfur_pct", "oxygen_pct", "moisture_pct", "ash_pct",

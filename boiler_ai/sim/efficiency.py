@@ -63,14 +63,19 @@ def _basis(t_k: float) -> tuple[float, float, float, float, float]:
     return t, t2 / 2.0, t2 * t / 3.0, t2 * t2 / 4.0, -1.0 / t
 
 
-def _rise(species: str, b1: tuple, b2: tuple) -> float:
-    """Enthalpy rise of an ideal gas between two temperatures (given as bases), kJ/kmol."""
-    a, b, c, d, e = _SHOMATE[species]
-    return 1000.0 * (a * (b2[0] - b1[0]) + b * (b2[1] - b1[1]) + c * (b2[2] - b1[2])
-                     + d * (b2[3] - b1[3]) + e * (b2[4] - b1[4]))
+def _change(b1: tuple, b2: tuple) -> tuple[float, float, float, float, float]:
+    """The basis at one temperature less the basis at another: the same for every gas, so taken once."""
+    return b2[0] - b1[0], b2[1] - b1[1], b2[2] - b1[2], b2[3] - b1[3], b2[4] - b1[4]
+
+
+def _rise(coefficients: tuple, change: tuple) -> float:
+    """Enthalpy rise of an ideal gas (its Shomate coefficients) over a change of the basis, kJ/kmol."""
+    a, b, c, d, e = coefficients
+    return 1000.0 * (a * change[0] + b * change[1] + c * change[2] + d * change[3] + e * change[4])
 
 
 _B25 = _basis(_T25_K)
+_CO2, _CO, _SO2, _N2, _N2A, _O2, _H2O = (_SHOMATE[s] for s in ("CO2", "CO", "SO2", "N2", "N2A", "O2", "H2O"))
 
 
 def _residue_enthalpy(temp_c: float) -> float:
@@ -214,7 +219,8 @@ def validate_inputs(fuel: Fuel, flue_gas: FlueGas, ambient: Ambient, ash: Ash,
     check("ash.carbon_in_fly_ash_pct", ash.carbon_in_fly_ash_pct, 0.0, 99.0)
     check("ash.carbon_in_bottom_ash_pct", ash.carbon_in_bottom_ash_pct, 0.0, 99.0)
     check("ash.fly_ash_fraction", ash.fly_ash_fraction, 0.0, 1.0)
-    uc_fly, uc_bottom, _, _ = _unburned_carbon(fuel, ash)
+    uc_fly, uc_bottom, _, _ = _unburned_carbon(fuel, ash.carbon_in_fly_ash_pct, ash.carbon_in_bottom_ash_pct,
+                                               ash.fly_ash_fraction)
     unburned = uc_fly + uc_bottom
     if unburned >= fuel.carbon_pct / 100.0:
         raise ConfigError(source, "ash", f"carbon left in the ash ({100 * unburned:.2f} % of the coal) is not "
@@ -224,12 +230,13 @@ def validate_inputs(fuel: Fuel, flue_gas: FlueGas, ambient: Ambient, ash: Ash,
     check("rated_mw", rated_mw, 1.0, 2000.0, " MW")
 
 
-def _unburned_carbon(fuel: Fuel, ash: Ash) -> tuple[float, float, float, float]:
+def _unburned_carbon(fuel: Fuel, carbon_fly_pct: float, carbon_bottom_pct: float,
+                     fly_ash_fraction: float) -> tuple[float, float, float, float]:
     """Carbon left in fly and bottom ash, and the fly and bottom refuse (ash + carbon), kg per kg of coal."""
     ash_kg = fuel.ash_pct / 100.0
-    fly = ash_kg * ash.fly_ash_fraction / (1.0 - ash.carbon_in_fly_ash_pct / 100.0)
-    bottom = ash_kg * (1.0 - ash.fly_ash_fraction) / (1.0 - ash.carbon_in_bottom_ash_pct / 100.0)
-    return fly * ash.carbon_in_fly_ash_pct / 100.0, bottom * ash.carbon_in_bottom_ash_pct / 100.0, fly, bottom
+    fly = ash_kg * fly_ash_fraction / (1.0 - carbon_fly_pct / 100.0)
+    bottom = ash_kg * (1.0 - fly_ash_fraction) / (1.0 - carbon_bottom_pct / 100.0)
+    return fly * carbon_fly_pct / 100.0, bottom * carbon_bottom_pct / 100.0, fly, bottom
 
 
 def heat_loss_efficiency(fuel: Fuel, flue_gas: FlueGas, ambient: Ambient, ash: Ash,
@@ -243,8 +250,24 @@ def heat_loss_efficiency(fuel: Fuel, flue_gas: FlueGas, ambient: Ambient, ash: A
     """
     if check:
         validate_inputs(fuel, flue_gas, ambient, ash, radiation_loss_pct, rated_mw, source=source)
+    result = heat_loss_method(fuel, flue_gas.o2_pct_dry, flue_gas.co_ppm, flue_gas.exit_temp_c, ambient.temp_c,
+                              ambient.humidity_kg_per_kg_dry_air, ash.carbon_in_fly_ash_pct,
+                              ash.carbon_in_bottom_ash_pct, ash.fly_ash_fraction, radiation_loss_pct, rated_mw)
+    if check and result.efficiency_pct <= 0.0:
+        raise ConfigError(source, "flue_gas", f"the losses add up to {sum(result.losses_pct.values()):.0f} % of "
+                          "the heat input: no boiler runs at this O2 and exit temperature")
+    return result
+
+
+def heat_loss_method(fuel: Fuel, o2_pct_dry: float, co_ppm: float, exit_temp_c: float, ambient_c: float,
+                     humidity_kg_per_kg_dry_air: float, carbon_fly_pct: float, carbon_bottom_pct: float,
+                     fly_ash_fraction: float, radiation_loss_pct: float | None = None,
+                     rated_mw: float = 600.0) -> EfficiencyResult:
+    """heat_loss_efficiency on plain numbers, unchecked: the plant simulator's every-second path, without
+    building the input records."""
     hhv = fuel.hhv_kj_per_kg
-    uc_fly, uc_bottom, refuse_fly, refuse_bottom = _unburned_carbon(fuel, ash)
+    uc_fly, uc_bottom, refuse_fly, refuse_bottom = _unburned_carbon(fuel, carbon_fly_pct, carbon_bottom_pct,
+                                                                    fly_ash_fraction)
 
     # Molar balance per kg of coal (kmol/kg): unknown dry air and CO, fixed by the measured dry O2 and CO.
     n_c = (fuel.carbon_pct / 100.0 - uc_fly - uc_bottom) / _M_C
@@ -252,8 +275,8 @@ def heat_loss_efficiency(fuel: Fuel, flue_gas: FlueGas, ambient: Ambient, ash: A
     n_s = fuel.sulfur_pct / 100.0 / _M_S
     n_n2_fuel = fuel.nitrogen_pct / 100.0 / _M_N2
     o2_needed = n_c + 0.5 * n_h2 + n_s - fuel.oxygen_pct / 100.0 / _M_O2
-    y_o2 = flue_gas.o2_pct_dry / 100.0
-    y_co = flue_gas.co_ppm * 1e-6
+    y_o2 = o2_pct_dry / 100.0
+    y_co = co_ppm * 1e-6
     dry_gas = ((n_c + n_s + n_n2_fuel + o2_needed * (1.0 / _AIR_O2 - 1.0))
                / (1.0 - 0.5 * y_co - (y_o2 - 0.5 * y_co) / _AIR_O2))
     n_co = y_co * dry_gas
@@ -262,22 +285,23 @@ def heat_loss_efficiency(fuel: Fuel, flue_gas: FlueGas, ambient: Ambient, ash: A
     n_n2a = (1.0 - _AIR_O2) * air
     n_co2 = n_c - n_co
 
-    t_ref, t_gas = ambient.temp_c, flue_gas.exit_temp_c
-    b_ref, b_gas = _basis(t_ref + 273.15), _basis(t_gas + 273.15)
+    t_ref, t_gas = ambient_c, exit_temp_c
+    b_gas = _basis(t_gas + 273.15)
+    warming = _change(_basis(t_ref + 273.15), b_gas)
     dt = t_gas - t_ref
-    dry_gas_heat = (n_co2 * _rise("CO2", b_ref, b_gas) + n_co * _rise("CO", b_ref, b_gas)
-                    + n_s * _rise("SO2", b_ref, b_gas) + n_n2_fuel * _rise("N2", b_ref, b_gas)
-                    + n_n2a * (_rise("N2A", b_ref, b_gas) + _AR_IN_N2A * 20.786 * dt)
-                    + n_o2 * _rise("O2", b_ref, b_gas))
+    dry_gas_heat = (n_co2 * _rise(_CO2, warming) + n_co * _rise(_CO, warming)
+                    + n_s * _rise(_SO2, warming) + n_n2_fuel * _rise(_N2, warming)
+                    + n_n2a * (_rise(_N2A, warming) + _AR_IN_N2A * 20.786 * dt)
+                    + n_o2 * _rise(_O2, warming))
 
     # Water: liquid at the reference temperature leaving as vapour at the gas temperature (gross), and the same
     # less the latent heat at 25 C that the net calorific value already excludes (net). Air moisture enters as
     # vapour and only warms up.
     water_h = n_h2 * _M_H2O
     water_fuel = fuel.moisture_pct / 100.0
-    water_air = ambient.humidity_kg_per_kg_dry_air * air * _M_AIR
-    vapour_from_ref = _rise("H2O", b_ref, b_gas) / _M_H2O
-    per_kg_liquid = _LATENT_25 + _rise("H2O", _B25, b_gas) / _M_H2O - _CP_WATER * (t_ref - 25.0)
+    water_air = humidity_kg_per_kg_dry_air * air * _M_AIR
+    vapour_from_ref = _rise(_H2O, warming) / _M_H2O
+    per_kg_liquid = _LATENT_25 + _rise(_H2O, _change(_B25, b_gas)) / _M_H2O - _CP_WATER * (t_ref - 25.0)
 
     radiation = radiation_loss_default_pct(rated_mw) if radiation_loss_pct is None else radiation_loss_pct
     residue_ref = _residue_enthalpy(t_ref)
@@ -294,9 +318,6 @@ def heat_loss_efficiency(fuel: Fuel, flue_gas: FlueGas, ambient: Ambient, ash: A
     }
     to_gross = 100.0 / hhv
     losses = {name: q * to_gross for name, q in heat.items()}
-    if check and sum(losses.values()) >= 100.0:
-        raise ConfigError(source, "flue_gas", f"the losses add up to {sum(losses.values()):.0f} % of "
-                          "the heat input: no boiler runs at this O2 and exit temperature")
 
     lhv = hhv - _LATENT_25 * (water_h + water_fuel)
     to_net = 100.0 / lhv

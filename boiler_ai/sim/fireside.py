@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from boiler_ai.sim.clamp import clamp
 from boiler_ai.sim.coal import Coal, Stoichiometry, stoichiometry
 
 N_LEVELS = 6  # burner levels A-F, bottom to top, one mill each
@@ -56,15 +57,22 @@ class CoalProps:
                          55.0 * (60.0 / coal.hgi) ** 0.5)
 
 
+_DAMPER_AREA_PER_PCT = (1.0 - DAMPER_LEAKAGE) * 0.01
+
+
 def damper_area(position_pct: float) -> float:
     """Effective flow area of a damper, 0..1 of fully open: leakage when closed, then linear."""
-    return DAMPER_LEAKAGE + (1.0 - DAMPER_LEAKAGE) * 0.01 * min(max(position_pct, 0.0), 100.0)
+    return DAMPER_LEAKAGE + _DAMPER_AREA_PER_PCT * clamp(position_pct, 0.0, 100.0)
 
 
 def level_areas(sa_pos: list[float], sofa_pos: list[float],
                 sa_coeff: tuple[float, ...] | list[float] = SA_FLOW_COEFF) -> tuple[list[float], list[float]]:
-    return ([sa_coeff[i] * damper_area(sa_pos[i]) for i in range(N_LEVELS)],
+    return ([sa_coeff[i] * damper_area(sa_pos[i]) for i in _LEVELS],
             [SOFA_FLOW_COEFF * damper_area(p) for p in sofa_pos])
+
+
+_LEVELS = range(N_LEVELS)
+_LEVELS_TOP_DOWN = range(N_LEVELS - 1, -1, -1)
 
 
 @dataclass(slots=True)
@@ -119,14 +127,18 @@ def fire_side(cp: CoalProps, coal_tph: list[float], pa_tph: list[float], r90_pct
 
     stoich_air = total_coal * cp.air_stoich
     share = sa_total / area
+    # Weights that grow smoothly as a level comes into service.
+    flame = [min(c / FULL_FLAME_TPH, 1.0) for c in coal_tph]
+    level_air = [pa_tph[i] + share * sa_area[i] for i in _LEVELS]
     # Burner-zone air: a level's primary and secondary air joins the flame in so far as there is a
     # flame at or above it (full at 25 t/h); the air of idle levels above the top flame, like SOFA,
     # is over-fire air. Continuous, so a mill coming into service moves it smoothly.
     zone_air = 0.0
     reach = 0.0
-    for i in range(N_LEVELS - 1, -1, -1):
-        reach = max(reach, min(coal_tph[i] / FULL_FLAME_TPH, 1.0))
-        zone_air += (pa_tph[i] + share * sa_area[i]) * reach
+    for i in _LEVELS_TOP_DOWN:
+        if flame[i] > reach:
+            reach = flame[i]
+        zone_air += level_air[i] * reach
     ofa_air = total_air_tph - zone_air
     sr = total_air_tph / stoich_air
     sr_lf = zone_air / stoich_air
@@ -135,18 +147,18 @@ def fire_side(cp: CoalProps, coal_tph: list[float], pa_tph: list[float], r90_pct
     mis2 = 0.0
     r90 = 0.0
     sa_height = sa_firing = even_height = flames = 0.0
-    for i in range(N_LEVELS):
-        c = coal_tph[i]
-        flame = min(c / FULL_FLAME_TPH, 1.0)  # weights that grow smoothly as a level comes into service
-        sa_height += flame * sa_area[i] * LEVEL_HEIGHT[i]
-        sa_firing += flame * sa_area[i]
-        even_height += flame * LEVEL_HEIGHT[i]
-        flames += flame
+    air_stoich = cp.air_stoich
+    for i in _LEVELS:
+        c, f, height = coal_tph[i], flame[i], LEVEL_HEIGHT[i]
+        sa_flame = f * sa_area[i]
+        sa_height += sa_flame * height
+        sa_firing += sa_flame
+        even_height += f * height
+        flames += f
         if c > 0.5:
             w = c / total_coal
-            fireball += w * LEVEL_HEIGHT[i]
-            level_air = pa_tph[i] + share * sa_area[i]
-            lam = level_air / (c * cp.air_stoich)
+            fireball += w * height
+            lam = level_air[i] / (c * air_stoich)
             mis2 += w * min(abs(lam / sr_lf - 1.0), 0.3) ** 2  # a nearly empty level counts no more than this
             r90 += w * r90_pct[i]
     mismatch = math.sqrt(mis2)
@@ -174,7 +186,7 @@ def fire_side(cp: CoalProps, coal_tph: list[float], pa_tph: list[float], r90_pct
     # air-staging retrofits report 40-60 %; *assumption*); weakly rising with the overall air ratio;
     # fuel nitrogen, volatile matter and moisture scale it. This tangential unit with low-NOx burners:
     # 320 mg/Nm3 at SR_lf 0.97 (IDAES: 550 mg/Nm3 for its wall-fired unit).
-    staging = math.exp(NOX_PER_SR_LF * (min(max(sr_lf, 0.85), 1.05) - 0.97))
+    staging = math.exp(NOX_PER_SR_LF * (clamp(sr_lf, 0.85, 1.05) - 0.97))
     nox = (NOX_REF_MG * staging * (0.70 + 0.30 * min(firing, 1.1)) * (1.0 + 0.1 * (sr - 1.2))
            * (coal.nitrogen_pct / 1.0) ** 0.6 * (36.0 / coal.volatile_daf_pct) ** 0.3
            * (1.0 - 0.02 * (coal.moisture_pct - 12.0)))  # wetter coal, cooler flame
@@ -183,7 +195,7 @@ def fire_side(cp: CoalProps, coal_tph: list[float], pa_tph: list[float], r90_pct
     # 0.90, fitted a little flatter below 0.95) scaled to this tangential unit (0.75); up steeply when
     # the overall air ratio falls short of burnout (minimum moving up at low load); coarser grinding,
     # less volatile coal, poor mixing and a high fireball all worse.
-    d = min(max(1.0 - sr_lf, -0.06), 0.15)
+    d = clamp(1.0 - sr_lf, -0.06, 0.15)
     short = max(0.0, 1.15 + 0.15 * (1.0 - firing) - sr)
     ubc = (0.75 * (1.9 + 11.0 * d + 40.0 * d * d) * (1.0 + 4.0 * short + 40.0 * short * short)
            * (r90 / R90_REF_PCT) ** 0.8 * (36.0 / coal.volatile_daf_pct) ** 0.8

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from enum import IntEnum
 
+from boiler_ai.sim.clamp import clamp, toward
 from boiler_ai.sim.fireside import MILL_RATED_TPH, N_LEVELS, CoalProps
 
 MILLS = "abcdef"
@@ -37,11 +38,17 @@ class MillStatus(IntEnum):
     TRIPPED = 4
 
 
+# The statuses by plain name for the per-step loops (here and in the DCS): looking a member up on
+# its Enum class costs several times the comparison.
+IDLE, STARTING, RUNNING, STOPPING, TRIPPED = (MillStatus.IDLE, MillStatus.STARTING, MillStatus.RUNNING,
+                                              MillStatus.STOPPING, MillStatus.TRIPPED)
+
+
 def primary_air_tph(status: MillStatus, feeder_tph: float) -> float:
     """Primary air through a mill: about 2 t air per t coal at low loading, 1.75 near design (IDAES)."""
-    if status == MillStatus.RUNNING or status == MillStatus.STOPPING:
+    if status == RUNNING or status == STOPPING:
         return 30.0 + 1.15 * feeder_tph
-    return 45.0 if status == MillStatus.STARTING else 0.0
+    return 45.0 if status == STARTING else 0.0
 
 
 class MillBank:
@@ -63,7 +70,7 @@ class MillBank:
 
     @property
     def in_service(self) -> list[bool]:
-        return [s == MillStatus.RUNNING or s == MillStatus.STOPPING for s in self.status]
+        return [s == RUNNING or s == STOPPING for s in self.status]
 
     def start(self, i: int) -> None:
         if self.status[i] == MillStatus.IDLE:
@@ -91,8 +98,8 @@ class MillBank:
 
     def _pa_target(self) -> list[float]:
         """Per mill; a stopped mill keeps its air on while it grinds itself empty."""
-        return [primary_air_tph(self.status[i], self.feeder[i]) if self.status[i] != MillStatus.IDLE
-                or self.burner[i] < 0.5 else 30.0 + 1.15 * self.burner[i] for i in range(N_LEVELS)]
+        return [primary_air_tph(s, f) if s != IDLE or b < 0.5 else 30.0 + 1.15 * b
+                for s, f, b in zip(self.status, self.feeder, self.burner)]
 
     def primary_air(self) -> list[float]:
         """Per mill, as it flows now: the hot/cold-air dampers move it smoothly (PA_TAU_S) on a start
@@ -101,45 +108,48 @@ class MillBank:
 
     def _outlet_target(self, i: int, ambient_c: float) -> float:
         s = self.status[i]
-        if s == MillStatus.RUNNING or s == MillStatus.STOPPING:
+        if s == RUNNING or s == STOPPING:
             return 78.0 - 0.8 * (self.cp.coal.moisture_pct - 12.0) - 0.15 * (self.feeder[i] - MILL_RATED_TPH)
-        return 65.0 if s == MillStatus.STARTING else ambient_c + 15.0
+        return 65.0 if s == STARTING else ambient_c + 15.0
 
     def step(self, dt: float, demand_tph: list[float], ambient_c: float) -> None:
-        delay = min(max(int(round(TRANSPORT_DELAY_S / dt)), 1), _BUF - 1)
+        delay = clamp(int(round(TRANSPORT_DELAY_S / dt)), 1, _BUF - 1)
         self._idx = idx = (self._idx + 1) % _BUF
-        k_tab = 1.0 - math.exp(-dt / self.cp.grind_tau_s)
+        grind_tau = self.cp.grind_tau_s
+        k_tab = 1.0 - math.exp(-dt / grind_tau)
         k_cls = 1.0 - math.exp(-dt / CLASSIFIER_TAU_S)
         k_out = 1.0 - math.exp(-dt / 120.0)
         ramp = dt / SHARE_RAMP_S
+        step = FEEDER_RATE_TPH_S * dt
+        status, timer, share, feeder = self.status, self.timer, self.share, self.feeder
+        table, pipes, burner, outlet_temp = self.table, self.pipes, self.burner, self.outlet_temp
         for i in range(N_LEVELS):
-            s = self.status[i]
-            self.timer[i] += dt
-            if s == MillStatus.STARTING and self.timer[i] >= WARMUP_S:
-                self.status[i], self.timer[i] = MillStatus.RUNNING, 0.0
-            elif s == MillStatus.RUNNING:
-                self.share[i] = min(self.share[i] + ramp, 1.0)
-            elif s == MillStatus.STOPPING:
-                self.share[i] = max(self.share[i] - ramp, 0.0)
-                if self.share[i] == 0.0 and self.feeder[i] <= 0.0:
-                    self.status[i], self.timer[i] = MillStatus.IDLE, 0.0
-            if s == MillStatus.TRIPPED:
+            s = status[i]
+            timer[i] += dt
+            if s == STARTING and timer[i] >= WARMUP_S:
+                status[i], timer[i] = RUNNING, 0.0
+            elif s == RUNNING:
+                share[i] = min(share[i] + ramp, 1.0)
+            elif s == STOPPING:
+                share[i] = max(share[i] - ramp, 0.0)
+                if share[i] == 0.0 and feeder[i] <= 0.0:
+                    status[i], timer[i] = IDLE, 0.0
+            if s == TRIPPED:
                 continue
-            running = self.status[i] == MillStatus.RUNNING or self.status[i] == MillStatus.STOPPING
-            target = min(max(demand_tph[i], 0.0), FEEDER_MAX_TPH) if running else 0.0
-            f = self.feeder[i]
-            step = FEEDER_RATE_TPH_S * dt
-            self.feeder[i] = f = min(max(target, f - step), f + step)
+            running = status[i] == RUNNING or status[i] == STOPPING
+            target = clamp(demand_tph[i], 0.0, FEEDER_MAX_TPH) if running else 0.0
+            feeder[i] = f = toward(target, feeder[i], step)
             buf = self._buf[i]
             buf[idx] = f
             to_table = buf[(idx - delay) % _BUF] * (1.0 + self.calibration[i])
             # Inventories integrate exactly for a constant inflow over the step.
-            ground = self.table[i] / self.cp.grind_tau_s
-            self.table[i] += (to_table * self.cp.grind_tau_s - self.table[i]) * k_tab
-            self.pipes[i] += (ground * CLASSIFIER_TAU_S - self.pipes[i]) * k_cls
-            self.burner[i] = self.pipes[i] / CLASSIFIER_TAU_S * (1.0 + self.pulsation[i])
-            self.outlet_temp[i] += (self._outlet_target(i, ambient_c) - self.outlet_temp[i]) * k_out
+            ground = table[i] / grind_tau
+            table[i] += (to_table * grind_tau - table[i]) * k_tab
+            pipes[i] += (ground * CLASSIFIER_TAU_S - pipes[i]) * k_cls
+            burner[i] = pipes[i] / CLASSIFIER_TAU_S * (1.0 + self.pulsation[i])
+            outlet_temp[i] += (self._outlet_target(i, ambient_c) - outlet_temp[i]) * k_out
         k_pa = 1.0 - math.exp(-dt / PA_TAU_S)
+        pa = self.pa
         for i, target in enumerate(self._pa_target()):
-            if self.status[i] != MillStatus.TRIPPED:
-                self.pa[i] += (target - self.pa[i]) * k_pa
+            if status[i] != TRIPPED:
+                pa[i] += (target - pa[i]) * k_pa

@@ -35,14 +35,19 @@ from boiler_ai.sim.scenario import Scenario, named_scenario
 from boiler_ai.sim.steady import OperatingPoint, SteadyPoint
 from boiler_ai.sim.unit import PROCESS_LIMITS, ReferenceUnit, default_tag_map_path, project_file
 
+# Each tag's value at a steady point (the signals process limits are written on).
+_STEADY_VALUE = {
+    "o2_economiser_pct": lambda sp: sp.fire.o2_pct, "co_ppm": lambda sp: sp.fire.co_ppm,
+    "nox_mg_nm3": lambda sp: sp.fire.nox_mg_nm3, "main_steam_temp_c": lambda sp: sp.main_steam_c,
+    "reheat_steam_temp_c": lambda sp: sp.reheat_c, "airheater_exit_gas_temp_c": lambda sp: sp.fire.airheater_exit_c,
+    "carbon_in_fly_ash_pct": lambda sp: sp.fire.carbon_in_fly_ash_pct,
+    "furnace_exit_gas_temp_c": lambda sp: sp.fire.fegt_c, "windbox_furnace_dp_kpa": lambda sp: sp.fire.windbox_dp_kpa,
+}
+
 
 def steady_signal(sp: SteadyPoint, signal: str) -> float:
     """A tag's value at a steady point (the signals process limits are written on)."""
-    f = sp.fire
-    return {"o2_economiser_pct": f.o2_pct, "co_ppm": f.co_ppm, "nox_mg_nm3": f.nox_mg_nm3,
-            "main_steam_temp_c": sp.main_steam_c, "reheat_steam_temp_c": sp.reheat_c,
-            "airheater_exit_gas_temp_c": f.airheater_exit_c, "carbon_in_fly_ash_pct": f.carbon_in_fly_ash_pct,
-            "furnace_exit_gas_temp_c": f.fegt_c, "windbox_furnace_dp_kpa": f.windbox_dp_kpa}[signal]
+    return _STEADY_VALUE[signal](sp)
 
 
 @dataclass(frozen=True)
@@ -102,9 +107,7 @@ class OracleLimits:
             per_mv(env.budget.weights, 0.0), float(env.budget.limit))
 
 
-STEADY_SIGNALS = ("o2_economiser_pct", "co_ppm", "nox_mg_nm3", "main_steam_temp_c", "reheat_steam_temp_c",
-                  "airheater_exit_gas_temp_c", "carbon_in_fly_ash_pct", "furnace_exit_gas_temp_c",
-                  "windbox_furnace_dp_kpa")
+STEADY_SIGNALS = tuple(_STEADY_VALUE)
 
 
 def default_limits() -> OracleLimits:
@@ -161,23 +164,24 @@ BUDGET_SMOOTHING = 1e-3
 def _residuals(sp: SteadyPoint, dcs_u: list[float], limits: OracleLimits, free: list[int]) -> list[float]:
     """Inequality residuals (>= 0 when satisfied) for everything but the plain bounds."""
     u = sp.mvs
+    deviation = [a - b for a, b in zip(u, dcs_u)]
     out = []
     for i in free:  # the DCS setpoint of a damper follows its feeder, so this is not a plain bound
-        out.append(limits.max_dev[i] - (u[i] - dcs_u[i]))
-        out.append(limits.max_dev[i] + (u[i] - dcs_u[i]))
+        out.append(limits.max_dev[i] - deviation[i])
+        out.append(limits.max_dev[i] + deviation[i])
     for c in limits.couplings:
         if c.relation == "equal":
             continue
-        x = u if c.basis == "setpoint" else [a - b for a, b in zip(u, dcs_u)]
-        value = sum(k * v for k, v in zip(c.coefficients, x) if k)
+        x = u if c.basis == "setpoint" else deviation
+        value = sum([k * v for k, v in zip(c.coefficients, x) if k])
         out.append(c.limit - value if c.relation == "at_most" else value - c.limit)
     if math.isfinite(limits.budget_limit):
         # |x| smoothed (a kink at 0 stalls SLSQP), on the conservative side by at most 0.1 % of each MV's band
-        out.append(limits.budget_limit - sum(
+        out.append(limits.budget_limit - sum([
             w * math.sqrt((a - b) ** 2 + (BUDGET_SMOOTHING * d) ** 2)
-            for w, a, b, d in zip(limits.budget_weights, u, dcs_u, limits.max_dev) if w))
+            for w, a, b, d in zip(limits.budget_weights, u, dcs_u, limits.max_dev) if w]))
     for _, signal, relation, limit in limits.process:
-        y = steady_signal(sp, signal)
+        y = _STEADY_VALUE[signal](sp)
         out.append(limit - y if relation == "at_most" else y - limit)
     return out
 

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from boiler_ai.sim import steam
+from boiler_ai.sim.clamp import clamp
 from boiler_ai.sim.coal import Coal
 from boiler_ai.sim.dcs import (
     I_FEEDER,
@@ -25,7 +26,7 @@ from boiler_ai.sim.dcs import (
     mills_for_coal,
     o2_curve_pct,
 )
-from boiler_ai.sim.efficiency import Ambient, Ash, EfficiencyResult, FlueGas, Fuel, heat_loss_efficiency
+from boiler_ai.sim.efficiency import EfficiencyResult, Fuel, heat_loss_method
 from boiler_ai.sim.fireside import (
     FLY_ASH_FRACTION,
     MILL_RATED_TPH,
@@ -59,10 +60,9 @@ def flue_gas_tph(air_tph: float, coal_tph: float, coal: Coal) -> float:
 def efficiency_at(fuel: Fuel, o2_pct: float, co_ppm: float, exit_gas_c: float, carbon_fly_pct: float,
                   carbon_bottom_pct: float, firing_rate: float, ambient_c: float, humidity: float) -> EfficiencyResult:
     """The boiler's heat-loss efficiency (gas at the air-heater exit); radiation loss grows as 1/load."""
-    return heat_loss_efficiency(
-        fuel, FlueGas(min(o2_pct, 20.0), co_ppm, max(exit_gas_c, ambient_c + 1.0)), Ambient(ambient_c, humidity),
-        Ash(carbon_fly_pct, carbon_bottom_pct, FLY_ASH_FRACTION),
-        radiation_loss_pct=RADIATION_LOSS_RATED_PCT / max(firing_rate, 0.2), check=False)
+    return heat_loss_method(fuel, min(o2_pct, 20.0), co_ppm, max(exit_gas_c, ambient_c + 1.0), ambient_c, humidity,
+                            carbon_fly_pct, carbon_bottom_pct, FLY_ASH_FRACTION,
+                            RADIATION_LOSS_RATED_PCT / max(firing_rate, 0.2))
 
 
 def efficiency_of(fuel: Fuel, fire: FireState, ambient_c: float, humidity: float) -> EfficiencyResult:
@@ -75,13 +75,13 @@ def split_feeders(total_tph: float, bias: list[float], in_service: list[bool]) -
     the boiler master makes up what a limited feeder cannot take on the others."""
     n = sum(in_service)
     mean = sum(b for b, s in zip(bias, in_service) if s) / n
-    want = [total_tph / n + bias[i] - mean if in_service[i] else 0.0 for i in range(N_LEVELS)]
-    feed = [min(max(w, FEEDER_MIN_TPH), FEEDER_MAX_TPH) if in_service[i] else 0.0 for i, w in enumerate(want)]
-    free = [i for i in range(N_LEVELS) if in_service[i] and FEEDER_MIN_TPH < feed[i] < FEEDER_MAX_TPH]
+    each = total_tph / n
+    feed = [clamp(each + b - mean, FEEDER_MIN_TPH, FEEDER_MAX_TPH) if s else 0.0 for b, s in zip(bias, in_service)]
+    free = [i for i, f in enumerate(feed) if in_service[i] and FEEDER_MIN_TPH < f < FEEDER_MAX_TPH]
     if free:
         extra = (total_tph - sum(feed)) / len(free)
         for i in free:
-            feed[i] = min(max(feed[i] + extra, FEEDER_MIN_TPH), FEEDER_MAX_TPH)
+            feed[i] = clamp(feed[i] + extra, FEEDER_MIN_TPH, FEEDER_MAX_TPH)
     return feed
 
 
@@ -166,7 +166,7 @@ class OperatingPoint:
             if prev is not None and prev[0] != tilt:
                 slope = max((sp.reheat_unsprayed_c - prev[1]) / (tilt - prev[0]), 0.05)
             prev = (tilt, sp.reheat_unsprayed_c)
-            new_tilt = min(max(tilt + miss / slope, -TILT_RANGE_DEG), TILT_RANGE_DEG)
+            new_tilt = clamp(tilt + miss / slope, -TILT_RANGE_DEG, TILT_RANGE_DEG)
             if abs(new_tilt - tilt) < 1e-8:
                 break
             tilt = new_tilt
@@ -183,15 +183,17 @@ class OperatingPoint:
         air_ratio = cp.stoich.excess_air_ratio(o2)
         sa, sofa = u[I_SA:I_SOFA], u[I_SOFA:I_O2]
         bias = u[I_FEEDER:I_SA]
+        in_service = self.in_service
+        status = [MillStatus.RUNNING if s else MillStatus.IDLE for s in in_service]
+        r90_design = [cp.r90_ref_pct * w for w in WEAR]  # each mill's fineness at its design loading
         coal_tph = self.heat_to_steam_mw / (0.89 * coal.hhv_kj_per_kg) * 3.6e3
         for _ in range(6):
-            feed = split_feeders(coal_tph, bias, self.in_service)
+            feed = split_feeders(coal_tph, bias, in_service)
             if dcs:
                 u = self.dcs_mvs(feed)
                 sa, sofa = u[I_SA:I_SOFA], u[I_SOFA:I_O2]
-            pa = [primary_air_tph(MillStatus.RUNNING if s else MillStatus.IDLE, f)
-                  for s, f in zip(self.in_service, feed)]
-            r90 = [cp.r90_ref_pct * WEAR[i] * (max(feed[i], 10.0) / MILL_RATED_TPH) ** 0.5 for i in range(N_LEVELS)]
+            pa = [primary_air_tph(s, f) for s, f in zip(status, feed)]
+            r90 = [r * (max(f, 10.0) / MILL_RATED_TPH) ** 0.5 for r, f in zip(r90_design, feed)]
             air = air_ratio * sum(feed) * cp.air_stoich
             fire = fire_side(cp, feed, pa, r90, sa, sofa, air, self.slag, self.fouling, self.ambient_c, self.sa_coeff,
                              tilt)

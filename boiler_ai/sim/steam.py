@@ -14,6 +14,8 @@ import bisect
 import math
 from dataclasses import dataclass
 
+from boiler_ai.sim.clamp import clamp
+
 RATED_MW = 600.0
 STEAM_RATED_TPH = 1800.0
 STEAM_RATED_KGS = STEAM_RATED_TPH / 3.6
@@ -51,15 +53,15 @@ _SAT_LNP = tuple(math.log(p) for p in _SAT_P)
 
 
 def sat_temp_c(p_mpa: float) -> float:
-    lnp = math.log(min(max(p_mpa, _SAT_P[0]), _SAT_P[-1]))
-    i = min(max(bisect.bisect_right(_SAT_LNP, lnp) - 1, 0), len(_SAT_P) - 2)
+    lnp = math.log(clamp(p_mpa, _SAT_P[0], _SAT_P[-1]))
+    i = clamp(bisect.bisect_right(_SAT_LNP, lnp) - 1, 0, len(_SAT_P) - 2)
     w = (lnp - _SAT_LNP[i]) / (_SAT_LNP[i + 1] - _SAT_LNP[i])
     return _SAT_T[i] + w * (_SAT_T[i + 1] - _SAT_T[i])
 
 
 def main_pressure_sp(load_frac: float) -> float:
     """Sliding-pressure curve: 16.2 MPa above 90 % load, sliding to 9.5 MPa at 50 %, floor 7 MPa."""
-    return min(max(9.5 + 16.75 * (load_frac - 0.5), 7.0), MAIN_PRESSURE_RATED_MPA)
+    return clamp(9.5 + 16.75 * (load_frac - 0.5), 7.0, MAIN_PRESSURE_RATED_MPA)
 
 
 def power_mw(flow_frac: float) -> float:
@@ -113,7 +115,7 @@ def stage_rises(gains: tuple[float, float, float, float], heat_per_steam: float,
     and under-firing move the stage rises by about half as much: tube metal and the furnace's own
     radiation share buffer it. The convective reheater picks up less per kg of steam as load falls
     (cooler, slower gas): reheat runs short at low load, as on drum units."""
-    heat_per_steam = min(max(heat_per_steam, 0.6), 1.4) ** 0.5
+    heat_per_steam = clamp(heat_per_steam, 0.6, 1.4) ** 0.5
     pf = pressure_factor(p_drum_mpa) * heat_per_steam
     return StageRises(DT_PRIMARY_SH * gains[0] * pf, DT_PLATEN * gains[1] * pf, DT_FINAL_SH * gains[2] * pf,
                       DT_REHEATER * gains[3] * heat_per_steam * reheat_flow_factor(flow_frac))
@@ -129,7 +131,7 @@ def reheat_flow_factor(flow_frac: float) -> float:
 
 def platen_outlet_sp(load_frac: float) -> float:
     """DCS set point for the platen outlet (first spray loop), keeping the second spray in range."""
-    return 499.5 - 6.0 * (1.0 - min(max(load_frac, 0.3), 1.0))
+    return 499.5 - 6.0 * (1.0 - clamp(load_frac, 0.3, 1.0))
 
 
 @dataclass(slots=True)
@@ -228,7 +230,7 @@ class SteamSide:
         # Heat into the steam through the waterwall lag; steam storage integrates the imbalance.
         self.heat_lagged += (heat_to_steam_mw - self.heat_lagged) * (1.0 - math.exp(-dt / WATERWALL_TAU_S))
         generated = self.heat_lagged / HEAT_TO_STEAM_RATED_MW  # steam generation, fraction of rated
-        self.valve += (min(max(valve_demand, 0.0), 1.05) - self.valve) * (1.0 - math.exp(-dt / 2.0))
+        self.valve += (clamp(valve_demand, 0.0, 1.05) - self.valve) * (1.0 - math.exp(-dt / 2.0))
         x = self.flow_frac
         self.p_main = max(self.p_drum - SH_DP_RATED_MPA * x * x, 0.1)
         x = self.flow_frac = self.valve / VALVE_RATED * self.p_main / MAIN_PRESSURE_RATED_MPA
@@ -244,7 +246,7 @@ class SteamSide:
         # Sprays: valve to flow through the actuator lag.
         k_spray = 1.0 - math.exp(-dt / SPRAY_VALVE_TAU_S)
         for k in range(3):
-            target = SPRAY_MAX_TPH[k] * 0.01 * min(max(spray_valves_pct[k], 0.0), 100.0)
+            target = SPRAY_MAX_TPH[k] * 0.01 * clamp(spray_valves_pct[k], 0.0, 100.0)
             self.spray_tph[k] += (target - self.spray_tph[k]) * k_spray
         # Stage temperatures: each stage's settled outlet through two lags.
         heat_per_steam = self.heat_lagged / (HEAT_TO_STEAM_RATED_MW * max(x, 0.05))

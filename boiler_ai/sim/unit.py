@@ -20,6 +20,7 @@ import numpy as np
 
 import boiler_ai
 from boiler_ai.sim import steam
+from boiler_ai.sim.clamp import clamp, toward
 from boiler_ai.sim.coal import DESIGN_COAL, blend, coal_named, stoichiometry
 from boiler_ai.sim.dcs import (
     I_O2,
@@ -106,6 +107,9 @@ DCS_RESOLUTION: dict[str, float] = {
 }
 _IDX = {name: i for i, name in enumerate(SIGNALS)}
 _NOISY = tuple(_IDX[n] for n in NOISE_STD)
+_FEEDER_FLOW = tuple(_IDX[f"mill_{m}_coal_flow_tph"] for m in MILLS)
+_IN_SERVICE = (MillStatus.RUNNING, MillStatus.STOPPING)
+_IN_SEQUENCE = (MillStatus.STARTING, MillStatus.STOPPING)
 _NOISE_BLOCK = 4096
 _DESIGN_AIR = stoichiometry(DESIGN_COAL).air_stoich_kg
 
@@ -155,9 +159,9 @@ class ReferenceUnit:
         self._noise_on = sc.noise
         self._noise_rows: list[list[float]] = []
         self._noise_i = _NOISE_BLOCK
-        self._noise_std = [NOISE_STD[SIGNALS[i]] for i in _NOISY]
-        self._ranges = [(self._range(SIGNALS[i])) for i in _NOISY]
-        self._resolution = [DCS_RESOLUTION[SIGNALS[i]] for i in _NOISY]
+        # Per noisy signal: its index, noise, range, resolution and exception-reporting deadband.
+        self._instruments_shown = [(i, NOISE_STD[SIGNALS[i]], *self._range(SIGNALS[i]), DCS_RESOLUTION[SIGNALS[i]],
+                                    DCS_RESOLUTION[SIGNALS[i]] * 0.999) for i in _NOISY]
         self.t = 0.0
         self._next_event = 0
         self.slag, self.fouling = sc.initial_slag, sc.initial_fouling
@@ -199,6 +203,7 @@ class ReferenceUnit:
                              "ai_heartbeat, ai_status and ai_reason")
         self.value_names: tuple[str, ...] = tuple(tm.readable)
         self._value_idx = [_IDX[n] for n in self.value_names]
+        self._ai_sp_index = {f"{mv}_ai_sp": MV_NAMES.index(mv) for mv in self.ai_mvs}
 
     def _range(self, name: str) -> tuple[float, float]:
         spec = self.tag_map.signals.get(name)
@@ -227,7 +232,7 @@ class ReferenceUnit:
         self.ambient_c = (sc.ambient_c(t) if sc.ambient_swing_c else sc.ambient_mean_c) + self.dist.weather_c
         # Relative humidity is highest in the cold of the early morning.
         daily = math.cos(2.0 * math.pi * (t / 3600.0 - 5.0) / 24.0) if sc.ambient_swing_c else 0.0
-        rh = min(max(0.01 * sc.humidity_rh_pct + 0.15 * daily + self.dist.humidity_dev, 0.1), 1.0)
+        rh = clamp(0.01 * sc.humidity_rh_pct + 0.15 * daily + self.dist.humidity_dev, 0.1, 1.0)
         self.humidity = humidity_ratio(self.ambient_c, rh)
 
     def _start(self, load_mw: float, config: DcsConfig) -> None:
@@ -327,7 +332,7 @@ class ReferenceUnit:
         m.reheat_c = out[_IDX["reheat_steam_temp_c"]]
         m.platen_out_c = self.tc[0]
         m.drum_level_mm = out[_IDX["drum_level_mm"]]
-        m.feeder_tph = [out[_IDX[f"mill_{x}_coal_flow_tph"]] for x in MILLS]
+        m.feeder_tph = [out[i] for i in _FEEDER_FLOW]
         m.coal_tph = sum(m.feeder_tph)
         dcs.step(dt, m, mills, sc.agc_target_mw(t))
 
@@ -338,11 +343,11 @@ class ReferenceUnit:
         step = DAMPER_RATE_PCT_S * dt
         sa, sofa = self.sa_pos, self.sofa_pos
         for i in range(N_LEVELS):
-            sa[i] = min(max(applied[I_SA + i], sa[i] - step), sa[i] + step)
+            sa[i] = toward(applied[I_SA + i], sa[i], step)
         for i in range(2):
-            sofa[i] = min(max(applied[I_SOFA + i], sofa[i] - step), sofa[i] + step)
+            sofa[i] = toward(applied[I_SOFA + i], sofa[i], step)
         tilt_step = TILT_RATE_DEG_S * dt
-        self.tilt_deg = min(max(dcs.tilt_demand, self.tilt_deg - tilt_step), self.tilt_deg + tilt_step)
+        self.tilt_deg = toward(dcs.tilt_demand, self.tilt_deg, tilt_step)
         self.fire = f = fire_side(self.cp, mills.burner, mills.primary_air(), mills.r90_pct(), sa, sofa,
                                   self.air_tph, self.slag, self.fouling, ambient, self._sa_coeff, self.tilt_deg,
                                   dist.fireball_shift)
@@ -389,7 +394,7 @@ class ReferenceUnit:
             self.sootblow_left_s -= dt
             slag *= math.exp(-dt / SOOTBLOW_SLAG_TAU_S)
             fouling *= math.exp(-dt / SOOTBLOW_FOULING_TAU_S)
-        self.slag, self.fouling = min(max(slag, 0.0), 1.0), min(fouling, 1.0)
+        self.slag, self.fouling = clamp(slag, 0.0, 1.0), min(fouling, 1.0)
 
     def _instruments(self, dt: float, f: FireState) -> None:
         """Analysers (transport dead time and lag, probe grid, CO pockets), carbon-in-ash sampling and
@@ -445,7 +450,7 @@ class ReferenceUnit:
             self.online_eff = 0.0
         else:
             self.online_eff = efficiency_at(
-                self.dist.lab.coal, min(max(o[_IDX["o2_economiser_pct"]], 0.0), 20.0), max(o[_IDX["co_ppm"]], 0.0),
+                self.dist.lab.coal, clamp(o[_IDX["o2_economiser_pct"]], 0.0, 20.0), max(o[_IDX["co_ppm"]], 0.0),
                 o[_IDX["airheater_exit_gas_temp_c"]], self.ubc_meas, 1.6 * self.ubc_meas,
                 o[_IDX["unit_load_mw"]] / steam.RATED_MW, o[_IDX["ambient_temp_c"]],
                 HUMIDITY_KG_PER_KG).efficiency_pct
@@ -455,14 +460,13 @@ class ReferenceUnit:
         """What the instruments and the DCS show now: noise, each tag's range, the DCS's resolution
         and deadband."""
         d, st, mills, f = self.dcs, self.steam, self.mills, self.fire
-        in_service = mills.in_service
+        feeder, outlet_temp = mills.feeder, mills.outlet_temp
         mill_values = []
-        for i in range(N_LEVELS):
-            mill_values += (mills.feeder[i], 1.0 if in_service[i] else 0.0, mills.outlet_temp[i],
-                            1.0 if mills.status[i] in (MillStatus.STARTING, MillStatus.STOPPING) else 0.0)
-        sp = []
-        for k in range(len(MV_NAMES)):
-            sp += (d.dcs_sp[k], d.ai_sp[k])
+        for i, status in enumerate(mills.status):
+            mill_values += (feeder[i], 1.0 if status in _IN_SERVICE else 0.0, outlet_temp[i],
+                            1.0 if status in _IN_SEQUENCE else 0.0)
+        sp = [0.0] * (2 * len(MV_NAMES))  # each MV's DCS and AI setpoint, in turn
+        sp[::2], sp[1::2] = d.dcs_sp, d.ai_sp
         tc = self.tc
         out = [
             st.load_mw, d.load_demand_mw, float(d.coordinated), float(d.mft), float(d.runback), self.ambient_c,
@@ -481,11 +485,11 @@ class ReferenceUnit:
             row = self._noise_rows[self._noise_i]
             self._noise_i += 1
             shown = self._shown
-            for j, i in enumerate(_NOISY):
-                lo, hi = self._ranges[j]
-                res = self._resolution[j]
-                v = min(max(round((out[i] + self._noise_std[j] * row[j]) / res) * res, lo), hi)
-                if shown is not None and abs(v - shown[i]) < res * 0.999:
+            for (i, std, lo, hi, res, deadband), noise in zip(self._instruments_shown, row):
+                v = round((out[i] + std * noise) / res) * res
+                v = lo if lo > v else v  # clamp() inline: the hottest loop of the step
+                v = hi if hi < v else v
+                if shown is not None and abs(v - shown[i]) < deadband:
                     v = shown[i]
                 out[i] = v
         self._out = self._shown = out
@@ -493,13 +497,11 @@ class ReferenceUnit:
     # ── the API ──────────────────────────────────────────────────────────────────────────────────
     def values(self) -> dict[str, float]:
         """Every readable signal of the tag map by logical name (bools as 0.0/1.0)."""
-        out = self._out
-        return {n: out[i] for n, i in zip(self.value_names, self._value_idx)}
+        return dict(zip(self.value_names, map(self._out.__getitem__, self._value_idx)))
 
     def values_array(self) -> np.ndarray:
         """The same as values(), as an array in the order of `value_names` (for training loops)."""
-        out = self._out
-        return np.array([out[i] for i in self._value_idx])
+        return np.array(list(map(self._out.__getitem__, self._value_idx)))
 
     def write(self, signal: str, value: float) -> None:
         """Write a writable tag (the AI setpoints of the tag map's manipulated variables, ai_request,
@@ -531,7 +533,7 @@ class ReferenceUnit:
             setattr(d, signal, int(value))
             return
         else:
-            d.ai_sp[MV_NAMES.index(signal[:-len("_ai_sp")])] = value
+            d.ai_sp[self._ai_sp_index[signal]] = value
         self._out[_IDX[signal]] = value
 
     def set_ai_enable(self, on: bool) -> None:
