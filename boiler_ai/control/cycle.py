@@ -116,6 +116,10 @@ class Controller:
         # disagreement matters for a feeder bias, not for a damper opening.
         self._spread_scale = [max(dev, 1e-9) for dev in envelope.max_dev.tolist()]
         self.supervisor = Supervisor(envelope, settings.cycle_period_s)
+        # what every cycle hands the supervisor, projector and guard, worked out once (the envelope is frozen)
+        self._process_signals = envelope.process_signals
+        self._condition_signals = envelope.condition_signals
+        self._handshake_tags = tuple(self.hs[k] for k in ("ai_enable", "ai_permissive", "ai_active"))
         self.heartbeat = 0
         self.cycle = 0
         self.out_of_depth_s = 0.0
@@ -169,9 +173,9 @@ class Controller:
         requested, policy_check = self._infer(u_prev, events) if observed else (None, None)
         lap("infer")
 
-        handshake = Handshake(*(self._flag(values, self.hs[k]) for k in ("ai_enable", "ai_permissive", "ai_active")))
-        process_now = {name: values.get(name, math.nan) for name in self.envelope.process_signals}
-        available = {sig: values.get(sig, 0.0) >= 0.5 for sig in self.envelope.condition_signals}
+        handshake = Handshake(*[self._flag(values, tag) for tag in self._handshake_tags])
+        process_now = {name: values.get(name, math.nan) for name in self._process_signals}
+        available = {sig: values.get(sig, 0.0) >= 0.5 for sig in self._condition_signals}
         supervision = self.supervisor.update(process_now, u_prev, u_dcs, self.engagement.mode is Mode.ACTIVE,
                                              values)
         events.extend(supervision.events)

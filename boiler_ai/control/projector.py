@@ -122,6 +122,8 @@ class Projector:
         last[n:] = [w for _, w in budget]
         rows.append(last)
         self._h_diag = np.r_[e.weights ** 2, [AUX_WEIGHT * e.weights[i] ** 2 for i, _ in budget]]
+        # the linear cost's constant factor and its zero block over t: a cycle only multiplies in the request
+        self._f_factor, self._f_aux = -self._h_diag[:n], np.zeros(m)
         self._sense = np.array([_INEQUALITY] * (n + m)
                                + [_EQUALITY if c.relation == "equal" else _INEQUALITY for c in e.couplings]
                                + [_INEQUALITY] * (len(e.process_limits) + 2 * m + 1), dtype=np.int32)
@@ -196,7 +198,7 @@ class Projector:
     def _floats(self, values) -> list[float] | None:
         """`values` as n finite Python floats, or None."""
         try:
-            floats = [float(v) for v in (np.ravel(values).tolist() if isinstance(values, np.ndarray) else values)]
+            floats = list(map(float, np.ravel(values).tolist() if isinstance(values, np.ndarray) else values))
         except (TypeError, ValueError):
             return None
         if len(floats) != self._n or not all(map(math.isfinite, floats)):
@@ -310,7 +312,7 @@ class Projector:
         upper = np.array(hi + [SOLVER_INF] * m + limits.row_hi + [SOLVER_INF] * (2 * m)
                          + [limits.budget if budget else SOLVER_INF])
         lower = np.array(lo + [0.0] * m + limits.row_lo + aux_lo + [-SOLVER_INF])
-        f = np.r_[-self._h_diag[:n] * np.array(request), np.zeros(m)]
+        f = np.concatenate((self._f_factor * np.array(request), self._f_aux))
         # an equality coupling left crossed (_limits: no worse than the setpoints in force) is an interval
         widened = [n + m + k for k, equal in enumerate(self._equal_rows)
                    if equal and limits.row_lo[k] != limits.row_hi[k]]
@@ -339,7 +341,9 @@ class Projector:
         lam = np.asarray(info.get("lam", ()), dtype=float).reshape(-1)
         names = []
         n_rows = len(self._row_names)
-        for k in np.flatnonzero(np.abs(lam) > ACTIVE_MULTIPLIER):
+        # as Python ints and floats: a handful of constraints, each cheaper so than as numpy scalars
+        active, lam = np.flatnonzero(np.abs(lam) > ACTIVE_MULTIPLIER).tolist(), lam.tolist()
+        for k in active:
             if k < n:
                 names.append(self._bound(limits, k, lam[k] > 0))  # DAQP: positive = upper bound active
             elif n + m <= k < n + m + n_rows:
