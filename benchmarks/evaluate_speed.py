@@ -5,13 +5,16 @@ A run simulates four things: the unit under the DCS alone, the DCS's setpoints e
 the last depends on the model; `--baseline-cache DIR` keeps the other three. This runs the same
 evaluation twice into a fresh cache folder: cold (everything simulated) and warm (the baselines reused),
 and checks that both give the same summary. Target (issue 14): an evaluation within 20 minutes on 2 cores.
+`--keep-cache DIR` uses DIR (which must not hold baselines yet) instead of a temporary folder and keeps it,
+so that other models' evaluations (`boiler-ai evaluate --baseline-cache DIR`) reuse the baselines.
 
-    python benchmarks/evaluate_speed.py MODEL [--max-seeds 4] [--hours 4] [--workers 2]
+    python benchmarks/evaluate_speed.py MODEL [--max-seeds 4] [--hours 4] [--workers 2] [--keep-cache DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -28,13 +31,18 @@ def main() -> int:
     parser.add_argument("--max-seeds", type=int, default=4, help="first N held-out seeds (all 20: the full set)")
     parser.add_argument("--hours", type=float, default=4.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep-cache", type=Path, default=None, metavar="DIR")
     args = parser.parse_args()
+    if args.keep_cache is not None and args.keep_cache.is_dir() and any(args.keep_cache.iterdir()):
+        print(f"--keep-cache {args.keep_cache}: not empty (a cold run needs an empty cache)", file=sys.stderr)
+        return 2
     from boiler_ai.evaluate import evaluate
     from boiler_ai.sim.scenario import HELD_OUT_SEEDS, STANDARD_SCENARIOS
 
     seeds = list(HELD_OUT_SEEDS)[:args.max_seeds]
     timings, summaries = {}, {}
-    with tempfile.TemporaryDirectory(prefix="boiler-ai-baselines-") as cache:
+    with contextlib.nullcontext(args.keep_cache) if args.keep_cache is not None else \
+            tempfile.TemporaryDirectory(prefix="boiler-ai-baselines-") as cache:
         for name in ("cold", "warm"):
             started = time.perf_counter()
             summary, runs = evaluate(args.model, scenarios=list(STANDARD_SCENARIOS), seeds=seeds, hours=args.hours,
