@@ -37,13 +37,16 @@ from boiler_ai.config import DaemonConfig, SteppedConfig, load_config
 from boiler_ai.control.supervision import limit_named
 from boiler_ai.demo import UnitTap, check_run
 from boiler_ai.errors import ExpectedError
+from boiler_ai.sim.steam import REHEAT_SP_C, STEAM_TEMP_SP_C
 from boiler_ai.strict import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
 TRACE_EVERY_S = 60  # one point per simulated minute in the report's plots
-STEAM_SP_C = 540.0
 STEAM_BAND_C = 5.0  # main and hot reheat within this of set point: the offline-RL target, judged against the DCS's
+# Each about the set point the DCS holds it at: hot reheat runs 2 degC under main steam (margin below its 545 degC
+# limit), so 540 for both would leave it 3 degC of band below and 7 above.
+STEAM_SET_POINTS_C = (("main_steam_temp_c", STEAM_TEMP_SP_C), ("reheat_steam_temp_c", REHEAT_SP_C))
 REARM_AFTER_MIN = 15.0  # a shift's operator re-enables AI this long after a release (0: never)
 
 
@@ -66,7 +69,7 @@ class Trace(UnitTap):
         self.seconds += dt
         for key in ("efficiency_pct", "heat_rate_kj_kwh", "nox_mg_nm3", "o2_pct"):
             self.sums[key] += p[key] * dt
-        main, reheat = abs(p["main_steam_temp_c"] - STEAM_SP_C), abs(p["reheat_steam_temp_c"] - STEAM_SP_C)
+        main, reheat = abs(p["main_steam_temp_c"] - STEAM_TEMP_SP_C), abs(p["reheat_steam_temp_c"] - REHEAT_SP_C)
         self.sums["steam_dev_c"] += (main + reheat) / 2 * dt
         self.sums["steam_outside_band_s"] += dt if max(main, reheat) > STEAM_BAND_C else 0.0
         self.co.append(p["co_ppm"])

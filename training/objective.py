@@ -5,8 +5,8 @@ the turbine-side correction-curve figures the simulator's heat rate uses (boiler
 main and reheat steam below rated, superheater and reheater spray as a share of steam flow) and the
 draught fans' power rising with the square of the total air flow. Reward of an action = the index under
 the DCS's setting minus the index under the action (heat rate saved, %), minus penalties for NOx above
-the DCS's, CO above 100 ppm and steam temperatures further from set point than the DCS holds them, steeper
-outside the +-5 degC band the evaluation judges (`SteamBand`: fifty times by default, from 0.5 degC inside).
+the DCS's, CO above 100 ppm and steam temperatures further from their set points than the DCS holds them,
+steeper outside the +-5 degC band the evaluation judges (`SteamBand`: fifty times by default, from 0.5 degC inside).
 Cost = how far the envelope's process limits are crossed (each in % of its limit), for the Lagrangian.
 """
 
@@ -18,13 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from boiler_ai.control.envelope import Envelope
-from boiler_ai.evaluate import STEAM_BAND_C, STEAM_SP_C
+from boiler_ai.evaluate import STEAM_BAND_C, STEAM_SET_POINTS_C
 from boiler_ai.sim.heatrate import (
     MAIN_TEMP_HR_PCT_PER_C,
     REHEAT_TEMP_HR_PCT_PER_C,
     RH_SPRAY_HR_PCT_PER_PCT,
     SH_SPRAY_HR_PCT_PER_PCT,
 )
+from boiler_ai.sim.steam import STEAM_TEMP_SP_C
 
 FAN_MW_AT_RATED_AIR = 15.4  # FD + PA + ID at rated air (sim/heatrate.py: 3.6 + 4.8 + 7.0 MW)
 RATED_AIR_TPH = 2370.0  # total air at 600 MW on the design coal
@@ -41,7 +42,7 @@ class SteamBand:
     hot reheat slowly, over tens of minutes, and a reheat under-temperature pulls the DCS's steam loops into
     overshooting main steam. At 1.0, a degC costs more than any setting saves and the band acts as a limit;
     a margin covers what the settled reheat gain does not know (t 4-5, training/settled_response.py), where
-    the DCS itself holds reheat 2-5 degC under set point at low load. The default (0.5, 0.5) trained
+    the DCS itself cannot hold reheat up to its set point at low load. The default (0.5, 0.5) trained
     offline-rl-v4 (offline-rl-v3: 0.1, 0). The trade, measured in training/README.md: less time outside the
     band, less heat rate."""
 
@@ -57,8 +58,9 @@ SIGNALS = ("boiler_efficiency_pct", "main_steam_temp_c", "reheat_steam_temp_c", 
 def heat_rate_index(v: Mapping[str, np.ndarray]) -> np.ndarray:
     """% of unit heat rate, up to a constant: differences of it are heat rate saved or lost, in %."""
     steam = np.maximum(v["main_steam_flow_tph"], 50.0)
-    correction = (MAIN_TEMP_HR_PCT_PER_C * (STEAM_SP_C - v["main_steam_temp_c"])
-                  + REHEAT_TEMP_HR_PCT_PER_C * (STEAM_SP_C - v["reheat_steam_temp_c"])
+    # the correction curves' reference is rated steam, 540 degC for both (as sim/heatrate.py)
+    correction = (MAIN_TEMP_HR_PCT_PER_C * (STEAM_TEMP_SP_C - v["main_steam_temp_c"])
+                  + REHEAT_TEMP_HR_PCT_PER_C * (STEAM_TEMP_SP_C - v["reheat_steam_temp_c"])
                   + RH_SPRAY_HR_PCT_PER_PCT * 100.0 * v["rh_spray_flow_tph"] / steam
                   + SH_SPRAY_HR_PCT_PER_PCT * 100.0 * (v["sh_spray_1_flow_tph"] + v["sh_spray_2_flow_tph"]) / steam)
     fans = FAN_MW_AT_RATED_AIR * (v["total_air_flow_tph"] / RATED_AIR_TPH) ** 2
@@ -73,8 +75,8 @@ def reward(ai: Mapping[str, np.ndarray], dcs: Mapping[str, np.ndarray], band: St
     nox = NOX_PENALTY * np.maximum(100.0 * (ai["nox_mg_nm3"] / np.maximum(dcs["nox_mg_nm3"], 1.0) - 1.0), 0.0)
     co = CO_PENALTY * np.maximum(ai["co_ppm"] - np.maximum(CO_SOFT_PPM, dcs["co_ppm"]), 0.0)
     steam = 0.0
-    for s in ("main_steam_temp_c", "reheat_steam_temp_c"):
-        off_ai, off_dcs = np.abs(ai[s] - STEAM_SP_C), np.abs(dcs[s] - STEAM_SP_C)
+    for s, set_point in STEAM_SET_POINTS_C:
+        off_ai, off_dcs = np.abs(ai[s] - set_point), np.abs(dcs[s] - set_point)
         steam = (steam + STEAM_PENALTY * np.maximum(off_ai - off_dcs, 0.0)
                  + band.penalty * np.maximum(off_ai - np.maximum(off_dcs, STEAM_BAND_C - band.margin_c), 0.0))
     return saved - nox - co - steam

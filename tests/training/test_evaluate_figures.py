@@ -7,7 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from boiler_ai.evaluate import STEAM_BAND_C, STEAM_SP_C, Trace, aggregate
+from boiler_ai.evaluate import STEAM_BAND_C, STEAM_SET_POINTS_C, Trace, aggregate
+
+MAIN_SP_C, REHEAT_SP_C = dict(STEAM_SET_POINTS_C).values()
 
 
 def point(main_c: float, reheat_c: float) -> dict:
@@ -17,12 +19,23 @@ def point(main_c: float, reheat_c: float) -> dict:
 
 def test_seconds_outside_the_steam_band_count_either_temperature():
     trace = Trace(SimpleNamespace(t=0.0))
-    trace.observe(point(STEAM_SP_C + STEAM_BAND_C - 0.1, STEAM_SP_C), 1.0)  # inside
-    trace.observe(point(STEAM_SP_C, STEAM_SP_C - STEAM_BAND_C - 0.5), 2.0)  # hot reheat low
-    trace.observe(point(STEAM_SP_C + STEAM_BAND_C + 1.0, STEAM_SP_C), 3.0)  # main steam high
+    trace.observe(point(MAIN_SP_C + STEAM_BAND_C - 0.1, REHEAT_SP_C), 1.0)  # inside
+    trace.observe(point(MAIN_SP_C, REHEAT_SP_C - STEAM_BAND_C - 0.5), 2.0)  # hot reheat low
+    trace.observe(point(MAIN_SP_C + STEAM_BAND_C + 1.0, REHEAT_SP_C), 3.0)  # main steam high
     figures = trace.figures()
     assert figures["steam_outside_band_s"] == 5.0
     assert figures["steam_dev_c"] == pytest.approx(((4.9 + 0.0) / 2 + (0.0 + 5.5) / 2 * 2 + (6.0 + 0.0) / 2 * 3) / 6)
+
+
+def test_each_steam_temperature_is_judged_about_the_set_point_the_dcs_holds_it_at():
+    from boiler_ai.sim import steam
+
+    # the reference unit's DCS runs hot reheat 2 degC under main steam (margin below its 545 degC limit)
+    assert (MAIN_SP_C, REHEAT_SP_C) == (steam.STEAM_TEMP_SP_C, steam.REHEAT_SP_C) == (540.0, 538.0)
+    trace = Trace(SimpleNamespace(t=0.0))
+    trace.observe(point(MAIN_SP_C, 534.5), 1.0)  # 3.5 under reheat's set point: inside
+    trace.observe(point(MAIN_SP_C, 543.5), 2.0)  # 5.5 over it (still under the 545 limit): outside
+    assert trace.figures()["steam_outside_band_s"] == 2.0
 
 
 def run(scenario: str, ai_outside_s: float, dcs_outside_s: float) -> dict:

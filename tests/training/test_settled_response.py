@@ -121,11 +121,13 @@ def _steam(main: float, reheat: float) -> dict:
 
 
 def test_reward_charges_steam_outside_the_band_at_its_price_beyond_the_dcss_own():
-    sp, heat = objective.STEAM_SP_C, objective.REHEAT_TEMP_HR_PCT_PER_C
+    main, sp = dict(objective.STEAM_SET_POINTS_C).values()  # each at its own set point: reheat's is 2 degC lower
+    assert sp == main - 2.0
+    heat = objective.REHEAT_TEMP_HR_PCT_PER_C
 
     def penalty(ai_reheat: float, dcs_reheat: float, band=objective.SteamBand()) -> float:
         """Penalty alone: the reward minus the heat rate the reheat change itself costs."""
-        r = float(objective.reward(_steam(sp, ai_reheat), _steam(sp, dcs_reheat), band)[0])
+        r = float(objective.reward(_steam(main, ai_reheat), _steam(main, dcs_reheat), band)[0])
         return -(r + heat * (dcs_reheat - ai_reheat))
 
     default = objective.SteamBand()
