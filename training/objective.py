@@ -5,8 +5,9 @@ the turbine-side correction-curve figures the simulator's heat rate uses (boiler
 main and reheat steam below rated, superheater and reheater spray as a share of steam flow) and the
 draught fans' power rising with the square of the total air flow. Reward of an action = the index under
 the DCS's setting minus the index under the action (heat rate saved, %), minus penalties for NOx above
-the DCS's, CO above 100 ppm and steam temperatures further from their set points than the DCS holds them,
-steeper outside the +-5 degC band the evaluation judges (`SteamBand`: fifty times by default, from 0.5 degC inside).
+the DCS's, CO above 100 ppm and steam temperatures further from 540 degC than the DCS holds them, steeper
+outside +-5 degC of it (`SteamBand`: fifty times by default, from 0.5 degC inside; the evaluation judges hot
+reheat about its own 538 degC set point: BAND_CENTRE_C says why training does not).
 Cost = how far the envelope's process limits are crossed (each in % of its limit), for the Lagrangian.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from boiler_ai.control.envelope import Envelope
-from boiler_ai.evaluate import STEAM_BAND_C, STEAM_SET_POINTS_C
+from boiler_ai.evaluate import STEAM_BAND_C
 from boiler_ai.sim.heatrate import (
     MAIN_TEMP_HR_PCT_PER_C,
     REHEAT_TEMP_HR_PCT_PER_C,
@@ -33,12 +34,18 @@ NOX_PENALTY = 0.02  # % heat rate per % of NOx above the DCS's
 CO_PENALTY = 0.005  # % heat rate per ppm of CO above CO_SOFT_PPM
 CO_SOFT_PPM = 100.0
 STEAM_PENALTY = 0.01  # % heat rate per degC further from set point than under the DCS
+# Both temperatures are charged about 540 degC, as offline-rl-v4 was trained. For hot reheat, whose set point is
+# 538 (boiler_ai.evaluate.STEAM_SET_POINTS_C, what the evaluation judges), the charge starts 2.5 degC inside the
+# band below and past it above. Charged about 538 from 0.5 degC inside instead, seed 0 cooled reheat further at
+# low load: 48 873 s outside the band beyond the DCS against v4's 9 198, and 12 s over the reheat limit after a
+# mill trip (training/README.md, offline-rl-v5 trial).
+BAND_CENTRE_C = STEAM_TEMP_SP_C
 
 
 @dataclass(frozen=True)
 class SteamBand:
-    """The price of steam outside the band the evaluation judges (boiler_ai.evaluate.STEAM_BAND_C), beyond
-    the DCS's own excursion: `penalty` % heat rate per degC, from `margin_c` inside the band. Less air cools
+    """The price of steam more than boiler_ai.evaluate.STEAM_BAND_C from BAND_CENTRE_C, beyond the DCS's own
+    excursion: `penalty` % heat rate per degC, from `margin_c` inside the band. Less air cools
     hot reheat slowly, over tens of minutes, and a reheat under-temperature pulls the DCS's steam loops into
     overshooting main steam. At 1.0, a degC costs more than any setting saves and the band acts as a limit;
     a margin covers what the settled reheat gain does not know (t 4-5, training/settled_response.py), where
@@ -75,8 +82,8 @@ def reward(ai: Mapping[str, np.ndarray], dcs: Mapping[str, np.ndarray], band: St
     nox = NOX_PENALTY * np.maximum(100.0 * (ai["nox_mg_nm3"] / np.maximum(dcs["nox_mg_nm3"], 1.0) - 1.0), 0.0)
     co = CO_PENALTY * np.maximum(ai["co_ppm"] - np.maximum(CO_SOFT_PPM, dcs["co_ppm"]), 0.0)
     steam = 0.0
-    for s, set_point in STEAM_SET_POINTS_C:
-        off_ai, off_dcs = np.abs(ai[s] - set_point), np.abs(dcs[s] - set_point)
+    for s in ("main_steam_temp_c", "reheat_steam_temp_c"):
+        off_ai, off_dcs = np.abs(ai[s] - BAND_CENTRE_C), np.abs(dcs[s] - BAND_CENTRE_C)
         steam = (steam + STEAM_PENALTY * np.maximum(off_ai - off_dcs, 0.0)
                  + band.penalty * np.maximum(off_ai - np.maximum(off_dcs, STEAM_BAND_C - band.margin_c), 0.0))
     return saved - nox - co - steam
