@@ -13,6 +13,4 @@ def clamp(x: float, lo: float, hi: float) -> float:
 
 def toward(target: float, now: float, step: float) -> float:
     """A rate limit: now moved towards target by at most step, min(max(target, now - step), now + step)."""
-    lo, hi = now - step, now + step
-    v = lo if lo > target else target
-    return hi if hi < v else v
+    return clamp(target, now - step, now + step)

@@ -42,11 +42,13 @@ class MillStatus(IntEnum):
 # its Enum class costs several times the comparison.
 IDLE, STARTING, RUNNING, STOPPING, TRIPPED = (MillStatus.IDLE, MillStatus.STARTING, MillStatus.RUNNING,
                                               MillStatus.STOPPING, MillStatus.TRIPPED)
+IN_SERVICE = (RUNNING, STOPPING)  # grinding coal to its burners
+IN_SEQUENCE = (STARTING, STOPPING)  # a start or stop under way
 
 
 def primary_air_tph(status: MillStatus, feeder_tph: float) -> float:
     """Primary air through a mill: about 2 t air per t coal at low loading, 1.75 near design (IDAES)."""
-    if status == RUNNING or status == STOPPING:
+    if status in IN_SERVICE:
         return 30.0 + 1.15 * feeder_tph
     return 45.0 if status == STARTING else 0.0
 
@@ -70,7 +72,7 @@ class MillBank:
 
     @property
     def in_service(self) -> list[bool]:
-        return [s == RUNNING or s == STOPPING for s in self.status]
+        return [s in IN_SERVICE for s in self.status]
 
     def start(self, i: int) -> None:
         if self.status[i] == MillStatus.IDLE:
@@ -108,7 +110,7 @@ class MillBank:
 
     def _outlet_target(self, i: int, ambient_c: float) -> float:
         s = self.status[i]
-        if s == RUNNING or s == STOPPING:
+        if s in IN_SERVICE:
             return 78.0 - 0.8 * (self.cp.coal.moisture_pct - 12.0) - 0.15 * (self.feeder[i] - MILL_RATED_TPH)
         return 65.0 if s == STARTING else ambient_c + 15.0
 
@@ -136,7 +138,7 @@ class MillBank:
                     status[i], timer[i] = IDLE, 0.0
             if s == TRIPPED:
                 continue
-            running = status[i] == RUNNING or status[i] == STOPPING
+            running = status[i] in IN_SERVICE
             target = clamp(demand_tph[i], 0.0, FEEDER_MAX_TPH) if running else 0.0
             feeder[i] = f = toward(target, feeder[i], step)
             buf = self._buf[i]

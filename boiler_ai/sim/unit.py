@@ -38,7 +38,7 @@ from boiler_ai.sim.disturbances import DisturbanceState, vary_coal
 from boiler_ai.sim.efficiency import EfficiencyResult
 from boiler_ai.sim.fireside import N_LEVELS, SA_FLOW_COEFF, CoalProps, FireState, fire_side
 from boiler_ai.sim.heatrate import fan_power_mw, unit_heat_rate
-from boiler_ai.sim.mills import MILLS, MillBank, MillStatus
+from boiler_ai.sim.mills import IN_SEQUENCE, IN_SERVICE, MILLS, MillBank, MillStatus
 from boiler_ai.sim.scenario import Event, Scenario, named_scenario
 from boiler_ai.sim.steady import HUMIDITY_KG_PER_KG, OperatingPoint, efficiency_at, flue_gas_tph, humidity_ratio
 from boiler_ai.tagmap import TagMap, load_tag_map
@@ -108,8 +108,6 @@ DCS_RESOLUTION: dict[str, float] = {
 _IDX = {name: i for i, name in enumerate(SIGNALS)}
 _NOISY = tuple(_IDX[n] for n in NOISE_STD)
 _FEEDER_FLOW = tuple(_IDX[f"mill_{m}_coal_flow_tph"] for m in MILLS)
-_IN_SERVICE = (MillStatus.RUNNING, MillStatus.STOPPING)
-_IN_SEQUENCE = (MillStatus.STARTING, MillStatus.STOPPING)
 _NOISE_BLOCK = 4096
 _DESIGN_AIR = stoichiometry(DESIGN_COAL).air_stoich_kg
 
@@ -463,8 +461,8 @@ class ReferenceUnit:
         feeder, outlet_temp = mills.feeder, mills.outlet_temp
         mill_values = []
         for i, status in enumerate(mills.status):
-            mill_values += (feeder[i], 1.0 if status in _IN_SERVICE else 0.0, outlet_temp[i],
-                            1.0 if status in _IN_SEQUENCE else 0.0)
+            mill_values += (feeder[i], 1.0 if status in IN_SERVICE else 0.0, outlet_temp[i],
+                            1.0 if status in IN_SEQUENCE else 0.0)
         sp = [0.0] * (2 * len(MV_NAMES))  # each MV's DCS and AI setpoint, in turn
         sp[::2], sp[1::2] = d.dcs_sp, d.ai_sp
         tc = self.tc
