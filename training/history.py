@@ -10,7 +10,9 @@ The DCS is run as operators run it: besides its normal loops, a scripted test sc
 setpoints (never the AI's) inside the envelope: step tests of the O2 bias, of each secondary-air and
 over-fire-air damper and of feeder-bias shifts between two mills, held 10-15 minutes, one to three at a
 time, and standing operator changes of the O2 bias every few hours. Those excursions are what the
-process model learns the levers' effects from; under the DCS alone they never move.
+process model learns the levers' effects from; under the DCS alone they never move. Mills also trip, about
+once a day (`MILL_TRIP_EVERY_S`), so the log has the reserve mill in service across loads and coals: the
+runtime holds, then releases, a model whose inputs leave what it was trained on.
 
 The reader (`read_history`) gives the learner tag-map signals only: the columns of the export.
 """
@@ -43,11 +45,17 @@ STEP_GAP_S = (300.0, 1200.0)  # then the unit settles 5-20 minutes on the DCS's 
 STEP_SIZE = (0.3, 1.0)  # of the MV's allowed deviation from the DCS (max_deviation_from_dcs): up to its edge
 OPERATOR_O2_EVERY_S = (4 * 3600.0, 8 * 3600.0)  # how often the operator re-trims the O2 bias
 OPERATOR_O2_SIZE = 0.4  # of the O2 bias's allowed deviation, either way
+# A mill trips (a choke, a feeder fault, a flame-scanner trip) about once a day of operation; the DCS starts the
+# reserve mill and the tripped one stays out for the episode. Without these, the reserve mill ran only after the
+# one trip of each mill_trip episode (seven in 20 days): offline-rl-v4 met mill F at 60 t/h on held-out seed 9001,
+# outside its training envelope (56 t/h), and released.
+MILL_TRIP_EVERY_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
 class Change:
-    """At plant time t the operator sets the DCS-side bias of `mv` to `value` (why: step_test or operator)."""
+    """At plant time t the operator sets the DCS-side bias of `mv` to `value` (why: step_test or operator), or a
+    mill trips (why and mv: mill_trip; value: which of the mills then in service, counted from the first)."""
 
     t: float
     mv: str
@@ -84,6 +92,11 @@ def excursion_schedule(duration_s: float, bands: dict[str, float], seed: int) ->
             changes.append(Change(t, "operator_o2_trim", float(rng.uniform(-1, 1) * OPERATOR_O2_SIZE * bands[o2]),
                                   "operator"))
             t += float(rng.uniform(*OPERATOR_O2_EVERY_S))
+    trips = np.random.default_rng([seed, 15])  # its own stream: the step tests stay those of the same seed
+    t = float(trips.exponential(MILL_TRIP_EVERY_S))
+    while t < duration_s:
+        changes.append(Change(t, "mill_trip", float(trips.integers(0, 6)), "mill_trip"))
+        t += float(trips.exponential(MILL_TRIP_EVERY_S))
     return sorted(changes, key=lambda c: c.t)
 
 
@@ -124,6 +137,13 @@ class OperatedUnit:
         from boiler_ai.sim.dcs import I_SA
 
         dcs = self.unit.dcs
+        if change.mv == "mill_trip":
+            from boiler_ai.sim.mills import MILLS
+
+            running = [m for m, on in zip(MILLS, self.unit.mills.in_service) if on]
+            if running:
+                self.unit.inject("mill_trip", running[int(change.value) % len(running)])
+            return
         if change.mv == "operator_o2_trim":
             self._trim_o2 = change.value
         elif change.mv == "o2_setpoint_bias_pct":
@@ -193,7 +213,8 @@ def run_episode(folder: Path, scenario: str, seed: int, seconds: float, cycle_s:
     asyncio.run(run_daemon(core, plant, asyncio.Event(), max_cycles=round(seconds / cycle_s),
                            pace=Pace(plant.clock, 0.0)))
     return {"step_tests": sum(c.why == "step_test" and c.value != 0.0 for c in changes),
-            "operator_changes": sum(c.why == "operator" for c in changes)}
+            "operator_changes": sum(c.why == "operator" for c in changes),
+            "mill_trips": sum(c.why == "mill_trip" for c in changes)}
 
 
 def export_log(log_dir: Path, out: Path) -> None:
@@ -265,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "cycle_s": args.cycle_s, "episodes": plan})
     (args.out / "episodes").mkdir(exist_ok=True)
     started = time.perf_counter()
-    ops = {"step_tests": 0, "operator_changes": 0}
+    ops = {"step_tests": 0, "operator_changes": 0, "mill_trips": 0}
     with tqdm(total=sum(s for _, _, s in plan) / 3600.0, unit="sim h", file=sys.stderr,
               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} sim h [{elapsed}<{remaining}]") as bar:
         progress = _Hours(bar)

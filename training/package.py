@@ -91,8 +91,8 @@ cycle {contract.cycle_period_s:g} s), outputs `{contract.action_output}` and `{c
 
 ## Data (stage 1, history)
 {h['simulated_hours']} simulated hours in {h['episodes']} episodes ({h['rows']} logged cycles), {h['step_tests']}
-step tests and {h['operator_changes']} operator O2 trims, logged by the daemon in observe mode and exported
-with `boiler-ai export`. History sha256 `{h['data_sha256']}`.
+step tests, {h['operator_changes']} operator O2 trims and {h.get('mill_trips', 0)} mill trips, logged by the daemon
+in observe mode and exported with `boiler-ai export`. History sha256 `{h['data_sha256']}`.
 
 ## Process model (stage 2)
 Ensemble next-step models, step {pm['step_s']:g} s, {pm['train_samples']} training and

@@ -85,6 +85,8 @@ def test_step_tests_stay_inside_the_envelope_and_keep_feeder_sums():
     assert {c.mv for c in changes} >= set(bands)
     reach = []
     for c in changes:
+        if c.why == "mill_trip":
+            continue
         band = bands["o2_setpoint_bias_pct"] if c.mv == "operator_o2_trim" else bands[c.mv]
         assert abs(c.value) <= band + 1e-9
         reach.append(abs(c.value) / band)
@@ -94,6 +96,10 @@ def test_step_tests_stay_inside_the_envelope_and_keep_feeder_sums():
     for c in starts:
         by_time[c.t] = by_time.get(c.t, 0.0) + c.value
     assert all(abs(total) < 1e-9 for total in by_time.values())  # a shift between feeders, not more coal
+    trips = [c for c in changes if c.why == "mill_trip"]
+    assert 1 <= len(trips) <= 6  # about one a day
+    assert [c for c in changes if c.why != "mill_trip"] == [  # the trips leave the seed's step tests as they were
+        c for c in excursion_schedule(48 * 3600.0, bands, seed=5) if c.why != "mill_trip"]
 
 
 def test_history_is_the_daemons_record_read_back(history, tag_map):
@@ -226,6 +232,22 @@ def test_the_operators_move_the_dcs_setpoints_and_the_ai_has_no_part(tag_map):
     for _ in range(40):
         unit.step(1.0)
     assert unit.values()["o2_setpoint_bias_pct_dcs_sp"] == pytest.approx(0.2)
+
+
+def test_a_logged_mill_trip_trips_a_mill_in_service_and_the_dcs_starts_the_reserve(tag_map):
+    from boiler_ai.sim.scenario import named_scenario
+    from boiler_ai.sim.unit import ReferenceUnit
+    from training.history import Change
+
+    unit = OperatedUnit(ReferenceUnit(named_scenario("steady_full_load", 0), seed=0, tag_map=tag_map),
+                        [Change(10.0, "mill_trip", 7.0, "mill_trip")])
+    running = [m for m in "abcdef" if unit.values()[f"mill_{m}_in_service"] == 1.0]
+    for _ in range(300):
+        unit.step(1.0)
+    v = unit.values()
+    tripped = running[7 % len(running)]
+    assert v[f"mill_{tripped}_in_service"] == 0.0
+    assert v["mill_f_in_service"] == 1.0 or v["mill_f_sequence_active"] == 1.0  # the reserve mill is starting
 
 
 @pytest.fixture(scope="module")
