@@ -6,8 +6,9 @@ main and reheat steam below rated, superheater and reheater spray as a share of 
 draught fans' power rising with the square of the total air flow. Reward of an action = the index under
 the DCS's setting minus the index under the action (heat rate saved, %), minus penalties for NOx above
 the DCS's, CO above 100 ppm and steam temperatures further from 540 degC than the DCS holds them, steeper
-outside +-5 degC of it (`SteamBand`: fifty times by default, from 0.5 degC inside; the evaluation judges hot
-reheat about its own 538 degC set point: BAND_CENTRE_C says why training does not).
+outside +-5 degC of it (`SteamBand`: fifty times by default, from 0.5 degC inside, and credited at that price
+where the DCS is outside and the action brings steam back toward it; the evaluation judges hot reheat about
+its own 538 degC set point: BAND_CENTRE_C says why training does not).
 Cost = how far the envelope's process limits are crossed (each in % of its limit), for the Lagrangian.
 """
 
@@ -45,13 +46,17 @@ BAND_CENTRE_C = STEAM_TEMP_SP_C
 @dataclass(frozen=True)
 class SteamBand:
     """The price of steam more than boiler_ai.evaluate.STEAM_BAND_C from BAND_CENTRE_C, beyond the DCS's own
-    excursion: `penalty` % heat rate per degC, from `margin_c` inside the band. Less air cools
+    excursion: `penalty` % heat rate per degC, from `margin_c` inside the band; where the DCS itself is outside,
+    each degC the action brings steam back is credited at the same price. The evaluation counts the seconds
+    outside the band against the DCS's own in each run: charged only beyond the DCS's, the policy had no reason
+    to hold reheat up where the DCS cannot (low load), while a less-air setting elsewhere in the run still
+    cooled it past the edge (offline-rl-v4: 9 198 s beyond the DCS's 20 549). Less air cools
     hot reheat slowly, over tens of minutes, and a reheat under-temperature pulls the DCS's steam loops into
     overshooting main steam. At 1.0, a degC costs more than any setting saves and the band acts as a limit;
     a margin covers what the settled reheat gain does not know (t 4-5, training/settled_response.py), where
     the DCS itself cannot hold reheat up to its set point at low load. The default (0.5, 0.5) trained
-    offline-rl-v4 (offline-rl-v3: 0.1, 0). The trade, measured in training/README.md: less time outside the
-    band, less heat rate."""
+    offline-rl-v4, without the credit (offline-rl-v3: 0.1, 0). The trade, measured in training/README.md: less
+    time outside the band, less heat rate."""
 
     penalty: float = 0.5
     margin_c: float = 0.5
@@ -82,10 +87,11 @@ def reward(ai: Mapping[str, np.ndarray], dcs: Mapping[str, np.ndarray], band: St
     nox = NOX_PENALTY * np.maximum(100.0 * (ai["nox_mg_nm3"] / np.maximum(dcs["nox_mg_nm3"], 1.0) - 1.0), 0.0)
     co = CO_PENALTY * np.maximum(ai["co_ppm"] - np.maximum(CO_SOFT_PPM, dcs["co_ppm"]), 0.0)
     steam = 0.0
+    edge = STEAM_BAND_C - band.margin_c
     for s in ("main_steam_temp_c", "reheat_steam_temp_c"):
         off_ai, off_dcs = np.abs(ai[s] - BAND_CENTRE_C), np.abs(dcs[s] - BAND_CENTRE_C)
         steam = (steam + STEAM_PENALTY * np.maximum(off_ai - off_dcs, 0.0)
-                 + band.penalty * np.maximum(off_ai - np.maximum(off_dcs, STEAM_BAND_C - band.margin_c), 0.0))
+                 + band.penalty * (np.maximum(off_ai - edge, 0.0) - np.maximum(off_dcs - edge, 0.0)))
     return saved - nox - co - steam
 
 

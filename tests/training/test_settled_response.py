@@ -141,6 +141,10 @@ def test_reward_charges_steam_outside_the_band_at_its_price_beyond_the_dcss_own(
     assert penalty(sp - 8.0, sp - 7.0, edge) == pytest.approx(objective.STEAM_PENALTY + edge.penalty)
     # the default charges from half a degC inside the band
     assert penalty(sp - 8.0, sp - 1.0) == pytest.approx(7.0 * objective.STEAM_PENALTY + 3.5 * default.penalty)
+    # where the DCS is outside the band, bringing steam back toward it is credited at the band's price, up to
+    # where the charge starts
+    assert penalty(sp - 6.0, sp - 8.0) == pytest.approx(-2.0 * default.penalty)
+    assert penalty(sp - 2.0, sp - 8.0) == pytest.approx(-3.5 * default.penalty)
     # as a limit, from half a degC inside the band
     limit = objective.SteamBand(penalty=1.0, margin_c=0.5)
     assert penalty(sp - 4.8, sp - 1.0, limit) == pytest.approx(3.8 * objective.STEAM_PENALTY + 0.3 * 1.0)
