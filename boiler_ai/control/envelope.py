@@ -92,11 +92,14 @@ class ProcessLimit:
 class RetreatWhile:
     """Boolean signals of plant transients (a mill start or stop sequence) during which, and for settle_s
     after, the AI retreats to the DCS setpoints: combustion then moves faster than the lagging analysers
-    show it, so the AI gives the DCS its own margins back before the measurements could."""
+    show it, so the AI gives the DCS its own margins back before the measurements could. `trips`: Boolean
+    signals whose fall from true to false starts the same settling at once (a mill tripping out of service,
+    which runs no sequence)."""
 
     description: str
     signals: tuple[str, ...]
     settle_s: float
+    trips: tuple[str, ...] = ()
 
 
 NO_TRANSIENTS = RetreatWhile("", (), 0.0)
@@ -309,18 +312,24 @@ def _couplings(section: Fields, names: tuple[str, ...]) -> tuple[Coupling, ...]:
 
 def _retreat_while(f: Fields, tag_map: TagMap) -> RetreatWhile:
     description = f.string("description")
-    signals = f.raw("signals")
-    if not isinstance(signals, list) or not signals or not all(isinstance(s, str) for s in signals):
-        raise f.error("signals", f"expected a list of Boolean signal names, got {signals!r}")
-    for name in signals:
-        spec = _signal(f, "signals", name, tag_map)
-        if not spec.readable or spec.data_type != "Boolean":
-            raise f.error("signals", f"tag {name!r} must be a readable Boolean")
-    if len(set(signals)) != len(signals):
-        raise f.error("signals", "a signal is listed twice")
+    signals = _booleans(f, "signals", tag_map)
+    trips = _booleans(f, "trips", tag_map)
     settle_s = f.number("settle_s", lo=0.0)
     f.done()
-    return RetreatWhile(description, tuple(signals), settle_s)
+    return RetreatWhile(description, signals, settle_s, trips)
+
+
+def _booleans(f: Fields, key: str, tag_map: TagMap) -> tuple[str, ...]:
+    names = f.raw(key)
+    if not isinstance(names, list) or not names or not all(isinstance(s, str) for s in names):
+        raise f.error(key, f"expected a list of Boolean signal names, got {names!r}")
+    for name in names:
+        spec = _signal(f, key, name, tag_map)
+        if not spec.readable or spec.data_type != "Boolean":
+            raise f.error(key, f"tag {name!r} must be a readable Boolean")
+    if len(set(names)) != len(names):
+        raise f.error(key, "a signal is listed twice")
+    return tuple(names)
 
 
 def _budget(f: Fields, names: tuple[str, ...]) -> InfluenceBudget:

@@ -33,7 +33,10 @@ Then:
 And independently of any value: while a plant transient of the envelope's `retreat_while` runs (a mill
 start or stop sequence; an unreadable signal counts as running) and for its settle_s after, retreat,
 reason plant_transient. A mill change moves combustion faster than a 25 s CO analyser shows it: measured
-CO alone would see the spike only once it is there.
+CO alone would see the spike only once it is there. A mill that trips runs no sequence: the fall of one of
+`retreat_while.trips` (a mill's in-service status) starts the settling at once, so a lowered O2 goes back
+while the trip's fuel loss still cools the steam, not a minute later, when the reserve mill's start
+would add its air to the DCS's own recovery overshoot.
 
 Pure: values and the cycle period are handed in; the state (offset and trend history, timers) is plain
 data for the decision record's controller state, so a replay resumes it exactly.
@@ -92,6 +95,7 @@ class Supervisor:
         self.inside_s = [p.recover_s for p in self._limits]
         self._transients = envelope.retreat_while
         self.since_transient_s = self._transients.settle_s  # seconds since a transient last ran
+        self.tripped_from: dict[str, bool] = {}  # each trip signal's last readable value: on (True) or off
 
     def update(self, process_now: Mapping[str, float], u_prev: Sequence[float], u_dcs: Sequence[float],
                active: bool, transients: Mapping[str, float]) -> Supervision:
@@ -158,6 +162,12 @@ class Supervisor:
                 recovering.append(f"{p.name}: {p.signal} inside its warning threshold {p.warning:g} for "
                                   f"{self.inside_s[k]:g} of {p.recover_s:g} s")
         running = [s for s in self._transients.signals if not transients.get(s, math.nan) < 0.5]
+        for s in self._transients.trips:
+            value = transients.get(s, math.nan)
+            if math.isfinite(value):  # unreadable: validation releases a critical status; no fall judged
+                if self.tripped_from.get(s, False) and value < 0.5:
+                    running.append(f"{s} fell")
+                self.tripped_from[s] = value >= 0.5
         self.since_transient_s = 0.0 if running else self.since_transient_s + dt
         settling = self.since_transient_s < self._transients.settle_s
         events = [Event(EventType.SOFT_DISABLE, Reason.PROCESS_LIMIT_WARNING, w) for w in warnings]
@@ -176,6 +186,7 @@ class Supervisor:
     def state(self) -> dict:
         return {"offsets": [list(o) for o in self.offsets], "over_hard_s": list(self.over_hard_s),
                 "inside_s": list(self.inside_s), "since_transient_s": self.since_transient_s,
+                "tripped_from": dict(self.tripped_from),
                 "measured": {signal: list(h) for signal, h in self.measured.items()}}
 
     def restore(self, state: dict) -> None:
@@ -184,5 +195,7 @@ class Supervisor:
         self.inside_s = list(state["inside_s"])
         # absent from states logged before retreat_while: as a new daemon, settled
         self.since_transient_s = state.get("since_transient_s", self._transients.settle_s)
+        # absent from states logged before retreat_while.trips: as a new daemon, nothing seen yet
+        self.tripped_from = dict(state.get("tripped_from", {}))
         # absent from states logged before the trend look-ahead: no trend yet, as a new daemon
         self.measured = {signal: list(h) for signal, h in state.get("measured", {}).items()}

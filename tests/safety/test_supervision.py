@@ -266,3 +266,30 @@ def test_a_mill_sequence_retreats_while_it_runs_and_until_it_settles():
     unreadable = dict(QUIET, mill_a_sequence_active=float("nan"))
     assert sup.update(NORMAL, DCS, DCS, True, unreadable).retreat is Retreat.TOWARD_DCS
     assert sup.update(NORMAL, DCS, DCS, False, stopping).events == ()
+
+
+def test_a_mill_trip_retreats_from_the_moment_its_mill_falls_out_of_service():
+    """A trip runs no sequence: the fall of a mill's in-service status starts the settling at once; a mill
+    coming into service, or out of service all along, does not; after an unreadable status the fall is judged
+    against the last status read."""
+    settle = ENV.retreat_while.settle_s
+    assert "mill_c_in_service" in ENV.retreat_while.trips
+    running = {**QUIET, **{s: 1.0 for s in ENV.retreat_while.trips}, "mill_f_in_service": 0.0}
+    sup = Supervisor(ENV, 1.0)
+    for _ in range(5):
+        assert sup.update(NORMAL, DCS, DCS, True, running).retreat is Retreat.NONE
+    assert sup.update(NORMAL, DCS, DCS, True, dict(running, mill_f_in_service=1.0)).retreat is Retreat.NONE
+    tripped = dict(running, mill_f_in_service=1.0, mill_c_in_service=0.0)
+    verdict = sup.update(NORMAL, DCS, DCS, True, tripped)
+    assert verdict.retreat is Retreat.TOWARD_DCS and reasons(verdict) == [Reason.PLANT_TRANSIENT]
+    assert verdict.events[0].detail == "mill_c_in_service fell"
+    for _ in range(int(settle) - 1):
+        assert "settling" in sup.update(NORMAL, DCS, DCS, True, tripped).events[0].detail
+    assert sup.update(NORMAL, DCS, DCS, True, tripped).retreat is Retreat.NONE
+    # unreadable for a cycle, then out of service: a fall from the last status read
+    fresh = Supervisor(ENV, 1.0)
+    fresh.update(NORMAL, DCS, DCS, True, running)
+    fresh.update(NORMAL, DCS, DCS, True, dict(running, mill_a_in_service=float("nan")))
+    assert fresh.update(NORMAL, DCS, DCS, True, dict(running, mill_a_in_service=0.0)).retreat is Retreat.TOWARD_DCS
+    # a daemon that starts with a mill already out has seen no fall
+    assert Supervisor(ENV, 1.0).update(NORMAL, DCS, DCS, True, tripped).retreat is Retreat.NONE

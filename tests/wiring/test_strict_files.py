@@ -262,6 +262,9 @@ def test_per_mv_ai_enable_is_optional_and_must_be_a_readable_boolean(tmp_path):
      r"retreat_while\.signals: unknown tag 'mill_q_sequence_active'"),
     (lambda rw: rw.update(signals=["mill_a_coal_flow_tph"]), r"retreat_while\.signals: .* must be a readable Boolean"),
     (lambda rw: rw.update(settle_s=-1), r"retreat_while\.settle_s"),
+    (lambda rw: rw.pop("trips"), r"retreat_while\.trips: required field is missing"),
+    (lambda rw: rw.update(trips=["mill_a_in_service", "mill_a_in_service"]), r"retreat_while\.trips: .* listed twice"),
+    (lambda rw: rw.update(trips=["mill_a_outlet_temp_c"]), r"retreat_while\.trips: .* must be a readable Boolean"),
 ])
 def test_the_plant_transients_section_is_checked_strictly(tmp_path, change, says):
     from boiler_ai.control.envelope import load_envelope
