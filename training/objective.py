@@ -55,8 +55,8 @@ class SteamBand:
     overshooting main steam. At 1.0, a degC costs more than any setting saves and the band acts as a limit;
     a margin covers what the settled reheat gain does not know (t 4-5, training/settled_response.py), where
     the DCS itself cannot hold reheat up to its set point at low load. The default (0.5, 0.5) trained
-    offline-rl-v5, and offline-rl-v4 without the credit (offline-rl-v3: 0.1, 0). The trade, measured in training/README.md: less
-    time outside the band, less heat rate."""
+    offline-rl-v5, and offline-rl-v4 without the credit (offline-rl-v3: 0.1, 0). The trade, measured in
+    training/README.md: less time outside the band, less heat rate."""
 
     penalty: float = 0.5
     margin_c: float = 0.5
