@@ -78,8 +78,8 @@ _CODES: dict[Reason, tuple[int, str, str]] = {
     Reason.PROCESS_LIMIT_EXCEEDED: (406, "Process value over its limit: control handed back to the DCS",
                                     "Check the limit named in the record, then switch AI_ENABLE off and on"),
     Reason.PROCESS_LIMIT_RECOVERING: (407, "Waiting for the process value to settle inside its limit", ""),
-    Reason.PLANT_TRANSIENT: (408, "Mill starting or stopping: AI moving back to the DCS setpoints until it settles",
-                             ""),
+    Reason.PLANT_TRANSIENT: (408, "Mill starting, stopping or tripped: AI moving back to the DCS setpoints until it "
+                                  "settles", ""),
     Reason.WRITE_FAILED: (501, "Writing the AI setpoints failed", "Check the OPC UA link and write permissions"),
     Reason.DAEMON_STOPPING: (502, "AI software stopping", ""),
     Reason.RECORD_NOT_DURABLE: (503, "Decisions cannot be recorded: AI kept off",
