@@ -47,7 +47,7 @@ OPERATOR_O2_EVERY_S = (4 * 3600.0, 8 * 3600.0)  # how often the operator re-trim
 OPERATOR_O2_SIZE = 0.4  # of the O2 bias's allowed deviation, either way
 # A mill trips (a choke, a feeder fault, a flame-scanner trip) about once a day of operation; the DCS starts the
 # reserve mill and the tripped one stays out for the episode. Without these, the reserve mill ran only after the
-# one trip of each mill_trip episode (seven in 20 days): offline-rl-v4 met mill F at 60 t/h on held-out seed 9001,
+# one trip of each mill_trip episode (six in 20 days): offline-rl-v4 met mill F at 60 t/h on held-out seed 9001,
 # outside its training envelope (56 t/h), and released.
 MILL_TRIP_EVERY_S = 24 * 3600.0
 

@@ -95,11 +95,12 @@ class Supervisor:
         self.inside_s = [p.recover_s for p in self._limits]
         self._transients = envelope.retreat_while
         self.since_transient_s = self._transients.settle_s  # seconds since a transient last ran
-        self.tripped_from: dict[str, bool] = {}  # each trip signal's last readable value: on (True) or off
+        self.trips_on: dict[str, bool] = {}  # each trip signal as last read: on (a mill in service) or off
 
     def update(self, process_now: Mapping[str, float], u_prev: Sequence[float], u_dcs: Sequence[float],
                active: bool, transients: Mapping[str, float]) -> Supervision:
-        """`transients`: this cycle's values, with those of the `retreat_while` signals (NaN or absent: unreadable)."""
+        """`transients`: this cycle's values, with those of the `retreat_while` signals and trips (NaN or absent:
+        unreadable)."""
         dt = self.dt
         offsets = [p - d for p, d in zip(u_prev, u_dcs)]
         if all(map(math.isfinite, offsets)):
@@ -165,9 +166,9 @@ class Supervisor:
         for s in self._transients.trips:
             value = transients.get(s, math.nan)
             if math.isfinite(value):  # unreadable: validation releases a critical status; no fall judged
-                if self.tripped_from.get(s, False) and value < 0.5:
+                if self.trips_on.get(s, False) and value < 0.5:
                     running.append(f"{s} fell")
-                self.tripped_from[s] = value >= 0.5
+                self.trips_on[s] = value >= 0.5
         self.since_transient_s = 0.0 if running else self.since_transient_s + dt
         settling = self.since_transient_s < self._transients.settle_s
         events = [Event(EventType.SOFT_DISABLE, Reason.PROCESS_LIMIT_WARNING, w) for w in warnings]
@@ -186,7 +187,7 @@ class Supervisor:
     def state(self) -> dict:
         return {"offsets": [list(o) for o in self.offsets], "over_hard_s": list(self.over_hard_s),
                 "inside_s": list(self.inside_s), "since_transient_s": self.since_transient_s,
-                "tripped_from": dict(self.tripped_from),
+                "trips_on": dict(self.trips_on),
                 "measured": {signal: list(h) for signal, h in self.measured.items()}}
 
     def restore(self, state: dict) -> None:
@@ -196,6 +197,6 @@ class Supervisor:
         # absent from states logged before retreat_while: as a new daemon, settled
         self.since_transient_s = state.get("since_transient_s", self._transients.settle_s)
         # absent from states logged before retreat_while.trips: as a new daemon, nothing seen yet
-        self.tripped_from = dict(state.get("tripped_from", {}))
+        self.trips_on = dict(state.get("trips_on", {}))
         # absent from states logged before the trend look-ahead: no trend yet, as a new daemon
         self.measured = {signal: list(h) for signal, h in state.get("measured", {}).items()}

@@ -280,7 +280,10 @@ def test_a_mill_trip_retreats_from_the_moment_its_mill_falls_out_of_service():
         assert sup.update(NORMAL, DCS, DCS, True, running).retreat is Retreat.NONE
     assert sup.update(NORMAL, DCS, DCS, True, dict(running, mill_f_in_service=1.0)).retreat is Retreat.NONE
     tripped = dict(running, mill_f_in_service=1.0, mill_c_in_service=0.0)
+    resumed = Supervisor(ENV, 1.0)  # the statuses seen are controller state: a replay judges the same fall
+    resumed.restore(json.loads(json.dumps(sup.state())))
     verdict = sup.update(NORMAL, DCS, DCS, True, tripped)
+    assert resumed.update(NORMAL, DCS, DCS, True, tripped) == verdict
     assert verdict.retreat is Retreat.TOWARD_DCS and reasons(verdict) == [Reason.PLANT_TRANSIENT]
     assert verdict.events[0].detail == "mill_c_in_service fell"
     for _ in range(int(settle) - 1):

@@ -235,13 +235,14 @@ def test_the_operators_move_the_dcs_setpoints_and_the_ai_has_no_part(tag_map):
 
 
 def test_a_logged_mill_trip_trips_a_mill_in_service_and_the_dcs_starts_the_reserve(tag_map):
+    from boiler_ai.sim.mills import MILLS
     from boiler_ai.sim.scenario import named_scenario
     from boiler_ai.sim.unit import ReferenceUnit
     from training.history import Change
 
     unit = OperatedUnit(ReferenceUnit(named_scenario("steady_full_load", 0), seed=0, tag_map=tag_map),
                         [Change(10.0, "mill_trip", 7.0, "mill_trip")])
-    running = [m for m in "abcdef" if unit.values()[f"mill_{m}_in_service"] == 1.0]
+    running = [m for m in MILLS if unit.values()[f"mill_{m}_in_service"] == 1.0]
     for _ in range(300):
         unit.step(1.0)
     v = unit.values()
