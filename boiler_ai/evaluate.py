@@ -418,13 +418,25 @@ def evaluate(model: Path, *, scenarios: list[str], seeds: list[int], hours: floa
                                                 "baseline_digest": baseline_digest(config)}
     jobs = [{"model": str(model), "sha256": sha256, "config": str(config), "scenario": s, "seed": k, "hours": hours,
              "rearm_after_min": rearm_after_min, **cache} for s in scenarios for k in seeds]
-    runs = []
+    order = longest_first(jobs)
+    runs: list[dict] = [{}] * len(jobs)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        for run in pool.map(run_one, jobs):
-            runs.append(run)
+        for i, run in zip(order, pool.map(run_one, [jobs[i] for i in order])):
+            runs[i] = run
             if progress is not None:
                 progress(run)
     return {"model": str(model), "model_sha256": sha256, "rearm_after_min": rearm_after_min, **aggregate(runs)}, runs
+
+
+def longest_first(jobs: list[dict]) -> list[int]:
+    """The jobs' indices, longest simulated run first: the short ones (a one-hour mill trip, about a third of a
+    four-hour run's wall time) fill in at the end, so no worker idles through another's last long run."""
+    from boiler_ai.sim.scenario import named_scenario
+
+    def simulated_s(job: dict) -> float:
+        return min(named_scenario(job["scenario"], job["seed"]).duration_s, job["hours"] * 3600.0)
+
+    return sorted(range(len(jobs)), key=lambda i: -simulated_s(jobs[i]))
 
 
 def over_opcua(model: Path, sha256: str, config: Path, scenario: str, seed: int, minutes: float,

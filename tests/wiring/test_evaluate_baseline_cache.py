@@ -34,3 +34,14 @@ def test_a_cached_baseline_gives_the_same_figures_and_a_changed_key_a_new_one(tm
     # the operator's re-enable delay changes the echo's releases: another key
     once(rearm_after_min=5.0)
     assert len(list(tmp_path.glob("*.json"))) == 2 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_the_longest_runs_are_started_first_and_the_runs_come_back_in_scenario_and_seed_order():
+    from boiler_ai.evaluate import longest_first
+
+    # capped at 1.5 h: the 24 h day and the 2 h coal switch run 1.5 h, the mill trip its own hour
+    jobs = [{"scenario": s, "seed": 9001, "hours": 1.5} for s in ("mill_trip", "agc_day_24h", "coal_switch")]
+    assert longest_first(jobs) == [1, 2, 0]
+    summary, runs = evaluate(MODEL, scenarios=["mill_trip", "coal_switch"], seeds=[9001], hours=1.02, workers=2)
+    assert [r["scenario"] for r in runs] == ["mill_trip", "coal_switch"]
+    assert [r["hours"] for r in runs] == [1.0, 1.02] and list(summary["per_scenario"]) == ["mill_trip", "coal_switch"]
