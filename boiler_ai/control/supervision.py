@@ -162,19 +162,20 @@ class Supervisor:
             if not active and self.inside_s[k] < p.recover_s:
                 recovering.append(f"{p.name}: {p.signal} inside its warning threshold {p.warning:g} for "
                                   f"{self.inside_s[k]:g} of {p.recover_s:g} s")
-        running = [s for s in self._transients.signals if not transients.get(s, math.nan) < 0.5]
+        # what the event's detail names: each sequence flag that runs, each in-service status that fell
+        causes = [s for s in self._transients.signals if not transients.get(s, math.nan) < 0.5]
         for s in self._transients.trips:
             value = transients.get(s, math.nan)
             if math.isfinite(value):  # unreadable: validation releases a critical status; no fall judged
                 if self.trips_on.get(s, False) and value < 0.5:
-                    running.append(f"{s} fell")
+                    causes.append(f"{s} fell")
                 self.trips_on[s] = value >= 0.5
-        self.since_transient_s = 0.0 if running else self.since_transient_s + dt
+        self.since_transient_s = 0.0 if causes else self.since_transient_s + dt
         settling = self.since_transient_s < self._transients.settle_s
         events = [Event(EventType.SOFT_DISABLE, Reason.PROCESS_LIMIT_WARNING, w) for w in warnings]
         if active and settling:
             retreat = True
-            events.append(Event(EventType.SOFT_DISABLE, Reason.PLANT_TRANSIENT, ", ".join(running) if running else
+            events.append(Event(EventType.SOFT_DISABLE, Reason.PLANT_TRANSIENT, ", ".join(causes) if causes else
                                 f"settling: {self.since_transient_s:g} of {self._transients.settle_s:g} s"))
         events += [Event(EventType.IMMEDIATE_DISABLE, Reason.PROCESS_LIMIT_EXCEEDED, r) for r in releases]
         if recovering:
