@@ -5,7 +5,8 @@ Each run (scenario, seed) is simulated four ways in one worker process: the unit
 the same unit with the controller core in closed loop (validation, the ONNX policy, projector, guard,
 engagement, the DCS handshake: the daemon's cycle without its log) at the daemon config's cycle period;
 the same loop echoing the DCS's own setpoints (`OffsetPolicy` with zero offsets: what it releases for is
-the plant's and the loop's doing, never a model's, so its release rate is the DCS's own fault rate); and
+the plant's and the loop's doing, never a model's, so its release rate is the DCS's own fault rate, and its
+seconds outside the steam band or over a limit beyond the DCS alone's are those figures' floor); and
 the oracle's headroom at operating points sampled along the DCS run. In both loops a simulated operator
 re-enables AI (AI_ENABLE off and on, what the HMI asks for after a release) `--rearm-after-min` after each
 release; the engagement's own entry checks decide when AI mode returns. The DCS and AI runs are measured on
@@ -255,7 +256,7 @@ def _run_one(job: dict) -> dict:
                 offsets[mv].append(a - u)
     a, b = ai.figures(), base["dcs"]
     return {"scenario": job["scenario"], "seed": job["seed"], "hours": scenario.duration_s / 3600.0,
-            "ai": a, "dcs": b,
+            "ai": a, "dcs": b, "dcs_echo": base["dcs_echo"],
             "efficiency_gain_pct_pt": a["efficiency_pct"] - b["efficiency_pct"],
             "heat_rate_gain_pct": 100.0 * (1.0 - a["heat_rate_kj_kwh"] / b["heat_rate_kj_kwh"]),
             "oracle_headroom_pct_pt": base["oracle_headroom_pct_pt"],
@@ -283,8 +284,8 @@ def _baseline(job: dict, cfg: DaemonConfig, scenario, steps: int) -> dict:
     while dcs.t < scenario.duration_s:
         dcs.step(1.0)
     tag_map = load_tag_map(cfg.tag_map)
-    echo_unit = ReferenceUnit(scenario, seed=job["seed"])
-    echo_unit.set_ai_enable(True)
+    echo_unit = Trace(ReferenceUnit(scenario, seed=job["seed"]))
+    echo_unit.unit.set_ai_enable(True)
     echo = ClosedLoop(dataclasses.replace(cfg, plant=SteppedConfig(job["scenario"], job["seed"], True)), echo_unit,
                       policy=echo_policy(tag_map, load_envelope(cfg.envelope, tag_map)),
                       rearm_after_s=60.0 * job["rearm_after_min"])
@@ -292,7 +293,8 @@ def _baseline(job: dict, cfg: DaemonConfig, scenario, steps: int) -> dict:
         echo.cycle()
     limits = OracleLimits.from_envelope(cfg.envelope, cfg.tag_map)
     oracle = scenario_headroom(scenario, job["seed"], sample_s, limits, sampler=dcs.sampler).summary()
-    return {"dcs": dcs.figures(), "dcs_series": dcs.series, "dcs_echo_releases": dict(echo.releases),
+    return {"dcs": dcs.figures(), "dcs_series": dcs.series, "dcs_echo": echo_unit.figures(),
+            "dcs_echo_releases": dict(echo.releases),
             "dcs_echo_release_limits": dict(echo.release_limits),
             "dcs_echo_time_share": echo.active_cycles / max(echo.cycles, 1),
             "oracle_headroom_pct_pt": oracle["mean_headroom_pct"],
@@ -343,10 +345,20 @@ def excess_seconds(ai: dict, dcs: dict) -> float:
                for k in set(ai["violation_s"]) | set(dcs["violation_s"]))
 
 
-def steam_band_excess(runs: list[dict]) -> float:
+def steam_band_excess(runs: list[dict], loop: str = "ai") -> float:
     """Seconds with main or hot reheat steam outside the band beyond the DCS alone's, run by run (a run where
-    the AI does better does not pay for another)."""
-    return sum(max(r["ai"]["steam_outside_band_s"] - r["dcs"]["steam_outside_band_s"], 0.0) for r in runs)
+    the AI does better does not pay for another). `loop` "dcs_echo": the DCS's own setpoints through the AI
+    path, what two runs of one unit differ by without any model (the figure's floor)."""
+    return sum(max(r[loop]["steam_outside_band_s"] - r["dcs"]["steam_outside_band_s"], 0.0) for r in runs)
+
+
+def echo_figures(runs: list[dict]) -> dict:
+    """The DCS echo's seconds beyond the DCS alone, as the AI's are counted (none for runs evaluated before
+    the echo's figures were kept)."""
+    if not runs or not all("dcs_echo" in r for r in runs):
+        return {}
+    return {"dcs_echo_steam_outside_band_excess_s": round(steam_band_excess(runs, "dcs_echo"), 1),
+            "dcs_echo_excess_violation_s": round(sum(excess_seconds(r["dcs_echo"], r["dcs"]) for r in runs), 1)}
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -371,7 +383,7 @@ def aggregate(runs: list[dict]) -> dict:
             "nox_ratio": round(float(np.mean([r["ai"]["nox_mg_nm3"] / r["dcs"]["nox_mg_nm3"] for r in mine])), 4),
             "guard_blocks": sum(r["guard_blocks"] for r in mine),
             "releases": sum(sum(r["releases"].values()) for r in mine),
-            "steam_outside_band_excess_s": round(steam_band_excess(mine), 1)}
+            "steam_outside_band_excess_s": round(steam_band_excess(mine), 1), **echo_figures(mine)}
     return {
         "efficiency_gain_pct_pt": round(mean("efficiency_gain_pct_pt"), 4),
         "heat_rate_gain_pct": round(hr_gain, 4),
@@ -386,6 +398,7 @@ def aggregate(runs: list[dict]) -> dict:
         "dcs_steam_dev_c": round(float(np.dot(w, [r["dcs"]["steam_dev_c"] for r in runs])), 3),
         "steam_outside_band_excess_s": round(steam_band_excess(runs), 1),
         "dcs_steam_outside_band_s": round(sum(r["dcs"]["steam_outside_band_s"] for r in runs), 1),
+        **echo_figures(runs),
         "excess_violation_s": round(excess, 1),
         "ai_time_share": round(mean("ai_time_share"), 4),
         "guard_blocks": sum(r["guard_blocks"] for r in runs),

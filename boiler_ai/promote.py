@@ -98,6 +98,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def echo_band(s: dict) -> str:
+    """The DCS's own setpoints through the AI path against the DCS alone, where the evaluation has it."""
+    if "dcs_echo_steam_outside_band_excess_s" not in s:
+        return ""
+    return f"; the DCS echoed through the AI path {s['dcs_echo_steam_outside_band_excess_s']:g} s more than it"
+
+
 EVALUATION_HEADING = "## Evaluation (boiler-ai evaluate, held-out seeds) and the promotion gate"
 
 
@@ -110,7 +117,7 @@ def evaluation_md(s: dict) -> str:
     # evaluations written before the steam band was counted have no such figure
     steam = (f"\n| steam temperatures | {s['steam_dev_c']} °C mean from set point (DCS {s['dcs_steam_dev_c']} °C); "
              f"beyond ±5 °C {s['steam_outside_band_excess_s']:g} s more than the DCS (DCS alone "
-             f"{s['dcs_steam_outside_band_s']:g} s) |" if "steam_outside_band_excess_s" in s else "")
+             f"{s['dcs_steam_outside_band_s']:g} s{echo_band(s)}) |" if "steam_outside_band_excess_s" in s else "")
     # evaluations written before releases were tallied by limit name only their reasons
     releases = (f"\n| releases | {tally(s['releases_by_reason'])}; process limits {tally(s['releases_by_limit'])} "
                 f"(DCS echo: {tally(s['dcs_faults_by_reason'])}; process limits {tally(s['dcs_faults_by_limit'])}) |"

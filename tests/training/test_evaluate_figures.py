@@ -66,6 +66,24 @@ def test_the_model_card_shows_the_steam_band_where_the_evaluation_has_it():
     assert "steam temperatures" not in evaluation_md(older)
 
 
+def test_the_dcs_echo_s_steam_band_and_limit_seconds_beyond_the_dcs_alone_are_its_floor_on_the_card():
+    from boiler_ai.promote import evaluation_md
+
+    def echoed(r: dict, echo_outside_s: float, echo_over_s: float) -> dict:
+        return {**r, "dcs_echo": {**r["dcs"], "steam_outside_band_s": echo_outside_s,
+                                  "violation_s": {"reheat_temp_max": echo_over_s}}}
+
+    runs = [echoed(run("agc_day_24h", 40.0, 10.0), 25.0, 3.0), echoed(run("coal_switch", 0.0, 10.0), 4.0, 0.0)]
+    result = aggregate(runs)
+    assert result["dcs_echo_steam_outside_band_excess_s"] == 15.0  # run by run, as the AI's
+    assert result["dcs_echo_excess_violation_s"] == 3.0
+    assert result["per_scenario"]["coal_switch"]["dcs_echo_steam_outside_band_excess_s"] == 0.0
+    assert ("30 s more than the DCS (DCS alone 20 s; the DCS echoed through the AI path 15 s more than it)"
+            in evaluation_md(result))
+    # an evaluation whose runs did not keep the echo's figures has none, rather than a partial sum
+    assert "dcs_echo_steam_outside_band_excess_s" not in aggregate([runs[0], run("mill_trip", 0.0, 0.0)])
+
+
 def test_the_model_card_says_when_the_operator_re_enabled_ai():
     from boiler_ai.promote import evaluation_md
 
