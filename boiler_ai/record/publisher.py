@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 
 import zmq
 
@@ -41,16 +42,26 @@ def unpack_header(data: bytes) -> tuple[int, float]:
     return seq, wall_time
 
 
+# ZeroMQ closes a socket in its I/O thread after close() returns: a service re-bound at once in the same
+# process (a recorder restarted on its endpoints) can find the port still held by its own old socket for a few ms.
+REBIND_WAIT_S = 0.5
+
+
 def bind(socket: zmq.Socket, endpoint: str, what: str) -> str:
     """Bind a record-path socket (no linger: a stopping daemon must not wait on a slow subscriber), or
     close it and say which service could not bind where. Returns the endpoint actually bound."""
     socket.setsockopt(zmq.LINGER, 0)
-    try:
-        socket.bind(endpoint)
-    except zmq.ZMQError as exc:
-        socket.close()
-        raise OSError(f"cannot bind {what} on {endpoint}: {exc}") from exc
-    return socket.getsockopt_string(zmq.LAST_ENDPOINT)
+    deadline = time.monotonic() + REBIND_WAIT_S
+    while True:
+        try:
+            socket.bind(endpoint)
+            return socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EADDRINUSE and time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            socket.close()
+            raise OSError(f"cannot bind {what} on {endpoint}: {exc}") from exc
 
 
 class Publisher:

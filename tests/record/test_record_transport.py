@@ -188,6 +188,22 @@ def test_endpoints_already_taken_fail_with_the_endpoint_named(tmp_path, ctx):
         publisher.close()
 
 
+def test_a_port_freed_while_binding_is_taken_a_port_held_longer_is_not(ctx):
+    # a restart in the same process: the old socket's port is released by ZeroMQ's I/O thread, a little later
+    publisher = Publisher(ANY, "unit1", context=ctx)
+    endpoint = publisher.endpoint
+    threading.Timer(0.1, publisher.close).start()
+    again = Publisher(endpoint, "unit1", context=ctx)
+    try:
+        assert again.endpoint == endpoint
+        started = time.monotonic()
+        with pytest.raises(OSError, match="decision publisher on tcp://127.0.0.1"):
+            Publisher(endpoint, "unit1", context=ctx)
+        assert time.monotonic() - started < 2.0  # a port really in use is reported, after the short wait
+    finally:
+        again.close()
+
+
 def test_recorder_from_the_daemon_config(tmp_path, ctx):
     from boiler_ai.config import RecordConfig
     from boiler_ai.daemon import recorder_for
