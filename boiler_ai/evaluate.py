@@ -284,16 +284,16 @@ def _baseline(job: dict, cfg: DaemonConfig, scenario, steps: int) -> dict:
     while dcs.t < scenario.duration_s:
         dcs.step(1.0)
     tag_map = load_tag_map(cfg.tag_map)
-    echo_unit = Trace(ReferenceUnit(scenario, seed=job["seed"]))
-    echo_unit.unit.set_ai_enable(True)
-    echo = ClosedLoop(dataclasses.replace(cfg, plant=SteppedConfig(job["scenario"], job["seed"], True)), echo_unit,
+    echo_trace = Trace(ReferenceUnit(scenario, seed=job["seed"]))
+    echo_trace.unit.set_ai_enable(True)
+    echo = ClosedLoop(dataclasses.replace(cfg, plant=SteppedConfig(job["scenario"], job["seed"], True)), echo_trace,
                       policy=echo_policy(tag_map, load_envelope(cfg.envelope, tag_map)),
                       rearm_after_s=60.0 * job["rearm_after_min"])
     for _ in range(steps):
         echo.cycle()
     limits = OracleLimits.from_envelope(cfg.envelope, cfg.tag_map)
     oracle = scenario_headroom(scenario, job["seed"], sample_s, limits, sampler=dcs.sampler).summary()
-    return {"dcs": dcs.figures(), "dcs_series": dcs.series, "dcs_echo": echo_unit.figures(),
+    return {"dcs": dcs.figures(), "dcs_series": dcs.series, "dcs_echo": echo_trace.figures(),
             "dcs_echo_releases": dict(echo.releases),
             "dcs_echo_release_limits": dict(echo.release_limits),
             "dcs_echo_time_share": echo.active_cycles / max(echo.cycles, 1),
