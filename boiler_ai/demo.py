@@ -41,7 +41,7 @@ log = logging.getLogger("boiler_ai.demo")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "reference_unit.yaml"
 # The promoted offline-RL policy (`boiler-ai promote`; training/README.md): the demo runs it when present
-PROMOTED_MODEL = ROOT / "models" / "offline-rl-v5"
+PROMOTED_MODEL = ROOT / "models" / "offline-rl-v6"
 # Above this share of overrunning cycles (or of simulated time lost), the run does not show the AI's effect
 OVERRUN_WARN_SHARE = 0.05
 KPIS = ("efficiency_pct", "efficiency_lhv_pct", "heat_rate_kj_kwh", "nox_mg_nm3", "co_ppm", "o2_pct", "spray_tph",
@@ -238,7 +238,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=EXAMPLE_CONFIG, help="daemon config to start from")
     parser.add_argument("--model", type=Path, default=None,
                         help="a promoted model's folder (models/<id>/: policy.onnx, its sha256 pinned by its "
-                             "MODEL_CARD.json) to run instead of the config's model (default: models/offline-rl-v5 "
+                             "MODEL_CARD.json) to run instead of the config's model (default: models/offline-rl-v6 "
                              "when it is there, else the config's)")
     parser.add_argument("--json", action="store_true", help="also print the summary as one JSON object, last line")
     parser.add_argument("--log-dir", type=Path,

@@ -54,11 +54,11 @@ class SteamBand:
     hot reheat slowly, over tens of minutes, and a reheat under-temperature pulls the DCS's steam loops into
     overshooting main steam. At 1.0, a degC costs more than any setting saves and the band acts as a limit;
     a margin covers what the settled reheat gain does not know (t 4-5, training/settled_response.py), where
-    the DCS itself cannot hold reheat up to its set point at low load. The default (0.5, 0.5) trained
-    offline-rl-v5, and offline-rl-v4 without the credit (offline-rl-v3: 0.1, 0). The trade, measured in
-    training/README.md: less time outside the band, less heat rate."""
+    the DCS itself cannot hold reheat up to its set point at low load. The default (1.0, 0.5) trained
+    offline-rl-v6; (0.5, 0.5) trained offline-rl-v5, and offline-rl-v4 without the credit (offline-rl-v3: 0.1,
+    0). The trade, measured in training/README.md: less time outside the band, less heat rate."""
 
-    penalty: float = 0.5
+    penalty: float = 1.0
     margin_c: float = 0.5
 
 

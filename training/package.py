@@ -130,7 +130,7 @@ Held-out rows with an input outside the training envelope (5 % margin): \
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__, "history", "process-model", "policy")
-    parser.add_argument("--model-id", default="offline-rl-v5")
+    parser.add_argument("--model-id", default="offline-rl-v6")
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=10)

@@ -294,8 +294,8 @@ def test_policy_stage_logs_its_lagrangian_rounds(policy, process_model):
     assert "IQL" in metrics["algorithm"] and "Lagrangian" in metrics["algorithm"]
     assert metrics["held_mvs"] == []  # every MV of the envelope may move unless --hold-mvs says otherwise
     assert "o2_setpoint_bias_pct" in metrics["settled_against_rollout"]
-    config = json.loads((policy / "config.json").read_text())  # the steam band's price, as offline-rl-v4's and v5's
-    assert (config["steam_band_penalty"], config["steam_band_margin"]) == (0.5, 0.5)
+    config = json.loads((policy / "config.json").read_text())  # the steam band's price, as offline-rl-v6's
+    assert (config["steam_band_penalty"], config["steam_band_margin"]) == (1.0, 0.5)
     assert [r["round"] for r in metrics["rounds"]] == [1, 2]
     assert {"lambda", "model_reward", "model_cost", "env_reward", "env_ai_active"} <= set(metrics["rounds"][0])
     c = metrics["candidates"]

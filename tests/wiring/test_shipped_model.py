@@ -29,7 +29,7 @@ def test_the_demo_runs_the_promoted_model_and_it_passes_its_gate():
     # what `make demo` runs: the example config with the model pinned by its card, loaded as the daemon does
     cfg = with_model(load_config(ROOT / "deploy" / "examples" / "reference_unit.yaml"), PROMOTED_MODEL)
     assert cfg.model_path == policy
-    assert build_core(cfg).controller.settings.model_id == card["model_id"] == "offline-rl-v5"
+    assert build_core(cfg).controller.settings.model_id == card["model_id"] == "offline-rl-v6"
 
 
 def test_the_promoted_model_engages_and_holds_on_a_held_out_day():
