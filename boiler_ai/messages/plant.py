@@ -6,6 +6,7 @@ import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from boiler_ai.messages.wire import UInt, doc
 
@@ -42,10 +43,10 @@ class Quality(enum.IntEnum):
         return cls.GOOD if severity == 0 else cls.UNCERTAIN if severity == 1 else cls.BAD
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
     """One tag as read: value (bools as 0.0/1.0), the raw StatusCode, the source and server timestamps
-    (epoch s; NaN where the server sent none: both are optional in OPC UA)."""
+    (epoch s; NaN where the server sent none: both are optional in OPC UA). A NamedTuple, immutable as the
+    frozen dataclasses are: about a hundred are built every cycle, and a tuple builds in half the time."""
 
     value: float
     status_code: int
