@@ -132,7 +132,7 @@ def test_reward_charges_steam_outside_the_band_at_its_price_beyond_the_dcss_own(
         return -(r + heat * (dcs_reheat - ai_reheat))
 
     default = objective.SteamBand()
-    assert (default.penalty, default.margin_c) == (0.5, 0.5)  # offline-rl-v4's
+    assert (default.penalty, default.margin_c) == (1.0, 0.5)  # offline-rl-v6's: the band as a limit
     edge = objective.SteamBand(penalty=0.1, margin_c=0.0)  # offline-rl-v3's: charged from the band's edge
     assert penalty(sp - 3.0, sp - 1.0, edge) == pytest.approx(2.0 * objective.STEAM_PENALTY)  # inside the band
     outside = penalty(sp - 8.0, sp - 1.0, edge)  # 3 degC outside the band
@@ -145,6 +145,9 @@ def test_reward_charges_steam_outside_the_band_at_its_price_beyond_the_dcss_own(
     # where the charge starts
     assert penalty(sp - 6.0, sp - 8.0) == pytest.approx(-2.0 * default.penalty)
     assert penalty(sp - 2.0, sp - 8.0) == pytest.approx(-3.5 * default.penalty)
+    # offline-rl-v4's and v5's price, half the default's
+    half = objective.SteamBand(penalty=0.5, margin_c=0.5)
+    assert penalty(sp - 8.0, sp - 1.0, half) == pytest.approx(7.0 * objective.STEAM_PENALTY + 3.5 * 0.5)
     # as a limit, from half a degC inside the band
     limit = objective.SteamBand(penalty=1.0, margin_c=0.5)
     assert penalty(sp - 4.8, sp - 1.0, limit) == pytest.approx(3.8 * objective.STEAM_PENALTY + 0.3 * 1.0)
