@@ -46,7 +46,7 @@ class Quality(enum.IntEnum):
 class Reading(NamedTuple):
     """One tag as read: value (bools as 0.0/1.0), the raw StatusCode, the source and server timestamps
     (epoch s; NaN where the server sent none: both are optional in OPC UA). A NamedTuple, immutable as the
-    frozen dataclasses are: about a hundred are built every cycle, and a tuple builds in half the time."""
+    frozen dataclasses are: about a hundred are built every cycle, and a tuple builds in 0.6 of the time."""
 
     value: float
     status_code: int
