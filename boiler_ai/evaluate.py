@@ -438,7 +438,10 @@ def evaluate(model: Path, *, scenarios: list[str], seeds: list[int], hours: floa
             runs[i] = run
             if progress is not None:
                 progress(run)
-    return {"model": str(model), "model_sha256": sha256, "rearm_after_min": rearm_after_min, **aggregate(runs)}, runs
+    # which envelope the figures were measured under: the same model under another envelope is another evaluation
+    envelope_sha256 = hashlib.sha256(load_config(config).envelope.read_bytes()).hexdigest()
+    return {"model": str(model), "model_sha256": sha256, "envelope_sha256": envelope_sha256,
+            "rearm_after_min": rearm_after_min, **aggregate(runs)}, runs
 
 
 def longest_first(jobs: list[dict]) -> list[int]:

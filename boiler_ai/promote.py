@@ -91,11 +91,18 @@ def run(args: argparse.Namespace) -> int:
     card["evaluation"] = summary
     (folder / "MODEL_CARD.json").write_text(json.dumps(card, indent=2) + "\n")
     text = card_md.read_text() if card_md.is_file() else f"# Model card: {contract.model_id}\n"
-    text = text.split(EVALUATION_HEADING)[0]  # re-promoting an installed model: its new evaluation replaces the old
-    (folder / "MODEL_CARD.md").write_text(text.rstrip() + "\n\n" + evaluation_md(summary))
+    (folder / "MODEL_CARD.md").write_text(with_evaluation(text, evaluation_md(summary)))
     print(f"promoted {contract.model_id} to {folder}")
     print(f"sha256 {sha256}")
     return 0
+
+
+def with_evaluation(card: str, evaluation: str) -> str:
+    """The card with `evaluation` as its evaluation section: re-promoting an installed model (a new evaluation,
+    say after an envelope change) replaces the old section in place and keeps the sections after it (notes)."""
+    head, found, rest = card.partition(EVALUATION_HEADING)
+    tail = rest[rest.find("\n## "):] if found and "\n## " in rest else ""
+    return head.rstrip() + "\n\n" + evaluation.rstrip() + "\n" + (tail.rstrip() + "\n" if tail else "")
 
 
 def echo_band(s: dict) -> str:
@@ -103,6 +110,11 @@ def echo_band(s: dict) -> str:
     if "dcs_echo_steam_outside_band_excess_s" not in s:
         return ""
     return f"; the DCS echoed through the AI path {s['dcs_echo_steam_outside_band_excess_s']:g} s more than it"
+
+
+def envelope(s: dict) -> str:
+    """Which envelope the evaluation ran under, where it says (evaluations written before do not)."""
+    return f", under the envelope with sha256 {s['envelope_sha256']}" if "envelope_sha256" in s else ""
 
 
 EVALUATION_HEADING = "## Evaluation (boiler-ai evaluate, held-out seeds) and the promotion gate"
@@ -128,7 +140,7 @@ def evaluation_md(s: dict) -> str:
     return f"""{EVALUATION_HEADING}
 
 {s['runs']} runs, {s['simulated_h']} simulated hours, closed loop through the real controller core on the
-stepped plant against the DCS alone and the steady-state oracle on the same seeds. Passed the gate: no
+stepped plant against the DCS alone and the steady-state oracle on the same seeds{envelope(s)}. Passed the gate: no
 process-limit second beyond the DCS's ({s['excess_violation_s']:g}), releases {s['releases_per_h']:.3g}/h
 against the DCS's own faults {s['dcs_faults_per_h']:.3g}/h, {s['guard_blocks']} guard blocks, a gain.
 

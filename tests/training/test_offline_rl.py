@@ -3,6 +3,7 @@ and what the next stage reads from it. Full-size runs are benchmarks (benchmarks
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -338,6 +339,9 @@ def test_evaluate_reports_the_issue_keys_without_torch(package, runs):
                 "steam_outside_band_excess_s", "dcs_steam_outside_band_s"):
         assert key in result
     assert result["per_scenario"]["mill_trip"]["seeds"] == [9001]
+    # the envelope it was measured under, by content: the example config's
+    assert result["envelope_sha256"] == hashlib.sha256((ROOT / "constraints" / "reference_unit.yaml").read_bytes()
+                                                       ).hexdigest()
     assert result["oracle_heat_rate_headroom_pct"] > 0
     # one scenario through the whole daemon over OPC UA, every cycle run (the tiny model, trained on a few
     # hours of history, is out of its depth there: whether it engages is not the point here)
@@ -383,13 +387,15 @@ def test_promote_installs_a_passing_model_and_prints_its_sha256(package, runs, t
     assert done.returncode == 0, done.stderr
     sha = done.stdout.strip().splitlines()[-1].split()[-1]
     assert (models / "tiny-rl" / "policy.onnx").read_bytes() == (package / "policy.onnx").read_bytes()
-    import hashlib
-
     assert sha == hashlib.sha256((models / "tiny-rl" / "policy.onnx").read_bytes()).hexdigest()
     assert "promotion gate" in (models / "tiny-rl" / "MODEL_CARD.md").read_text()
+    assert f"under the envelope with sha256 {evaluation['summary']['envelope_sha256']}" in (
+        models / "tiny-rl" / "MODEL_CARD.md").read_text()
     assert json.loads((models / "tiny-rl" / "MODEL_CARD.json").read_text())["evaluation"]["heat_rate_gain_pct"] == 0.3
     # Promoted again from where it is installed (a new evaluation, say after an envelope change): the card
-    # carries the new evaluation once, in place of the old.
+    # carries the new evaluation once, in place of the old, and keeps the notes written after it.
+    installed = models / "tiny-rl" / "MODEL_CARD.md"
+    installed.write_text(installed.read_text() + "\n## Notes\n\n- an engineer's note\n")
     evaluation["summary"]["heat_rate_gain_pct"] = 0.25
     passing.write_text(json.dumps(evaluation))
     again = subprocess.run([sys.executable, "-m", "boiler_ai", "promote", str(models / "tiny-rl" / "policy.onnx"),
@@ -398,3 +404,4 @@ def test_promote_installs_a_passing_model_and_prints_its_sha256(package, runs, t
     assert again.returncode == 0, again.stderr
     card = (models / "tiny-rl" / "MODEL_CARD.md").read_text()
     assert card.count("## Evaluation (boiler-ai evaluate") == 1 and "+0.2500 %" in card
+    assert card.index("+0.2500 %") < card.index("## Notes\n\n- an engineer's note\n")
