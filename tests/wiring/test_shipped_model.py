@@ -1,5 +1,6 @@
 """The promoted model the demo runs by default: its card pins the file, it fits today's tag map and
-envelope, its evaluation passes the promotion gate, and it runs closed loop through the real core."""
+envelope, its evaluation (under that envelope) passes the promotion gate, and it runs closed loop through
+the real core."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def test_the_demo_runs_the_promoted_model_and_it_passes_its_gate():
     evaluation = json.loads((PROMOTED_MODEL / "evaluation.json").read_text())
     assert evaluation["model_sha256"] == sha256 and gate(evaluation) == []
     assert evaluation["excess_violation_s"] == 0 and evaluation["heat_rate_gain_pct"] > 0
+    # its figures were measured under the envelope it ships with: a changed envelope needs a new evaluation
+    envelope = load_config(ROOT / "deploy" / "examples" / "reference_unit.yaml").envelope
+    assert evaluation["envelope_sha256"] == hashlib.sha256(envelope.read_bytes()).hexdigest()
     # what `make demo` runs: the example config with the model pinned by its card, loaded as the daemon does
     cfg = with_model(load_config(ROOT / "deploy" / "examples" / "reference_unit.yaml"), PROMOTED_MODEL)
     assert cfg.model_path == policy
