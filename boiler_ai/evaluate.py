@@ -427,6 +427,9 @@ def evaluate(model: Path, *, scenarios: list[str], seeds: list[int], hours: floa
     model = Path(model)
     read_contract(model)  # a file that is not a model fails here, in one line, before any worker starts
     sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+    # which envelope the figures are measured under (read before the runs, as each worker reads it; as
+    # Envelope.sha256): the same model under another envelope is another evaluation
+    envelope_sha256 = hashlib.sha256(load_config(config).envelope.read_bytes()).hexdigest()
     cache = {} if baseline_cache is None else {"baseline_cache": str(baseline_cache),
                                                 "baseline_digest": baseline_digest(config)}
     jobs = [{"model": str(model), "sha256": sha256, "config": str(config), "scenario": s, "seed": k, "hours": hours,
@@ -438,8 +441,6 @@ def evaluate(model: Path, *, scenarios: list[str], seeds: list[int], hours: floa
             runs[i] = run
             if progress is not None:
                 progress(run)
-    # which envelope the figures were measured under: the same model under another envelope is another evaluation
-    envelope_sha256 = hashlib.sha256(load_config(config).envelope.read_bytes()).hexdigest()
     return {"model": str(model), "model_sha256": sha256, "envelope_sha256": envelope_sha256,
             "rearm_after_min": rearm_after_min, **aggregate(runs)}, runs
 
